@@ -1,0 +1,36 @@
+// CPU kernels behind the CPU backend. Each exists in a portable form and, in
+// kernels_avx2.cc, an AVX2/FMA/F16C form chosen at run time.
+#ifndef STRATA_RUNTIME_BACKEND_CPU_KERNELS_H_
+#define STRATA_RUNTIME_BACKEND_CPU_KERNELS_H_
+
+#include <cstdint>
+
+#include "runtime/backend/backend.h"
+
+namespace strata::cpu {
+
+// The reduction over k is cut into blocks of this many elements; each
+// block's partial dot is reduced and added to the output in order. Both
+// kernels and every batch size use the same blocking, so a token's result
+// does not depend on how many tokens share its batch.
+inline constexpr int64_t kLinearKBlock = 512;
+
+// out[t * ldo + n] = dot(x[t, :], w[n, :]) for t < m and n in [n_begin, n_end).
+using LinearRowsFn = void (*)(const float* x, int64_t m, const Weight& w, int64_t n_begin,
+                              int64_t n_end, float* out, int64_t ldo);
+void LinearRowsPortable(const float* x, int64_t m, const Weight& w, int64_t n_begin,
+                        int64_t n_end, float* out, int64_t ldo);
+void LinearRowsAvx2(const float* x, int64_t m, const Weight& w, int64_t n_begin, int64_t n_end,
+                    float* out, int64_t ldo);
+
+// Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C).
+bool CpuHasAvx2Fma();
+// The kernel in use; STRATA_CPU_KERNELS=portable forces the portable one.
+LinearRowsFn SelectLinearRows();
+
+// Element `i` of a weight vector/matrix as f32.
+float WeightAt(const Weight& w, int64_t i);
+
+}  // namespace strata::cpu
+
+#endif  // STRATA_RUNTIME_BACKEND_CPU_KERNELS_H_

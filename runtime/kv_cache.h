@@ -1,0 +1,55 @@
+// The paged KV cache of one stage: fixed-size blocks of 16 token slots for
+// every layer the stage owns, a free list, and one block table per sequence.
+// Owned by a Stage; not thread-safe (the stage serialises its steps).
+#ifndef STRATA_RUNTIME_KV_CACHE_H_
+#define STRATA_RUNTIME_KV_CACHE_H_
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "runtime/backend/backend.h"
+
+namespace strata {
+
+class KvCache {
+ public:
+  static constexpr int64_t kBlockSize = 16;
+
+  KvCache(int64_t num_layers, int64_t kv_dim, int64_t num_blocks);
+
+  // Sets the number of tokens `seq` holds, growing or shrinking its block
+  // table. Fails with RESOURCE_EXHAUSTED, changing nothing, when the free
+  // blocks do not suffice.
+  absl::Status Resize(uint64_t seq, int64_t tokens);
+  // Returns every block of `seq` to the free list; a no-op for unknown ids.
+  void Free(uint64_t seq);
+
+  bool Has(uint64_t seq) const { return seqs_.count(seq) > 0; }
+  int64_t Length(uint64_t seq) const;
+  const std::vector<int32_t>& BlockTable(uint64_t seq) const;
+  int64_t BlocksNeeded(int64_t tokens) const { return (tokens + kBlockSize - 1) / kBlockSize; }
+  // Blocks `seq` would additionally need to hold `tokens` tokens.
+  int64_t ExtraBlocks(uint64_t seq, int64_t tokens) const;
+
+  KvLayerView Layer(int64_t local_layer);
+  int64_t total_blocks() const { return num_blocks_; }
+  int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
+  int64_t num_sequences() const { return static_cast<int64_t>(seqs_.size()); }
+  int64_t bytes() const { return static_cast<int64_t>(storage_.size() * sizeof(float)); }
+
+ private:
+  struct Sequence {
+    int64_t length = 0;
+    std::vector<int32_t> blocks;
+  };
+  int64_t num_layers_, kv_dim_, num_blocks_;
+  std::vector<float> storage_;  // [layer][block][k|v][slot][kv_dim]
+  std::vector<int32_t> free_;
+  std::unordered_map<uint64_t, Sequence> seqs_;
+};
+
+}  // namespace strata
+
+#endif  // STRATA_RUNTIME_KV_CACHE_H_

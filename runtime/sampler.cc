@@ -1,0 +1,106 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace strata {
+
+absl::Status ValidateSamplingParams(const SamplingParams& p) {
+  if (!(p.temperature >= 0) || !std::isfinite(p.temperature)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be a finite number >= 0, got ", p.temperature));
+  }
+  if (p.top_k < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", p.top_k));
+  }
+  if (!(p.top_p > 0 && p.top_p <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", p.top_p));
+  }
+  if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repetition_penalty must be a finite number > 0, got ",
+                     p.repetition_penalty));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+double UniformAt(uint64_t seed, int64_t position) {
+  const uint64_t bits = SplitMix64(SplitMix64(seed) ^ static_cast<uint64_t>(position));
+  return static_cast<double>(bits >> 11) * 0x1.0p-53;
+}
+
+int32_t Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
+                        std::span<const int32_t> history, int64_t position) {
+  const int64_t vocab = static_cast<int64_t>(logits.size());
+  scores_.assign(logits.begin(), logits.end());
+  if (p.repetition_penalty != 1.0f) {
+    // Each distinct id once, as torch.gather/scatter over input_ids does.
+    for (int32_t id : history) {
+      if (id < 0 || id >= vocab) continue;
+      const float s = logits[id];
+      scores_[id] = s < 0 ? s * p.repetition_penalty : s / p.repetition_penalty;
+    }
+  }
+  if (p.temperature == 0.0f) {
+    return static_cast<int32_t>(std::max_element(scores_.begin(), scores_.end()) -
+                                scores_.begin());
+  }
+  candidates_.clear();
+  for (int64_t i = 0; i < vocab; ++i) {
+    candidates_.emplace_back(scores_[i] / p.temperature, static_cast<int32_t>(i));
+  }
+  // Highest score first; ties by id so the order is deterministic.
+  auto higher = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  std::sort(candidates_.begin(), candidates_.end(), higher);
+  size_t keep = candidates_.size();
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) {
+    // Like transformers: drop scores below the k-th largest (ties at it stay).
+    const float kth = candidates_[p.top_k - 1].first;
+    keep = p.top_k;
+    while (keep < candidates_.size() && candidates_[keep].first == kth) ++keep;
+  }
+  candidates_.resize(keep);
+  const float max_score = candidates_.front().first;
+  double total = 0;
+  for (auto& c : candidates_) {
+    c.first = std::exp(c.first - max_score);
+    total += c.first;
+  }
+  if (p.top_p < 1.0f) {
+    // transformers sorts ascending and removes tokens whose cumulative
+    // probability is <= 1 - top_p; from the top that keeps every token whose
+    // lower-probability remainder exceeds 1 - top_p, and at least one.
+    double below = total;  // probability mass of this token and all lower ones
+    size_t cut = 0;
+    for (size_t i = 0; i < candidates_.size(); ++i) {
+      if (below / total <= 1.0 - p.top_p && i > 0) break;
+      below -= candidates_[i].first;
+      cut = i + 1;
+    }
+    candidates_.resize(cut);
+    total = 0;
+    for (const auto& c : candidates_) total += c.first;
+  }
+  const double target = UniformAt(p.seed, position) * total;
+  double acc = 0;
+  for (const auto& c : candidates_) {
+    acc += c.first;
+    if (target < acc) return c.second;
+  }
+  return candidates_.back().second;
+}
+
+}  // namespace strata

@@ -1,0 +1,117 @@
+// The stage: decoder layers [begin, end) of one model, run on a batch of
+// sequence chunks (prefill chunks and single decode tokens mixed) against the
+// stage's own paged KV cache. The first stage (begin == 0) embeds token ids;
+// the last (end == num_layers) applies the final norm and the LM head and
+// returns logits. A whole model is a one-stage pipeline.
+//
+// A Stage reads only its own tensors from the checkpoint (memory-mapped). It
+// is not thread-safe: one Run() at a time; the backend parallelises inside.
+#ifndef STRATA_RUNTIME_STAGE_H_
+#define STRATA_RUNTIME_STAGE_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/backend/backend.h"
+#include "runtime/checkpoint.h"
+#include "runtime/config.h"
+#include "runtime/kv_cache.h"
+
+namespace strata {
+
+struct StageOptions {
+  int threads = 0;                 // CPU threads; 0 = every available core
+  int64_t max_batch_tokens = 512;  // tokens per Run(); workspaces are sized once for this
+  int64_t max_context = 0;         // per sequence; 0 = min(max_position_embeddings, 8192)
+  int64_t max_sequences = 4;       // sizes the default KV cache
+  int64_t kv_blocks = 0;           // 0 = max_sequences * ceil(max_context / 16)
+};
+
+enum class LogitsMode { kNone, kLast, kAll };
+
+struct SequenceChunk {
+  uint64_t seq_id = 0;
+  int64_t start_pos = 0;   // must be <= the tokens the stage holds for seq_id
+  int64_t num_tokens = 0;
+  std::vector<int32_t> token_ids;        // first stage only: num_tokens ids
+  LogitsMode logits = LogitsMode::kLast;  // last stage only
+};
+
+struct StageBatch {
+  std::vector<SequenceChunk> chunks;
+  // Non-first stages: [total tokens, hidden_size] from the previous stage.
+  std::span<const float> hidden;
+};
+
+struct StageOutput {
+  // Non-last stages: [total tokens, hidden_size] for the next stage.
+  std::vector<float> hidden;
+  // Last stage: rows of vocab_size logits; chunk c's rows start at
+  // logits_row[c] (kLast: one row, kAll: num_tokens rows, kNone: none).
+  std::vector<float> logits;
+  std::vector<int64_t> logits_row;
+  int64_t vocab_size = 0;
+};
+
+class Stage {
+ public:
+  // Loads layers [begin, end) of the model in `model_dir` (config already parsed).
+  static absl::StatusOr<std::unique_ptr<Stage>> Load(const std::string& model_dir,
+                                                     const ModelConfig& config, int64_t begin,
+                                                     int64_t end, const StageOptions& options);
+  ~Stage();
+
+  absl::Status Run(const StageBatch& batch, StageOutput* out);
+  // Drops a sequence's KV blocks; unknown ids are ignored.
+  void Free(uint64_t seq_id) { kv_.Free(seq_id); }
+  int64_t SequenceLength(uint64_t seq_id) const { return kv_.Length(seq_id); }
+
+  bool is_first() const { return begin_ == 0; }
+  bool is_last() const { return end_ == config_.num_layers; }
+  int64_t begin() const { return begin_; }
+  int64_t end() const { return end_; }
+  int64_t max_context() const { return max_context_; }
+  int64_t max_batch_tokens() const { return options_.max_batch_tokens; }
+  const ModelConfig& config() const { return config_; }
+  const KvCache& kv_cache() const { return kv_; }
+  const Backend& backend() const { return *backend_; }
+  // Bytes of weights this stage reads (its layers plus embedding / head).
+  int64_t weight_bytes() const { return weight_bytes_; }
+  // The shards of the checkpoint this stage mapped.
+  std::vector<std::string> mapped_files() const { return checkpoint_->MappedFiles(); }
+
+ private:
+  struct LayerWeights;
+  Stage(const ModelConfig& config, int64_t begin, int64_t end, const StageOptions& options,
+        int64_t max_context, int64_t kv_blocks);
+  absl::Status LoadWeights(const std::string& model_dir);
+  absl::Status Validate(const StageBatch& batch, int64_t* total_tokens) const;
+  absl::Status ReserveKv(const StageBatch& batch);
+  void RunLayer(const LayerWeights& w, int64_t local, int64_t tokens);
+  void ComputeHead(const StageBatch& batch, StageOutput* out);
+
+  ModelConfig config_;
+  int64_t begin_, end_;
+  StageOptions options_;
+  int64_t max_context_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<Backend> backend_;
+  KvCache kv_;
+  std::vector<LayerWeights> layers_;
+  Weight embedding_, final_norm_, lm_head_;
+  std::vector<float> inv_freq_;
+  int64_t weight_bytes_ = 0;
+
+  // Workspaces, sized for max_batch_tokens at load.
+  std::vector<float> x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
+  std::vector<float> cos_, sin_, head_in_;
+  std::vector<AttentionChunk> attn_chunks_;
+};
+
+}  // namespace strata
+
+#endif  // STRATA_RUNTIME_STAGE_H_

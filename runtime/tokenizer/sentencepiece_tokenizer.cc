@@ -1,0 +1,127 @@
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/json.h"
+#include "runtime/status_macros.h"
+#include "runtime/tokenizer.h"
+#include "runtime/tokenizer/spm_bridge.h"
+
+namespace strata {
+namespace {
+
+class SentencePieceTokenizer : public Tokenizer {
+ public:
+  SentencePieceTokenizer(std::unique_ptr<spm::Processor> sp, bool add_bos)
+      : sp_(std::move(sp)), add_bos_(add_bos), strips_leading_space_(sp_->adds_dummy_prefix()) {
+    // Precompute each piece's bytes once; decoding is then a table lookup.
+    const int n = sp_->PieceSize();
+    bytes_.resize(n);
+    for (int id = 0; id < n; ++id) bytes_[id] = ComputeBytes(id);
+  }
+
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
+                                              bool add_bos) const override {
+    std::vector<int> ids;
+    std::string error;
+    if (!sp_->Encode(std::string(text), &ids, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer: cannot encode: ", error));
+    }
+    std::vector<int32_t> out;
+    out.reserve(ids.size() + 1);
+    if (add_bos && sp_->bos_id() >= 0) out.push_back(sp_->bos_id());
+    out.insert(out.end(), ids.begin(), ids.end());
+    return out;
+  }
+
+  std::string Decode(const std::vector<int32_t>& ids) const override {
+    std::string text;
+    IncrementalDetokenizer detok(*this, /*at_text_start=*/true);
+    for (int32_t id : ids) text += detok.Push(id);
+    text += detok.Flush();
+    return text;
+  }
+
+  std::string TokenBytes(int32_t id) const override {
+    if (id < 0 || id >= static_cast<int32_t>(bytes_.size())) return "";
+    return bytes_[id];
+  }
+  bool StripsLeadingSpace() const override { return strips_leading_space_; }
+  int32_t vocab_size() const override { return sp_->PieceSize(); }
+  std::optional<int32_t> bos_id() const override {
+    if (sp_->bos_id() < 0) return std::nullopt;
+    return sp_->bos_id();
+  }
+  bool add_bos_by_default() const override { return add_bos_; }
+
+ private:
+  std::string ComputeBytes(int id) const {
+    if (sp_->IsControl(id)) return "";
+    if (sp_->IsUnknown(id)) return " \xE2\x81\x87 ";  // " ⁇ ", as SentencePiece decodes <unk>
+    const std::string piece = sp_->Piece(id);
+    if (sp_->IsByte(id)) {  // "<0xAB>"
+      return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+    }
+    std::string out;
+    static constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581 '▁'
+    for (size_t i = 0; i < piece.size();) {
+      if (piece.compare(i, kSpace.size(), kSpace) == 0) {
+        out.push_back(' ');
+        i += kSpace.size();
+      } else {
+        out.push_back(piece[i++]);
+      }
+    }
+    return out;
+  }
+
+  std::unique_ptr<spm::Processor> sp_;
+  bool add_bos_;
+  bool strips_leading_space_;
+  std::vector<std::string> bytes_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  const fs::path spm_path = fs::path(model_dir) / "tokenizer.model";
+  if (!fs::exists(spm_path)) {
+    return absl::NotFoundError(absl::StrCat(
+        model_dir, ": no tokenizer.model (SentencePiece) in this folder; other tokenizer "
+                   "formats are not supported yet"));
+  }
+  bool add_bos = true;
+  const fs::path cfg_path = fs::path(model_dir) / "tokenizer_config.json";
+  if (fs::exists(cfg_path)) {
+    ASSIGN_OR_RETURN(Json cfg, ReadJsonFile(cfg_path.string()));
+    if (const Json* v = cfg.Find("add_bos_token"); v != nullptr && v->is_bool()) {
+      add_bos = v->bool_value();
+    }
+  }
+  std::string error;
+  auto sp = spm::Processor::LoadFile(spm_path.string(), &error);
+  if (sp == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(spm_path.string(), ": not a SentencePiece model: ", error));
+  }
+  return std::make_unique<SentencePieceTokenizer>(std::move(sp), add_bos);
+}
+
+absl::StatusOr<std::string> TrainSentencePieceBpe(const std::vector<std::string>& sentences,
+                                                  int vocab_size) {
+  const std::string args = absl::StrCat(
+      "--model_type=bpe --vocab_size=", vocab_size,
+      " --character_coverage=1.0 --byte_fallback=true --split_digits=true"
+      " --normalization_rule_name=identity --remove_extra_whitespaces=false"
+      " --add_dummy_prefix=true --allow_whitespace_only_pieces=true"
+      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=1"
+      " --max_sentence_length=100000 --minloglevel=2");
+  std::string model, error;
+  if (!spm::Train(sentences, args, &model, &error)) {
+    return absl::InternalError(absl::StrCat("SentencePiece training failed: ", error));
+  }
+  return model;
+}
+
+}  // namespace strata

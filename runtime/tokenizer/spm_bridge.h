@@ -1,0 +1,40 @@
+// The only door to SentencePiece. Debian's sentencepiece_processor.h declares
+// its own absl::string_view, which clashes with Abseil's, so this header and
+// spm_bridge.cc use no Abseil at all: plain std types and error strings.
+#ifndef STRATA_RUNTIME_TOKENIZER_SPM_BRIDGE_H_
+#define STRATA_RUNTIME_TOKENIZER_SPM_BRIDGE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace strata::spm {
+
+class Processor {
+ public:
+  // Both return nullptr and set *error on failure.
+  static std::unique_ptr<Processor> LoadFile(const std::string& path, std::string* error);
+  static std::unique_ptr<Processor> FromSerialized(const std::string& bytes, std::string* error);
+  virtual ~Processor() = default;
+
+  virtual bool Encode(const std::string& text, std::vector<int>* ids, std::string* error) const = 0;
+  virtual bool Decode(const std::vector<int>& ids, std::string* text, std::string* error) const = 0;
+  virtual int PieceSize() const = 0;
+  virtual std::string Piece(int id) const = 0;
+  virtual int PieceToId(const std::string& piece) const = 0;
+  virtual bool IsByte(int id) const = 0;
+  virtual bool IsControl(int id) const = 0;
+  virtual bool IsUnknown(int id) const = 0;
+  virtual int bos_id() const = 0;
+  virtual int eos_id() const = 0;
+  virtual bool adds_dummy_prefix() const = 0;
+};
+
+// Trains a model from `sentences` with SentencePiece's trainer flags `args`
+// (no --input); on success stores the serialized model proto in *model.
+bool Train(const std::vector<std::string>& sentences, const std::string& args, std::string* model,
+           std::string* error);
+
+}  // namespace strata::spm
+
+#endif  // STRATA_RUNTIME_TOKENIZER_SPM_BRIDGE_H_

@@ -1,0 +1,36 @@
+// A small parser for `strata SUBCOMMAND --flag value` command lines. Each flag
+// is declared with its destination; errors name the flag.
+#ifndef STRATA_TOOLS_FLAGS_H_
+#define STRATA_TOOLS_FLAGS_H_
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace strata {
+
+class FlagSet {
+ public:
+  void String(const char* name, std::string* dest, const char* help);
+  void Int(const char* name, int64_t* dest, const char* help);
+  void Float(const char* name, double* dest, const char* help);
+  void Bool(const char* name, bool* dest, const char* help);  // present = true
+  // Parses args (without the program and subcommand names).
+  absl::Status Parse(const std::vector<std::string>& args);
+  std::string Usage() const;
+
+ private:
+  struct Flag {
+    std::string name;
+    std::variant<std::string*, int64_t*, double*, bool*> dest;
+    std::string help;
+  };
+  std::vector<Flag> flags_;
+};
+
+}  // namespace strata
+
+#endif  // STRATA_TOOLS_FLAGS_H_

@@ -1,0 +1,263 @@
+#include "tools/model_maker.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "runtime/checkpoint.h"
+#include "runtime/config.h"
+#include "runtime/json.h"
+#include "runtime/model_layout.h"
+#include "runtime/status_macros.h"
+#include "runtime/tokenizer.h"
+
+namespace strata {
+
+extern const char kEmbeddedCorpus[];  // generated from tools/corpus/corpus.txt
+
+const std::string& EmbeddedCorpus() {
+  static const std::string* corpus = new std::string(kEmbeddedCorpus);
+  return *corpus;
+}
+
+std::vector<std::string> ModelFlavours() { return {"llama", "mistral", "qwen2", "hunyuan-dense"}; }
+std::vector<std::string> ModelSizes() { return {"tiny", "1b"}; }
+
+namespace {
+
+constexpr int kTokenizerVocab = 512;
+
+// xoshiro256** seeded through splitmix64: fast, and the same everywhere.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) {
+    for (auto& s : s_) {
+      seed += 0x9e3779b97f4a7c15ull;
+      uint64_t z = seed;
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      s = z ^ (z >> 31);
+    }
+  }
+  uint64_t Next() {
+    const uint64_t result = Rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = Rotl(s_[3], 45);
+    return result;
+  }
+  // Uniform in [-1, 1).
+  float Symmetric() { return static_cast<float>(static_cast<double>(Next() >> 11) * 0x1.0p-52 - 1.0); }
+
+ private:
+  static uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t s_[4];
+};
+
+uint64_t NameHash(const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// The config.json of a flavour and size, as a JSON object.
+absl::StatusOr<Json> FlavourConfig(const ModelSpec& spec, int64_t vocab, const std::string& dtype) {
+  std::map<std::string, Json> c;
+  const bool tiny = spec.size == "tiny";
+  if (!tiny && spec.size != "1b") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("size \"", spec.size, "\" is unknown (choose tiny or 1b)"));
+  }
+  c["hidden_size"] = Json::Integer(tiny ? 64 : 2048);
+  c["num_hidden_layers"] = Json::Integer(tiny ? 4 : 22);
+  c["num_attention_heads"] = Json::Integer(tiny ? 4 : 32);
+  c["num_key_value_heads"] = Json::Integer(tiny ? 2 : 4);
+  c["head_dim"] = Json::Integer(tiny ? 16 : 64);
+  c["intermediate_size"] = Json::Integer(tiny ? 160 : 5632);
+  c["vocab_size"] = Json::Integer(vocab);
+  c["max_position_embeddings"] = Json::Integer(tiny ? 256 : 2048);
+  c["rms_norm_eps"] = Json::Number(1e-5);
+  c["rope_theta"] = Json::Number(10000.0);
+  c["hidden_act"] = Json::String("silu");
+  c["torch_dtype"] = Json::String(dtype);
+  c["bos_token_id"] = Json::Integer(1);
+  c["eos_token_id"] = Json::Integer(2);
+  c["tie_word_embeddings"] = Json::Bool(false);
+  c["attention_bias"] = Json::Bool(false);
+  std::string arch;
+  if (spec.flavour == "llama") {
+    arch = "LlamaForCausalLM";
+    c["model_type"] = Json::String("llama");
+    if (tiny) {  // exercise all three llama3 frequency bands at this head_dim
+      c["rope_scaling"] = Json::Object({{"rope_type", Json::String("llama3")},
+                                        {"factor", Json::Number(8.0)},
+                                        {"low_freq_factor", Json::Number(1.0)},
+                                        {"high_freq_factor", Json::Number(4.0)},
+                                        {"original_max_position_embeddings", Json::Integer(32)}});
+    }
+  } else if (spec.flavour == "mistral") {
+    arch = "MistralForCausalLM";
+    c["model_type"] = Json::String("mistral");
+    c["sliding_window"] = Json::Integer(tiny ? 8 : 4096);
+    if (tiny) {
+      c["rope_scaling"] = Json::Object(
+          {{"type", Json::String("linear")}, {"factor", Json::Number(2.0)}});
+    }
+  } else if (spec.flavour == "qwen2") {
+    arch = "Qwen2ForCausalLM";
+    c["model_type"] = Json::String("qwen2");
+    c["rope_theta"] = Json::Number(1000000.0);
+    c["tie_word_embeddings"] = Json::Bool(true);
+    c["use_sliding_window"] = Json::Bool(false);
+    c["rms_norm_eps"] = Json::Number(1e-6);
+  } else if (spec.flavour == "hunyuan-dense") {
+    arch = "HunYuanDenseV1ForCausalLM";
+    c["model_type"] = Json::String("hunyuan_v1_dense");
+    c["use_qk_norm"] = Json::Bool(true);
+    c["tie_word_embeddings"] = Json::Bool(true);
+    c["eos_token_id"] = Json::Array({Json::Integer(2), Json::Integer(3)});
+    c["rope_scaling"] = Json::Object({{"type", Json::String("dynamic")},
+                                      {"alpha", Json::Number(1000.0)},
+                                      {"factor", Json::Number(1.0)}});
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "flavour \"", spec.flavour, "\" is unknown (choose llama, mistral, qwen2, hunyuan-dense)"));
+  }
+  c["architectures"] = Json::Array({Json::String(arch)});
+  return Json::Object(std::move(c));
+}
+
+// Fills a tensor. Norm weights scatter around 1, biases around 0, matrices
+// uniformly with variance 1/fan_in (so activations keep unit scale and logits
+// are well separated, which keeps greedy comparisons away from ties).
+std::vector<uint8_t> RandomTensor(const TensorSpec& spec, DType dtype, uint64_t seed) {
+  int64_t numel = 1;
+  for (int64_t d : spec.shape) numel *= d;
+  Rng rng(seed ^ NameHash(spec.name));
+  const bool is_norm = spec.name.find("norm") != std::string::npos;
+  const bool is_bias = spec.name.size() > 5 && spec.name.rfind(".bias") == spec.name.size() - 5;
+  const bool is_embedding = spec.name == "model.embed_tokens.weight";
+  float scale;
+  if (is_norm) scale = 0.2f;
+  else if (is_bias) scale = 0.2f;
+  else if (is_embedding) scale = 1.0f;
+  else scale = std::sqrt(3.0f / static_cast<float>(spec.shape.back()));
+  std::vector<uint8_t> bytes(numel * DTypeSize(dtype));
+  for (int64_t i = 0; i < numel; ++i) {
+    float v = scale * rng.Symmetric();
+    if (is_norm) v += 1.0f;
+    switch (dtype) {
+      case DType::kF32: std::memcpy(bytes.data() + 4 * i, &v, 4); break;
+      case DType::kBF16: {
+        uint16_t h = F32ToBf16(v);
+        std::memcpy(bytes.data() + 2 * i, &h, 2);
+        break;
+      }
+      case DType::kF16: {
+        uint16_t h = F32ToF16(v);
+        std::memcpy(bytes.data() + 2 * i, &h, 2);
+        break;
+      }
+    }
+  }
+  return bytes;
+}
+
+absl::Status WriteText(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat(path.string(), ": write failed"));
+  return absl::OkStatus();
+}
+
+absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, uint64_t seed,
+                          const std::filesystem::path& dir) {
+  std::vector<TensorSpec> specs;
+  specs.push_back(EmbeddingTensor(config));
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    for (TensorSpec& s : LayerTensors(config, l)) specs.push_back(std::move(s));
+  }
+  specs.push_back(FinalNormTensor(config));
+  if (!config.tie_word_embeddings) specs.push_back(LmHeadTensor(config));
+
+  if (shards <= 1) {
+    std::vector<TensorToWrite> tensors;
+    for (const TensorSpec& s : specs) {
+      tensors.push_back({s.name, dtype, s.shape, RandomTensor(s, dtype, seed)});
+    }
+    return WriteSafetensors((dir / "model.safetensors").string(), tensors);
+  }
+  // Contiguous groups of tensors per shard, as save_pretrained cuts them.
+  std::map<std::string, Json> weight_map;
+  int64_t total_size = 0;
+  const size_t per = (specs.size() + shards - 1) / shards;
+  for (int s = 0; s < shards; ++s) {
+    const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards);
+    std::vector<TensorToWrite> tensors;
+    for (size_t i = s * per; i < std::min(specs.size(), (s + 1) * per); ++i) {
+      tensors.push_back({specs[i].name, dtype, specs[i].shape, RandomTensor(specs[i], dtype, seed)});
+      total_size += static_cast<int64_t>(tensors.back().bytes.size());
+      weight_map[specs[i].name] = Json::String(file);
+    }
+    RETURN_IF_ERROR(WriteSafetensors((dir / file).string(), tensors));
+  }
+  Json index = Json::Object(
+      {{"metadata", Json::Object({{"total_size", Json::Integer(total_size)}})},
+       {"weight_map", Json::Object(std::move(weight_map))}});
+  return WriteText(dir / "model.safetensors.index.json", index.Dump());
+}
+
+}  // namespace
+
+absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  std::string dtype_name = spec.dtype.empty() ? (spec.size == "tiny" ? "float32" : "bfloat16")
+                                              : spec.dtype;
+  if (dtype_name == "f32") dtype_name = "float32";
+  if (dtype_name == "bf16") dtype_name = "bfloat16";
+  if (dtype_name == "f16") dtype_name = "float16";
+  auto dtype = ParseDType(dtype_name);
+  if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
+  if (spec.shards < 1) return absl::InvalidArgumentError("--shards must be at least 1");
+
+  const int64_t vocab = spec.size == "tiny" ? kTokenizerVocab : 32000;
+  ASSIGN_OR_RETURN(Json config_json, FlavourConfig(spec, vocab, dtype_name));
+  ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfig(config_json, "generated config"));
+
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(out_dir, ": cannot create: ", ec.message()));
+  const fs::path dir(out_dir);
+
+  std::vector<std::string> lines = absl::StrSplit(EmbeddedCorpus(), '\n', absl::SkipEmpty());
+  ASSIGN_OR_RETURN(std::string tokenizer_model, TrainSentencePieceBpe(lines, kTokenizerVocab));
+  RETURN_IF_ERROR(WriteText(dir / "tokenizer.model", tokenizer_model));
+  RETURN_IF_ERROR(WriteText(dir / "config.json", config_json.Dump()));
+  Json eos = *config_json.Find("eos_token_id");
+  RETURN_IF_ERROR(WriteText(dir / "generation_config.json",
+                            Json::Object({{"bos_token_id", Json::Integer(1)},
+                                          {"eos_token_id", eos},
+                                          {"do_sample", Json::Bool(false)}})
+                                .Dump()));
+  RETURN_IF_ERROR(WriteText(dir / "tokenizer_config.json",
+                            Json::Object({{"add_bos_token", Json::Bool(true)},
+                                          {"add_eos_token", Json::Bool(false)},
+                                          {"bos_token", Json::String("<s>")},
+                                          {"eos_token", Json::String("</s>")},
+                                          {"unk_token", Json::String("<unk>")},
+                                          {"tokenizer_class", Json::String("LlamaTokenizer")}})
+                                .Dump()));
+  return WriteWeights(config, *dtype, spec.shards, spec.seed, dir);
+}
+
+}  // namespace strata

@@ -1,0 +1,38 @@
+// Deterministic random-initialised checkpoints in Hugging Face format, for
+// tests, benchmarks and the embedded default model: config.json,
+// model.safetensors (or shards with an index), generation_config.json,
+// tokenizer_config.json, and a tokenizer.model trained with SentencePiece on
+// the corpus in tools/corpus/ (compiled into the binary).
+#ifndef STRATA_TOOLS_MODEL_MAKER_H_
+#define STRATA_TOOLS_MODEL_MAKER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "runtime/dtype.h"
+
+namespace strata {
+
+struct ModelSpec {
+  std::string flavour = "llama";  // llama | mistral | qwen2 | hunyuan-dense
+  std::string size = "tiny";      // tiny | 1b (TinyLlama-1.1B dimensions)
+  // Weights dtype; the default is f32 for tiny and bf16 for 1b.
+  std::string dtype;
+  int shards = 1;
+  uint64_t seed = 0;
+};
+
+std::vector<std::string> ModelFlavours();
+std::vector<std::string> ModelSizes();
+
+// Writes the model into `out_dir` (created if needed). Same spec, same bytes.
+absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir);
+
+// The training corpus compiled into the binary.
+const std::string& EmbeddedCorpus();
+
+}  // namespace strata
+
+#endif  // STRATA_TOOLS_MODEL_MAKER_H_
