@@ -1,0 +1,25 @@
+// Helpers shared by the runtime tests: generated models in a per-process
+// temporary folder (removed at exit), and file utilities.
+#ifndef STRATA_TESTS_TEST_UTIL_H_
+#define STRATA_TESTS_TEST_UTIL_H_
+
+#include <string>
+#include <vector>
+
+namespace strata::testing {
+
+// A generated model, made once per process per argument set.
+const std::string& TestModel(const std::string& flavour, const std::string& dtype = "f32",
+                             int shards = 1);
+// A fresh empty folder under the process's temporary folder.
+std::string FreshDir(const std::string& name);
+// A copy of a model folder that a test may corrupt.
+std::string CopyModel(const std::string& from, const std::string& name);
+std::string ReadFile(const std::string& path);
+void WriteFile(const std::string& path, const std::string& bytes);
+// Runs a shell command; returns its exit status and captures stdout+stderr.
+int RunCommand(const std::string& command, std::string* output);
+
+}  // namespace strata::testing
+
+#endif  // STRATA_TESTS_TEST_UTIL_H_

@@ -1,0 +1,98 @@
+// The `strata` binary as a user runs it: real processes, exit codes, and
+// error messages that name the flag or file.
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace strata {
+namespace {
+
+std::string Strata() { return STRATA_BINARY; }
+
+TEST(StrataCliTest, GenerateStreamsAndIsDeterministic) {
+  const std::string& model = testing::TestModel("llama");
+  std::string a, b;
+  const std::string cmd = absl::StrCat(Strata(), " generate --model ", model,
+                                       " --prompt 'The harbour master' --max-tokens 12"
+                                       " --temperature 0.8 --top-p 0.9 --seed 5 --ignore-eos");
+  ASSERT_EQ(testing::RunCommand(cmd, &a), 0) << a;
+  ASSERT_EQ(testing::RunCommand(cmd, &b), 0) << b;
+  EXPECT_EQ(a.rfind("The harbour master", 0), 0u) << a;
+  EXPECT_GT(a.size(), std::string("The harbour master\n").size());
+  EXPECT_EQ(a, b);
+}
+
+TEST(StrataCliTest, DefaultModelIsMadeOnFirstUse) {
+  const std::string home = testing::FreshDir("home");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("STRATA_HOME=", home, " ", Strata(),
+                                             " generate --prompt hello --max-tokens 4"),
+                                &out),
+            0)
+      << out;
+  EXPECT_TRUE(std::filesystem::exists(home + "/models/default-llama-tiny/model.safetensors"));
+}
+
+TEST(StrataCliTest, InspectPrintsLayersAndTotal) {
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(
+                absl::StrCat(Strata(), " inspect --model ", testing::TestModel("hunyuan-dense")),
+                &out),
+            0);
+  EXPECT_NE(out.find("HunYuanDenseV1ForCausalLM"), std::string::npos) << out;
+  EXPECT_NE(out.find("model.layers.3"), std::string::npos);
+  EXPECT_NE(out.find("lm_head (tied)"), std::string::npos);
+  EXPECT_NE(out.find("total"), std::string::npos);
+}
+
+TEST(StrataCliTest, BadInputsGetClearErrors) {
+  const std::string& model = testing::TestModel("llama");
+  struct Case {
+    std::string args, expect;
+    int code;
+  };
+  const std::vector<Case> cases = {
+      {"generate --prompt hi --temperature -1", "temperature", 2},
+      {"generate --prompt hi --top-p 0", "top_p", 2},
+      {"generate --prompt hi --repetition-penalty 0", "repetition_penalty", 2},
+      {"generate --prompt hi --max-tokens abc", "--max-tokens", 2},
+      {"generate --prompt hi --bogus 1", "--bogus", 2},
+      {"generate", "--prompt", 2},
+      {"generate --prompt \"$(printf 'lighthouse %.0s' $(seq 300))\"", "context", 1},
+      {"frobnicate", "unknown command", 2},
+  };
+  for (const Case& c : cases) {
+    std::string out;
+    const int code = testing::RunCommand(
+        absl::StrCat(Strata(), " ", c.args, c.args == "frobnicate" ? "" : " --model " + model),
+        &out);
+    EXPECT_EQ(code, c.code) << c.args << "\n" << out;
+    EXPECT_NE(out.find(c.expect), std::string::npos) << c.args << "\n" << out;
+  }
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(
+                absl::StrCat(Strata(), " generate --prompt hi --model /nonexistent/model"), &out),
+            1);
+  EXPECT_NE(out.find("/nonexistent/model/config.json"), std::string::npos) << out;
+}
+
+TEST(StrataCliTest, MakeModelWritesShardsWithAnIndex) {
+  const std::string dir = testing::FreshDir("sharded");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --flavour mistral --dtype bf16"
+                                                       " --shards 2 --out ", dir),
+                                &out),
+            0)
+      << out;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/model.safetensors.index.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/model-00002-of-00002.safetensors"));
+  EXPECT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --flavour gpt2 --out ", dir),
+                                &out),
+            2);
+  EXPECT_NE(out.find("gpt2"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace strata
