@@ -37,6 +37,8 @@ TEST_P(LinearKernelTest, MatchesDoublePrecision) {
            dtype == DType::kF32 ? static_cast<const void*>(wf.data()) : w16.data()};
   std::vector<cpu::LinearRowsFn> kernels = {cpu::LinearRowsPortable};
   if (cpu::CpuHasAvx2Fma()) kernels.push_back(cpu::LinearRowsAvx2);
+  if (cpu::CpuHasAvx512()) kernels.push_back(cpu::LinearRowsAvx512);
+  kernels.push_back(cpu::SelectLinearRows());  // what the backend uses
   for (auto kernel : kernels) {
     std::vector<float> out(shape.m * shape.n, -7.f);
     kernel(x.data(), shape.m, w, 0, shape.n, out.data(), shape.n);

@@ -19,6 +19,7 @@ class CpuBackend : public Backend {
         scores_(pool_.size()) {}
 
   std::string_view name() const override {
+    if (linear_rows_ == cpu::LinearRowsAvx512) return "cpu-avx512";
     return linear_rows_ == cpu::LinearRowsAvx2 ? "cpu-avx2" : "cpu-portable";
   }
   int threads() const override { return pool_.size(); }

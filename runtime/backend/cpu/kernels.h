@@ -1,5 +1,5 @@
 // CPU kernels behind the CPU backend. Each exists in a portable form and, in
-// kernels_avx2.cc, an AVX2/FMA/F16C form chosen at run time.
+// kernels_avx2.cc / kernels_avx512.cc, SIMD forms chosen at run time.
 #ifndef STRATA_RUNTIME_BACKEND_CPU_KERNELS_H_
 #define STRATA_RUNTIME_BACKEND_CPU_KERNELS_H_
 
@@ -22,10 +22,14 @@ void LinearRowsPortable(const float* x, int64_t m, const Weight& w, int64_t n_be
                         int64_t n_end, float* out, int64_t ldo);
 void LinearRowsAvx2(const float* x, int64_t m, const Weight& w, int64_t n_begin, int64_t n_end,
                     float* out, int64_t ldo);
+void LinearRowsAvx512(const float* x, int64_t m, const Weight& w, int64_t n_begin,
+                      int64_t n_end, float* out, int64_t ldo);
 
 // Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C).
 bool CpuHasAvx2Fma();
-// The kernel in use; STRATA_CPU_KERNELS=portable forces the portable one.
+// Whether this CPU runs the AVX-512 kernels (AVX-512 F and BW, plus the above).
+bool CpuHasAvx512();
+// The widest kernel this CPU runs. STRATA_CPU_KERNELS=portable|avx2 caps it.
 LinearRowsFn SelectLinearRows();
 
 // Element `i` of a weight vector/matrix as f32.

@@ -45,6 +45,8 @@ void LinearRowsPortable(const float* x, int64_t m, const Weight& w, int64_t n_be
 LinearRowsFn SelectLinearRows() {
   const char* force = std::getenv("STRATA_CPU_KERNELS");
   if (force != nullptr && std::strcmp(force, "portable") == 0) return LinearRowsPortable;
+  const bool cap_avx2 = force != nullptr && std::strcmp(force, "avx2") == 0;
+  if (!cap_avx2 && CpuHasAvx512()) return LinearRowsAvx512;
   return CpuHasAvx2Fma() ? LinearRowsAvx2 : LinearRowsPortable;
 }
 
