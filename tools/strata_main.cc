@@ -116,6 +116,7 @@ absl::Status Generate(const std::vector<std::string>& args) {
   const std::string tail = detok.Flush();
   std::fwrite(tail.data(), 1, tail.size(), stdout);
   std::fputc('\n', stdout);
+  std::fflush(stdout);
   if (stats) {
     const double decode_tokens = static_cast<double>(result.tokens.size()) - 1;
     std::fprintf(stderr,
