@@ -189,17 +189,6 @@ absl::StatusOr<SafetensorsFile*> Checkpoint::Shard(const std::string& file) {
   return raw;
 }
 
-std::string Checkpoint::FileOf(const std::string& name) const {
-  auto it = tensor_file_.find(name);
-  return it == tensor_file_.end() ? "" : it->second;
-}
-
-std::vector<std::string> Checkpoint::TensorNames() const {
-  std::vector<std::string> names;
-  for (const auto& [name, file] : tensor_file_) names.push_back(name);
-  return names;
-}
-
 std::vector<std::string> Checkpoint::MappedFiles() const {
   std::vector<std::string> files;
   for (const auto& [file, shard] : shards_) files.push_back(file);
@@ -231,11 +220,6 @@ absl::StatusOr<TensorView> Checkpoint::Get(const std::string& name,
   v.data = shard->data() + e->begin;
   v.nbytes = e->end - e->begin;
   return v;
-}
-
-absl::StatusOr<size_t> Checkpoint::TensorBytes(const std::string& name) {
-  ASSIGN_OR_RETURN(TensorView v, Get(name, {}));
-  return v.nbytes;
 }
 
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors) {

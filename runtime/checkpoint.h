@@ -44,11 +44,6 @@ class Checkpoint {
   // The tensor, checked against `expected_shape` (skip the check with {}).
   absl::StatusOr<TensorView> Get(const std::string& name,
                                  const std::vector<int64_t>& expected_shape);
-  // Byte size of a tensor from its shard's header, without mapping data.
-  absl::StatusOr<size_t> TensorBytes(const std::string& name);
-  // The file (relative to the checkpoint folder) that holds `name`.
-  std::string FileOf(const std::string& name) const;
-  std::vector<std::string> TensorNames() const;
   // Shards mapped so far (for tests of selective loading).
   std::vector<std::string> MappedFiles() const;
 
