@@ -46,11 +46,22 @@ absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(
 
 absl::Status LocalPipeline::Step(const StageBatch& batch, StageOutput* out) {
   if (stages_.size() == 1) return stages_[0]->Run(batch, out);
-  StageBatch hop_batch = batch;
+  // Later stages need the chunk layout but not the token ids; the member batch
+  // keeps its capacity, so steady-state decode allocates nothing here.
+  hop_batch_.chunks.resize(batch.chunks.size());
+  for (size_t c = 0; c < batch.chunks.size(); ++c) {
+    const SequenceChunk& from = batch.chunks[c];
+    SequenceChunk& to = hop_batch_.chunks[c];
+    to.seq_id = from.seq_id;
+    to.start_pos = from.start_pos;
+    to.num_tokens = from.num_tokens;
+    to.logits = from.logits;
+    to.token_ids.clear();
+  }
   for (size_t i = 0; i < stages_.size(); ++i) {
     StageOutput* target = i + 1 == stages_.size() ? out : &hop_;
-    if (i > 0) hop_batch.hidden = hop_.hidden;
-    absl::Status s = stages_[i]->Run(i == 0 ? batch : hop_batch, target);
+    if (i > 0) hop_batch_.hidden = hop_.hidden;
+    absl::Status s = stages_[i]->Run(i == 0 ? batch : hop_batch_, target);
     if (!s.ok()) return s;
   }
   return absl::OkStatus();

@@ -37,7 +37,8 @@ class LocalPipeline {
 
  private:
   std::vector<std::unique_ptr<Stage>> stages_;
-  StageOutput hop_;  // reused between stages
+  StageOutput hop_;       // hidden states between stages, reused
+  StageBatch hop_batch_;  // the batch as stages after the first see it, reused
 };
 
 enum class FinishReason { kLength, kEos, kContext };
