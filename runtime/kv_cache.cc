@@ -1,5 +1,7 @@
 #include "runtime/kv_cache.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace strata {
@@ -62,6 +64,14 @@ KvLayerView KvCache::Layer(int64_t local_layer) {
   v.block_size = kBlockSize;
   v.kv_dim = kv_dim_;
   return v;
+}
+
+std::vector<uint64_t> KvCache::SequenceIds() const {
+  std::vector<uint64_t> ids;
+  ids.reserve(seqs_.size());
+  for (const auto& [id, s] : seqs_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
 }  // namespace strata

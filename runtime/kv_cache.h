@@ -37,6 +37,8 @@ class KvCache {
   int64_t total_blocks() const { return num_blocks_; }
   int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
   int64_t num_sequences() const { return static_cast<int64_t>(seqs_.size()); }
+  // The sequences holding blocks, in ascending order.
+  std::vector<uint64_t> SequenceIds() const;
   int64_t bytes() const { return static_cast<int64_t>(storage_.size() * sizeof(float)); }
 
  private:

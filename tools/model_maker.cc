@@ -1,6 +1,8 @@
 #include "tools/model_maker.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -258,6 +260,30 @@ absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
                                           {"tokenizer_class", Json::String("LlamaTokenizer")}})
                                 .Dump()));
   return WriteWeights(config, *dtype, spec.shards, spec.seed, dir);
+}
+
+absl::StatusOr<std::string> DefaultModelDir() {
+  std::string home;
+  if (const char* h = std::getenv("STRATA_HOME"); h != nullptr && *h) {
+    home = h;
+  } else if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg) {
+    home = absl::StrCat(xdg, "/strata");
+  } else if (const char* user = std::getenv("HOME"); user != nullptr && *user) {
+    home = absl::StrCat(user, "/.cache/strata");
+  } else {
+    home = "/tmp/strata";
+  }
+  const std::string dir = home + "/models/default-llama-tiny";
+  if (!std::filesystem::exists(dir + "/config.json")) {
+    std::fprintf(stderr, "strata: making the embedded default model in %s\n", dir.c_str());
+    const std::string tmp = dir + ".partial";
+    std::filesystem::remove_all(tmp);
+    ModelSpec spec;
+    RETURN_IF_ERROR(MakeModel(spec, tmp));
+    std::filesystem::remove_all(dir);
+    std::filesystem::rename(tmp, dir);
+  }
+  return dir;
 }
 
 }  // namespace strata

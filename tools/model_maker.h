@@ -30,6 +30,10 @@ std::vector<std::string> ModelSizes();
 // Writes the model into `out_dir` (created if needed). Same spec, same bytes.
 absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir);
 
+// The embedded default model (a tiny Llama): made by the generator on first
+// use and kept in $STRATA_HOME/models (default ~/.cache/strata). Returns its folder.
+absl::StatusOr<std::string> DefaultModelDir();
+
 // The training corpus compiled into the binary.
 const std::string& EmbeddedCorpus();
 

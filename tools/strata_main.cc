@@ -16,6 +16,8 @@
 #include "runtime/model_layout.h"
 #include "runtime/status_macros.h"
 #include "runtime/tokenizer.h"
+#include "services/common/signals.h"
+#include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/model_maker.h"
 
@@ -28,34 +30,14 @@ commands:
   generate    stream a completion of --prompt from a model (default: the embedded model)
   inspect     print a checkpoint's architecture, per-layer bytes and total bytes
   make-model  write a deterministic random-initialised test checkpoint
+  plan        print the layer-to-device placement for a model and devices
+  up          start a local cluster (coordinator, N workers, gateway) on loopback
+  client      stream a completion from a running gateway
+  coordinator run the coordinator (control plane and scheduler)
+  worker      run a worker (one pipeline stage)
+  gateway     run a gateway (the public Generation API)
   help        this text; `strata COMMAND --help` lists a command's flags
 )";
-
-// The embedded default model: made by the generator on first use and kept in
-// $STRATA_HOME (default ~/.cache/strata).
-absl::StatusOr<std::string> DefaultModelDir() {
-  std::string home;
-  if (const char* h = std::getenv("STRATA_HOME"); h != nullptr && *h) {
-    home = h;
-  } else if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg) {
-    home = absl::StrCat(xdg, "/strata");
-  } else if (const char* user = std::getenv("HOME"); user != nullptr && *user) {
-    home = absl::StrCat(user, "/.cache/strata");
-  } else {
-    home = "/tmp/strata";
-  }
-  const std::string dir = home + "/models/default-llama-tiny";
-  if (!std::filesystem::exists(dir + "/config.json")) {
-    std::fprintf(stderr, "strata: making the embedded default model in %s\n", dir.c_str());
-    const std::string tmp = dir + ".partial";
-    std::filesystem::remove_all(tmp);
-    ModelSpec spec;
-    RETURN_IF_ERROR(MakeModel(spec, tmp));
-    std::filesystem::remove_all(dir);
-    std::filesystem::rename(tmp, dir);
-  }
-  return dir;
-}
 
 absl::Status Generate(const std::vector<std::string>& args) {
   std::string model, prompt;
@@ -222,6 +204,17 @@ int Main(int argc, char** argv) {
     status = Inspect(args);
   } else if (command == "make-model") {
     status = MakeModelCommand(args);
+  } else if (command == "plan") {
+    status = PlanCommand(args);
+  } else if (command == "client") {
+    status = ClientCommand(args);
+  } else if (command == "up" || command == "coordinator" || command == "worker" ||
+             command == "gateway") {
+    InstallShutdownSignals();
+    status = command == "up"            ? UpCommand(args)
+             : command == "coordinator" ? CoordinatorCommand(args)
+             : command == "worker"      ? WorkerCommand(args)
+                                        : GatewayCommand(args);
   } else if (command == "help" || command == "--help" || command == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

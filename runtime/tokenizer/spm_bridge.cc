@@ -1,4 +1,5 @@
-// Deliberately includes no Abseil header; see spm_bridge.h.
+// Deliberately includes no Abseil header; see spm_bridge.h. Built as its own
+// module (libstrata_spm.so), loaded by spm_loader.cc.
 #include "runtime/tokenizer/spm_bridge.h"
 
 #include <fcntl.h>
@@ -58,29 +59,28 @@ class VectorIterator : public sentencepiece::SentenceIterator {
 
 }  // namespace
 
-std::unique_ptr<Processor> Processor::LoadFile(const std::string& path, std::string* error) {
+Processor* LoadFileImpl(const std::string& path, std::string* error) {
   auto p = std::make_unique<ProcessorImpl>();
   auto status = p->sp.Load(path);
   if (!status.ok()) {
     *error = status.ToString();
     return nullptr;
   }
-  return p;
+  return p.release();
 }
 
-std::unique_ptr<Processor> Processor::FromSerialized(const std::string& bytes,
-                                                     std::string* error) {
+Processor* FromSerializedImpl(const std::string& bytes, std::string* error) {
   auto p = std::make_unique<ProcessorImpl>();
   auto status = p->sp.LoadFromSerializedProto(bytes);
   if (!status.ok()) {
     *error = status.ToString();
     return nullptr;
   }
-  return p;
+  return p.release();
 }
 
-bool Train(const std::vector<std::string>& sentences, const std::string& args, std::string* model,
-           std::string* error) {
+bool TrainImpl(const std::vector<std::string>& sentences, const std::string& args,
+               std::string* model, std::string* error) {
   VectorIterator it(sentences);
   // The trainer logs its command line to stderr before it reads
   // --minloglevel; keep that out of our users' terminals.
@@ -100,3 +100,20 @@ bool Train(const std::vector<std::string>& sentences, const std::string& args, s
 }
 
 }  // namespace strata::spm
+
+// The module's entry points, looked up with dlsym by spm_loader.cc.
+extern "C" {
+__attribute__((visibility("default"))) strata::spm::Processor* strata_spm_load_file(
+    const std::string& path, std::string* error) {
+  return strata::spm::LoadFileImpl(path, error);
+}
+__attribute__((visibility("default"))) strata::spm::Processor* strata_spm_from_serialized(
+    const std::string& bytes, std::string* error) {
+  return strata::spm::FromSerializedImpl(bytes, error);
+}
+__attribute__((visibility("default"))) bool strata_spm_train(
+    const std::vector<std::string>& sentences, const std::string& args, std::string* model,
+    std::string* error) {
+  return strata::spm::TrainImpl(sentences, args, model, error);
+}
+}

@@ -1,6 +1,13 @@
-// The only door to SentencePiece. Debian's sentencepiece_processor.h declares
-// its own absl::string_view, which clashes with Abseil's, so this header and
-// spm_bridge.cc use no Abseil at all: plain std types and error strings.
+// The only door to SentencePiece. Two facts of Debian's package shape it:
+// - sentencepiece_processor.h declares its own absl::string_view, which
+//   clashes with Abseil's, so this header and spm_bridge.cc use no Abseil.
+// - libsentencepiece.so carries its own copy of protobuf-lite and exports
+//   it; in a process that also uses libprotobuf (every gRPC service) the two
+//   copies interpose and the process crashes while loading. So spm_bridge.cc
+//   is a separate module, libstrata_spm.so, that spm_loader.cc opens with
+//   dlopen(RTLD_LOCAL | RTLD_DEEPBIND): its protobuf stays private to it.
+//   The module is found through $STRATA_SPM_LIBRARY, then the path it was
+//   built at, then next to the executable.
 #ifndef STRATA_RUNTIME_TOKENIZER_SPM_BRIDGE_H_
 #define STRATA_RUNTIME_TOKENIZER_SPM_BRIDGE_H_
 

@@ -1,0 +1,56 @@
+#include "services/coordinator/coordinator.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/config.h"
+#include "runtime/status_macros.h"
+#include "services/common/log.h"
+#include "services/common/server.h"
+#include "services/common/signals.h"
+#include "services/coordinator/coordinator_service.h"
+
+namespace strata {
+
+absl::Status RunCoordinator(const CoordinatorOptions& options) {
+  SetLogName("coordinator");
+  if (options.model_dir.empty()) return absl::InvalidArgumentError("--model: required");
+  if (options.workers < 1) return absl::InvalidArgumentError("--workers: must be at least 1");
+  if (options.max_sequences < 1 || options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError("--max-sequences and --max-batch-tokens must be positive");
+  }
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
+  if (options.max_context < 0 || options.max_context > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-context: must be in [0, ",
+                                                   config.max_position_embeddings, "]"));
+  }
+
+  CoordinatorService service(options, config);
+  ServerOptions server_options;
+  server_options.listen = options.listen;
+  ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
+  Log(absl::StrCat("listening on ", server->address(), "; waiting for ", options.workers,
+                   " worker(s)"));
+  if (!options.address_file.empty()) {
+    RETURN_IF_ERROR(WriteAddressFile(options.address_file, server->address()));
+  }
+
+  absl::Status st = service.WaitForWorkers(options.startup_timeout_ms);
+  if (st.ok()) st = service.PlanAndLoad();
+  if (st.ok()) st = service.StartServing();
+  if (!st.ok()) {
+    server->Shutdown(0);
+    return st;
+  }
+  Log(service.DescribeMap());
+  server->SetServing(true);
+  Log("serving");
+
+  WaitForShutdown(-1);
+  Log("shutdown requested");
+  server->SetServing(false);
+  service.Drain(options.drain_timeout_ms);
+  server->Shutdown(1000);
+  Log("stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace strata

@@ -1,0 +1,33 @@
+// The coordinator process: registry of workers, placement, the layer map and
+// its epoch, and the scheduler that drives the pipeline. RunCoordinator()
+// serves until SIGINT/SIGTERM, then drains: new requests are refused with
+// UNAVAILABLE, running ones finish (or end CANCELLED at the drain deadline).
+#ifndef STRATA_SERVICES_COORDINATOR_COORDINATOR_H_
+#define STRATA_SERVICES_COORDINATOR_COORDINATOR_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace strata {
+
+struct CoordinatorOptions {
+  std::string listen = "127.0.0.1:0";  // host:port; port 0 picks a free port
+  std::string address_file;            // written with the bound address once listening
+  std::string model_dir;               // as the workers see it (shared storage)
+  int workers = 1;                     // start serving once this many registered
+  int startup_timeout_ms = 60'000;     // for registration and for loading
+  std::string layers;                  // manual split "0-9,10-21"; empty = planner
+  int64_t max_sequences = 16;          // concurrency: the KV budget on every worker
+  int64_t max_context = 0;             // tokens per sequence; 0 = model's, capped at 8192
+  int64_t max_batch_tokens = 512;      // tokens per step
+  int max_inflight_steps = 0;          // micro-batches in the pipeline; 0 = one per stage
+  int drain_timeout_ms = 30'000;
+};
+
+absl::Status RunCoordinator(const CoordinatorOptions& options);
+
+}  // namespace strata
+
+#endif  // STRATA_SERVICES_COORDINATOR_COORDINATOR_H_

@@ -1,0 +1,542 @@
+#include "services/coordinator/coordinator_service.h"
+
+#include <algorithm>
+#include <cctype>
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/status_macros.h"
+#include "services/common/convert.h"
+#include "services/common/log.h"
+#include "services/common/server.h"
+
+namespace strata {
+namespace {
+
+constexpr int kHeartbeatMs = 1000;
+constexpr size_t kStatsWindow = 8192;
+
+v1::FinishReason FinishToProto(Finish f) {
+  switch (f) {
+    case Finish::kNone: return v1::FINISH_REASON_UNSPECIFIED;
+    case Finish::kLength: return v1::FINISH_REASON_LENGTH;
+    case Finish::kEos: return v1::FINISH_REASON_EOS;
+    case Finish::kCancelled: return v1::FINISH_REASON_CANCELLED;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+// "worker-2" < "worker-10": compare the text, then a trailing number by value.
+bool NaturalLess(const std::string& a, const std::string& b) {
+  auto split = [](const std::string& s) {
+    size_t i = s.size();
+    while (i > 0 && std::isdigit(static_cast<unsigned char>(s[i - 1]))) --i;
+    return std::make_pair(s.substr(0, i), s.substr(i));
+  };
+  auto [pa, na] = split(a);
+  auto [pb, nb] = split(b);
+  if (pa != pb) return pa < pb;
+  if (na.size() != nb.size()) return na.size() < nb.size();
+  return na < nb;
+}
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  const size_t k = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
+  std::nth_element(v.begin(), v.begin() + k, v.end());
+  return v[k];
+}
+
+}  // namespace
+
+CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const ModelConfig& config)
+    : options_(options),
+      config_(config),
+      max_context_(options.max_context > 0
+                       ? options.max_context
+                       : std::min<int64_t>(config.max_position_embeddings, 8192)) {}
+
+CoordinatorService::~CoordinatorService() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (pump_.joinable()) pump_.join();
+}
+
+grpc::Status CoordinatorService::Attach(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) {
+  v1::WorkerMessage msg;
+  if (!stream->Read(&msg)) return grpc::Status::OK;
+  if (!msg.has_register_()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "attach: the first message must be `register`");
+  }
+  const v1::Register& reg = msg.register_();
+  std::string rejection;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = workers_.find(reg.worker_id());
+    if (reg.worker_id().empty() || reg.address().empty()) {
+      rejection = "register: worker_id and address are required";
+    } else if (it != workers_.end() && it->second.connected) {
+      rejection = absl::StrCat("register: worker id \"", reg.worker_id(),
+                               "\" is already attached from ", it->second.address);
+    } else if (map_.epoch() > 0 && it == workers_.end()) {
+      rejection = absl::StrCat("register: the layer map (epoch ", map_.epoch(),
+                               ") is already formed without \"", reg.worker_id(), "\"");
+    } else {
+      workers_[reg.worker_id()] = {reg.worker_id(), reg.address(), reg.device(), true};
+    }
+  }
+  v1::CoordinatorMessage reply;
+  if (!rejection.empty()) {
+    Log(rejection);
+    reply.mutable_rejected()->set_reason(rejection);
+    stream->Write(reply);
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, rejection);
+  }
+  Log(absl::StrCat("worker ", reg.worker_id(), " registered from ", reg.address(), " (",
+                   reg.device().name(), ", ", FormatBytes(reg.device().capacity_bytes()), ")"));
+  cv_.notify_all();
+  reply.mutable_registered()->set_heartbeat_ms(kHeartbeatMs);
+  stream->Write(reply);
+
+  while (stream->Read(&msg)) {
+    if (msg.has_result()) HandleResult(msg.result());
+  }
+  bool in_map = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers_[reg.worker_id()].connected = false;
+    for (const auto& s : map_.stages()) in_map |= s.worker_id() == reg.worker_id();
+  }
+  cv_.notify_all();
+  Log(absl::StrCat("worker ", reg.worker_id(), " at ", reg.address(), " disconnected",
+                   context->IsCancelled() ? " (stream cancelled)" : ""));
+  if (in_map) {
+    LosePipeline(absl::StrCat("worker ", reg.worker_id(), " at ", reg.address(),
+                              " left the pipeline"));
+  }
+  return grpc::Status::OK;
+}
+
+void CoordinatorService::HandleResult(const v1::StepResult& result) {
+  std::vector<Emission> out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (scheduler_ == nullptr || result.epoch() != map_.epoch()) return;
+    if (auto it = sent_.find(result.step_id()); it != sent_.end()) {
+      const double latency = std::chrono::duration<double, std::micro>(
+                                 std::chrono::steady_clock::now() - it->second.sent)
+                                 .count();
+      double compute = 0;
+      for (uint32_t us : result.compute_us()) compute += us;
+      if (result.error_code() == 0) {
+        if (samples_.size() < kStatsWindow) {
+          samples_.emplace_back(latency, compute);
+        } else {
+          samples_[sample_next_++ % kStatsWindow] = {latency, compute};
+        }
+      }
+      sent_.erase(it);
+    }
+    if (result.error_code() != 0) {
+      const absl::Status error(static_cast<absl::StatusCode>(result.error_code()), result.error());
+      Log(absl::StrCat("step ", result.step_id(), " failed: ", error.ToString()));
+      out = scheduler_->OnStepFailed(result.step_id(), error);
+    } else {
+      std::vector<std::pair<uint64_t, int32_t>> tokens;
+      tokens.reserve(result.tokens_size());
+      for (const auto& t : result.tokens()) tokens.emplace_back(t.seq_id(), t.token_id());
+      out = scheduler_->OnResult(result.step_id(), tokens);
+    }
+  }
+  cv_.notify_all();
+  Deliver(std::move(out));
+}
+
+grpc::Status CoordinatorService::Session(
+    grpc::ServerContext* /*context*/,
+    grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream) {
+  auto record = std::make_shared<SessionRecord>();
+  record->stream = stream;
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = next_session_++;
+    sessions_[id] = record;
+  }
+  v1::GatewayMessage msg;
+  while (stream->Read(&msg)) {
+    if (msg.has_submit()) {
+      HandleSubmit(id, msg.submit(), record);
+    } else if (msg.has_cancel()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (scheduler_ != nullptr) scheduler_->Cancel(id, msg.cancel().request_id());
+      cv_.notify_all();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> write(record->write_mu);
+    record->open = false;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (scheduler_ != nullptr) scheduler_->CancelSession(id);
+  sessions_.erase(id);
+  cv_.notify_all();
+  return grpc::Status::OK;
+}
+
+void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit,
+                                      const std::shared_ptr<SessionRecord>& record) {
+  SequenceSpec spec;
+  spec.session = session;
+  spec.request_id = submit.request_id();
+  spec.prompt.assign(submit.prompt_ids().begin(), submit.prompt_ids().end());
+  spec.sampling = SamplingFromProto(submit.sampling());
+  spec.max_tokens = submit.max_tokens();
+  spec.ignore_eos = submit.ignore_eos();
+  // The gateway validated the request already; this guards the pipeline
+  // against any other client of the internal API.
+  absl::Status error = ValidateSamplingParams(spec.sampling);
+  if (error.ok() && (spec.prompt.empty() || spec.max_tokens <= 0)) {
+    error = absl::InvalidArgumentError("submit: prompt_ids and max_tokens must be non-empty");
+  }
+  if (error.ok() && static_cast<int64_t>(spec.prompt.size()) >= max_context_) {
+    error = absl::OutOfRangeError(absl::StrCat("submit: prompt of ", spec.prompt.size(),
+                                               " tokens does not fit the context of ",
+                                               max_context_));
+  }
+  for (int32_t t : spec.prompt) {
+    if (error.ok() && (t < 0 || t >= config_.vocab_size)) {
+      error = absl::InvalidArgumentError(
+          absl::StrCat("submit: token id ", t, " is outside the vocabulary [0, ",
+                       config_.vocab_size, ")"));
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error.ok() && (!serving_ || draining_)) {
+      error = absl::UnavailableError(draining_ ? "the cluster is draining"
+                                               : "the cluster has no healthy layer map");
+    }
+    if (error.ok()) {
+      scheduler_->Submit(std::move(spec));
+      cv_.notify_all();
+      return;
+    }
+  }
+  v1::SessionEvent event;
+  event.set_request_id(submit.request_id());
+  event.set_error_code(static_cast<int>(error.code()));
+  event.set_error(std::string(error.message()));
+  std::lock_guard<std::mutex> write(record->write_mu);
+  if (record->open) record->stream->Write(event);
+}
+
+void CoordinatorService::Deliver(std::vector<Emission> emissions) {
+  for (Emission& e : emissions) {
+    std::shared_ptr<SessionRecord> record;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = sessions_.find(e.session);
+      if (it == sessions_.end()) continue;
+      record = it->second;
+    }
+    v1::SessionEvent event;
+    event.set_request_id(e.request_id);
+    for (int32_t t : e.tokens) event.add_token_ids(t);
+    event.set_finish(FinishToProto(e.finish));
+    if (!e.error.ok()) {
+      event.set_error_code(static_cast<int>(e.error.code()));
+      event.set_error(std::string(e.error.message()));
+    }
+    std::lock_guard<std::mutex> write(record->write_mu);
+    if (record->open) record->stream->Write(event);
+  }
+}
+
+void CoordinatorService::LosePipeline(const std::string& why) {
+  std::vector<Emission> out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!serving_) return;
+    serving_ = false;
+    out = scheduler_->FailAll(absl::UnavailableError(
+        absl::StrCat(why, "; the request was lost with the pipeline")));
+  }
+  Log(absl::StrCat("pipeline lost: ", why, "; not serving"));
+  cv_.notify_all();
+  Deliver(std::move(out));
+}
+
+grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext*,
+                                                const v1::GetClusterInfoRequest* request,
+                                                v1::ClusterInfo* response) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *response->mutable_model() = ModelInfoLocked();
+  response->set_serving(serving_ && !draining_);
+  if (scheduler_ != nullptr) {
+    response->set_running(static_cast<int32_t>(scheduler_->running()));
+    response->set_queued(static_cast<int32_t>(scheduler_->queued()));
+  }
+  v1::PipelineStats* stats = response->mutable_stats();
+  std::vector<double> latency, compute, overhead;
+  for (const auto& [l, c] : samples_) {
+    latency.push_back(l);
+    compute.push_back(c);
+    overhead.push_back(l - c);
+  }
+  const int stages = map_.stages_size();
+  stats->set_stages(stages);
+  stats->set_steps(samples_.size());
+  stats->set_latency_p50_us(Percentile(latency, 0.5));
+  stats->set_latency_p99_us(Percentile(latency, 0.99));
+  stats->set_compute_p50_us(Percentile(compute, 0.5));
+  stats->set_overhead_p50_us(Percentile(overhead, 0.5));
+  stats->set_per_hop_overhead_p50_us(Percentile(overhead, 0.5) / (stages + 1));
+  if (request->reset_stats()) {
+    samples_.clear();
+    sample_next_ = 0;
+  }
+  return grpc::Status::OK;
+}
+
+v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
+  v1::ModelInfo info;
+  info.set_model(options_.model_dir);
+  info.set_architecture(config_.architecture);
+  info.set_num_layers(static_cast<int32_t>(config_.num_layers));
+  info.set_context_length(max_context_);
+  info.set_vocab_size(static_cast<int32_t>(config_.vocab_size));
+  info.set_hidden_size(static_cast<int32_t>(config_.hidden_size));
+  for (int64_t e : config_.eos_token_ids) info.add_eos_token_ids(static_cast<int32_t>(e));
+  info.set_bos_token_id(static_cast<int32_t>(config_.bos_token_id.value_or(-1)));
+  *info.mutable_layer_map() = map_;
+  return info;
+}
+
+absl::Status CoordinatorService::WaitForWorkers(int timeout_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto connected = [&] {
+    return std::count_if(workers_.begin(), workers_.end(),
+                         [](const auto& w) { return w.second.connected; });
+  };
+  const bool all = cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                                [&] { return connected() >= options_.workers; });
+  if (all) return absl::OkStatus();
+  std::string seen;
+  for (const auto& [id, w] : workers_) {
+    if (w.connected) absl::StrAppend(&seen, seen.empty() ? "" : ", ", id, " at ", w.address);
+  }
+  return absl::DeadlineExceededError(absl::StrFormat(
+      "startup: %d of %d workers registered within %.1f s (registered: %s); start the missing "
+      "workers with --coordinator pointing here, or lower --workers",
+      connected(), options_.workers, timeout_ms / 1000.0, seen.empty() ? "none" : seen));
+}
+
+absl::Status CoordinatorService::PlanAndLoad() {
+  std::vector<WorkerRecord> workers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, w] : workers_) {
+      if (w.connected) workers.push_back(w);
+    }
+  }
+  std::sort(workers.begin(), workers.end(),
+            [](const WorkerRecord& a, const WorkerRecord& b) { return NaturalLess(a.id, b.id); });
+  std::vector<DeviceSpec> devices;
+  for (const WorkerRecord& w : workers) {
+    devices.push_back({absl::StrCat(w.id, "/", w.device.name()), w.device.capacity_bytes(),
+                       w.device.reserve_bytes(), w.device.speed() > 0 ? w.device.speed() : 1.0});
+  }
+  BudgetOptions budget;
+  budget.concurrency = options_.max_sequences;
+  budget.context = max_context_;
+  budget.max_batch_tokens = options_.max_batch_tokens;
+  ASSIGN_OR_RETURN(PlanInput input, PlanInputForModel(options_.model_dir, config_, devices, budget));
+  Plan plan;
+  if (options_.layers.empty()) {
+    ASSIGN_OR_RETURN(plan, PlanPlacement(input));
+  } else {
+    ASSIGN_OR_RETURN(auto ranges, ParseLayerRanges(options_.layers, config_.num_layers));
+    ASSIGN_OR_RETURN(plan, PlanFromRanges(input, ranges));
+  }
+
+  v1::LayerMap map;
+  map.set_epoch(1);
+  for (const StagePlan& s : plan.stages) {
+    const WorkerRecord& w = workers[s.device];
+    v1::StageInfo* info = map.add_stages();
+    info->set_stage(s.device);
+    info->set_worker_id(w.id);
+    info->set_address(w.address);
+    info->set_layer_begin(static_cast<int32_t>(s.begin));
+    info->set_layer_end(static_cast<int32_t>(s.end));
+    info->set_embeds(s.begin == 0);
+    info->set_samples(s.end == config_.num_layers);
+    info->set_weight_bytes(s.weight_bytes);
+    info->set_kv_bytes(s.kv_bytes);
+    info->set_device(w.device.name());
+    info->set_reason(s.reason);
+  }
+
+  // Load every stage at once; each returns when its layers are in memory.
+  std::vector<std::future<absl::Status>> loads;
+  for (int i = 0; i < map.stages_size(); ++i) {
+    v1::LoadRequest req;
+    const v1::StageInfo& s = map.stages(i);
+    req.set_epoch(map.epoch());
+    req.set_model_dir(options_.model_dir);
+    req.set_layer_begin(s.layer_begin());
+    req.set_layer_end(s.layer_end());
+    req.set_stage(i);
+    if (i + 1 < map.stages_size()) req.set_next_address(map.stages(i + 1).address());
+    req.set_max_batch_tokens(options_.max_batch_tokens);
+    req.set_max_context(max_context_);
+    req.set_max_sequences(options_.max_sequences);
+    loads.push_back(std::async(std::launch::async, [req, s, this]() -> absl::Status {
+      auto stub = v1::Worker::NewStub(Dial(s.address()));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(options_.startup_timeout_ms));
+      v1::LoadResponse resp;
+      absl::Status st = FromGrpcStatus(stub->Load(&ctx, req, &resp));
+      if (!st.ok()) {
+        return absl::Status(st.code(), absl::StrCat("loading layers ", req.layer_begin(), "-",
+                                                    req.layer_end() - 1, " on ", s.worker_id(),
+                                                    " at ", s.address(), ": ", st.message()));
+      }
+      Log(absl::StrFormat("%s loaded layers [%d, %d) in %.2f s (%s)", s.worker_id(),
+                          req.layer_begin(), req.layer_end(), resp.load_seconds(),
+                          FormatBytes(resp.weight_bytes())));
+      return absl::OkStatus();
+    }));
+  }
+  absl::Status first_error;
+  for (auto& f : loads) {
+    absl::Status st = f.get();
+    if (first_error.ok()) first_error = st;
+  }
+  RETURN_IF_ERROR(first_error);
+
+  std::lock_guard<std::mutex> lock(mu_);
+  map_ = map;
+  plan_input_ = input;
+  plan_ = plan;
+  return absl::OkStatus();
+}
+
+std::string CoordinatorService::DescribeMap() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out = absl::StrCat("layer map, epoch ", map_.epoch(), ":\n");
+  for (const auto& s : map_.stages()) {
+    absl::StrAppendFormat(&out, "  stage %d  %-10s %-21s layers %d-%d  %s\n", s.stage(),
+                          s.worker_id(), s.address(), s.layer_begin(), s.layer_end() - 1,
+                          s.reason());
+  }
+  return out;
+}
+
+absl::Status CoordinatorService::StartServing() {
+  std::string address;
+  int stages = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    address = map_.stages(0).address();
+    stages = map_.stages_size();
+  }
+  stage0_stub_ = v1::Worker::NewStub(Dial(address));
+  stage0_context_ = std::make_unique<grpc::ClientContext>();
+  stage0_ = stage0_stub_->Forward(stage0_context_.get(), &stage0_summary_);
+  SchedulerOptions so;
+  so.max_sequences = options_.max_sequences;
+  so.max_batch_tokens = options_.max_batch_tokens;
+  so.max_context = max_context_;
+  so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : stages;
+  for (int64_t e : config_.eos_token_ids) so.eos_ids.push_back(static_cast<int32_t>(e));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    scheduler_ = std::make_unique<Scheduler>(so);
+    serving_ = true;
+  }
+  pump_ = std::thread([this] { PumpLoop(); });
+  return absl::OkStatus();
+}
+
+void CoordinatorService::PumpLoop() {
+  uint64_t epoch = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    epoch = map_.epoch();
+  }
+  v1::Step msg;
+  while (true) {
+    std::optional<PlannedStep> step;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        if (stopping_) return true;
+        if (!serving_) return false;
+        step = scheduler_->NextStep();
+        return step.has_value();
+      });
+      if (stopping_) break;
+      sent_[step->step_id] = {std::chrono::steady_clock::now()};
+    }
+    msg.Clear();
+    msg.set_step_id(step->step_id);
+    msg.set_epoch(epoch);
+    for (uint64_t d : step->drops) msg.add_drop_seq_ids(d);
+    for (PlannedChunk& c : step->chunks) {
+      v1::Chunk* chunk = msg.add_chunks();
+      chunk->set_seq_id(c.seq_id);
+      chunk->set_start_pos(c.start_pos);
+      chunk->mutable_token_ids()->Add(c.token_ids.begin(), c.token_ids.end());
+      chunk->set_sample(c.sample);
+      if (c.sample) *chunk->mutable_sampling() = SamplingToProto(c.sampling);
+    }
+    if (!stage0_->Write(msg)) {
+      LosePipeline("the stream to stage 0 broke");
+    }
+  }
+}
+
+void CoordinatorService::Drain(int timeout_ms) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    draining_ = true;
+    Log(absl::StrCat("draining: ", scheduler_ ? scheduler_->running() + scheduler_->queued() : 0,
+                     " request(s) to finish"));
+    cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                 [&] { return scheduler_ == nullptr || scheduler_->idle() || !serving_; });
+  }
+  std::vector<Emission> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (scheduler_ != nullptr) cancelled = scheduler_->CancelAll();
+  }
+  if (!cancelled.empty()) Log(absl::StrCat("drain deadline: cancelled ", cancelled.size()));
+  Deliver(std::move(cancelled));
+  {
+    // Give in-flight steps a moment to come back so their KV is dropped.
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(2),
+                 [&] { return scheduler_ == nullptr || scheduler_->inflight_steps() == 0; });
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (pump_.joinable()) pump_.join();
+  if (stage0_ != nullptr) {
+    stage0_->WritesDone();
+    stage0_context_->TryCancel();
+    stage0_->Finish();
+    stage0_.reset();
+  }
+}
+
+}  // namespace strata

@@ -1,0 +1,347 @@
+#include "services/coordinator/planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "runtime/checkpoint.h"
+#include "runtime/model_layout.h"
+#include "runtime/status_macros.h"
+
+namespace strata {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Prefix sums so any run's bytes is O(1).
+struct Costs {
+  explicit Costs(const PlanInput& in) : in(in) {
+    prefix.assign(in.layer_bytes.size() + 1, 0);
+    for (size_t i = 0; i < in.layer_bytes.size(); ++i) prefix[i + 1] = prefix[i] + in.layer_bytes[i];
+  }
+  int64_t num_layers() const { return static_cast<int64_t>(in.layer_bytes.size()); }
+  bool first(int64_t b) const { return b == 0; }
+  bool last(int64_t e) const { return e == num_layers(); }
+  // Bytes the stage reads every decode step (the embedding lookup reads a few rows).
+  int64_t read_bytes(int64_t b, int64_t e) const {
+    int64_t bytes = prefix[e] - prefix[b];
+    if (last(e)) bytes += in.final_norm_bytes + (in.tied_embeddings ? in.embedding_bytes : in.lm_head_bytes);
+    return bytes;
+  }
+  int64_t weight_bytes(int64_t b, int64_t e) const {
+    int64_t bytes = prefix[e] - prefix[b];
+    const bool needs_embedding = first(b) || (last(e) && in.tied_embeddings);
+    if (needs_embedding) bytes += in.embedding_bytes;
+    if (last(e)) bytes += in.final_norm_bytes + in.lm_head_bytes;
+    return bytes;
+  }
+  int64_t kv_bytes(int64_t b, int64_t e) const { return (e - b) * in.kv_bytes_per_layer; }
+  int64_t need(int64_t b, int64_t e) const {
+    return weight_bytes(b, e) + kv_bytes(b, e) + in.workspace_bytes;
+  }
+  int64_t usable(int d) const {
+    const DeviceSpec& dev = in.devices[d];
+    return dev.capacity_bytes - dev.reserve_bytes;
+  }
+  double time(int d, int64_t b, int64_t e) const {
+    return static_cast<double>(read_bytes(b, e)) / in.devices[d].speed;
+  }
+  // Memory overload of a stage: need / usable (> 1 does not fit).
+  double load(int d, int64_t b, int64_t e) const {
+    const int64_t u = usable(d);
+    return u <= 0 ? kInf : static_cast<double>(need(b, e)) / static_cast<double>(u);
+  }
+
+  const PlanInput& in;
+  std::vector<int64_t> prefix;
+};
+
+// Minimises max over stages of cost(d, b, e), every device taking >= 1 layer;
+// returns the cut ends per device (or empty when every split costs inf).
+// Ties go to the earliest cut.
+template <typename CostFn>
+std::vector<int64_t> MinMaxSplit(int devices, int64_t layers, const CostFn& cost, double* best) {
+  // f[d][j]: best bottleneck for layers [0, j) on devices [0, d].
+  std::vector<std::vector<double>> f(devices, std::vector<double>(layers + 1, kInf));
+  std::vector<std::vector<int64_t>> from(devices, std::vector<int64_t>(layers + 1, -1));
+  for (int64_t j = 1; j <= layers; ++j) f[0][j] = cost(0, 0, j);
+  for (int d = 1; d < devices; ++d) {
+    for (int64_t j = d + 1; j <= layers; ++j) {
+      for (int64_t i = d; i < j; ++i) {
+        const double v = std::max(f[d - 1][i], cost(d, i, j));
+        if (v < f[d][j]) {
+          f[d][j] = v;
+          from[d][j] = i;
+        }
+      }
+    }
+  }
+  *best = f[devices - 1][layers];
+  if (*best == kInf) return {};
+  std::vector<int64_t> ends(devices);
+  int64_t j = layers;
+  for (int d = devices - 1; d >= 0; --d) {
+    ends[d] = j;
+    j = d > 0 ? from[d][j] : 0;
+  }
+  return ends;
+}
+
+Plan BuildPlan(const Costs& c, const std::vector<int64_t>& ends) {
+  Plan plan;
+  int64_t b = 0;
+  for (size_t d = 0; d < ends.size(); ++d) {
+    StagePlan s;
+    s.device = static_cast<int>(d);
+    s.begin = b;
+    s.end = ends[d];
+    s.weight_bytes = c.weight_bytes(s.begin, s.end);
+    s.kv_bytes = c.kv_bytes(s.begin, s.end);
+    s.need_bytes = c.need(s.begin, s.end);
+    s.usable_bytes = c.usable(s.device);
+    s.time = c.time(s.device, s.begin, s.end);
+    plan.bottleneck = std::max(plan.bottleneck, s.time);
+    plan.stages.push_back(s);
+    b = s.end;
+  }
+  // Why each stage ends where it does: what taking one more layer would cost.
+  for (size_t d = 0; d < plan.stages.size(); ++d) {
+    StagePlan& s = plan.stages[d];
+    const std::string slowest = s.time == plan.bottleneck ? " (the slowest stage)" : "";
+    if (s.end == c.num_layers()) {
+      s.reason = "last stage: holds the final norm, the LM head and the sampler" + slowest;
+      continue;
+    }
+    const int64_t next = s.end;
+    if (c.need(s.begin, next + 1) > s.usable_bytes) {
+      s.reason = absl::StrCat("memory: with layer ", next, " it would need ",
+                              FormatBytes(c.need(s.begin, next + 1)), " of ",
+                              FormatBytes(s.usable_bytes), " usable", slowest);
+    } else if (c.time(s.device, s.begin, next + 1) > plan.bottleneck) {
+      s.reason = absl::StrFormat("balance: with layer %d it would read %s per step, slower "
+                                 "than the slowest stage%s", next,
+                                 FormatBytes(c.read_bytes(s.begin, next + 1)), slowest);
+    } else {
+      s.reason = absl::StrCat("tie: layer ", next,
+                              " costs the same bottleneck on either side; earliest cut kept",
+                              slowest);
+    }
+  }
+  return plan;
+}
+
+absl::Status CheckInput(const PlanInput& in) {
+  if (in.devices.empty()) return absl::InvalidArgumentError("devices: at least one is needed");
+  for (size_t d = 0; d < in.devices.size(); ++d) {
+    const DeviceSpec& dev = in.devices[d];
+    if (!(dev.speed > 0) || !std::isfinite(dev.speed)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device ", d, " (", dev.name, "): speed must be positive, got ", dev.speed));
+    }
+    if (dev.capacity_bytes <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device ", d, " (", dev.name, "): capacity must be positive"));
+    }
+  }
+  if (static_cast<int64_t>(in.devices.size()) > static_cast<int64_t>(in.layer_bytes.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        in.devices.size(), " devices but the model has only ", in.layer_bytes.size(),
+        " decoder layers: every device must hold at least one; use fewer devices"));
+  }
+  return absl::OkStatus();
+}
+
+std::string DeviceLine(const Costs& c, int d, int64_t b, int64_t e) {
+  const DeviceSpec& dev = c.in.devices[d];
+  const bool fits = c.need(b, e) <= c.usable(d);
+  return absl::StrFormat(
+      "  device %d (%s): layers %d-%d need %s (weights %s + KV %s + workspace %s); it has %s "
+      "(%s capacity - %s reserve)%s",
+      d, dev.name, b, e - 1, FormatBytes(c.need(b, e)), FormatBytes(c.weight_bytes(b, e)),
+      FormatBytes(c.kv_bytes(b, e)), FormatBytes(c.in.workspace_bytes),
+      FormatBytes(c.usable(d)), FormatBytes(dev.capacity_bytes), FormatBytes(dev.reserve_bytes),
+      fits ? "" : "  <-- does not fit");
+}
+
+}  // namespace
+
+absl::StatusOr<Plan> PlanPlacement(const PlanInput& input) {
+  RETURN_IF_ERROR(CheckInput(input));
+  const Costs c(input);
+  const int devices = static_cast<int>(input.devices.size());
+  double best = 0;
+  std::vector<int64_t> ends = MinMaxSplit(
+      devices, c.num_layers(),
+      [&](int d, int64_t b, int64_t e) {
+        return c.need(b, e) <= c.usable(d) ? c.time(d, b, e) : kInf;
+      },
+      &best);
+  if (!ends.empty()) return BuildPlan(c, ends);
+
+  // Nothing fits: show the split that overloads its worst device least.
+  double overload = 0;
+  ends = MinMaxSplit(devices, c.num_layers(),
+                     [&](int d, int64_t b, int64_t e) { return c.load(d, b, e); }, &overload);
+  int64_t total_need = 0, total_usable = 0;
+  for (int d = 0; d < devices; ++d) total_usable += std::max<int64_t>(0, c.usable(d));
+  std::string lines;
+  int64_t b = 0;
+  for (int d = 0; d < devices && !ends.empty(); ++d) {
+    total_need += c.need(b, ends[d]);
+    absl::StrAppend(&lines, "\n", DeviceLine(c, d, b, ends[d]));
+    b = ends[d];
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the model does not fit on ", devices, " device(s): the least overloaded split needs ",
+      FormatBytes(total_need), " in all and the devices have ", FormatBytes(total_usable),
+      " usable; per device:", lines,
+      "\nadd devices, lower the KV budget (concurrency or context), or raise capacity"));
+}
+
+absl::StatusOr<Plan> PlanFromRanges(const PlanInput& input,
+                                    const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+  RETURN_IF_ERROR(CheckInput(input));
+  if (ranges.size() != input.devices.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("layers: ", ranges.size(), " ranges for ",
+                                                   input.devices.size(), " devices"));
+  }
+  const Costs c(input);
+  std::vector<int64_t> ends;
+  std::string overfull;
+  for (size_t d = 0; d < ranges.size(); ++d) {
+    if (c.need(ranges[d].first, ranges[d].second) > c.usable(static_cast<int>(d))) {
+      absl::StrAppend(&overfull, "\n",
+                      DeviceLine(c, static_cast<int>(d), ranges[d].first, ranges[d].second));
+    }
+    ends.push_back(ranges[d].second);
+  }
+  if (!overfull.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("layers: the requested split does not fit:", overfull));
+  }
+  Plan plan = BuildPlan(c, ends);
+  for (StagePlan& s : plan.stages) s.reason = "set by hand (--layers)";
+  return plan;
+}
+
+absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> ParseLayerRanges(const std::string& spec,
+                                                                          int64_t num_layers) {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  int64_t expect = 0;
+  for (absl::string_view part : absl::StrSplit(spec, ',')) {
+    std::vector<std::string> ends = absl::StrSplit(part, '-');
+    int64_t lo = 0, hi = 0;
+    if (ends.size() != 2 || !absl::SimpleAtoi(ends[0], &lo) || !absl::SimpleAtoi(ends[1], &hi)) {
+      return absl::InvalidArgumentError(absl::StrCat("layers: \"", std::string(part),
+                                                     "\" is not a range like 0-9"));
+    }
+    if (lo != expect) {
+      return absl::InvalidArgumentError(absl::StrCat("layers: range \"", std::string(part),
+                                                     "\" should start at layer ", expect));
+    }
+    if (hi < lo || hi >= num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("layers: range \"", std::string(part),
+                                                     "\" is empty or past the last layer (",
+                                                     num_layers - 1, ")"));
+    }
+    ranges.emplace_back(lo, hi + 1);
+    expect = hi + 1;
+  }
+  if (expect != num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("layers: the ranges end at layer ", expect - 1,
+                                                   " but the model has ", num_layers,
+                                                   " layers (0-", num_layers - 1, ")"));
+  }
+  return ranges;
+}
+
+absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
+  struct Unit {
+    const char* suffix;
+    double scale;
+  };
+  static constexpr Unit kUnits[] = {{"TiB", 1099511627776.0}, {"GiB", 1073741824.0},
+                                    {"MiB", 1048576.0},       {"KiB", 1024.0},
+                                    {"TB", 1e12},             {"GB", 1e9},
+                                    {"MB", 1e6},              {"KB", 1e3},
+                                    {"B", 1.0}};
+  absl::string_view number(text);
+  double scale = 1;
+  for (const Unit& u : kUnits) {
+    if (absl::ConsumeSuffix(&number, u.suffix)) {
+      scale = u.scale;
+      break;
+    }
+  }
+  double value = 0;
+  if (!absl::SimpleAtod(number, &value) || !(value > 0) || !std::isfinite(value)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\" is not a size like 24GiB, 512MiB or 1.5GB"));
+  }
+  return static_cast<int64_t>(std::llround(value * scale));
+}
+
+std::string FormatBytes(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  if (std::abs(b) >= 1073741824.0) return absl::StrFormat("%.2f GiB", b / 1073741824.0);
+  if (std::abs(b) >= 1048576.0) return absl::StrFormat("%.2f MiB", b / 1048576.0);
+  if (std::abs(b) >= 1024.0) return absl::StrFormat("%.1f KiB", b / 1024.0);
+  return absl::StrCat(bytes, " B");
+}
+
+std::string FormatPlan(const Plan& plan, const PlanInput& input) {
+  std::string out;
+  for (const StagePlan& s : plan.stages) {
+    absl::StrAppendFormat(
+        &out, "stage %d  %-10s layers %3d-%-3d  weights %10s  KV %10s  need %10s of %10s  %s\n",
+        s.device, input.devices[s.device].name, s.begin, s.end - 1, FormatBytes(s.weight_bytes),
+        FormatBytes(s.kv_bytes), FormatBytes(s.need_bytes), FormatBytes(s.usable_bytes),
+        s.reason);
+  }
+  return out;
+}
+
+std::string FormatDeviceMap(const Plan& plan) {
+  std::string out = "{";
+  auto add = [&](const std::string& name, int device) {
+    if (out.size() > 1) out += ", ";
+    absl::StrAppend(&out, "\"", name, "\": ", device);
+  };
+  add("model.embed_tokens", plan.stages.front().device);
+  for (const StagePlan& s : plan.stages) {
+    for (int64_t l = s.begin; l < s.end; ++l) add(absl::StrCat("model.layers.", l), s.device);
+  }
+  add("model.norm", plan.stages.back().device);
+  add("lm_head", plan.stages.back().device);
+  return out + "}";
+}
+
+absl::StatusOr<PlanInput> PlanInputForModel(const std::string& model_dir, const ModelConfig& config,
+                                            const std::vector<DeviceSpec>& devices,
+                                            const BudgetOptions& budget) {
+  ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(ModelBytes bytes, MeasureModel(config, *checkpoint));
+  PlanInput in;
+  in.layer_bytes = bytes.layer_bytes;
+  in.embedding_bytes = bytes.embedding_bytes;
+  in.final_norm_bytes = bytes.final_norm_bytes;
+  in.lm_head_bytes = bytes.lm_head_bytes;
+  in.tied_embeddings = config.tie_word_embeddings;
+  const int64_t context =
+      budget.context > 0 ? budget.context : std::min<int64_t>(config.max_position_embeddings, 8192);
+  in.kv_bytes_per_layer = budget.concurrency * context * 2 * config.kv_dim() * budget.kv_element_bytes;
+  // f32 activations of one full batch: residual, norm, q/k/v, attention,
+  // projection, gate and up (the stage's workspaces), plus one logits row per token.
+  const int64_t per_token = 3 * config.hidden_size + config.q_dim() * 2 + config.kv_dim() * 2 +
+                            config.intermediate_size * 2;
+  in.workspace_bytes = budget.max_batch_tokens * per_token * 4 + config.vocab_size * 4 * 64;
+  in.devices = devices;
+  return in;
+}
+
+}  // namespace strata

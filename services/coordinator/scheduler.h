@@ -1,0 +1,120 @@
+// The coordinator's scheduler as plain logic, with no I/O: sequences queue
+// FIFO, up to `max_sequences` run at once (the KV budget every worker was
+// sized for), and each step batches sequences that are not already in the
+// pipeline: decode tokens first, then prefill chunks, up to
+// `max_batch_tokens`. Up to `max_inflight_steps` steps travel the pipeline at
+// once, each with its own share of the running sequences, so every stage can
+// work on a different micro-batch.
+//
+// A prompt is prefilled in chunks of exactly `max_batch_tokens` (the last one
+// shorter), as the single-process generator does, so results match it bit
+// for bit. Finished and cancelled sequences are dropped from every worker by
+// the next step (drop ids ride along with it, ahead of its chunks).
+//
+// Not thread-safe: the coordinator serialises calls.
+#ifndef STRATA_SERVICES_COORDINATOR_SCHEDULER_H_
+#define STRATA_SERVICES_COORDINATOR_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "runtime/sampler.h"
+
+namespace strata {
+
+enum class Finish { kNone, kLength, kEos, kCancelled };
+
+struct SequenceSpec {
+  uint64_t session = 0;      // the gateway session that owns it
+  uint64_t request_id = 0;   // unique within the session
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int64_t max_tokens = 0;
+  bool ignore_eos = false;
+};
+
+struct PlannedChunk {
+  uint64_t seq_id = 0;
+  int64_t start_pos = 0;
+  std::vector<int32_t> token_ids;
+  bool sample = false;
+  SamplingParams sampling;
+};
+
+struct PlannedStep {
+  uint64_t step_id = 0;
+  std::vector<PlannedChunk> chunks;
+  std::vector<uint64_t> drops;
+};
+
+// What to tell a gateway about one of its requests.
+struct Emission {
+  uint64_t session = 0, request_id = 0;
+  std::vector<int32_t> tokens;
+  Finish finish = Finish::kNone;
+  absl::Status error;   // not OK: the request failed
+};
+
+struct SchedulerOptions {
+  int64_t max_sequences = 16;
+  int64_t max_batch_tokens = 512;
+  int64_t max_context = 256;
+  int max_inflight_steps = 1;
+  std::vector<int32_t> eos_ids;
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(const SchedulerOptions& options) : options_(options) {}
+
+  void Submit(SequenceSpec spec);
+  void Cancel(uint64_t session, uint64_t request_id);
+  void CancelSession(uint64_t session);
+  // The next step to send, if one may be sent now.
+  std::optional<PlannedStep> NextStep();
+  // The last stage's tokens for `step_id`: (seq id, sampled token) pairs.
+  std::vector<Emission> OnResult(uint64_t step_id,
+                                 std::span<const std::pair<uint64_t, int32_t>> tokens);
+  // A stage failed the step: its sequences fail with `error`.
+  std::vector<Emission> OnStepFailed(uint64_t step_id, const absl::Status& error);
+  // Every request fails with `error` (the pipeline is gone); state is reset.
+  std::vector<Emission> FailAll(const absl::Status& error);
+  // Drains: queued and running requests end with Finish::kCancelled.
+  std::vector<Emission> CancelAll();
+
+  int64_t running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t queued() const { return static_cast<int64_t>(waiting_.size()); }
+  int64_t inflight_steps() const { return static_cast<int64_t>(inflight_.size()); }
+  bool idle() const { return running_.empty() && waiting_.empty() && inflight_.empty(); }
+
+ private:
+  struct Sequence {
+    SequenceSpec spec;
+    std::vector<int32_t> generated;
+    int64_t fed = 0;          // tokens sent into the pipeline
+    bool in_flight = false;
+    bool cancelled = false;
+    int64_t known() const { return static_cast<int64_t>(spec.prompt.size() + generated.size()); }
+    int32_t token(int64_t i) const;
+  };
+  Finish CheckFinish(const Sequence& s) const;
+  void Retire(uint64_t seq_id);
+  std::optional<uint64_t> Find(uint64_t session, uint64_t request_id) const;
+
+  SchedulerOptions options_;
+  uint64_t next_seq_ = 1, next_step_ = 1;
+  std::deque<std::pair<uint64_t, Sequence>> waiting_;
+  std::map<uint64_t, Sequence> running_;                // by sequence id = admission order
+  std::map<uint64_t, std::vector<uint64_t>> inflight_;  // step -> its sequences
+  std::vector<uint64_t> drops_;
+};
+
+}  // namespace strata
+
+#endif  // STRATA_SERVICES_COORDINATOR_SCHEDULER_H_

@@ -1,0 +1,61 @@
+#include "services/gateway/gateway.h"
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/status_macros.h"
+#include "runtime/tokenizer.h"
+#include "services/common/log.h"
+#include "services/common/server.h"
+#include "services/common/signals.h"
+#include "services/gateway/gateway_service.h"
+#include "services/gateway/session_client.h"
+
+namespace strata {
+
+absl::Status RunGateway(const GatewayOptions& options) {
+  SetLogName("gateway");
+  if (options.coordinator.empty()) return absl::InvalidArgumentError("--coordinator: required");
+  if (options.max_pending < 1) return absl::InvalidArgumentError("--max-pending: must be positive");
+  SessionClient session(options.coordinator);
+  RETURN_IF_ERROR(session.Connect(options.connect_timeout_ms));
+
+  // The served model (context, vocabulary, folder) comes from the coordinator.
+  v1::ClusterInfo info;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(options.connect_timeout_ms));
+    RETURN_IF_ERROR(FromGrpcStatus(session.stub().GetClusterInfo(&ctx, {}, &info)));
+  }
+  const std::string model_dir = options.model_dir.empty() ? info.model().model() : options.model_dir;
+  ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(model_dir));
+  ServedModel model{info.model().context_length(), info.model().vocab_size()};
+
+  GatewayService service(options, std::move(tokenizer), model, &session);
+  ServerOptions server_options;
+  server_options.listen = options.listen;
+  ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
+  server->SetServing(true);
+  Log(absl::StrCat("listening on ", server->address(), "; coordinator ", options.coordinator,
+                   "; tokenizer of ", model_dir));
+  if (!options.address_file.empty()) {
+    RETURN_IF_ERROR(WriteAddressFile(options.address_file, server->address()));
+  }
+
+  WaitForShutdown(-1);
+  Log(absl::StrCat("draining ", service.pending(), " request(s)"));
+  server->SetServing(false);
+  service.SetDraining();
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.drain_timeout_ms);
+  while (service.pending() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  server->Shutdown(1000);
+  Log("stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace strata

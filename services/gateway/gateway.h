@@ -1,0 +1,30 @@
+// The gateway process: the public Generation API. It tokenizes and validates
+// requests, admits them into a bounded queue, hands them to the coordinator
+// over its session, and streams text deltas back with stop sequences applied.
+// Stateless; run as many as you like. RunGateway() serves until SIGINT or
+// SIGTERM, then drains: new requests get UNAVAILABLE, open streams finish.
+#ifndef STRATA_SERVICES_GATEWAY_GATEWAY_H_
+#define STRATA_SERVICES_GATEWAY_GATEWAY_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace strata {
+
+struct GatewayOptions {
+  std::string listen = "127.0.0.1:0";  // host:port; port 0 picks a free port
+  std::string address_file;            // written with the bound address once listening
+  std::string coordinator;             // host:port (required)
+  std::string model_dir;               // for the tokenizer; default: the coordinator's model
+  int max_pending = 256;               // requests in flight through this gateway
+  int connect_timeout_ms = 30'000;
+  int drain_timeout_ms = 30'000;
+};
+
+absl::Status RunGateway(const GatewayOptions& options);
+
+}  // namespace strata
+
+#endif  // STRATA_SERVICES_GATEWAY_GATEWAY_H_

@@ -1,0 +1,203 @@
+#include "services/gateway/gateway_service.h"
+
+#include <chrono>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/sampler.h"
+#include "services/common/convert.h"
+#include "services/common/server.h"
+#include "services/gateway/stop_matcher.h"
+
+namespace strata {
+namespace {
+
+constexpr int kMaxStops = 16;
+constexpr size_t kMaxStopBytes = 256;
+constexpr uint32_t kDefaultMaxTokens = 64;
+// How often a streaming handler looks for client cancellation between events.
+constexpr int kPollMs = 2;
+
+v1::FinishReason FinishOf(const v1::SessionEvent& e) { return e.finish(); }
+
+}  // namespace
+
+absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& request,
+                                               const Tokenizer& tokenizer,
+                                               const ServedModel& model) {
+  if (request.stop_size() > kMaxStops) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop: at most ", kMaxStops, " sequences, got ", request.stop_size()));
+  }
+  for (int i = 0; i < request.stop_size(); ++i) {
+    const std::string& s = request.stop(i);
+    if (s.empty() || s.size() > kMaxStopBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "]: must be 1 to ",
+                                                     kMaxStopBytes, " bytes, got ", s.size()));
+    }
+  }
+  v1::Submit submit;
+  const uint32_t max_tokens = request.has_max_tokens() ? request.max_tokens() : kDefaultMaxTokens;
+  if (max_tokens == 0) return absl::InvalidArgumentError("max_tokens: must be positive");
+  submit.set_max_tokens(max_tokens);
+  const SamplingParams sampling = SamplingFromProto(request.sampling());
+  if (absl::Status st = ValidateSamplingParams(sampling); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
+  }
+  *submit.mutable_sampling() = SamplingToProto(sampling);
+  submit.set_ignore_eos(request.ignore_eos());
+
+  std::vector<int32_t> ids;
+  switch (request.input_case()) {
+    case v1::GenerateRequest::kPrompt: {
+      const bool bos = request.has_add_bos() ? request.add_bos() : tokenizer.add_bos_by_default();
+      auto encoded = tokenizer.Encode(request.prompt(), bos);
+      if (!encoded.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("prompt: ", encoded.status().message()));
+      }
+      ids = std::move(*encoded);
+      break;
+    }
+    case v1::GenerateRequest::kPromptTokens:
+      ids.assign(request.prompt_tokens().ids().begin(), request.prompt_tokens().ids().end());
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] < 0 || ids[i] >= model.vocab_size) {
+          return absl::InvalidArgumentError(absl::StrCat("prompt_tokens.ids[", i, "]: ", ids[i],
+                                                         " is outside the vocabulary [0, ",
+                                                         model.vocab_size, ")"));
+        }
+      }
+      break;
+    case v1::GenerateRequest::INPUT_NOT_SET:
+      return absl::InvalidArgumentError("prompt: required (set prompt or prompt_tokens)");
+  }
+  if (ids.empty()) return absl::InvalidArgumentError("prompt: encodes to no tokens");
+  if (static_cast<int64_t>(ids.size()) >= model.context) {
+    return absl::OutOfRangeError(absl::StrCat("prompt: ", ids.size(),
+                                              " tokens do not fit the context of ", model.context,
+                                              " tokens (at least one must remain to generate)"));
+  }
+  submit.mutable_prompt_ids()->Add(ids.begin(), ids.end());
+  return submit;
+}
+
+GatewayService::GatewayService(const GatewayOptions& options, std::unique_ptr<Tokenizer> tokenizer,
+                               ServedModel model, SessionClient* session)
+    : options_(options), tokenizer_(std::move(tokenizer)), model_(model), session_(session) {}
+
+grpc::Status GatewayService::Generate(grpc::ServerContext* context,
+                                      const v1::GenerateRequest* request,
+                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  if (draining_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is draining");
+  absl::StatusOr<v1::Submit> submit = ValidateAndTokenize(*request, *tokenizer_, model_);
+  if (!submit.ok()) return ToGrpcStatus(submit.status());
+  const int prompt_tokens = submit->prompt_ids_size();
+  if (pending_.fetch_add(1) >= options_.max_pending) {
+    pending_.fetch_sub(1);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("queue full: ", options_.max_pending,
+                                     " requests are already in flight through this gateway "
+                                     "(--max-pending); retry later"));
+  }
+  absl::Cleanup release = [&] { pending_.fetch_sub(1); };
+  uint64_t id = 0;
+  auto inbox = session_->Submit(*std::move(submit), &id);
+  if (!inbox.ok()) return ToGrpcStatus(inbox.status());
+  bool done = false;
+  absl::Cleanup cancel = [&] {
+    if (done) {
+      session_->Forget(id);
+    } else {
+      session_->Cancel(id);
+    }
+  };
+
+  std::vector<std::string> stops(request->stop().begin(), request->stop().end());
+  StopMatcher matcher(std::move(stops));
+  IncrementalDetokenizer detok(*tokenizer_, /*at_text_start=*/false);
+  int completion = 0;
+  double ttft = -1;
+  v1::GenerateResponse response;
+  auto finish = [&](v1::FinishReason reason) {
+    response.Clear();
+    v1::Finished* f = response.mutable_finished();
+    f->set_reason(reason);
+    f->set_prompt_tokens(prompt_tokens);
+    f->set_completion_tokens(completion);
+    f->set_time_to_first_token_seconds(std::max(0.0, ttft));
+    f->set_request_id(request->request_id());
+    if (matcher.matched()) f->set_stop_sequence(matcher.matched_stop());
+    writer->Write(response);
+    return grpc::Status::OK;
+  };
+
+  while (true) {
+    std::deque<v1::SessionEvent> events = (*inbox)->Take(kPollMs);
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the request");
+    }
+    for (const v1::SessionEvent& e : events) {
+      if (e.error_code() != 0) {
+        done = true;  // the coordinator has already forgotten it
+        return grpc::Status(static_cast<grpc::StatusCode>(e.error_code()), e.error());
+      }
+      response.Clear();
+      v1::Delta* delta = response.mutable_delta();
+      std::string text;
+      for (int32_t t : e.token_ids()) {
+        if (ttft < 0) ttft = std::chrono::duration<double>(Clock::now() - start).count();
+        ++completion;
+        delta->add_token_ids(t);
+        text += detok.Push(t);
+      }
+      const bool last = FinishOf(e) != v1::FINISH_REASON_UNSPECIFIED;
+      if (last) text += detok.Flush();
+      std::string shown = matcher.Push(text);
+      if (last && !matcher.matched()) shown += matcher.Flush();
+      delta->set_text(shown);
+      if ((delta->token_ids_size() > 0 || !shown.empty()) && !writer->Write(response)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      }
+      if (matcher.matched()) return finish(v1::FINISH_REASON_STOP_SEQUENCE);  // cancels upstream
+      if (last) {
+        done = true;
+        return finish(FinishOf(e));
+      }
+    }
+  }
+}
+
+grpc::Status GatewayService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
+                                      v1::TokenizeResponse* response) {
+  const bool bos = request->has_add_bos() ? request->add_bos() : tokenizer_->add_bos_by_default();
+  auto ids = tokenizer_->Encode(request->text(), bos);
+  if (!ids.ok()) {
+    return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
+  }
+  for (int32_t id : *ids) {
+    response->add_token_ids(id);
+    response->add_pieces(tokenizer_->TokenBytes(id));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GatewayService::GetModelInfo(grpc::ServerContext* context,
+                                          const v1::GetModelInfoRequest*,
+                                          v1::ModelInfo* response) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::GetClusterInfoRequest req;
+  v1::ClusterInfo info;
+  grpc::Status st = session_->stub().GetClusterInfo(&ctx, req, &info);
+  if (!st.ok()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        absl::StrCat("the coordinator did not answer: ", st.error_message()));
+  }
+  (void)context;
+  *response = info.model();
+  return grpc::Status::OK;
+}
+
+}  // namespace strata

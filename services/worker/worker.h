@@ -1,0 +1,36 @@
+// The worker process: one per device. It registers with the coordinator
+// (device inventory), loads the layer run it is assigned, runs steps that
+// arrive on its Forward stream and passes hidden states to the next worker;
+// the last worker samples and reports token ids to the coordinator over its
+// attach stream. RunWorker() returns on SIGINT/SIGTERM, or with UNAVAILABLE
+// when the coordinator goes away.
+#ifndef STRATA_SERVICES_WORKER_WORKER_H_
+#define STRATA_SERVICES_WORKER_WORKER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace strata {
+
+struct WorkerOptions {
+  std::string id;                      // unique in the cluster; default "worker-<pid>"
+  std::string listen = "127.0.0.1:0";  // where the Worker service listens
+  std::string advertise;               // address given to peers; default: the bound one
+  std::string coordinator;             // host:port of the coordinator (required)
+  std::string address_file;            // written with the bound address once listening
+  std::string device = "cpu";
+  int64_t capacity_bytes = 0;          // 0: the machine's physical memory
+  int64_t reserve_bytes = -1;          // -1: a tenth of the capacity
+  double speed = 1.0;                  // relative to the other devices
+  int threads = 0;                     // CPU threads; 0 = every core
+  int connect_timeout_ms = 30'000;     // to reach the coordinator and the next worker
+  int debug_step_delay_ms = 0;         // fault injection: a slow device
+};
+
+absl::Status RunWorker(const WorkerOptions& options);
+
+}  // namespace strata
+
+#endif  // STRATA_SERVICES_WORKER_WORKER_H_

@@ -1,0 +1,248 @@
+#include "services/worker/worker_service.h"
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/config.h"
+#include "runtime/status_macros.h"
+#include "services/common/convert.h"
+#include "services/common/log.h"
+#include "services/common/server.h"
+
+namespace strata {
+
+WorkerService::WorkerService(const WorkerOptions& options,
+                             std::function<bool(const v1::StepResult&)> report,
+                             std::function<void(bool)> set_serving)
+    : options_(options), report_(std::move(report)), set_serving_(std::move(set_serving)) {}
+
+WorkerService::~WorkerService() {
+  std::lock_guard<std::mutex> lock(mu_);
+  CloseNext();
+}
+
+void WorkerService::CloseNext() {
+  if (next_ == nullptr) return;
+  next_->WritesDone();
+  next_context_->TryCancel();
+  next_->Finish();
+  next_.reset();
+  next_context_.reset();
+  next_stub_.reset();
+}
+
+void WorkerService::SetDraining() {
+  std::lock_guard<std::mutex> lock(mu_);
+  state_ = v1::WORKER_STATE_DRAINING;
+  set_serving_(false);
+}
+
+grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* request,
+                                 v1::LoadResponse* response) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(mu_);
+  state_ = v1::WORKER_STATE_LOADING;
+  set_serving_(false);
+  CloseNext();
+  stage_.reset();
+  history_.clear();
+  auto fail = [&](const absl::Status& st) {
+    state_ = v1::WORKER_STATE_FAILED;
+    error_ = st.ToString();
+    Log(absl::StrCat("load failed: ", error_));
+    return ToGrpcStatus(st);
+  };
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(request->model_dir());
+  if (!config.ok()) return fail(config.status());
+  StageOptions so;
+  so.threads = request->threads() > 0 ? request->threads() : options_.threads;
+  so.max_batch_tokens = request->max_batch_tokens();
+  so.max_context = request->max_context();
+  so.max_sequences = request->max_sequences();
+  auto stage = Stage::Load(request->model_dir(), *config, request->layer_begin(),
+                           request->layer_end(), so);
+  if (!stage.ok()) return fail(stage.status());
+  stage_ = std::move(*stage);
+  if (!stage_->is_last()) {
+    if (request->next_address().empty()) {
+      return fail(absl::InvalidArgumentError(absl::StrCat(
+          "next_address: required, layers end at ", request->layer_end(), " of ",
+          config->num_layers)));
+    }
+    auto channel = Dial(request->next_address());
+    if (!WaitConnected(channel, options_.connect_timeout_ms)) {
+      return fail(absl::UnavailableError(
+          absl::StrCat("next stage at ", request->next_address(), " is unreachable")));
+    }
+    next_address_ = request->next_address();
+    next_stub_ = v1::Worker::NewStub(channel);
+    next_context_ = std::make_unique<grpc::ClientContext>();
+    next_ = next_stub_->Forward(next_context_.get(), &next_summary_);
+  }
+  epoch_ = request->epoch();
+  state_ = v1::WORKER_STATE_READY;
+  error_.clear();
+  response->set_weight_bytes(stage_->weight_bytes());
+  response->set_kv_blocks(stage_->kv_cache().total_blocks());
+  response->set_load_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  Log(absl::StrCat("loaded layers [", request->layer_begin(), ", ", request->layer_end(),
+                   ") of ", request->model_dir(), ", epoch ", epoch_,
+                   stage_->is_last() ? "; last stage" : absl::StrCat("; next ", next_address_)));
+  set_serving_(true);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Forward(grpc::ServerContext*, grpc::ServerReader<v1::Step>* reader,
+                                    v1::ForwardSummary* summary) {
+  v1::Step step;
+  uint64_t count = 0;
+  while (reader->Read(&step)) {
+    ++count;
+    if (options_.debug_step_delay_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(options_.debug_step_delay_ms));
+    }
+    v1::StepResult result;
+    bool forwarded = false;
+    absl::Status st;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      st = RunStep(step, &result, &forwarded);
+    }
+    if (forwarded) continue;
+    result.set_step_id(step.step_id());
+    result.set_epoch(step.epoch());
+    if (!st.ok()) {
+      result.clear_tokens();
+      result.set_error_code(static_cast<int>(st.code()));
+      result.set_error(std::string(st.message()));
+    }
+    if (!report_(result)) Log("could not report a step result: the coordinator stream is closed");
+  }
+  summary->set_steps(count);
+  return grpc::Status::OK;
+}
+
+absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool* forwarded) {
+  if (state_ != v1::WORKER_STATE_READY || stage_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", options_.id, " has no loaded assignment"));
+  }
+  if (step.epoch() != epoch_) {
+    return absl::FailedPreconditionError(absl::StrCat("step ", step.step_id(), " is for epoch ",
+                                                      step.epoch(), " but worker ", options_.id,
+                                                      " serves epoch ", epoch_));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint64_t id : step.drop_seq_ids()) {
+    stage_->Free(id);
+    history_.erase(id);
+  }
+  ++steps_;
+  const int n = step.chunks_size();
+  batch_.chunks.resize(n);
+  int64_t total = 0;
+  for (int c = 0; c < n; ++c) {
+    const v1::Chunk& from = step.chunks(c);
+    SequenceChunk& to = batch_.chunks[c];
+    to.seq_id = from.seq_id();
+    to.start_pos = from.start_pos();
+    to.num_tokens = from.token_ids_size();
+    to.token_ids.clear();
+    if (stage_->is_first()) to.token_ids.assign(from.token_ids().begin(), from.token_ids().end());
+    to.logits = from.sample() ? LogitsMode::kLast : LogitsMode::kNone;
+    total += to.num_tokens;
+  }
+  if (!stage_->is_first()) {
+    const size_t floats = step.hidden().size() / sizeof(float);
+    if (step.hidden().size() % sizeof(float) != 0 ||
+        static_cast<int64_t>(floats) != total * stage_->config().hidden_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step ", step.step_id(), ": hidden holds ", step.hidden().size(), " bytes; ", total,
+          " tokens x hidden size ", stage_->config().hidden_size, " x 4 bytes were expected"));
+    }
+    hidden_in_.resize(floats);
+    std::memcpy(hidden_in_.data(), step.hidden().data(), step.hidden().size());
+    batch_.hidden = hidden_in_;
+  } else {
+    batch_.hidden = {};
+  }
+  if (n > 0) {
+    RETURN_IF_ERROR(stage_->Run(batch_, &out_));
+  } else {
+    out_.hidden.clear();  // a step that only drops sequences
+  }
+
+  if (!stage_->is_last()) {
+    step.set_hidden(out_.hidden.data(), out_.hidden.size() * sizeof(float));
+    step.add_compute_us(static_cast<uint32_t>(std::chrono::duration<double, std::micro>(
+                                                  std::chrono::steady_clock::now() - t0)
+                                                  .count()));
+    if (!next_->Write(step)) {
+      return absl::UnavailableError(
+          absl::StrCat("the stream to the next stage at ", next_address_, " broke"));
+    }
+    *forwarded = true;
+    return absl::OkStatus();
+  }
+  const int64_t vocab = stage_->config().vocab_size;
+  for (int c = 0; c < n; ++c) {
+    const v1::Chunk& chunk = step.chunks(c);
+    std::vector<int32_t>& h = history_[chunk.seq_id()];
+    if (static_cast<int64_t>(h.size()) > chunk.start_pos()) h.resize(chunk.start_pos());
+    h.insert(h.end(), chunk.token_ids().begin(), chunk.token_ids().end());
+    if (!chunk.sample()) continue;
+    const SamplingParams params = SamplingFromProto(chunk.sampling());
+    const float* row = out_.logits.data() + out_.logits_row[c] * vocab;
+    const int32_t token = sampler_.Sample(std::span<const float>(row, vocab), params, h,
+                                          chunk.start_pos() + chunk.token_ids_size());
+    v1::SampledToken* t = result->add_tokens();
+    t->set_seq_id(chunk.seq_id());
+    t->set_token_id(token);
+  }
+  *result->mutable_compute_us() = step.compute_us();
+  result->add_compute_us(static_cast<uint32_t>(
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count()));
+  return absl::OkStatus();
+}
+
+grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stage_ == nullptr) return grpc::Status::OK;
+  std::vector<uint64_t> ids = request->all() ? stage_->kv_cache().SequenceIds()
+                                             : std::vector<uint64_t>(request->seq_ids().begin(),
+                                                                     request->seq_ids().end());
+  int released = 0;
+  for (uint64_t id : ids) {
+    released += stage_->kv_cache().Has(id) ? 1 : 0;
+    stage_->Free(id);
+    history_.erase(id);
+  }
+  response->set_released(released);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
+                                      v1::WorkerStatus* response) {
+  std::lock_guard<std::mutex> lock(mu_);
+  response->set_worker_id(options_.id);
+  response->set_state(state_);
+  response->set_epoch(epoch_);
+  response->set_steps(steps_);
+  response->set_error(error_);
+  if (stage_ != nullptr) {
+    const KvCache& kv = stage_->kv_cache();
+    response->set_layer_begin(static_cast<int32_t>(stage_->begin()));
+    response->set_layer_end(static_cast<int32_t>(stage_->end()));
+    for (uint64_t id : kv.SequenceIds()) response->add_seq_ids(id);
+    response->set_kv_blocks_total(kv.total_blocks());
+    response->set_kv_blocks_used(kv.total_blocks() - kv.free_blocks());
+    response->set_weight_bytes(stage_->weight_bytes());
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace strata

@@ -1,0 +1,72 @@
+// The Worker gRPC service: a Stage of the current assignment and the stream
+// to the next worker. One mutex (mu_) serialises loads, steps and status, so
+// the stage (not thread-safe) runs one step at a time, in stream order.
+#ifndef STRATA_SERVICES_WORKER_WORKER_SERVICE_H_
+#define STRATA_SERVICES_WORKER_WORKER_SERVICE_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "runtime/sampler.h"
+#include "runtime/stage.h"
+#include "services/worker/worker.h"
+#include "strata/v1/coordinator.pb.h"
+#include "strata/v1/worker.grpc.pb.h"
+
+namespace strata {
+
+class WorkerService final : public v1::Worker::Service {
+ public:
+  // `report` sends a StepResult to the coordinator; `on_ready` flips health.
+  WorkerService(const WorkerOptions& options,
+                std::function<bool(const v1::StepResult&)> report,
+                std::function<void(bool)> set_serving);
+  ~WorkerService() override;
+
+  grpc::Status Load(grpc::ServerContext* context, const v1::LoadRequest* request,
+                    v1::LoadResponse* response) override;
+  grpc::Status Forward(grpc::ServerContext* context, grpc::ServerReader<v1::Step>* reader,
+                       v1::ForwardSummary* summary) override;
+  grpc::Status Release(grpc::ServerContext* context, const v1::ReleaseRequest* request,
+                       v1::ReleaseResponse* response) override;
+  grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
+                         v1::WorkerStatus* response) override;
+
+  void SetDraining();
+
+ private:
+  // Runs one step; on success either forwards it or fills `result`.
+  absl::Status RunStep(v1::Step& step, v1::StepResult* result, bool* forwarded);
+  void CloseNext();
+
+  const WorkerOptions options_;
+  std::function<bool(const v1::StepResult&)> report_;
+  std::function<void(bool)> set_serving_;
+
+  std::mutex mu_;
+  v1::WorkerState state_ = v1::WORKER_STATE_STARTING;
+  uint64_t epoch_ = 0;
+  std::string error_;
+  uint64_t steps_ = 0;
+  std::unique_ptr<Stage> stage_;
+  std::string next_address_;
+  std::unique_ptr<v1::Worker::Stub> next_stub_;
+  std::unique_ptr<grpc::ClientContext> next_context_;
+  v1::ForwardSummary next_summary_;
+  std::unique_ptr<grpc::ClientWriter<v1::Step>> next_;
+  // Last stage: every token each sequence has fed (for the repetition penalty).
+  std::map<uint64_t, std::vector<int32_t>> history_;
+  Sampler sampler_;
+  StageBatch batch_;
+  StageOutput out_;
+  std::vector<float> hidden_in_;
+};
+
+}  // namespace strata
+
+#endif  // STRATA_SERVICES_WORKER_WORKER_SERVICE_H_

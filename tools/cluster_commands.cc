@@ -1,0 +1,384 @@
+// strata coordinator | worker | gateway | up | client | plan
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "runtime/config.h"
+#include "runtime/status_macros.h"
+#include "services/common/server.h"
+#include "services/common/signals.h"
+#include "services/coordinator/coordinator.h"
+#include "services/coordinator/planner.h"
+#include "services/gateway/gateway.h"
+#include "services/worker/worker.h"
+#include "tools/client.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+#include "tools/launcher.h"
+#include "tools/model_maker.h"
+
+namespace strata {
+namespace {
+
+// Parses flags; prints usage and returns true in `*stop` for --help.
+absl::Status ParseOrHelp(FlagSet& flags, const std::vector<std::string>& args, const char* usage,
+                         bool* stop) {
+  bool help = false;
+  flags.Bool("help", &help, "this list");
+  RETURN_IF_ERROR(flags.Parse(args));
+  *stop = help;
+  if (help) std::cout << usage << "\n" << flags.Usage();
+  return absl::OkStatus();
+}
+
+absl::Status ModelOrDefault(std::string* model) {
+  if (!model->empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(*model, DefaultModelDir());
+  return absl::OkStatus();
+}
+
+absl::Status IntIn(const char* flag, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": must be in [", lo, ", ", hi, "], got ", v));
+  }
+  return absl::OkStatus();
+}
+
+// The request flags shared by `client` and `up --prompt`.
+struct RequestFlags {
+  std::string prompt;
+  int64_t max_tokens = 64, top_k = 0, seed = 0;
+  double temperature = 0, top_p = 1, repetition_penalty = 1;
+  std::string stop;  // comma-separated
+  bool ignore_eos = false;
+
+  void Declare(FlagSet& f) {
+    f.String("prompt", &prompt, "text to complete");
+    f.Int("max-tokens", &max_tokens, "tokens to generate at most (64)");
+    f.Float("temperature", &temperature, "0 = greedy (0)");
+    f.Int("top-k", &top_k, "keep the k most likely tokens; 0 = off (0)");
+    f.Float("top-p", &top_p, "nucleus sampling mass; 1 = off (1)");
+    f.Float("repetition-penalty", &repetition_penalty, "1 = off (1)");
+    f.Int("seed", &seed, "sampling seed (0)");
+    f.String("stop", &stop, "stop sequences, comma-separated");
+    f.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence");
+  }
+  absl::StatusOr<v1::GenerateRequest> Build() const {
+    RETURN_IF_ERROR(IntIn("max-tokens", max_tokens, 1, INT32_MAX));
+    RETURN_IF_ERROR(IntIn("top-k", top_k, 0, INT32_MAX));
+    RETURN_IF_ERROR(IntIn("seed", seed, 0, INT64_MAX));
+    v1::GenerateRequest r;
+    r.set_prompt(prompt);
+    r.set_max_tokens(static_cast<uint32_t>(max_tokens));
+    r.mutable_sampling()->set_temperature(static_cast<float>(temperature));
+    r.mutable_sampling()->set_top_k(static_cast<int32_t>(top_k));
+    r.mutable_sampling()->set_top_p(static_cast<float>(top_p));
+    r.mutable_sampling()->set_repetition_penalty(static_cast<float>(repetition_penalty));
+    r.mutable_sampling()->set_seed(static_cast<uint64_t>(seed));
+    r.set_ignore_eos(ignore_eos);
+    if (!stop.empty()) {
+      for (absl::string_view s : absl::StrSplit(stop, ',')) r.add_stop(std::string(s));
+    }
+    return r;
+  }
+};
+
+}  // namespace
+
+absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
+  CoordinatorOptions o;
+  int64_t workers = o.workers, startup = o.startup_timeout_ms, inflight = 0, drain = o.drain_timeout_ms;
+  FlagSet f;
+  f.String("model", &o.model_dir, "model folder, as the workers see it (default: embedded model)");
+  f.String("listen", &o.listen, "host:port to serve on; port 0 picks one (127.0.0.1:0)");
+  f.String("address-file", &o.address_file, "write the bound address here");
+  f.Int("workers", &workers, "serve once this many workers registered (1)");
+  f.Int("startup-timeout-ms", &startup, "for registration and loading (60000)");
+  f.String("layers", &o.layers, "manual split, e.g. 0-9,10-21 (default: the planner)");
+  f.Int("max-sequences", &o.max_sequences, "concurrent sequences; sizes the KV budget (16)");
+  f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
+  f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
+  f.Int("max-inflight-steps", &inflight, "micro-batches in the pipeline; 0 = one per stage");
+  f.Int("drain-timeout-ms", &drain, "how long running requests may finish on shutdown (30000)");
+  bool stop = false;
+  RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata coordinator [flags]", &stop));
+  if (stop) return absl::OkStatus();
+  RETURN_IF_ERROR(IntIn("workers", workers, 1, 1024));
+  RETURN_IF_ERROR(IntIn("startup-timeout-ms", startup, 1, INT32_MAX));
+  RETURN_IF_ERROR(IntIn("max-inflight-steps", inflight, 0, 1024));
+  RETURN_IF_ERROR(IntIn("drain-timeout-ms", drain, 0, INT32_MAX));
+  RETURN_IF_ERROR(IntIn("max-sequences", o.max_sequences, 1, 65536));
+  RETURN_IF_ERROR(IntIn("max-batch-tokens", o.max_batch_tokens, 1, 8192));
+  o.workers = static_cast<int>(workers);
+  o.startup_timeout_ms = static_cast<int>(startup);
+  o.max_inflight_steps = static_cast<int>(inflight);
+  o.drain_timeout_ms = static_cast<int>(drain);
+  RETURN_IF_ERROR(ModelOrDefault(&o.model_dir));
+  return RunCoordinator(o);
+}
+
+absl::Status WorkerCommand(const std::vector<std::string>& args) {
+  WorkerOptions o;
+  std::string capacity, reserve;
+  int64_t threads = 0, delay = 0, connect = o.connect_timeout_ms;
+  FlagSet f;
+  f.String("id", &o.id, "worker id, unique in the cluster (worker-<pid>)");
+  f.String("coordinator", &o.coordinator, "host:port of the coordinator (required)");
+  f.String("listen", &o.listen, "host:port to serve on; port 0 picks one (127.0.0.1:0)");
+  f.String("advertise", &o.advertise, "address peers should use (default: the bound one)");
+  f.String("address-file", &o.address_file, "write the bound address here");
+  f.String("device", &o.device, "device name reported to the planner (cpu)");
+  f.String("capacity", &capacity, "memory this worker may use, e.g. 24GiB (physical memory)");
+  f.String("reserve", &reserve, "memory kept free, e.g. 2GiB (a tenth of the capacity)");
+  f.Float("speed", &o.speed, "relative speed for the planner (1)");
+  f.Int("threads", &threads, "CPU threads; 0 = every core (0)");
+  f.Int("connect-timeout-ms", &connect, "to reach the coordinator and the next worker (30000)");
+  f.Int("debug-step-delay-ms", &delay, "fault injection: sleep before every step (0)");
+  bool stop = false;
+  RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata worker --coordinator HOST:PORT [flags]", &stop));
+  if (stop) return absl::OkStatus();
+  if (!capacity.empty()) {
+    auto b = ParseBytes(capacity);
+    if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--capacity: ", b.status().message()));
+    o.capacity_bytes = *b;
+  }
+  if (!reserve.empty()) {
+    auto b = ParseBytes(reserve);
+    if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--reserve: ", b.status().message()));
+    o.reserve_bytes = *b;
+  }
+  RETURN_IF_ERROR(IntIn("threads", threads, 0, 1024));
+  RETURN_IF_ERROR(IntIn("debug-step-delay-ms", delay, 0, 60'000));
+  RETURN_IF_ERROR(IntIn("connect-timeout-ms", connect, 1, INT32_MAX));
+  o.threads = static_cast<int>(threads);
+  o.debug_step_delay_ms = static_cast<int>(delay);
+  o.connect_timeout_ms = static_cast<int>(connect);
+  return RunWorker(o);
+}
+
+absl::Status GatewayCommand(const std::vector<std::string>& args) {
+  GatewayOptions o;
+  int64_t pending = o.max_pending, drain = o.drain_timeout_ms, connect = o.connect_timeout_ms;
+  FlagSet f;
+  f.String("coordinator", &o.coordinator, "host:port of the coordinator (required)");
+  f.String("listen", &o.listen, "host:port to serve on; port 0 picks one (127.0.0.1:0)");
+  f.String("address-file", &o.address_file, "write the bound address here");
+  f.String("model", &o.model_dir, "folder of the tokenizer (default: the coordinator's model)");
+  f.Int("max-pending", &pending, "requests in flight through this gateway (256)");
+  f.Int("connect-timeout-ms", &connect, "to reach the coordinator (30000)");
+  f.Int("drain-timeout-ms", &drain, "how long open streams may finish on shutdown (30000)");
+  bool stop = false;
+  RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata gateway --coordinator HOST:PORT [flags]", &stop));
+  if (stop) return absl::OkStatus();
+  RETURN_IF_ERROR(IntIn("max-pending", pending, 1, 1'000'000));
+  RETURN_IF_ERROR(IntIn("drain-timeout-ms", drain, 0, INT32_MAX));
+  RETURN_IF_ERROR(IntIn("connect-timeout-ms", connect, 1, INT32_MAX));
+  o.max_pending = static_cast<int>(pending);
+  o.drain_timeout_ms = static_cast<int>(drain);
+  o.connect_timeout_ms = static_cast<int>(connect);
+  return RunGateway(o);
+}
+
+absl::Status UpCommand(const std::vector<std::string>& args) {
+  UpOptions o;
+  RequestFlags req;
+  std::string address_file, worker_flags;
+  int64_t workers = o.workers, threads = 0, inflight = 0, pending = o.max_pending,
+          startup = o.startup_timeout_ms;
+  FlagSet f;
+  f.String("model", &o.model_dir, "model folder (default: the embedded default model)");
+  f.Int("workers", &workers, "worker processes, one pipeline stage each (2)");
+  f.String("layers", &o.layers, "manual split, e.g. 0-1,2-3 (default: the planner)");
+  f.Int("max-sequences", &o.max_sequences, "concurrent sequences (16)");
+  f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
+  f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
+  f.Int("max-inflight-steps", &inflight, "micro-batches in the pipeline; 0 = one per stage");
+  f.Int("threads", &threads, "CPU threads per worker; 0 = every core (0)");
+  f.Int("max-pending", &pending, "gateway queue bound (256)");
+  f.Int("startup-timeout-ms", &startup, "for registration and loading (120000)");
+  f.String("log-dir", &o.log_dir, "where the processes log (a new folder under /tmp)");
+  f.String("address-file", &address_file, "write \"role address\" lines here once serving");
+  f.String("worker-flags", &worker_flags, "extra flags for every worker, space-separated");
+  req.Declare(f);
+  bool stop = false;
+  RETURN_IF_ERROR(ParseOrHelp(f, args,
+                              "usage: strata up [--workers N] [--model DIR] [--prompt TEXT]\n"
+                              "Starts a coordinator, N workers and a gateway on loopback and "
+                              "serves until Ctrl-C.\nWith --prompt, streams one completion "
+                              "through the cluster and stops.",
+                              &stop));
+  if (stop) return absl::OkStatus();
+  RETURN_IF_ERROR(IntIn("workers", workers, 1, 64));
+  RETURN_IF_ERROR(IntIn("threads", threads, 0, 1024));
+  RETURN_IF_ERROR(IntIn("max-inflight-steps", inflight, 0, 1024));
+  RETURN_IF_ERROR(IntIn("max-pending", pending, 1, 1'000'000));
+  RETURN_IF_ERROR(IntIn("startup-timeout-ms", startup, 1, INT32_MAX));
+  RETURN_IF_ERROR(IntIn("max-sequences", o.max_sequences, 1, 65536));
+  RETURN_IF_ERROR(IntIn("max-batch-tokens", o.max_batch_tokens, 1, 8192));
+  o.workers = static_cast<int>(workers);
+  o.threads = static_cast<int>(threads);
+  o.max_inflight_steps = static_cast<int>(inflight);
+  o.max_pending = static_cast<int>(pending);
+  o.startup_timeout_ms = static_cast<int>(startup);
+  for (absl::string_view w : absl::StrSplit(worker_flags, ' ', absl::SkipEmpty())) {
+    o.worker_flags.emplace_back(w);
+  }
+  absl::StatusOr<v1::GenerateRequest> request = req.Build();
+  if (!request.ok()) return request.status();
+  RETURN_IF_ERROR(ModelOrDefault(&o.model_dir));
+
+  LocalCluster cluster;
+  std::fprintf(stderr, "strata up: starting a coordinator, %d worker(s) and a gateway\n",
+               o.workers);
+  absl::Status st = cluster.Start(o);
+  if (!st.ok()) {
+    cluster.Stop().IgnoreError();
+    return st;
+  }
+  std::fprintf(stderr, "strata up: serving %s; logs in %s\n", o.model_dir.c_str(),
+               cluster.log_dir().c_str());
+  for (const auto& s : cluster.info().model().layer_map().stages()) {
+    std::fprintf(stderr, "  stage %d  %-9s %-21s layers %2d-%-2d %s%s  (%s)\n", s.stage(),
+                 s.worker_id().c_str(), s.address().c_str(), s.layer_begin(), s.layer_end() - 1,
+                 s.embeds() ? "+embed " : "", s.samples() ? "+head" : "", s.reason().c_str());
+  }
+  std::fprintf(stderr, "  gateway     %s   (layer map epoch %llu)\n", cluster.gateway().c_str(),
+               static_cast<unsigned long long>(cluster.info().model().layer_map().epoch()));
+  if (!address_file.empty()) {
+    RETURN_IF_ERROR(WriteAddressFile(address_file, cluster.AddressLines()));
+  }
+
+  if (!req.prompt.empty()) {
+    ClientOptions client;
+    client.address = cluster.gateway();
+    client.request = *request;
+    client.stats = true;
+    st = StreamCompletion(client, stdout);
+    absl::Status stopped = cluster.Stop();
+    return st.ok() ? stopped : st;
+  }
+  std::fprintf(stderr, "strata up: try `strata client --address %s --prompt \"...\"`; Ctrl-C "
+               "stops the cluster\n", cluster.gateway().c_str());
+  while (!WaitForShutdown(200)) {
+    st = cluster.CheckChildren();
+    if (!st.ok()) {
+      std::fprintf(stderr, "strata up: %s\nstrata up: stopping the cluster\n",
+                   std::string(st.message()).c_str());
+      cluster.Stop().IgnoreError();
+      return st;
+    }
+  }
+  std::fprintf(stderr, "strata up: draining and stopping\n");
+  return cluster.Stop();
+}
+
+absl::Status ClientCommand(const std::vector<std::string>& args) {
+  ClientOptions o;
+  RequestFlags req;
+  int64_t timeout = 0;
+  bool quiet = false;
+  FlagSet f;
+  f.String("address", &o.address, "gateway host:port (required)");
+  f.Int("timeout-ms", &timeout, "deadline for the whole call; 0 = none");
+  f.Bool("stats", &o.stats, "print token counts and timing to stderr");
+  f.Bool("no-echo", &quiet, "do not print the prompt before the completion");
+  req.Declare(f);
+  // `strata client "prompt"`: a lone positional argument is the prompt.
+  std::vector<std::string> rest = args;
+  if (!rest.empty() && rest.front().rfind("--", 0) != 0) {
+    req.prompt = rest.front();
+    rest.erase(rest.begin());
+  }
+  bool stop = false;
+  RETURN_IF_ERROR(ParseOrHelp(f, rest, "usage: strata client --address HOST:PORT \"prompt\" [flags]",
+                              &stop));
+  if (stop) return absl::OkStatus();
+  if (o.address.empty()) return absl::InvalidArgumentError("--address: required (the gateway)");
+  if (req.prompt.empty()) return absl::InvalidArgumentError("prompt: required");
+  RETURN_IF_ERROR(IntIn("timeout-ms", timeout, 0, INT32_MAX));
+  o.timeout_ms = static_cast<int>(timeout);
+  o.echo_prompt = !quiet;
+  ASSIGN_OR_RETURN(o.request, req.Build());
+  return StreamCompletion(o, stdout);
+}
+
+absl::Status PlanCommand(const std::vector<std::string>& args) {
+  std::string model, devices, speeds, reserve, layers, kv_dtype = "bf16";
+  int64_t concurrency = 16, context = 0, batch = 512;
+  FlagSet f;
+  f.String("model", &model, "model folder (default: the embedded default model)");
+  f.String("devices", &devices, "device capacities in pipeline order, e.g. 24GiB,24GiB,12GiB");
+  f.String("speeds", &speeds, "relative speeds, e.g. 1,1,0.5 (all 1)");
+  f.String("reserve", &reserve, "memory kept free on every device, e.g. 1GiB (0)");
+  f.String("layers", &layers, "check a manual split, e.g. 0-9,10-21, instead of planning");
+  f.Int("concurrency", &concurrency, "sequences the KV budget must hold (16)");
+  f.Int("context", &context, "tokens per sequence; 0 = the model's, capped at 8192");
+  f.Int("max-batch-tokens", &batch, "tokens per step; sizes the activation workspace (512)");
+  f.String("kv-dtype", &kv_dtype, "KV cache element type: bf16 (GPU) or f32 (CPU) (bf16)");
+  bool stop = false;
+  RETURN_IF_ERROR(ParseOrHelp(
+      f, args, "usage: strata plan --model DIR --devices 24GiB,24GiB,12GiB [flags]", &stop));
+  if (stop) return absl::OkStatus();
+  if (devices.empty()) return absl::InvalidArgumentError("--devices: required, e.g. 24GiB,24GiB");
+  RETURN_IF_ERROR(IntIn("concurrency", concurrency, 1, 1 << 20));
+  RETURN_IF_ERROR(IntIn("context", context, 0, 1 << 24));
+  RETURN_IF_ERROR(IntIn("max-batch-tokens", batch, 1, 1 << 20));
+  if (kv_dtype != "bf16" && kv_dtype != "f32") {
+    return absl::InvalidArgumentError("--kv-dtype: must be bf16 or f32, got " + kv_dtype);
+  }
+  int64_t reserve_bytes = 0;
+  if (!reserve.empty()) {
+    auto b = ParseBytes(reserve);
+    if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--reserve: ", b.status().message()));
+    reserve_bytes = *b;
+  }
+  std::vector<DeviceSpec> specs;
+  std::vector<std::string> caps = absl::StrSplit(devices, ',');
+  std::vector<std::string> sp;
+  if (!speeds.empty()) sp = absl::StrSplit(speeds, ',');
+  if (!sp.empty() && sp.size() != caps.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("--speeds: ", sp.size(), " values for ",
+                                                   caps.size(), " devices"));
+  }
+  for (size_t i = 0; i < caps.size(); ++i) {
+    auto cap = ParseBytes(caps[i]);
+    if (!cap.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--devices[", i, "]: ", cap.status().message()));
+    }
+    DeviceSpec d{absl::StrCat("device", i), *cap, reserve_bytes, 1.0};
+    if (!sp.empty() && (!absl::SimpleAtod(sp[i], &d.speed) || !(d.speed > 0))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--speeds[", i, "]: \"", sp[i], "\" is not a positive number"));
+    }
+    specs.push_back(d);
+  }
+  RETURN_IF_ERROR(ModelOrDefault(&model));
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model));
+  BudgetOptions budget;
+  budget.concurrency = concurrency;
+  budget.context = context;
+  budget.kv_element_bytes = kv_dtype == "bf16" ? 2 : 4;
+  budget.max_batch_tokens = batch;
+  ASSIGN_OR_RETURN(PlanInput input, PlanInputForModel(model, config, specs, budget));
+  Plan plan;
+  if (layers.empty()) {
+    ASSIGN_OR_RETURN(plan, PlanPlacement(input));
+  } else {
+    ASSIGN_OR_RETURN(auto ranges, ParseLayerRanges(layers, config.num_layers));
+    ASSIGN_OR_RETURN(plan, PlanFromRanges(input, ranges));
+  }
+  std::cout << config.architecture << ", " << config.num_layers << " layers; KV budget "
+            << concurrency << " x " << input.kv_bytes_per_layer / std::max<int64_t>(1, concurrency)
+            << " bytes per layer per sequence; workspace " << FormatBytes(input.workspace_bytes)
+            << " per device\n"
+            << FormatPlan(plan, input) << "device_map = " << FormatDeviceMap(plan) << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace strata

@@ -1,0 +1,214 @@
+#include "tools/launcher.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "runtime/status_macros.h"
+#include "services/common/server.h"
+#include "strata/v1/coordinator.grpc.pb.h"
+
+namespace strata {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string Tail(const std::string& path, int lines) {
+  std::ifstream f(path);
+  std::vector<std::string> all;
+  for (std::string line; std::getline(f, line);) all.push_back(line);
+  const size_t from = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0;
+  std::string out;
+  for (size_t i = from; i < all.size(); ++i) absl::StrAppend(&out, "    ", all[i], "\n");
+  return out;
+}
+
+std::string Describe(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("was killed by signal ", WTERMSIG(status));
+  return "stopped";
+}
+
+}  // namespace
+
+LocalCluster::~LocalCluster() { Stop().IgnoreError(); }
+
+absl::StatusOr<LocalCluster::Child*> LocalCluster::Spawn(const std::string& name,
+                                                         const std::vector<std::string>& args) {
+  Child c;
+  c.name = name;
+  c.log = absl::StrCat(log_dir_, "/", name, ".log");
+  std::vector<std::string> argv = {"strata"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (std::string& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork for ", name, " failed"));
+  if (pid == 0) {
+    // The child: die with the launcher, log to its file, default signal mask.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    const int fd = open(c.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+      close(fd);
+    }
+    execv("/proc/self/exe", cargv.data());
+    _exit(127);
+  }
+  c.pid = pid;
+  children_.push_back(c);
+  return &children_.back();
+}
+
+absl::Status LocalCluster::ExitError(const Child& c) const {
+  return absl::UnavailableError(absl::StrCat(c.name, " (pid ", c.pid, ") ", Describe(c.status),
+                                             "; the end of ", c.log, ":\n", Tail(c.log, 12)));
+}
+
+absl::Status LocalCluster::CheckChildren() {
+  for (Child& c : children_) {
+    if (c.exited || c.pid <= 0) continue;
+    if (waitpid(c.pid, &c.status, WNOHANG) == c.pid) {
+      c.exited = true;
+      return ExitError(c);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> LocalCluster::WaitAddress(Child* child, const std::string& file,
+                                                      int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    std::ifstream f(file);
+    std::string address;
+    if (f >> address && !address.empty()) return address;
+    RETURN_IF_ERROR(CheckChildren());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(child->name, " did not start listening within ",
+                                                  timeout_ms / 1000.0, " s; see ", child->log));
+}
+
+absl::Status LocalCluster::Start(const UpOptions& o) {
+  children_.reserve(o.workers + 2);
+  log_dir_ = o.log_dir;
+  if (log_dir_.empty()) {
+    std::string tmpl = "/tmp/strata-up-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) return absl::InternalError("cannot create a log folder");
+    log_dir_ = tmpl;
+  } else {
+    std::filesystem::create_directories(log_dir_);
+  }
+  const std::string listen = absl::StrCat(o.host, ":0");
+  auto file = [&](const std::string& name) { return absl::StrCat(log_dir_, "/", name, ".addr"); };
+  for (const char* n : {"coordinator", "gateway"}) std::filesystem::remove(file(n));
+
+  std::vector<std::string> args = {"coordinator", "--model", o.model_dir, "--workers",
+                                   std::to_string(o.workers), "--listen", listen,
+                                   "--address-file", file("coordinator"),
+                                   "--max-sequences", std::to_string(o.max_sequences),
+                                   "--max-context", std::to_string(o.max_context),
+                                   "--max-batch-tokens", std::to_string(o.max_batch_tokens),
+                                   "--max-inflight-steps", std::to_string(o.max_inflight_steps),
+                                   "--startup-timeout-ms", std::to_string(o.startup_timeout_ms)};
+  if (!o.layers.empty()) args.insert(args.end(), {"--layers", o.layers});
+  ASSIGN_OR_RETURN(Child * coord, Spawn("coordinator", args));
+  ASSIGN_OR_RETURN(coordinator_, WaitAddress(coord, file("coordinator"), 30'000));
+
+  std::vector<Child*> workers;
+  for (int i = 0; i < o.workers; ++i) {
+    const std::string name = absl::StrCat("worker-", i);
+    std::filesystem::remove(file(name));
+    std::vector<std::string> wargs = {"worker", "--id", name, "--coordinator", coordinator_,
+                                      "--listen", listen, "--address-file", file(name),
+                                      "--threads", std::to_string(o.threads)};
+    wargs.insert(wargs.end(), o.worker_flags.begin(), o.worker_flags.end());
+    ASSIGN_OR_RETURN(Child * w, Spawn(name, wargs));
+    workers.push_back(w);
+  }
+  for (int i = 0; i < o.workers; ++i) {
+    const std::string name = absl::StrCat("worker-", i);
+    ASSIGN_OR_RETURN(std::string addr, WaitAddress(workers[i], file(name), 30'000));
+    worker_addrs_.emplace_back(name, addr);
+  }
+
+  // Wait for the coordinator to plan, load and serve.
+  auto stub = v1::Coordinator::NewStub(Dial(coordinator_));
+  const auto deadline = Clock::now() + std::chrono::milliseconds(o.startup_timeout_ms + 5000);
+  while (true) {
+    RETURN_IF_ERROR(CheckChildren());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (stub->GetClusterInfo(&ctx, {}, &info_).ok() && info_.serving()) break;
+    if (Clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("the cluster did not start serving within ",
+                                                      o.startup_timeout_ms / 1000.0, " s; logs in ",
+                                                      log_dir_));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  ASSIGN_OR_RETURN(Child * gw,
+                   Spawn("gateway", {"gateway", "--coordinator", coordinator_, "--listen", listen,
+                                     "--address-file", file("gateway"), "--max-pending",
+                                     std::to_string(o.max_pending)}));
+  ASSIGN_OR_RETURN(gateway_, WaitAddress(gw, file("gateway"), 30'000));
+  return absl::OkStatus();
+}
+
+void LocalCluster::StopChild(Child* c, int grace_ms) {
+  if (c->exited || c->pid <= 0) return;
+  kill(c->pid, SIGTERM);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(grace_ms);
+  while (Clock::now() < deadline) {
+    if (waitpid(c->pid, &c->status, WNOHANG) == c->pid) {
+      c->exited = true;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(c->pid, SIGKILL);
+  waitpid(c->pid, &c->status, 0);
+  c->exited = true;
+}
+
+absl::Status LocalCluster::Stop() {
+  absl::Status first = CheckChildren();
+  // Gateway first (finishes its streams), then the coordinator (drains the
+  // pipeline), then the workers.
+  for (const char* role : {"gateway", "coordinator"}) {
+    for (Child& c : children_) {
+      if (c.name == role) StopChild(&c, 35'000);
+    }
+  }
+  for (Child& c : children_) StopChild(&c, 10'000);
+  children_.clear();
+  return first;
+}
+
+std::string LocalCluster::AddressLines() const {
+  std::string out = absl::StrCat("gateway ", gateway_, "\ncoordinator ", coordinator_, "\n");
+  for (const auto& [name, addr] : worker_addrs_) absl::StrAppend(&out, name, " ", addr, "\n");
+  return out;
+}
+
+}  // namespace strata

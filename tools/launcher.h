@@ -1,0 +1,77 @@
+// `strata up`: a whole cluster as child processes on one machine. The
+// coordinator, N workers and a gateway are started from this same binary,
+// each on a free loopback port it picks itself and reports through an
+// address file. Children die with the launcher (PR_SET_PDEATHSIG); Stop()
+// drains them in order: gateway, coordinator, then workers.
+// Not thread-safe; one launcher per process.
+#ifndef STRATA_TOOLS_LAUNCHER_H_
+#define STRATA_TOOLS_LAUNCHER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "strata/v1/coordinator.pb.h"
+
+namespace strata {
+
+struct UpOptions {
+  std::string model_dir;
+  int workers = 2;
+  std::string host = "127.0.0.1";
+  std::string layers;              // manual split, passed to the coordinator
+  int64_t max_sequences = 16;
+  int64_t max_context = 0;
+  int64_t max_batch_tokens = 512;
+  int max_inflight_steps = 0;
+  int threads = 0;                 // per worker; 0 = every core
+  int max_pending = 256;           // gateway queue bound
+  int startup_timeout_ms = 120'000;
+  std::string log_dir;             // default: a fresh folder under /tmp
+  std::vector<std::string> worker_flags;  // extra flags for every worker
+};
+
+class LocalCluster {
+ public:
+  ~LocalCluster();
+  // Starts everything and waits until the coordinator serves.
+  absl::Status Start(const UpOptions& options);
+  // Drains and stops every child; returns the first unexpected exit.
+  absl::Status Stop();
+  // A child that exited while the cluster was up (empty status: none).
+  absl::Status CheckChildren();
+
+  const std::string& gateway() const { return gateway_; }
+  const std::string& coordinator() const { return coordinator_; }
+  const std::string& log_dir() const { return log_dir_; }
+  const std::vector<std::pair<std::string, std::string>>& workers() const { return worker_addrs_; }
+  const v1::ClusterInfo& info() const { return info_; }
+  // "gateway ADDR\ncoordinator ADDR\nworker-0 ADDR\n..."
+  std::string AddressLines() const;
+
+ private:
+  struct Child {
+    std::string name;
+    pid_t pid = -1;
+    std::string log;
+    int status = 0;
+    bool exited = false;
+  };
+  absl::StatusOr<Child*> Spawn(const std::string& name, const std::vector<std::string>& args);
+  absl::StatusOr<std::string> WaitAddress(Child* child, const std::string& file, int timeout_ms);
+  absl::Status ExitError(const Child& c) const;
+  void StopChild(Child* c, int grace_ms);
+
+  std::vector<Child> children_;  // reserved up front; pointers stay valid
+  std::string log_dir_, gateway_, coordinator_;
+  std::vector<std::pair<std::string, std::string>> worker_addrs_;
+  v1::ClusterInfo info_;
+};
+
+}  // namespace strata
+
+#endif  // STRATA_TOOLS_LAUNCHER_H_
