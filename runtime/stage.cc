@@ -253,6 +253,7 @@ absl::Status Stage::Run(const StageBatch& batch, StageOutput* out) {
     out->logits_row.clear();
     out->vocab_size = 0;
   }
+  backend_->Rest();
   return absl::OkStatus();
 }
 

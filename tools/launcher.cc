@@ -206,8 +206,17 @@ absl::Status LocalCluster::Stop() {
 }
 
 std::string LocalCluster::AddressLines() const {
-  std::string out = absl::StrCat("gateway ", gateway_, "\ncoordinator ", coordinator_, "\n");
-  for (const auto& [name, addr] : worker_addrs_) absl::StrAppend(&out, name, " ", addr, "\n");
+  auto pid = [&](const std::string& name) {
+    for (const Child& c : children_) {
+      if (c.name == name) return c.pid;
+    }
+    return pid_t{-1};
+  };
+  std::string out = absl::StrCat("gateway ", gateway_, " ", pid("gateway"), "\ncoordinator ",
+                                 coordinator_, " ", pid("coordinator"), "\n");
+  for (const auto& [name, addr] : worker_addrs_) {
+    absl::StrAppend(&out, name, " ", addr, " ", pid(name), "\n");
+  }
   return out;
 }
 

@@ -50,7 +50,7 @@ class LocalCluster {
   const std::string& log_dir() const { return log_dir_; }
   const std::vector<std::pair<std::string, std::string>>& workers() const { return worker_addrs_; }
   const v1::ClusterInfo& info() const { return info_; }
-  // "gateway ADDR\ncoordinator ADDR\nworker-0 ADDR\n..."
+  // One "role address pid" line per process: gateway, coordinator, worker-0...
   std::string AddressLines() const;
 
  private:

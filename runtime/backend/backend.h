@@ -56,6 +56,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
   virtual int threads() const = 0;
+  // A step ended: helper threads may sleep rather than spin until the next op.
+  virtual void Rest() {}
 
   // out[m, w.rows] = x[m, w.cols] · wᵀ (+ bias[w.rows] when bias != nullptr).
   virtual void Linear(const float* x, int64_t m, const Weight& w, const float* bias,

@@ -2,13 +2,7 @@
 // module (libstrata_spm.so), loaded by spm_loader.cc.
 #include "runtime/tokenizer/spm_bridge.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cstdio>
-
 #include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
 
 namespace strata::spm {
 namespace {
@@ -44,19 +38,6 @@ class ProcessorImpl : public Processor {
   }
 };
 
-class VectorIterator : public sentencepiece::SentenceIterator {
- public:
-  explicit VectorIterator(const std::vector<std::string>& v) : v_(v) {}
-  bool done() const override { return i_ >= v_.size(); }
-  void Next() override { ++i_; }
-  const std::string& value() const override { return v_[i_]; }
-  sentencepiece::util::Status status() const override { return sentencepiece::util::Status(); }
-
- private:
-  const std::vector<std::string>& v_;
-  size_t i_ = 0;
-};
-
 }  // namespace
 
 Processor* LoadFileImpl(const std::string& path, std::string* error) {
@@ -79,26 +60,6 @@ Processor* FromSerializedImpl(const std::string& bytes, std::string* error) {
   return p.release();
 }
 
-bool TrainImpl(const std::vector<std::string>& sentences, const std::string& args,
-               std::string* model, std::string* error) {
-  VectorIterator it(sentences);
-  // The trainer logs its command line to stderr before it reads
-  // --minloglevel; keep that out of our users' terminals.
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  const int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-  if (saved >= 0 && devnull >= 0) ::dup2(devnull, 2);
-  auto status = sentencepiece::SentencePieceTrainer::Train(args, &it, model);
-  if (saved >= 0 && devnull >= 0) {
-    std::fflush(stderr);
-    ::dup2(saved, 2);
-  }
-  if (saved >= 0) ::close(saved);
-  if (devnull >= 0) ::close(devnull);
-  if (!status.ok()) *error = status.ToString();
-  return status.ok();
-}
-
 }  // namespace strata::spm
 
 // The module's entry points, looked up with dlsym by spm_loader.cc.
@@ -110,10 +71,5 @@ __attribute__((visibility("default"))) strata::spm::Processor* strata_spm_load_f
 __attribute__((visibility("default"))) strata::spm::Processor* strata_spm_from_serialized(
     const std::string& bytes, std::string* error) {
   return strata::spm::FromSerializedImpl(bytes, error);
-}
-__attribute__((visibility("default"))) bool strata_spm_train(
-    const std::vector<std::string>& sentences, const std::string& args, std::string* model,
-    std::string* error) {
-  return strata::spm::TrainImpl(sentences, args, model, error);
 }
 }

@@ -7,7 +7,12 @@
 //   is a separate module, libstrata_spm.so, that spm_loader.cc opens with
 //   dlopen(RTLD_LOCAL | RTLD_DEEPBIND): its protobuf stays private to it.
 //   The module is found through $STRATA_SPM_LIBRARY, then the path it was
-//   built at, then next to the executable.
+//   built at, then next to the executable. RTLD_DEEPBIND also makes the
+//   module see libstdc++'s own (never constructed) std::cerr rather than the
+//   executable's copy, so code that logs through iostreams must not run
+//   there: the trainer does, so Train() runs it in a helper process,
+//   strata-spm-train ($STRATA_SPM_TRAIN, the build path, or next to the
+//   executable), which links no libprotobuf.
 #ifndef STRATA_RUNTIME_TOKENIZER_SPM_BRIDGE_H_
 #define STRATA_RUNTIME_TOKENIZER_SPM_BRIDGE_H_
 

@@ -1,5 +1,9 @@
-// Opens libstrata_spm.so (spm_bridge.cc) privately; see spm_bridge.h for why.
+// Opens libstrata_spm.so (spm_bridge.cc) privately and runs the trainer
+// helper (spm_train_main.cc); see spm_bridge.h for why.
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,13 +16,10 @@ namespace strata::spm {
 namespace {
 
 using LoadFn = Processor* (*)(const std::string&, std::string*);
-using TrainFn = bool (*)(const std::vector<std::string>&, const std::string&, std::string*,
-                         std::string*);
 
 struct Module {
   LoadFn load_file = nullptr;
   LoadFn from_serialized = nullptr;
-  TrainFn train = nullptr;
   std::string error;
 };
 
@@ -55,8 +56,7 @@ const Module& GetModule() {
     }
     module.load_file = reinterpret_cast<LoadFn>(dlsym(handle, "strata_spm_load_file"));
     module.from_serialized = reinterpret_cast<LoadFn>(dlsym(handle, "strata_spm_from_serialized"));
-    module.train = reinterpret_cast<TrainFn>(dlsym(handle, "strata_spm_train"));
-    if (!module.load_file || !module.from_serialized || !module.train) {
+    if (!module.load_file || !module.from_serialized) {
       module.error = "libstrata_spm.so lacks its entry points (a stale build?)";
       module.load_file = nullptr;
     }
@@ -85,14 +85,63 @@ std::unique_ptr<Processor> Processor::FromSerialized(const std::string& bytes,
   return std::unique_ptr<Processor>(m.from_serialized(bytes, error));
 }
 
+// Runs strata-spm-train: sentences in on stdin, the model out on stdout.
 bool Train(const std::vector<std::string>& sentences, const std::string& args, std::string* model,
            std::string* error) {
-  const Module& m = GetModule();
-  if (m.train == nullptr) {
-    *error = m.error;
+  std::string helper;
+  if (const char* env = std::getenv("STRATA_SPM_TRAIN"); env != nullptr && *env) {
+    helper = env;
+  } else if (access(STRATA_SPM_TRAIN_PATH, X_OK) == 0) {
+    helper = STRATA_SPM_TRAIN_PATH;
+  } else {
+    helper = ExecutableDir() + "/strata-spm-train";
+  }
+  int in[2], out[2], err[2];
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    *error = "cannot create pipes for " + helper;
     return false;
   }
-  return m.train(sentences, args, model, error);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    *error = "cannot fork " + helper;
+    return false;
+  }
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    execl(helper.c_str(), helper.c_str(), args.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  // The helper reads all of stdin before it writes, so write, then read.
+  std::string input;
+  for (const std::string& s : sentences) input += std::to_string(s.size()) + "\n" + s;
+  signal(SIGPIPE, SIG_IGN);
+  for (size_t done = 0; done < input.size();) {
+    const ssize_t n = write(in[1], input.data() + done, input.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  close(in[1]);
+  auto drain = [](int fd) {
+    std::string data;
+    char buf[65536];
+    for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) data.append(buf, static_cast<size_t>(n));
+    close(fd);
+    return data;
+  };
+  *model = drain(out[0]);
+  const std::string messages = drain(err[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  *error = WIFEXITED(status) && WEXITSTATUS(status) == 127
+               ? "cannot run the SentencePiece trainer " + helper + " (set STRATA_SPM_TRAIN)"
+               : helper + ": " + messages;
+  return false;
 }
 
 }  // namespace strata::spm

@@ -75,7 +75,7 @@ grpc::Status CoordinatorService::Attach(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "attach: the first message must be `register`");
   }
-  const v1::Register& reg = msg.register_();
+  const v1::Register reg = msg.register_();  // a copy: msg is reused below
   std::string rejection;
   {
     std::lock_guard<std::mutex> lock(mu_);

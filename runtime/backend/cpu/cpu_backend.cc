@@ -23,6 +23,7 @@ class CpuBackend : public Backend {
     return linear_rows_ == cpu::LinearRowsAvx2 ? "cpu-avx2" : "cpu-portable";
   }
   int threads() const override { return pool_.size(); }
+  void Rest() override { pool_.Rest(); }
 
   void Linear(const float* x, int64_t m, const Weight& w, const float* bias,
               float* out) override {

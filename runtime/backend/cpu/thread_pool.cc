@@ -49,6 +49,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   n_ = n;
   grain_ = grain;
   pending_.store(size_ - 1, std::memory_order_relaxed);
+  resting_.store(false, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);
     generation_.fetch_add(1, std::memory_order_release);
@@ -69,7 +70,8 @@ void ThreadPool::WorkerLoop(int index) {
   while (true) {
     // Spin a little: consecutive kernels of a step arrive microseconds apart.
     uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; g == seen && spin < 20000; ++spin) {
+    for (int spin = 0; g == seen && spin < 20000 && !resting_.load(std::memory_order_relaxed);
+         ++spin) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif

@@ -28,6 +28,10 @@ class ThreadPool {
   // boundary is a multiple of `grain` (except n itself).
   void ParallelFor(int64_t n, int64_t grain,
                    const std::function<void(int64_t, int64_t, int)>& fn);
+  // The burst of work is over (a step ended): idle workers sleep now instead
+  // of spinning, leaving the cores to other processes (the next stage of a
+  // pipeline on the same machine). The next ParallelFor wakes them.
+  void Rest() { resting_.store(true, std::memory_order_release); }
 
  private:
   void WorkerLoop(int index);
@@ -38,6 +42,7 @@ class ThreadPool {
   std::condition_variable wake_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
+  std::atomic<bool> resting_{false};
   std::atomic<bool> stop_{false};
   // The current job; written before generation_ is bumped.
   const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;

@@ -1,0 +1,368 @@
+// The cluster end to end: `strata up` starts a coordinator, workers and a
+// gateway as real processes on loopback; tests talk to them over gRPC and
+// compare with the single-process generator.
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "services/common/server.h"
+#include "tests/proto/health.grpc.pb.h"
+#include "tests/services/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace strata::testing {
+namespace {
+
+const char* const kPrompts[] = {"The old lighthouse keeper", "Once upon a time",
+                                "In the morning the harbour"};
+
+struct PipelineCase {
+  const char* flavour;
+  int workers;
+};
+
+void PrintTo(const PipelineCase& c, std::ostream* os) {
+  *os << c.flavour << " on " << c.workers << " worker(s)";
+}
+
+class PipelineTest : public ::testing::TestWithParam<PipelineCase> {};
+
+// Greedy completions through N workers equal the single-process ones, token
+// for token (CPU ships f32 hidden states, so splits are bit-identical).
+TEST_P(PipelineTest, GreedyMatchesSingleProcess) {
+  const std::string& model = TestModel(GetParam().flavour);
+  auto cluster = Cluster::Start(model, GetParam().workers);
+  ASSERT_NE(cluster, nullptr);
+  auto stub = cluster->generation();
+  for (const char* prompt : kPrompts) {
+    const Reference ref = GenerateLocally(model, prompt, 40);
+    const StreamResult got = Stream(*stub, TextRequest(prompt, 40));
+    ASSERT_EQ(got.code, 0) << got.message;
+    EXPECT_EQ(got.tokens, ref.tokens) << prompt;
+    EXPECT_EQ(got.text, ref.text) << prompt;
+    EXPECT_EQ(got.finished.prompt_tokens(), ref.prompt.size());
+    EXPECT_EQ(got.finished.completion_tokens(), ref.tokens.size());
+    EXPECT_NE(got.finished.reason(), v1::FINISH_REASON_UNSPECIFIED);
+  }
+  // The layer map covers the model with one stage per worker.
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub->GetModelInfo(&ctx, {}, &info).ok());
+  ASSERT_EQ(info.layer_map().stages_size(), GetParam().workers);
+  EXPECT_EQ(info.layer_map().epoch(), 1u);
+  EXPECT_EQ(info.layer_map().stages(0).layer_begin(), 0);
+  EXPECT_EQ(info.layer_map().stages(GetParam().workers - 1).layer_end(), info.num_layers());
+  EXPECT_TRUE(cluster->WaitKvFree(5000));
+  EXPECT_EQ(cluster->Stop(), 0) << ReadFile(cluster->log_path());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Workers, PipelineTest,
+    ::testing::Values(PipelineCase{"llama", 1}, PipelineCase{"llama", 2}, PipelineCase{"llama", 3},
+                      PipelineCase{"llama", 4}, PipelineCase{"qwen2", 2},
+                      PipelineCase{"mistral", 3}, PipelineCase{"hunyuan-dense", 4}),
+    [](const auto& info) {
+      std::string name = absl::StrCat(info.param.flavour, "_", info.param.workers, "workers");
+      for (char& c : name) c = c == '-' ? '_' : c;
+      return name;
+    });
+
+// 16 streams at once, each with its own sampling and length, through a
+// 3-stage pipeline with several micro-batches in flight: each equals its own
+// single-process run with the same seed.
+TEST(ClusterTest, SixteenConcurrentStreamsMatchTheirSingleProcessRuns) {
+  const std::string& model = TestModel("llama");
+  auto cluster = Cluster::Start(model, 3, {"--max-sequences", "16"});
+  ASSERT_NE(cluster, nullptr);
+  struct Case {
+    std::string prompt;
+    int max_tokens;
+    SamplingParams sampling;
+    bool ignore_eos;
+  };
+  std::vector<Case> cases;
+  for (int i = 0; i < 16; ++i) {
+    SamplingParams s;
+    s.temperature = i % 4 == 0 ? 0.0f : 0.5f + 0.1f * i;
+    s.top_k = i % 3 == 0 ? 0 : 5 + i;
+    s.top_p = i % 2 == 0 ? 1.0f : 0.9f;
+    s.repetition_penalty = i % 5 == 0 ? 1.3f : 1.0f;
+    s.seed = 1000 + i;
+    cases.push_back({kPrompts[i % 3], 8 + 3 * i, s, i % 2 == 1});
+  }
+  std::vector<StreamResult> got(cases.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = cluster->generation();
+      got[i] = Stream(*stub, TextRequest(cases[i].prompt, cases[i].max_tokens, cases[i].sampling,
+                                         cases[i].ignore_eos));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Reference ref = GenerateLocally(model, cases[i].prompt, cases[i].max_tokens,
+                                          cases[i].sampling, cases[i].ignore_eos);
+    ASSERT_EQ(got[i].code, 0) << "stream " << i << ": " << got[i].message;
+    EXPECT_EQ(got[i].tokens, ref.tokens) << "stream " << i;
+    EXPECT_EQ(got[i].text, ref.text) << "stream " << i;
+  }
+  EXPECT_TRUE(cluster->WaitKvFree(5000));
+}
+
+// A stop sequence that spans deltas ends the stream before it, with the text
+// up to it, and frees the sequence everywhere.
+TEST(ClusterTest, StopSequenceEndsTheStreamBeforeIt) {
+  const std::string& model = TestModel("llama");
+  auto cluster = Cluster::Start(model, 2);
+  ASSERT_NE(cluster, nullptr);
+  const Reference ref = GenerateLocally(model, kPrompts[0], 48, {}, true);
+  ASSERT_GT(ref.text.size(), 12u);
+  // Stop on a 4-byte stretch from the middle of the text.
+  const std::string stop = ref.text.substr(ref.text.size() / 2, 4);
+  const size_t at = ref.text.find(stop);
+  auto request = TextRequest(kPrompts[0], 48, {}, true);
+  request.add_stop("a stop that never appears");
+  request.add_stop(stop);
+  auto stub = cluster->generation();
+  const StreamResult got = Stream(*stub, request);
+  ASSERT_EQ(got.code, 0) << got.message;
+  EXPECT_EQ(got.finished.reason(), v1::FINISH_REASON_STOP_SEQUENCE);
+  EXPECT_EQ(got.finished.stop_sequence(), stop);
+  EXPECT_EQ(got.text, ref.text.substr(0, at));
+  EXPECT_LT(got.tokens.size(), ref.tokens.size());
+  EXPECT_TRUE(cluster->WaitKvFree(5000));
+}
+
+TEST(ClusterTest, MalformedRequestsNameTheField) {
+  auto cluster = Cluster::Start(TestModel("llama"), 2, {"--max-context", "64"});
+  ASSERT_NE(cluster, nullptr);
+  auto stub = cluster->generation();
+  struct Bad {
+    v1::GenerateRequest request;
+    grpc::StatusCode code;
+    std::string field;
+  };
+  std::vector<Bad> bad;
+  bad.push_back({v1::GenerateRequest(), grpc::INVALID_ARGUMENT, "prompt"});
+  auto r = TextRequest("hello", 8);
+  r.set_max_tokens(0);
+  bad.push_back({r, grpc::INVALID_ARGUMENT, "max_tokens"});
+  r = TextRequest("hello", 8);
+  r.mutable_sampling()->set_top_p(0);
+  bad.push_back({r, grpc::INVALID_ARGUMENT, "top_p"});
+  r = TextRequest("hello", 8);
+  r.mutable_sampling()->set_temperature(-1);
+  bad.push_back({r, grpc::INVALID_ARGUMENT, "temperature"});
+  r = TextRequest("hello", 8);
+  r.mutable_sampling()->set_repetition_penalty(0);
+  bad.push_back({r, grpc::INVALID_ARGUMENT, "repetition_penalty"});
+  r = TextRequest("hello", 8);
+  for (int i = 0; i < 17; ++i) r.add_stop(absl::StrCat("s", i));
+  bad.push_back({r, grpc::INVALID_ARGUMENT, "stop"});
+  r = TextRequest("hello", 8);
+  r.add_stop("");
+  bad.push_back({r, grpc::INVALID_ARGUMENT, "stop[0]"});
+  r = v1::GenerateRequest();
+  r.mutable_prompt_tokens()->add_ids(1);
+  r.mutable_prompt_tokens()->add_ids(1 << 20);
+  bad.push_back({r, grpc::INVALID_ARGUMENT, "prompt_tokens.ids[1]"});
+  r = v1::GenerateRequest();
+  r.mutable_prompt_tokens();
+  bad.push_back({r, grpc::INVALID_ARGUMENT, "prompt"});
+  std::string long_prompt;
+  for (int i = 0; i < 100; ++i) long_prompt += "lighthouse keeper ";
+  bad.push_back({TextRequest(long_prompt, 8), grpc::OUT_OF_RANGE, "prompt"});
+  for (const Bad& b : bad) {
+    const StreamResult got = Stream(*stub, b.request);
+    EXPECT_EQ(got.code, b.code) << b.request.ShortDebugString() << ": " << got.message;
+    EXPECT_NE(got.message.find(b.field), std::string::npos) << got.message;
+    EXPECT_EQ(got.deltas, 0);
+  }
+  // The cluster still serves after all of that.
+  const StreamResult ok = Stream(*stub, TextRequest("hello", 4));
+  EXPECT_EQ(ok.code, 0) << ok.message;
+  EXPECT_EQ(ok.tokens.size(), ok.finished.completion_tokens());
+}
+
+// A cluster whose workers take 20 ms a step, so streams are long enough to
+// cancel, time out and queue up against.
+class SlowClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    cluster_ = Cluster::Start(TestModel("llama"), 2,
+                              {"--max-pending", "2", "--worker-flags", "--debug-step-delay-ms 20"})
+                   .release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(cluster_, nullptr);
+    ASSERT_TRUE(cluster_->WaitKvFree(5000));
+  }
+  static Cluster* cluster_;
+};
+Cluster* SlowClusterTest::cluster_ = nullptr;
+
+TEST_F(SlowClusterTest, CancelMidStreamFreesKvOnEveryWorker) {
+  auto stub = cluster_->generation();
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, TextRequest(kPrompts[0], 200, {}, true));
+  v1::GenerateResponse response;
+  int deltas = 0;
+  while (deltas < 3 && reader->Read(&response)) deltas += response.has_delta() ? 1 : 0;
+  ASSERT_EQ(deltas, 3);
+  // Mid-stream, every worker holds the sequence.
+  for (const auto& seqs : cluster_->WorkerSequences()) EXPECT_EQ(seqs.size(), 1u);
+  ctx.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(cluster_->WaitKvFree(2000));
+}
+
+TEST_F(SlowClusterTest, DeadlineExceededFreesKv) {
+  auto stub = cluster_->generation();
+  const StreamResult got = Stream(*stub, TextRequest(kPrompts[1], 200, {}, true), 400);
+  EXPECT_EQ(got.code, grpc::StatusCode::DEADLINE_EXCEEDED) << got.message;
+  EXPECT_GT(got.tokens.size(), 0u);
+  EXPECT_LT(got.tokens.size(), 200u);
+  EXPECT_TRUE(cluster_->WaitKvFree(2000));
+}
+
+TEST_F(SlowClusterTest, FullQueueIsResourceExhausted) {
+  auto stub = cluster_->generation();
+  // Two long streams fill the gateway's queue (--max-pending 2).
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> readers;
+  for (int i = 0; i < 2; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub->Generate(contexts.back().get(), TextRequest(kPrompts[i], 200, {}, true)));
+    v1::GenerateResponse first;
+    ASSERT_TRUE(readers.back()->Read(&first));
+  }
+  const StreamResult third = Stream(*stub, TextRequest(kPrompts[2], 4));
+  EXPECT_EQ(third.code, grpc::StatusCode::RESOURCE_EXHAUSTED) << third.message;
+  EXPECT_NE(third.message.find("queue full"), std::string::npos) << third.message;
+  for (size_t i = 0; i < readers.size(); ++i) {
+    contexts[i]->TryCancel();
+    readers[i]->Finish();
+  }
+  EXPECT_TRUE(cluster_->WaitKvFree(2000));
+  // With the queue empty again, requests are admitted.
+  EXPECT_EQ(Stream(*stub, TextRequest(kPrompts[2], 2)).code, 0);
+}
+
+TEST_F(SlowClusterTest, ServersReportHealth) {
+  for (const std::string& address :
+       {cluster_->gateway(), cluster_->coordinator(), cluster_->workers()[0].address}) {
+    auto health = grpc::health::v1::Health::NewStub(Dial(address));
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, req, &resp).ok()) << address;
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << address;
+  }
+}
+
+// The coordinator gives up, naming what is missing, when a worker never
+// registers; real processes, no `strata up`.
+TEST(ClusterTest, WorkerThatNeverRegistersIsAStartupTimeout) {
+  const std::string dir = FreshDir("startup-timeout");
+  const std::string addr_file = dir + "/coordinator.addr";
+  std::string coordinator_out;
+  std::thread coordinator([&] {
+    const int rc = RunCommand(absl::StrCat(STRATA_BINARY, " coordinator --model ",
+                                           TestModel("llama"), " --workers 2 --address-file ",
+                                           addr_file, " --startup-timeout-ms 2000"),
+                              &coordinator_out);
+    EXPECT_EQ(rc, 1);
+  });
+  std::string address;
+  for (int i = 0; i < 500 && address.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    address = ReadFile(addr_file);
+  }
+  ASSERT_FALSE(address.empty());
+  address.pop_back();  // newline
+  std::string worker_out;
+  std::thread worker([&] {
+    RunCommand(absl::StrCat(STRATA_BINARY, " worker --id lonely --coordinator ", address),
+               &worker_out);
+  });
+  coordinator.join();
+  worker.join();  // the worker stops when its coordinator goes away
+  EXPECT_NE(coordinator_out.find("1 of 2 workers registered"), std::string::npos)
+      << coordinator_out;
+  EXPECT_NE(coordinator_out.find("lonely"), std::string::npos) << coordinator_out;
+  EXPECT_NE(worker_out.find("went away"), std::string::npos) << worker_out;
+}
+
+// Ctrl-C on `strata up` drains and ends every process it started.
+TEST(ClusterTest, InterruptStopsEveryProcess) {
+  auto cluster = Cluster::Start(TestModel("llama"), 2);
+  ASSERT_NE(cluster, nullptr);
+  std::vector<pid_t> pids = {cluster->pid_of("gateway"), cluster->pid_of("coordinator")};
+  for (const auto& w : cluster->workers()) pids.push_back(w.pid);
+  for (pid_t p : pids) ASSERT_EQ(kill(p, 0), 0) << "pid " << p << " should be running";
+  EXPECT_EQ(cluster->Stop(), 0) << ReadFile(cluster->log_path());
+  for (pid_t p : pids) EXPECT_NE(kill(p, 0), 0) << "pid " << p << " outlived strata up";
+}
+
+TEST(ClusterTest, TokenizeAndModelInfo) {
+  auto cluster = Cluster::Start(TestModel("llama"), 2);
+  ASSERT_NE(cluster, nullptr);
+  auto stub = cluster->generation();
+  grpc::ClientContext ctx;
+  v1::TokenizeRequest req;
+  req.set_text(kPrompts[0]);
+  v1::TokenizeResponse resp;
+  ASSERT_TRUE(stub->Tokenize(&ctx, req, &resp).ok());
+  const Reference ref = GenerateLocally(TestModel("llama"), kPrompts[0], 1);
+  EXPECT_EQ(std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()), ref.prompt);
+  EXPECT_EQ(resp.pieces_size(), resp.token_ids_size());
+  grpc::ClientContext ctx2;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub->GetModelInfo(&ctx2, {}, &info).ok());
+  EXPECT_EQ(info.architecture(), "LlamaForCausalLM");
+  EXPECT_EQ(info.num_layers(), 4);
+  EXPECT_EQ(info.layer_map().stages(0).layer_end(), info.layer_map().stages(1).layer_begin());
+  EXPECT_FALSE(info.layer_map().stages(0).reason().empty());
+}
+
+}  // namespace
+}  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// Users call Strata through stubs generated from proto/: the Python example
+// streams the same completion as the single-process generator.
+TEST(ClusterTest, PythonClientFromGeneratedStubs) {
+  const std::string& model = TestModel("llama");
+  auto cluster = Cluster::Start(model, 2);
+  ASSERT_NE(cluster, nullptr);
+  const Reference ref = GenerateLocally(model, kPrompts[2], 24);
+  std::string out;
+  const int rc = RunCommand(absl::StrCat("/usr/bin/python3 ", STRATA_SOURCE_DIR,
+                                         "/examples/python_client.py --json --address ",
+                                         cluster->gateway(), " --prompt '", kPrompts[2],
+                                         "' --max-tokens 24 --stubs ", STRATA_PYTHON_STUBS),
+                            &out);
+  ASSERT_EQ(rc, 0) << out;
+  std::string ids;
+  for (size_t i = 0; i < ref.tokens.size(); ++i) absl::StrAppend(&ids, i ? ", " : "", ref.tokens[i]);
+  EXPECT_NE(out.find("\"token_ids\": [" + ids + "]"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"completion_tokens\": " + std::to_string(ref.tokens.size())),
+            std::string::npos)
+      << out;
+}
+
+}  // namespace
+}  // namespace strata::testing

@@ -1,0 +1,196 @@
+#include "tests/services/cluster_util.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "runtime/config.h"
+#include "runtime/generate.h"
+#include "runtime/tokenizer.h"
+#include "services/common/convert.h"
+#include "services/common/server.h"
+#include "tests/test_util.h"
+
+namespace strata::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool WaitExit(pid_t pid, int timeout_ms, int* status) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    if (waitpid(pid, status, WNOHANG) == pid) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+}  // namespace
+
+std::unique_ptr<Cluster> Cluster::Start(const std::string& model, int workers,
+                                        const std::vector<std::string>& extra) {
+  static int counter = 0;
+  const std::string dir = FreshDir(absl::StrCat("cluster-", getpid(), "-", counter++));
+  auto c = std::unique_ptr<Cluster>(new Cluster());
+  c->workers_ = workers;
+  c->log_ = dir + "/up.log";
+  const std::string address_file = dir + "/addresses";
+  std::vector<std::string> args = {STRATA_BINARY, "up", "--model", model, "--workers",
+                                   std::to_string(workers), "--address-file", address_file,
+                                   "--log-dir", dir + "/logs"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);  // `strata up` stops its cluster with it
+    const int fd = open(c->log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  c->pid_ = pid;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline) {
+    std::ifstream f(address_file);
+    std::string role, address;
+    pid_t p;
+    while (f >> role >> address >> p) c->roles_[role] = {address, p};
+    if (c->roles_.count("gateway") && static_cast<int>(c->roles_.size()) == workers + 2) return c;
+    c->roles_.clear();
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      c->pid_ = -1;
+      ADD_FAILURE() << "strata up exited (status " << status << "):\n" << ReadFile(c->log_);
+      return nullptr;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "strata up did not come up in 60 s:\n" << ReadFile(c->log_);
+  return nullptr;
+}
+
+Cluster::~Cluster() { Stop(); }
+
+int Cluster::Stop() {
+  if (pid_ <= 0) return -1;
+  int status = 0;
+  kill(pid_, SIGINT);
+  if (!WaitExit(pid_, 60'000, &status)) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    status = -1;
+  }
+  pid_ = -1;
+  return status;
+}
+
+std::vector<ClusterAddress> Cluster::workers() const {
+  std::vector<ClusterAddress> out;
+  for (int i = 0; i < workers_; ++i) out.push_back(roles_.at(absl::StrCat("worker-", i)));
+  return out;
+}
+
+std::unique_ptr<v1::Generation::Stub> Cluster::generation() const {
+  return v1::Generation::NewStub(Dial(gateway()));
+}
+
+std::unique_ptr<v1::Coordinator::Stub> Cluster::coordinator_stub() const {
+  return v1::Coordinator::NewStub(Dial(coordinator()));
+}
+
+std::vector<std::vector<uint64_t>> Cluster::WorkerSequences() const {
+  std::vector<std::vector<uint64_t>> out;
+  for (const ClusterAddress& w : workers()) {
+    auto stub = v1::Worker::NewStub(Dial(w.address));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::WorkerStatus status;
+    EXPECT_TRUE(stub->GetStatus(&ctx, {}, &status).ok()) << w.address;
+    out.emplace_back(status.seq_ids().begin(), status.seq_ids().end());
+  }
+  return out;
+}
+
+bool Cluster::WaitKvFree(int timeout_ms) const {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (true) {
+    bool empty = true;
+    for (const auto& seqs : WorkerSequences()) empty &= seqs.empty();
+    if (empty) return true;
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+StreamResult Stream(v1::Generation::Stub& stub, const v1::GenerateRequest& request,
+                    int timeout_ms) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 60'000));
+  auto reader = stub.Generate(&ctx, request);
+  StreamResult r;
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+    if (response.has_delta()) {
+      ++r.deltas;
+      r.text += response.delta().text();
+      r.tokens.insert(r.tokens.end(), response.delta().token_ids().begin(),
+                      response.delta().token_ids().end());
+    } else {
+      r.finished = response.finished();
+    }
+  }
+  grpc::Status st = reader->Finish();
+  r.code = st.error_code();
+  r.message = st.error_message();
+  return r;
+}
+
+v1::GenerateRequest TextRequest(const std::string& prompt, int max_tokens,
+                                const SamplingParams& sampling, bool ignore_eos) {
+  v1::GenerateRequest r;
+  r.set_prompt(prompt);
+  r.set_max_tokens(max_tokens);
+  *r.mutable_sampling() = SamplingToProto(sampling);
+  r.set_ignore_eos(ignore_eos);
+  return r;
+}
+
+Reference GenerateLocally(const std::string& model, const std::string& prompt, int max_tokens,
+                          const SamplingParams& sampling, bool ignore_eos, int64_t max_context) {
+  Reference ref;
+  auto config = LoadModelConfig(model);
+  auto tokenizer = LoadTokenizer(model);
+  EXPECT_TRUE(config.ok() && tokenizer.ok());
+  StageOptions options;
+  options.max_sequences = 1;
+  options.max_context = max_context;
+  auto pipeline = LocalPipeline::Load(model, *config, {}, options);
+  EXPECT_TRUE(pipeline.ok()) << pipeline.status();
+  GenerateRequest request;
+  ref.prompt = *(*tokenizer)->Encode(prompt, (*tokenizer)->add_bos_by_default());
+  request.prompt_ids = ref.prompt;
+  request.max_tokens = max_tokens;
+  request.sampling = sampling;
+  request.ignore_eos = ignore_eos;
+  IncrementalDetokenizer detok(**tokenizer, false);
+  auto result = Generate(**pipeline, request, [&](int32_t id) { ref.text += detok.Push(id); });
+  EXPECT_TRUE(result.ok()) << result.status();
+  ref.text += detok.Flush();
+  if (result.ok()) ref.tokens = result->tokens;
+  return ref;
+}
+
+}  // namespace strata::testing

@@ -1,0 +1,85 @@
+// Real clusters for integration tests: `strata up` (coordinator, workers and
+// gateway as separate processes on loopback ports they pick at run time),
+// its addresses, and stubs to talk to it. The destructor stops the cluster
+// with SIGINT and, failing that, SIGKILL, so no test leaves a process behind.
+#ifndef STRATA_TESTS_SERVICES_CLUSTER_UTIL_H_
+#define STRATA_TESTS_SERVICES_CLUSTER_UTIL_H_
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "strata/v1/coordinator.grpc.pb.h"
+#include "strata/v1/generation.grpc.pb.h"
+#include "strata/v1/worker.grpc.pb.h"
+
+namespace strata::testing {
+
+struct ClusterAddress {
+  std::string address;
+  pid_t pid = -1;
+};
+
+class Cluster {
+ public:
+  // Runs `strata up --model MODEL --workers N EXTRA...`; fails the test (and
+  // returns nullptr) when it does not come up within a minute.
+  static std::unique_ptr<Cluster> Start(const std::string& model, int workers,
+                                        const std::vector<std::string>& extra = {});
+  ~Cluster();
+  // SIGINT to `strata up`; returns its exit status (-1 if it had to be killed).
+  int Stop();
+
+  const std::string& gateway() const { return roles_.at("gateway").address; }
+  const std::string& coordinator() const { return roles_.at("coordinator").address; }
+  std::vector<ClusterAddress> workers() const;
+  pid_t pid_of(const std::string& role) const { return roles_.at(role).pid; }
+  const std::string& log_path() const { return log_; }
+
+  std::unique_ptr<v1::Generation::Stub> generation() const;
+  std::unique_ptr<v1::Coordinator::Stub> coordinator_stub() const;
+  // Sequence ids holding KV on each worker, in pipeline order.
+  std::vector<std::vector<uint64_t>> WorkerSequences() const;
+  // Waits until no worker holds KV for any sequence (true) or `timeout_ms` passes.
+  bool WaitKvFree(int timeout_ms) const;
+
+ private:
+  pid_t pid_ = -1;
+  int workers_ = 0;
+  std::string log_;
+  std::map<std::string, ClusterAddress> roles_;
+};
+
+struct StreamResult {
+  int code = 0;              // grpc::StatusCode
+  std::string message;
+  std::string text;
+  std::vector<int32_t> tokens;
+  v1::Finished finished;
+  int deltas = 0;
+};
+
+// Runs Generate to completion (deadline `timeout_ms`, 0 = 60 s).
+StreamResult Stream(v1::Generation::Stub& stub, const v1::GenerateRequest& request,
+                    int timeout_ms = 0);
+
+v1::GenerateRequest TextRequest(const std::string& prompt, int max_tokens,
+                                const SamplingParams& sampling = {}, bool ignore_eos = false);
+
+// The single-process reference: `strata generate`'s code path in-process.
+struct Reference {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> tokens;
+  std::string text;
+};
+Reference GenerateLocally(const std::string& model, const std::string& prompt, int max_tokens,
+                          const SamplingParams& sampling = {}, bool ignore_eos = false,
+                          int64_t max_context = 0);
+
+}  // namespace strata::testing
+
+#endif  // STRATA_TESTS_SERVICES_CLUSTER_UTIL_H_
