@@ -189,7 +189,7 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   UpOptions o;
   RequestFlags req;
   std::string address_file, worker_flags;
-  int64_t workers = o.workers, threads = 0, inflight = 0, pending = o.max_pending,
+  int64_t workers = o.workers, threads = 0, inflight = o.max_inflight_steps, pending = o.max_pending,
           startup = o.startup_timeout_ms;
   FlagSet f;
   f.String("model", &o.model_dir, "model folder (default: the embedded default model)");
@@ -198,7 +198,8 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   f.Int("max-sequences", &o.max_sequences, "concurrent sequences (16)");
   f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
   f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
-  f.Int("max-inflight-steps", &inflight, "micro-batches in the pipeline; 0 = one per stage");
+  f.Int("max-inflight-steps", &inflight,
+        "micro-batches in the pipeline; 0 = one per stage (1: the stages share this machine)");
   f.Int("threads", &threads, "CPU threads per worker; 0 = every core (0)");
   f.Int("max-pending", &pending, "gateway queue bound (256)");
   f.Int("startup-timeout-ms", &startup, "for registration and loading (120000)");

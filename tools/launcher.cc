@@ -44,7 +44,8 @@ std::string Describe(int status) {
 
 LocalCluster::~LocalCluster() { Stop().IgnoreError(); }
 
-absl::StatusOr<LocalCluster::Child*> LocalCluster::Spawn(const std::string& name,
+absl::StatusOr<LocalCluster::Child*> LocalCluster::Spawn(const std::string& binary,
+                                                         const std::string& name,
                                                          const std::vector<std::string>& args) {
   Child c;
   c.name = name;
@@ -70,7 +71,7 @@ absl::StatusOr<LocalCluster::Child*> LocalCluster::Spawn(const std::string& name
       dup2(fd, STDERR_FILENO);
       close(fd);
     }
-    execv("/proc/self/exe", cargv.data());
+    execv(binary.c_str(), cargv.data());
     _exit(127);
   }
   c.pid = pid;
@@ -131,7 +132,7 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
                                    "--max-inflight-steps", std::to_string(o.max_inflight_steps),
                                    "--startup-timeout-ms", std::to_string(o.startup_timeout_ms)};
   if (!o.layers.empty()) args.insert(args.end(), {"--layers", o.layers});
-  ASSIGN_OR_RETURN(Child * coord, Spawn("coordinator", args));
+  ASSIGN_OR_RETURN(Child * coord, Spawn(o.binary, "coordinator", args));
   ASSIGN_OR_RETURN(coordinator_, WaitAddress(coord, file("coordinator"), 30'000));
 
   std::vector<Child*> workers;
@@ -142,7 +143,7 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
                                       "--listen", listen, "--address-file", file(name),
                                       "--threads", std::to_string(o.threads)};
     wargs.insert(wargs.end(), o.worker_flags.begin(), o.worker_flags.end());
-    ASSIGN_OR_RETURN(Child * w, Spawn(name, wargs));
+    ASSIGN_OR_RETURN(Child * w, Spawn(o.binary, name, wargs));
     workers.push_back(w);
   }
   for (int i = 0; i < o.workers; ++i) {
@@ -168,7 +169,7 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
   }
 
   ASSIGN_OR_RETURN(Child * gw,
-                   Spawn("gateway", {"gateway", "--coordinator", coordinator_, "--listen", listen,
+                   Spawn(o.binary, "gateway", {"gateway", "--coordinator", coordinator_, "--listen", listen,
                                      "--address-file", file("gateway"), "--max-pending",
                                      std::to_string(o.max_pending)}));
   ASSIGN_OR_RETURN(gateway_, WaitAddress(gw, file("gateway"), 30'000));

@@ -20,6 +20,7 @@
 namespace strata {
 
 struct UpOptions {
+  std::string binary = "/proc/self/exe";  // the `strata` executable to start
   std::string model_dir;
   int workers = 2;
   std::string host = "127.0.0.1";
@@ -27,7 +28,9 @@ struct UpOptions {
   int64_t max_sequences = 16;
   int64_t max_context = 0;
   int64_t max_batch_tokens = 512;
-  int max_inflight_steps = 0;
+  // One machine: the stages share its cores, so micro-batches in flight at
+  // once would only compete for them. 0 = one per stage (separate devices).
+  int max_inflight_steps = 1;
   int threads = 0;                 // per worker; 0 = every core
   int max_pending = 256;           // gateway queue bound
   int startup_timeout_ms = 120'000;
@@ -61,7 +64,8 @@ class LocalCluster {
     int status = 0;
     bool exited = false;
   };
-  absl::StatusOr<Child*> Spawn(const std::string& name, const std::vector<std::string>& args);
+  absl::StatusOr<Child*> Spawn(const std::string& binary, const std::string& name,
+                               const std::vector<std::string>& args);
   absl::StatusOr<std::string> WaitAddress(Child* child, const std::string& file, int timeout_ms);
   absl::Status ExitError(const Child& c) const;
   void StopChild(Child* c, int grace_ms);

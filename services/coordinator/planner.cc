@@ -127,8 +127,9 @@ Plan BuildPlan(const Costs& c, const std::vector<int64_t>& ends) {
                                  "than the slowest stage%s", next,
                                  FormatBytes(c.read_bytes(s.begin, next + 1)), slowest);
     } else {
-      s.reason = absl::StrCat("tie: layer ", next,
-                              " costs the same bottleneck on either side; earliest cut kept",
+      s.reason = absl::StrCat("free: layer ", next,
+                              " could sit on either side without changing the slowest stage; "
+                              "the earliest cut is kept",
                               slowest);
     }
   }

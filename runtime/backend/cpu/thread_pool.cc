@@ -58,10 +58,16 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   int64_t b, e;
   RangeOf(n, grain, size_, 0, &b, &e);
   if (b < e) fn(b, e, 0);
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  // Spin briefly, then yield: when other processes share the cores (pipeline
+  // stages on one machine), a worker we wait for may not be running at all.
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < 4000) {
 #if defined(__x86_64__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
+    } else {
+      std::this_thread::yield();
+    }
   }
 }
 
