@@ -50,6 +50,15 @@ absl::Status IntIn(const char* flag, int64_t v, int64_t lo, int64_t hi) {
   return absl::OkStatus();
 }
 
+// A size flag ("24GiB"); an empty value leaves `*out` as it is.
+absl::Status BytesFlag(const char* flag, const std::string& text, int64_t* out) {
+  if (text.empty()) return absl::OkStatus();
+  auto b = ParseBytes(text);
+  if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", b.status().message()));
+  *out = *b;
+  return absl::OkStatus();
+}
+
 // The request flags shared by `client` and `up --prompt`.
 struct RequestFlags {
   std::string prompt;
@@ -143,16 +152,8 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata worker --coordinator HOST:PORT [flags]", &stop));
   if (stop) return absl::OkStatus();
-  if (!capacity.empty()) {
-    auto b = ParseBytes(capacity);
-    if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--capacity: ", b.status().message()));
-    o.capacity_bytes = *b;
-  }
-  if (!reserve.empty()) {
-    auto b = ParseBytes(reserve);
-    if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--reserve: ", b.status().message()));
-    o.reserve_bytes = *b;
-  }
+  RETURN_IF_ERROR(BytesFlag("capacity", capacity, &o.capacity_bytes));
+  RETURN_IF_ERROR(BytesFlag("reserve", reserve, &o.reserve_bytes));
   RETURN_IF_ERROR(IntIn("threads", threads, 0, 1024));
   RETURN_IF_ERROR(IntIn("debug-step-delay-ms", delay, 0, 60'000));
   RETURN_IF_ERROR(IntIn("connect-timeout-ms", connect, 1, INT32_MAX));
@@ -334,11 +335,7 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
     return absl::InvalidArgumentError("--kv-dtype: must be bf16 or f32, got " + kv_dtype);
   }
   int64_t reserve_bytes = 0;
-  if (!reserve.empty()) {
-    auto b = ParseBytes(reserve);
-    if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--reserve: ", b.status().message()));
-    reserve_bytes = *b;
-  }
+  RETURN_IF_ERROR(BytesFlag("reserve", reserve, &reserve_bytes));
   std::vector<DeviceSpec> specs;
   std::vector<std::string> caps = absl::StrSplit(devices, ',');
   std::vector<std::string> sp;

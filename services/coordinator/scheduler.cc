@@ -106,6 +106,14 @@ std::optional<PlannedStep> Scheduler::NextStep() {
   return step;
 }
 
+std::vector<uint64_t> Scheduler::TakeStep(uint64_t step_id) {
+  auto it = inflight_.find(step_id);
+  if (it == inflight_.end()) return {};
+  std::vector<uint64_t> members = std::move(it->second);
+  inflight_.erase(it);
+  return members;
+}
+
 Finish Scheduler::CheckFinish(const Sequence& s) const {
   const int32_t last = s.generated.back();
   if (!s.spec.ignore_eos &&
@@ -121,11 +129,7 @@ Finish Scheduler::CheckFinish(const Sequence& s) const {
 std::vector<Emission> Scheduler::OnResult(uint64_t step_id,
                                           std::span<const std::pair<uint64_t, int32_t>> tokens) {
   std::vector<Emission> out;
-  auto it = inflight_.find(step_id);
-  if (it == inflight_.end()) return out;
-  const std::vector<uint64_t> members = std::move(it->second);
-  inflight_.erase(it);
-  for (uint64_t id : members) {
+  for (uint64_t id : TakeStep(step_id)) {
     auto sit = running_.find(id);
     if (sit == running_.end()) continue;
     Sequence& s = sit->second;
@@ -153,11 +157,7 @@ std::vector<Emission> Scheduler::OnResult(uint64_t step_id,
 
 std::vector<Emission> Scheduler::OnStepFailed(uint64_t step_id, const absl::Status& error) {
   std::vector<Emission> out;
-  auto it = inflight_.find(step_id);
-  if (it == inflight_.end()) return out;
-  const std::vector<uint64_t> members = std::move(it->second);
-  inflight_.erase(it);
-  for (uint64_t id : members) {
+  for (uint64_t id : TakeStep(step_id)) {
     auto sit = running_.find(id);
     if (sit == running_.end()) continue;
     if (!sit->second.cancelled) {

@@ -104,6 +104,8 @@ class Scheduler {
     int32_t token(int64_t i) const;
   };
   Finish CheckFinish(const Sequence& s) const;
+  // The sequences of an in-flight step (none for an unknown id); the step is over.
+  std::vector<uint64_t> TakeStep(uint64_t step_id);
   void Retire(uint64_t seq_id);
   std::optional<uint64_t> Find(uint64_t session, uint64_t request_id) const;
 

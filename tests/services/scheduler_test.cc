@@ -1,0 +1,178 @@
+// The scheduler's batching, finishing, cancellation and failure logic, with
+// no servers: steps are "run" by handing back chosen tokens.
+#include "services/coordinator/scheduler.h"
+
+#include <algorithm>
+
+#include "gtest/gtest.h"
+
+namespace strata {
+namespace {
+
+SequenceSpec Spec(uint64_t request, int prompt_len, int max_tokens, bool ignore_eos = false) {
+  SequenceSpec s;
+  s.session = 1;
+  s.request_id = request;
+  for (int i = 0; i < prompt_len; ++i) s.prompt.push_back(10 + i);
+  s.max_tokens = max_tokens;
+  s.ignore_eos = ignore_eos;
+  return s;
+}
+
+SchedulerOptions Options(int max_sequences, int batch_tokens, int inflight = 1) {
+  SchedulerOptions o;
+  o.max_sequences = max_sequences;
+  o.max_batch_tokens = batch_tokens;
+  o.max_context = 64;
+  o.max_inflight_steps = inflight;
+  o.eos_ids = {2};
+  return o;
+}
+
+// Every sampled chunk of `step` gets `token`.
+std::vector<std::pair<uint64_t, int32_t>> Answer(const PlannedStep& step, int32_t token) {
+  std::vector<std::pair<uint64_t, int32_t>> out;
+  for (const PlannedChunk& c : step.chunks) {
+    if (c.sample) out.emplace_back(c.seq_id, token);
+  }
+  return out;
+}
+
+TEST(SchedulerTest, PrefillChunksHaveFixedBoundariesAndOnlyTheLastSamples) {
+  Scheduler s(Options(4, 8));
+  s.Submit(Spec(1, 20, 4));
+  std::vector<int64_t> starts, sizes;
+  std::vector<bool> samples;
+  while (true) {
+    auto step = s.NextStep();
+    ASSERT_TRUE(step.has_value());
+    ASSERT_EQ(step->chunks.size(), 1u);
+    starts.push_back(step->chunks[0].start_pos);
+    sizes.push_back(static_cast<int64_t>(step->chunks[0].token_ids.size()));
+    samples.push_back(step->chunks[0].sample);
+    auto emitted = s.OnResult(step->step_id, Answer(*step, 7));
+    if (!emitted.empty()) break;
+  }
+  EXPECT_EQ(starts, (std::vector<int64_t>{0, 8, 16}));
+  EXPECT_EQ(sizes, (std::vector<int64_t>{8, 8, 4}));
+  EXPECT_EQ(samples, (std::vector<bool>{false, false, true}));
+  // Then one decode token per step, carrying the token just sampled.
+  auto step = s.NextStep();
+  ASSERT_TRUE(step.has_value());
+  EXPECT_EQ(step->chunks[0].start_pos, 20);
+  EXPECT_EQ(step->chunks[0].token_ids, std::vector<int32_t>{7});
+}
+
+TEST(SchedulerTest, AdmitsUpToTheKvBudgetAndBatchesDecodesFirst) {
+  Scheduler s(Options(2, 16));
+  for (int r = 1; r <= 3; ++r) s.Submit(Spec(r, 4, 3));
+  auto first = s.NextStep();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->chunks.size(), 2u);  // two prompts of 4; the third waits for a slot
+  EXPECT_EQ(s.running(), 2);
+  EXPECT_EQ(s.queued(), 1);
+  EXPECT_FALSE(s.NextStep().has_value());  // one step in flight at a time
+  auto emitted = s.OnResult(first->step_id, Answer(*first, 5));
+  ASSERT_EQ(emitted.size(), 2u);
+  auto second = s.NextStep();
+  ASSERT_EQ(second->chunks.size(), 2u);
+  for (const PlannedChunk& c : second->chunks) EXPECT_EQ(c.token_ids.size(), 1u);
+}
+
+TEST(SchedulerTest, MicroBatchesSplitTheRunningSequences) {
+  Scheduler s(Options(8, 64, /*inflight=*/2));
+  for (int r = 1; r <= 4; ++r) s.Submit(Spec(r, 3, 5));
+  auto a = s.NextStep();
+  auto b = s.NextStep();
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->chunks.size(), 2u);
+  EXPECT_EQ(b->chunks.size(), 2u);
+  EXPECT_FALSE(s.NextStep().has_value());
+  std::vector<uint64_t> ids;
+  for (const auto* st : {&*a, &*b}) {
+    for (const auto& c : st->chunks) ids.push_back(c.seq_id);
+  }
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(std::unique(ids.begin(), ids.end()), ids.end());  // no sequence twice
+}
+
+TEST(SchedulerTest, FinishesOnEosLengthAndContextAndDropsEverywhere) {
+  Scheduler s(Options(4, 64));
+  s.Submit(Spec(1, 3, 10));                   // will see EOS
+  s.Submit(Spec(2, 3, 10, /*ignore_eos=*/true));  // ignores it, stops at length
+  auto step = s.NextStep();
+  auto e = s.OnResult(step->step_id, Answer(*step, 2));
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0].finish, Finish::kEos);
+  EXPECT_EQ(e[1].finish, Finish::kNone);
+  // The finished sequence is dropped by the next step, ahead of its chunks.
+  step = s.NextStep();
+  EXPECT_EQ(step->drops, std::vector<uint64_t>{1});
+  int generated = 1;
+  while (true) {
+    auto out = s.OnResult(step->step_id, Answer(*step, 9));
+    ++generated;
+    if (!out.empty() && out[0].finish != Finish::kNone) {
+      EXPECT_EQ(out[0].finish, Finish::kLength);
+      break;
+    }
+    step = s.NextStep();
+  }
+  EXPECT_EQ(generated, 10);
+  // Context: 60 prompt tokens in a 64-token context leave room for 4.
+  s.Submit(Spec(3, 60, 100));
+  int tokens = 0;
+  while (true) {
+    step = s.NextStep();
+    auto out = s.OnResult(step->step_id, Answer(*step, 9));
+    tokens += out.empty() ? 0 : 1;
+    if (!out.empty() && out[0].finish != Finish::kNone) {
+      EXPECT_EQ(out[0].finish, Finish::kLength);
+      break;
+    }
+  }
+  EXPECT_EQ(tokens, 4);
+}
+
+TEST(SchedulerTest, CancelInFlightRetiresWhenTheStepReturns) {
+  Scheduler s(Options(4, 64));
+  s.Submit(Spec(1, 3, 10));
+  s.Submit(Spec(2, 3, 10));
+  auto step = s.NextStep();
+  s.Cancel(1, 1);
+  EXPECT_EQ(s.running(), 2);  // still in the pipeline
+  auto e = s.OnResult(step->step_id, Answer(*step, 9));
+  ASSERT_EQ(e.size(), 1u);  // nothing is sent for the cancelled request
+  EXPECT_EQ(e[0].request_id, 2u);
+  EXPECT_EQ(s.running(), 1);
+  step = s.NextStep();
+  EXPECT_EQ(step->drops, std::vector<uint64_t>{1});
+  s.OnResult(step->step_id, Answer(*step, 9));
+  // Cancelling a sequence between steps drops it with a step of its own.
+  s.CancelSession(1);
+  EXPECT_EQ(s.running(), 0);
+  step = s.NextStep();
+  ASSERT_TRUE(step.has_value());
+  EXPECT_TRUE(step->chunks.empty());
+  EXPECT_EQ(step->drops, std::vector<uint64_t>{2});
+  s.OnResult(step->step_id, {});
+  EXPECT_TRUE(s.idle());
+  EXPECT_FALSE(s.NextStep().has_value());
+}
+
+TEST(SchedulerTest, AFailedStepFailsItsRequests) {
+  Scheduler s(Options(4, 64));
+  s.Submit(Spec(1, 3, 10));
+  auto step = s.NextStep();
+  auto e = s.OnStepFailed(step->step_id, absl::FailedPreconditionError("epoch"));
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].error.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.running(), 0);
+  s.Submit(Spec(2, 3, 10));
+  auto all = s.FailAll(absl::UnavailableError("worker left"));
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_TRUE(s.idle());
+}
+
+}  // namespace
+}  // namespace strata
