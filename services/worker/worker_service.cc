@@ -110,6 +110,10 @@ grpc::Status WorkerService::Forward(grpc::ServerContext*, grpc::ServerReader<v1:
     {
       std::lock_guard<std::mutex> lock(mu_);
       st = RunStep(step, &result, &forwarded);
+      if (!st.ok()) {
+        ++rejected_steps_;
+        error_ = st.ToString();
+      }
     }
     if (forwarded) continue;
     result.set_step_id(step.step_id());
@@ -233,6 +237,7 @@ grpc::Status WorkerService::GetStatus(grpc::ServerContext*, const v1::GetStatusR
   response->set_epoch(epoch_);
   response->set_steps(steps_);
   response->set_error(error_);
+  response->set_rejected_steps(rejected_steps_);
   if (stage_ != nullptr) {
     const KvCache& kv = stage_->kv_cache();
     response->set_layer_begin(static_cast<int32_t>(stage_->begin()));

@@ -53,6 +53,7 @@ class WorkerService final : public v1::Worker::Service {
   uint64_t epoch_ = 0;
   std::string error_;
   uint64_t steps_ = 0;
+  uint64_t rejected_steps_ = 0;
   std::unique_ptr<Stage> stage_;
   std::string next_address_;
   std::unique_ptr<v1::Worker::Stub> next_stub_;

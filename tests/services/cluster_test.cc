@@ -366,3 +366,51 @@ TEST(ClusterTest, PythonClientFromGeneratedStubs) {
 
 }  // namespace
 }  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// A worker refuses steps of another epoch (and malformed ones), reports them,
+// and the cluster keeps serving.
+TEST(ClusterTest, WorkersRejectStepsOfAnotherEpoch) {
+  auto cluster = Cluster::Start(TestModel("llama"), 2);
+  ASSERT_NE(cluster, nullptr);
+  auto status_of = [&](const std::string& address) {
+    auto stub = v1::Worker::NewStub(Dial(address));
+    grpc::ClientContext ctx;
+    v1::WorkerStatus status;
+    EXPECT_TRUE(stub->GetStatus(&ctx, {}, &status).ok());
+    return status;
+  };
+  const std::string second = cluster->workers()[1].address;
+  EXPECT_EQ(status_of(second).epoch(), 1u);
+  auto stub = v1::Worker::NewStub(Dial(second));
+  grpc::ClientContext ctx;
+  v1::ForwardSummary summary;
+  auto writer = stub->Forward(&ctx, &summary);
+  v1::Step malformed;  // right epoch, but 3 bytes of hidden state for 1 token
+  malformed.set_step_id(1);
+  malformed.set_epoch(1);
+  malformed.add_chunks()->add_token_ids(5);
+  malformed.set_hidden("abc");
+  ASSERT_TRUE(writer->Write(malformed));
+  ASSERT_TRUE(writer->Write(malformed));
+  v1::Step stale;
+  stale.set_step_id(2);
+  stale.set_epoch(99);
+  stale.add_chunks()->add_token_ids(5);
+  ASSERT_TRUE(writer->Write(stale));
+  writer->WritesDone();
+  ASSERT_TRUE(writer->Finish().ok());
+  EXPECT_EQ(summary.steps(), 3u);
+  const v1::WorkerStatus status = status_of(second);
+  EXPECT_EQ(status.rejected_steps(), 3u);
+  EXPECT_NE(status.error().find("epoch 99"), std::string::npos) << status.error();
+  EXPECT_TRUE(status.seq_ids().empty());
+  const StreamResult ok = Stream(*cluster->generation(), TextRequest(kPrompts[0], 8));
+  EXPECT_EQ(ok.code, 0) << ok.message;
+  EXPECT_EQ(ok.tokens.size(), 8u);
+}
+
+}  // namespace
+}  // namespace strata::testing
