@@ -17,6 +17,7 @@
 #include "runtime/model_layout.h"
 #include "runtime/status_macros.h"
 #include "runtime/tokenizer.h"
+#include "tools/bigram_init.h"
 
 namespace strata {
 
@@ -141,22 +142,11 @@ absl::StatusOr<Json> FlavourConfig(const ModelSpec& spec, int64_t vocab, const s
 // Fills a tensor. Norm weights scatter around 1, biases around 0, matrices
 // uniformly with variance 1/fan_in (so activations keep unit scale and logits
 // are well separated, which keeps greedy comparisons away from ties).
-std::vector<uint8_t> RandomTensor(const TensorSpec& spec, DType dtype, uint64_t seed) {
-  int64_t numel = 1;
-  for (int64_t d : spec.shape) numel *= d;
-  Rng rng(seed ^ NameHash(spec.name));
-  const bool is_norm = spec.name.find("norm") != std::string::npos;
-  const bool is_bias = spec.name.size() > 5 && spec.name.rfind(".bias") == spec.name.size() - 5;
-  const bool is_embedding = spec.name == "model.embed_tokens.weight";
-  float scale;
-  if (is_norm) scale = 0.2f;
-  else if (is_bias) scale = 0.2f;
-  else if (is_embedding) scale = 1.0f;
-  else scale = std::sqrt(3.0f / static_cast<float>(spec.shape.back()));
+std::vector<uint8_t> Encode(const std::vector<float>& values, DType dtype) {
+  const int64_t numel = static_cast<int64_t>(values.size());
   std::vector<uint8_t> bytes(numel * DTypeSize(dtype));
   for (int64_t i = 0; i < numel; ++i) {
-    float v = scale * rng.Symmetric();
-    if (is_norm) v += 1.0f;
+    const float v = values[i];
     switch (dtype) {
       case DType::kF32: std::memcpy(bytes.data() + 4 * i, &v, 4); break;
       case DType::kBF16: {
@@ -174,6 +164,31 @@ std::vector<uint8_t> RandomTensor(const TensorSpec& spec, DType dtype, uint64_t 
   return bytes;
 }
 
+// `residual_scale` shrinks the projections that write into the residual
+// stream (o_proj, down_proj); 1 for ordinary random models.
+std::vector<uint8_t> RandomTensor(const TensorSpec& spec, DType dtype, uint64_t seed,
+                                  float residual_scale) {
+  int64_t numel = 1;
+  for (int64_t d : spec.shape) numel *= d;
+  Rng rng(seed ^ NameHash(spec.name));
+  const bool is_norm = spec.name.find("norm") != std::string::npos;
+  const bool is_bias = spec.name.size() > 5 && spec.name.rfind(".bias") == spec.name.size() - 5;
+  const bool is_embedding = spec.name == "model.embed_tokens.weight";
+  float scale;
+  if (is_norm) scale = 0.2f;
+  else if (is_bias) scale = 0.2f;
+  else if (is_embedding) scale = 1.0f;
+  else scale = std::sqrt(3.0f / static_cast<float>(spec.shape.back()));
+  const bool writes_residual = spec.name.find("o_proj") != std::string::npos ||
+                               spec.name.find("down_proj") != std::string::npos;
+  if (writes_residual) scale *= residual_scale;
+  std::vector<float> values(numel);
+  for (int64_t i = 0; i < numel; ++i) {
+    values[i] = scale * rng.Symmetric() + (is_norm ? 1.0f : 0.0f);
+  }
+  return Encode(values, dtype);
+}
+
 absl::Status WriteText(const std::filesystem::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
@@ -182,8 +197,16 @@ absl::Status WriteText(const std::filesystem::path& path, const std::string& tex
   return absl::OkStatus();
 }
 
+using Overrides = std::map<std::string, std::vector<float>>;
+
 absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, uint64_t seed,
-                          const std::filesystem::path& dir) {
+                          const Overrides& overrides, const std::filesystem::path& dir) {
+  const float residual_scale = overrides.empty() ? 1.0f : 0.02f;
+  auto make = [&](const TensorSpec& s) {
+    auto it = overrides.find(s.name);
+    return it != overrides.end() ? Encode(it->second, dtype)
+                                 : RandomTensor(s, dtype, seed, residual_scale);
+  };
   std::vector<TensorSpec> specs;
   specs.push_back(EmbeddingTensor(config));
   for (int64_t l = 0; l < config.num_layers; ++l) {
@@ -195,7 +218,7 @@ absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, ui
   if (shards <= 1) {
     std::vector<TensorToWrite> tensors;
     for (const TensorSpec& s : specs) {
-      tensors.push_back({s.name, dtype, s.shape, RandomTensor(s, dtype, seed)});
+      tensors.push_back({s.name, dtype, s.shape, make(s)});
     }
     return WriteSafetensors((dir / "model.safetensors").string(), tensors);
   }
@@ -207,7 +230,7 @@ absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, ui
     const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards);
     std::vector<TensorToWrite> tensors;
     for (size_t i = s * per; i < std::min(specs.size(), (s + 1) * per); ++i) {
-      tensors.push_back({specs[i].name, dtype, specs[i].shape, RandomTensor(specs[i], dtype, seed)});
+      tensors.push_back({specs[i].name, dtype, specs[i].shape, make(specs[i])});
       total_size += static_cast<int64_t>(tensors.back().bytes.size());
       weight_map[specs[i].name] = Json::String(file);
     }
@@ -259,7 +282,15 @@ absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
                                           {"unk_token", Json::String("<unk>")},
                                           {"tokenizer_class", Json::String("LlamaTokenizer")}})
                                 .Dump()));
-  return WriteWeights(config, *dtype, spec.shards, spec.seed, dir);
+  Overrides overrides;
+  if (spec.init == "bigram") {
+    ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(out_dir));
+    ASSIGN_OR_RETURN(overrides, BigramWeights(config, *tokenizer, lines));
+  } else if (spec.init != "random") {
+    return absl::InvalidArgumentError(absl::StrCat("--init: \"", spec.init,
+                                                   "\" is not random or bigram"));
+  }
+  return WriteWeights(config, *dtype, spec.shards, spec.seed, overrides, dir);
 }
 
 absl::StatusOr<std::string> DefaultModelDir() {
@@ -273,12 +304,13 @@ absl::StatusOr<std::string> DefaultModelDir() {
   } else {
     home = "/tmp/strata";
   }
-  const std::string dir = home + "/models/default-llama-tiny";
+  const std::string dir = home + "/models/default-llama-tiny-bigram";
   if (!std::filesystem::exists(dir + "/config.json")) {
     std::fprintf(stderr, "strata: making the embedded default model in %s\n", dir.c_str());
     const std::string tmp = dir + ".partial";
     std::filesystem::remove_all(tmp);
     ModelSpec spec;
+    spec.init = "bigram";
     RETURN_IF_ERROR(MakeModel(spec, tmp));
     std::filesystem::remove_all(dir);
     std::filesystem::rename(tmp, dir);

@@ -22,6 +22,10 @@ struct ModelSpec {
   std::string dtype;
   int shards = 1;
   uint64_t seed = 0;
+  // random: every tensor random (tests compare numbers, not text).
+  // bigram: embedding and head of a bigram model of the corpus, faint layers
+  // (see bigram_init.h), so greedy text reads like the corpus. llama/mistral.
+  std::string init = "random";
 };
 
 std::vector<std::string> ModelFlavours();
@@ -30,8 +34,9 @@ std::vector<std::string> ModelSizes();
 // Writes the model into `out_dir` (created if needed). Same spec, same bytes.
 absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir);
 
-// The embedded default model (a tiny Llama): made by the generator on first
-// use and kept in $STRATA_HOME/models (default ~/.cache/strata). Returns its folder.
+// The embedded default model (a tiny Llama with bigram init): made by the
+// generator on first use and kept in $STRATA_HOME/models (default
+// ~/.cache/strata). Returns its folder.
 absl::StatusOr<std::string> DefaultModelDir();
 
 // The training corpus compiled into the binary.

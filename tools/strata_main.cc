@@ -171,6 +171,7 @@ absl::Status MakeModelCommand(const std::vector<std::string>& args) {
   flags.String("flavour", &spec.flavour, "llama | mistral | qwen2 | hunyuan-dense (llama)");
   flags.String("size", &spec.size, "tiny | 1b (tiny)");
   flags.String("dtype", &spec.dtype, "f32 | bf16 | f16 (f32 for tiny, bf16 for 1b)");
+  flags.String("init", &spec.init, "random | bigram: corpus bigram embedding and head (random)");
   flags.Int("shards", &shards, "number of safetensors shards (1)");
   flags.Int("seed", &seed, "weights seed (0)");
   flags.String("out", &out, "output folder (required)");

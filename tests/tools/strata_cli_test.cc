@@ -1,5 +1,6 @@
 // The `strata` binary as a user runs it: real processes, exit codes, and
 // error messages that name the flag or file.
+#include <cctype>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -32,7 +33,39 @@ TEST(StrataCliTest, DefaultModelIsMadeOnFirstUse) {
                                 &out),
             0)
       << out;
-  EXPECT_TRUE(std::filesystem::exists(home + "/models/default-llama-tiny/model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(home + "/models/default-llama-tiny-bigram/model.safetensors"));
+}
+
+// The default model's bigram init writes text made of the corpus's letters,
+// where a random model writes byte-fallback junk; and the flag is checked.
+TEST(StrataCliTest, BigramInitSpeaksTheCorpus) {
+  const std::string dir = testing::FreshDir("bigram");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --init bigram --out ", dir),
+                                &out),
+            0)
+      << out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(), " generate --model ", dir,
+                                             " --prompt 'The old lighthouse keeper' --max-tokens 24"
+                                             " --repetition-penalty 1.3"),
+                                &out),
+            0)
+      << out;
+  int letters = 0, other = 0;
+  for (unsigned char c : out.substr(std::string("The old lighthouse keeper").size())) {
+    (std::isalpha(c) || c == ' ' || c == '.' || c == ',' || c == '\n' ? letters : other) += 1;
+  }
+  EXPECT_GT(letters, 10) << out;
+  EXPECT_LE(other, letters / 4) << out;
+  EXPECT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --init fancy --out ", dir, "2"),
+                                &out),
+            2);
+  EXPECT_NE(out.find("--init"), std::string::npos) << out;
+  EXPECT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --init bigram --flavour qwen2"
+                                             " --out ", dir, "3"),
+                                &out),
+            2);
+  EXPECT_NE(out.find("untied"), std::string::npos) << out;
 }
 
 TEST(StrataCliTest, InspectPrintsLayersAndTotal) {
