@@ -102,7 +102,8 @@ struct RequestFlags {
 
 absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   CoordinatorOptions o;
-  int64_t workers = o.workers, startup = o.startup_timeout_ms, inflight = 0, drain = o.drain_timeout_ms;
+  int64_t workers = o.workers, startup = o.startup_timeout_ms, inflight = 0, drain = o.drain_timeout_ms,
+          heartbeat = o.heartbeat_ms, heartbeat_timeout = o.heartbeat_timeout_ms;
   FlagSet f;
   f.String("model", &o.model_dir, "model folder, as the workers see it (default: embedded model)");
   f.String("listen", &o.listen, "host:port to serve on; port 0 picks one (127.0.0.1:0)");
@@ -115,6 +116,9 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
   f.Int("max-inflight-steps", &inflight, "micro-batches in the pipeline; 0 = one per stage");
   f.Int("drain-timeout-ms", &drain, "how long running requests may finish on shutdown (30000)");
+  f.Int("heartbeat-ms", &heartbeat, "how often workers send a heartbeat (200)");
+  f.Int("heartbeat-timeout-ms", &heartbeat_timeout,
+        "a worker silent this long is lost: hung or stopped (1000)");
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata coordinator [flags]", &stop));
   if (stop) return absl::OkStatus();
@@ -128,6 +132,10 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   o.startup_timeout_ms = static_cast<int>(startup);
   o.max_inflight_steps = static_cast<int>(inflight);
   o.drain_timeout_ms = static_cast<int>(drain);
+  RETURN_IF_ERROR(IntIn("heartbeat-ms", heartbeat, 10, 60'000));
+  RETURN_IF_ERROR(IntIn("heartbeat-timeout-ms", heartbeat_timeout, 2 * heartbeat, INT32_MAX));
+  o.heartbeat_ms = static_cast<int>(heartbeat);
+  o.heartbeat_timeout_ms = static_cast<int>(heartbeat_timeout);
   RETURN_IF_ERROR(ModelOrDefault(&o.model_dir));
   return RunCoordinator(o);
 }
@@ -135,7 +143,8 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
 absl::Status WorkerCommand(const std::vector<std::string>& args) {
   WorkerOptions o;
   std::string capacity, reserve;
-  int64_t threads = 0, delay = 0, connect = o.connect_timeout_ms;
+  int64_t threads = 0, delay = 0, connect = o.connect_timeout_ms,
+          reconnect = o.reconnect_timeout_ms;
   FlagSet f;
   f.String("id", &o.id, "worker id, unique in the cluster (worker-<pid>)");
   f.String("coordinator", &o.coordinator, "host:port of the coordinator (required)");
@@ -148,6 +157,8 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   f.Float("speed", &o.speed, "relative speed for the planner (1)");
   f.Int("threads", &threads, "CPU threads; 0 = every core (0)");
   f.Int("connect-timeout-ms", &connect, "to reach the coordinator and the next worker (30000)");
+  f.Int("reconnect-timeout-ms", &reconnect,
+        "how long to keep registering again after the coordinator went away (30000)");
   f.Int("debug-step-delay-ms", &delay, "fault injection: sleep before every step (0)");
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata worker --coordinator HOST:PORT [flags]", &stop));
@@ -157,6 +168,8 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("threads", threads, 0, 1024));
   RETURN_IF_ERROR(IntIn("debug-step-delay-ms", delay, 0, 60'000));
   RETURN_IF_ERROR(IntIn("connect-timeout-ms", connect, 1, INT32_MAX));
+  RETURN_IF_ERROR(IntIn("reconnect-timeout-ms", reconnect, 1, INT32_MAX));
+  o.reconnect_timeout_ms = static_cast<int>(reconnect);
   o.threads = static_cast<int>(threads);
   o.debug_step_delay_ms = static_cast<int>(delay);
   o.connect_timeout_ms = static_cast<int>(connect);

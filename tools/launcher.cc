@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -89,6 +90,13 @@ absl::Status LocalCluster::CheckChildren() {
     if (c.exited || c.pid <= 0) continue;
     if (waitpid(c.pid, &c.status, WNOHANG) == c.pid) {
       c.exited = true;
+      // A worker may die: the coordinator fails over to the others. The
+      // coordinator and the gateway are the cluster.
+      if (c.name.rfind("worker-", 0) == 0 && !coordinator_.empty()) {
+        std::fprintf(stderr, "strata up: %s (pid %d) %s; the coordinator fails over\n",
+                     c.name.c_str(), c.pid, Describe(c.status).c_str());
+        continue;
+      }
       return ExitError(c);
     }
   }

@@ -45,7 +45,8 @@ class LocalCluster {
   absl::Status Start(const UpOptions& options);
   // Drains and stops every child; returns the first unexpected exit.
   absl::Status Stop();
-  // A child that exited while the cluster was up (empty status: none).
+  // The coordinator or gateway exited (an error naming it); a worker that
+  // exited is reported on stderr and tolerated (the coordinator fails over).
   absl::Status CheckChildren();
 
   const std::string& gateway() const { return gateway_; }

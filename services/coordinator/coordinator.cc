@@ -34,8 +34,7 @@ absl::Status RunCoordinator(const CoordinatorOptions& options) {
   }
 
   absl::Status st = service.WaitForWorkers(options.startup_timeout_ms);
-  if (st.ok()) st = service.PlanAndLoad();
-  if (st.ok()) st = service.StartServing();
+  if (st.ok()) st = service.Start();
   if (!st.ok()) {
     server->Shutdown(0);
     return st;

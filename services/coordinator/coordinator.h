@@ -2,6 +2,15 @@
 // its epoch, and the scheduler that drives the pipeline. RunCoordinator()
 // serves until SIGINT/SIGTERM, then drains: new requests are refused with
 // UNAVAILABLE, running ones finish (or end CANCELLED at the drain deadline).
+//
+// Failover: a worker whose attach stream breaks (process died) or whose
+// heartbeats stop (hung) is lost. The coordinator bumps the epoch, re-plans
+// over the workers still there (halving the KV budget while the layers do
+// not fit), reloads them, and replays every running sequence on the new map;
+// clients see a pause, not an error. A worker that registers later (a new
+// one, or a lost one after a back-off that doubles with each failure) is
+// taken in by the same re-plan. While no map fits, new requests get
+// UNAVAILABLE naming what is missing; running ones wait.
 #ifndef STRATA_SERVICES_COORDINATOR_COORDINATOR_H_
 #define STRATA_SERVICES_COORDINATOR_COORDINATOR_H_
 
@@ -24,6 +33,8 @@ struct CoordinatorOptions {
   int64_t max_batch_tokens = 512;      // tokens per step
   int max_inflight_steps = 0;          // micro-batches in the pipeline; 0 = one per stage
   int drain_timeout_ms = 30'000;
+  int heartbeat_ms = 200;              // how often workers report
+  int heartbeat_timeout_ms = 1000;     // a worker silent this long is lost (hung, SIGSTOP)
 };
 
 absl::Status RunCoordinator(const CoordinatorOptions& options);

@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "runtime/status_macros.h"
 #include "services/common/convert.h"
 #include "services/common/log.h"
@@ -64,6 +66,7 @@ CoordinatorService::~CoordinatorService() {
   }
   cv_.notify_all();
   if (pump_.joinable()) pump_.join();
+  if (control_.joinable()) control_.join();
 }
 
 grpc::Status CoordinatorService::Attach(
@@ -82,14 +85,20 @@ grpc::Status CoordinatorService::Attach(
     auto it = workers_.find(reg.worker_id());
     if (reg.worker_id().empty() || reg.address().empty()) {
       rejection = "register: worker_id and address are required";
+    } else if (draining_) {
+      rejection = "register: the coordinator is draining";
     } else if (it != workers_.end() && it->second.connected) {
       rejection = absl::StrCat("register: worker id \"", reg.worker_id(),
                                "\" is already attached from ", it->second.address);
-    } else if (map_.epoch() > 0 && it == workers_.end()) {
-      rejection = absl::StrCat("register: the layer map (epoch ", map_.epoch(),
-                               ") is already formed without \"", reg.worker_id(), "\"");
     } else {
-      workers_[reg.worker_id()] = {reg.worker_id(), reg.address(), reg.device(), true};
+      // New, or back after a loss: failures (and their back-off) are kept.
+      WorkerRecord& w = workers_[reg.worker_id()];
+      w.id = reg.worker_id();
+      w.address = reg.address();
+      w.device = reg.device();
+      w.connected = true;
+      w.context = context;
+      w.last_heard = Clock::now();
     }
   }
   v1::CoordinatorMessage reply;
@@ -102,37 +111,59 @@ grpc::Status CoordinatorService::Attach(
   Log(absl::StrCat("worker ", reg.worker_id(), " registered from ", reg.address(), " (",
                    reg.device().name(), ", ", FormatBytes(reg.device().capacity_bytes()), ")"));
   cv_.notify_all();
-  reply.mutable_registered()->set_heartbeat_ms(kHeartbeatMs);
+  reply.mutable_registered()->set_heartbeat_ms(options_.heartbeat_ms);
   stream->Write(reply);
 
   while (stream->Read(&msg)) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = workers_.find(reg.worker_id());
+      if (it == workers_.end() || it->second.context != context) break;  // cut off
+      it->second.last_heard = Clock::now();
+    }
     if (msg.has_result()) HandleResult(msg.result());
   }
-  bool in_map = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    workers_[reg.worker_id()].connected = false;
-    for (const auto& s : map_.stages()) in_map |= s.worker_id() == reg.worker_id();
+    auto it = workers_.find(reg.worker_id());
+    if (it != workers_.end() && it->second.context == context) {
+      LoseWorkerLocked(it->second, "its attach stream ended (the process exited or the "
+                                   "connection broke)");
+    }
   }
   cv_.notify_all();
-  Log(absl::StrCat("worker ", reg.worker_id(), " at ", reg.address(), " disconnected",
-                   context->IsCancelled() ? " (stream cancelled)" : ""));
-  if (in_map) {
-    LosePipeline(absl::StrCat("worker ", reg.worker_id(), " at ", reg.address(),
-                              " left the pipeline"));
-  }
   return grpc::Status::OK;
+}
+
+void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& cause) {
+  if (!w.connected) return;
+  w.connected = false;
+  w.context = nullptr;
+  ++w.failures;
+  // Back-off before re-admitting a flapping worker: 0 s, 1 s, 2 s, 4 s ... 30 s.
+  const int64_t backoff_ms = w.failures <= 1 ? 0 : std::min<int64_t>(30'000, 500LL << (w.failures - 1));
+  w.backoff_until = Clock::now() + std::chrono::milliseconds(backoff_ms);
+  bool in_map = false;
+  for (const auto& s : map_.stages()) in_map |= s.worker_id() == w.id;
+  Log(absl::StrCat("worker ", w.id, " at ", w.address, " lost: ", cause,
+                   in_map ? "; failing over" : ""));
+  if (in_map && !draining_) {
+    last_failover_.Clear();
+    last_failover_.set_worker_id(w.id);
+    last_failover_.set_cause(cause);
+    last_failover_.set_detected_unix_us(absl::ToUnixMicros(absl::Now()));
+    serving_ = false;  // the pump stops at once; the control thread rebuilds
+  }
 }
 
 void CoordinatorService::HandleResult(const v1::StepResult& result) {
   std::vector<Emission> out;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (scheduler_ == nullptr || result.epoch() != map_.epoch()) return;
+    if (scheduler_ == nullptr || result.epoch() != map_.epoch() || !serving_) return;
     if (auto it = sent_.find(result.step_id()); it != sent_.end()) {
-      const double latency = std::chrono::duration<double, std::micro>(
-                                 std::chrono::steady_clock::now() - it->second.sent)
-                                 .count();
+      const double latency =
+          std::chrono::duration<double, std::micro>(Clock::now() - it->second).count();
       double compute = 0;
       for (uint32_t us : result.compute_us()) compute += us;
       if (result.error_code() == 0) {
@@ -144,7 +175,14 @@ void CoordinatorService::HandleResult(const v1::StepResult& result) {
       }
       sent_.erase(it);
     }
-    if (result.error_code() != 0) {
+    if (result.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        result.error_code() == grpc::StatusCode::CANCELLED) {
+      // A hop broke (a worker died or was cut off): not the requests' fault.
+      // Rebuild the pipeline and replay; the lost worker is detected apart.
+      Log(absl::StrCat("step ", result.step_id(), ": ", result.error(), "; rebuilding"));
+      force_rebuild_ = true;
+      serving_ = false;
+    } else if (result.error_code() != 0) {
       const absl::Status error(static_cast<absl::StatusCode>(result.error_code()), result.error());
       Log(absl::StrCat("step ", result.step_id(), " failed: ", error.ToString()));
       out = scheduler_->OnStepFailed(result.step_id(), error);
@@ -220,9 +258,13 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (error.ok() && (!serving_ || draining_)) {
-      error = absl::UnavailableError(draining_ ? "the cluster is draining"
-                                               : "the cluster has no healthy layer map");
+    if (error.ok() && draining_) error = absl::UnavailableError("the cluster is draining");
+    if (error.ok() && !unavailable_reason_.empty()) {
+      error = absl::UnavailableError(absl::StrCat("no layer map fits the workers left: ",
+                                                  unavailable_reason_));
+    }
+    if (error.ok() && scheduler_ == nullptr) {
+      error = absl::UnavailableError("the cluster is still starting");
     }
     if (error.ok()) {
       scheduler_->Submit(std::move(spec));
@@ -260,20 +302,6 @@ void CoordinatorService::Deliver(std::vector<Emission> emissions) {
   }
 }
 
-void CoordinatorService::LosePipeline(const std::string& why) {
-  std::vector<Emission> out;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!serving_) return;
-    serving_ = false;
-    out = scheduler_->FailAll(absl::UnavailableError(
-        absl::StrCat(why, "; the request was lost with the pipeline")));
-  }
-  Log(absl::StrCat("pipeline lost: ", why, "; not serving"));
-  cv_.notify_all();
-  Deliver(std::move(out));
-}
-
 grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext*,
                                                 const v1::GetClusterInfoRequest* request,
                                                 v1::ClusterInfo* response) {
@@ -284,6 +312,7 @@ grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext*,
     response->set_running(static_cast<int32_t>(scheduler_->running()));
     response->set_queued(static_cast<int32_t>(scheduler_->queued()));
   }
+  *response->mutable_last_failover() = last_failover_;
   v1::PipelineStats* stats = response->mutable_stats();
   std::vector<double> latency, compute, overhead;
   for (const auto& [l, c] : samples_) {
@@ -317,6 +346,21 @@ v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
   for (int64_t e : config_.eos_token_ids) info.add_eos_token_ids(static_cast<int32_t>(e));
   info.set_bos_token_id(static_cast<int32_t>(config_.bos_token_id.value_or(-1)));
   *info.mutable_layer_map() = map_;
+  info.set_failovers(failovers_);
+  info.set_unavailable_reason(unavailable_reason_);
+  const auto now = Clock::now();
+  for (const auto& [id, w] : workers_) {
+    v1::WorkerHealth* h = info.add_workers();
+    h->set_worker_id(id);
+    h->set_address(w.address);
+    h->set_failures(w.failures);
+    bool in_map = false;
+    for (const auto& s : map_.stages()) in_map |= s.worker_id() == id;
+    h->set_state(!w.connected          ? "lost"
+                 : now < w.backoff_until ? "backoff"
+                 : in_map               ? "serving"
+                                        : "standby");
+  }
   return info;
 }
 
@@ -339,14 +383,17 @@ absl::Status CoordinatorService::WaitForWorkers(int timeout_ms) {
       connected(), options_.workers, timeout_ms / 1000.0, seen.empty() ? "none" : seen));
 }
 
-absl::Status CoordinatorService::PlanAndLoad() {
-  std::vector<WorkerRecord> workers;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [id, w] : workers_) {
-      if (w.connected) workers.push_back(w);
-    }
+std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) const {
+  std::set<std::string> out;
+  for (const auto& [id, w] : workers_) {
+    if (w.connected && now >= w.backoff_until) out.insert(id);
   }
+  return out;
+}
+
+absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers,
+                                             v1::LayerMap* map, std::string* failed_worker) {
+  if (workers.empty()) return absl::UnavailableError("no worker is attached");
   std::sort(workers.begin(), workers.end(),
             [](const WorkerRecord& a, const WorkerRecord& b) { return NaturalLess(a.id, b.id); });
   std::vector<DeviceSpec> devices;
@@ -354,24 +401,45 @@ absl::Status CoordinatorService::PlanAndLoad() {
     devices.push_back({absl::StrCat(w.id, "/", w.device.name()), w.device.capacity_bytes(),
                        w.device.reserve_bytes(), w.device.speed() > 0 ? w.device.speed() : 1.0});
   }
-  BudgetOptions budget;
-  budget.concurrency = options_.max_sequences;
-  budget.context = max_context_;
-  budget.max_batch_tokens = options_.max_batch_tokens;
-  ASSIGN_OR_RETURN(PlanInput input, PlanInputForModel(options_.model_dir, config_, devices, budget));
+  // The planned KV budget; halved while the layers do not fit (a degraded
+  // map serves fewer sequences at once rather than none).
+  int64_t budget_sequences = options_.max_sequences;
   Plan plan;
-  if (options_.layers.empty()) {
-    ASSIGN_OR_RETURN(plan, PlanPlacement(input));
-  } else {
-    ASSIGN_OR_RETURN(auto ranges, ParseLayerRanges(options_.layers, config_.num_layers));
-    ASSIGN_OR_RETURN(plan, PlanFromRanges(input, ranges));
+  PlanInput input;
+  while (true) {
+    BudgetOptions budget;
+    budget.concurrency = budget_sequences;
+    budget.context = max_context_;
+    budget.max_batch_tokens = options_.max_batch_tokens;
+    ASSIGN_OR_RETURN(input, PlanInputForModel(options_.model_dir, config_, devices, budget));
+    absl::StatusOr<Plan> planned;
+    if (options_.layers.empty()) {
+      planned = PlanPlacement(input);
+    } else {
+      auto ranges = ParseLayerRanges(options_.layers, config_.num_layers);
+      if (!ranges.ok()) return ranges.status();
+      if (ranges->size() != workers.size()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "--layers gives ", ranges->size(), " stages but ", workers.size(),
+            " worker(s) are attached; a manual split cannot be re-planned"));
+      }
+      planned = PlanFromRanges(input, *ranges);
+    }
+    if (planned.ok()) {
+      plan = *std::move(planned);
+      break;
+    }
+    if (planned.status().code() != absl::StatusCode::kFailedPrecondition || budget_sequences == 1) {
+      return planned.status();
+    }
+    budget_sequences /= 2;
   }
 
-  v1::LayerMap map;
-  map.set_epoch(1);
+  map->Clear();
+  map->set_epoch(epoch);
   for (const StagePlan& s : plan.stages) {
     const WorkerRecord& w = workers[s.device];
-    v1::StageInfo* info = map.add_stages();
+    v1::StageInfo* info = map->add_stages();
     info->set_stage(s.device);
     info->set_worker_id(w.id);
     info->set_address(w.address);
@@ -386,20 +454,24 @@ absl::Status CoordinatorService::PlanAndLoad() {
   }
 
   // Load every stage at once; each returns when its layers are in memory.
-  std::vector<std::future<absl::Status>> loads;
-  for (int i = 0; i < map.stages_size(); ++i) {
+  struct LoadOutcome {
+    absl::Status status;
+    std::string worker;
+  };
+  std::vector<std::future<LoadOutcome>> loads;
+  for (int i = 0; i < map->stages_size(); ++i) {
     v1::LoadRequest req;
-    const v1::StageInfo& s = map.stages(i);
-    req.set_epoch(map.epoch());
+    const v1::StageInfo& s = map->stages(i);
+    req.set_epoch(epoch);
     req.set_model_dir(options_.model_dir);
     req.set_layer_begin(s.layer_begin());
     req.set_layer_end(s.layer_end());
     req.set_stage(i);
-    if (i + 1 < map.stages_size()) req.set_next_address(map.stages(i + 1).address());
+    if (i + 1 < map->stages_size()) req.set_next_address(map->stages(i + 1).address());
     req.set_max_batch_tokens(options_.max_batch_tokens);
     req.set_max_context(max_context_);
-    req.set_max_sequences(options_.max_sequences);
-    loads.push_back(std::async(std::launch::async, [req, s, this]() -> absl::Status {
+    req.set_max_sequences(budget_sequences);
+    loads.push_back(std::async(std::launch::async, [req, s, this]() -> LoadOutcome {
       auto stub = v1::Worker::NewStub(Dial(s.address()));
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() +
@@ -407,32 +479,41 @@ absl::Status CoordinatorService::PlanAndLoad() {
       v1::LoadResponse resp;
       absl::Status st = FromGrpcStatus(stub->Load(&ctx, req, &resp));
       if (!st.ok()) {
-        return absl::Status(st.code(), absl::StrCat("loading layers ", req.layer_begin(), "-",
-                                                    req.layer_end() - 1, " on ", s.worker_id(),
-                                                    " at ", s.address(), ": ", st.message()));
+        return {absl::Status(st.code(), absl::StrCat("loading layers ", req.layer_begin(), "-",
+                                                     req.layer_end() - 1, " on ", s.worker_id(),
+                                                     " at ", s.address(), ": ", st.message())),
+                s.worker_id()};
       }
-      Log(absl::StrFormat("%s loaded layers [%d, %d) in %.2f s (%s)", s.worker_id(),
-                          req.layer_begin(), req.layer_end(), resp.load_seconds(),
+      Log(absl::StrFormat("%s loaded layers [%d, %d) for epoch %d in %.3f s (%s)", s.worker_id(),
+                          req.layer_begin(), req.layer_end(), req.epoch(), resp.load_seconds(),
                           FormatBytes(resp.weight_bytes())));
-      return absl::OkStatus();
+      return {absl::OkStatus(), s.worker_id()};
     }));
   }
   absl::Status first_error;
   for (auto& f : loads) {
-    absl::Status st = f.get();
-    if (first_error.ok()) first_error = st;
+    LoadOutcome o = f.get();
+    if (first_error.ok() && !o.status.ok()) {
+      first_error = o.status;
+      *failed_worker = o.worker;
+    }
   }
   RETURN_IF_ERROR(first_error);
-
   std::lock_guard<std::mutex> lock(mu_);
-  map_ = map;
-  plan_input_ = input;
-  plan_ = plan;
+  if (budget_sequences != scheduler_->max_sequences()) {
+    Log(absl::StrCat("KV budget now ", budget_sequences, " sequences (was ",
+                     scheduler_->max_sequences(), ")"));
+    scheduler_->SetMaxSequences(budget_sequences);
+  }
   return absl::OkStatus();
 }
 
 std::string CoordinatorService::DescribeMap() const {
   std::lock_guard<std::mutex> lock(mu_);
+  return DescribeMapLocked();
+}
+
+std::string CoordinatorService::DescribeMapLocked() const {
   std::string out = absl::StrCat("layer map, epoch ", map_.epoch(), ":\n");
   for (const auto& s : map_.stages()) {
     absl::StrAppendFormat(&out, "  stage %d  %-10s %-21s layers %d-%d  %s\n", s.stage(),
@@ -442,41 +523,149 @@ std::string CoordinatorService::DescribeMap() const {
   return out;
 }
 
-absl::Status CoordinatorService::StartServing() {
-  std::string address;
-  int stages = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    address = map_.stages(0).address();
-    stages = map_.stages_size();
-  }
+void CoordinatorService::OpenStage0(const std::string& address) {
+  std::lock_guard<std::mutex> stream_lock(stage0_mu_);
   stage0_stub_ = v1::Worker::NewStub(Dial(address));
   stage0_context_ = std::make_unique<grpc::ClientContext>();
   stage0_ = stage0_stub_->Forward(stage0_context_.get(), &stage0_summary_);
+  std::lock_guard<std::mutex> lock(mu_);
+  stage0_cancel_ = stage0_context_.get();
+}
+
+void CoordinatorService::CloseStage0() {
+  // Cancel first (a write blocked on a hung stage 0 then returns), then close.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stage0_cancel_ != nullptr) stage0_cancel_->TryCancel();
+    stage0_cancel_ = nullptr;
+  }
+  std::lock_guard<std::mutex> stream_lock(stage0_mu_);
+  if (stage0_ != nullptr) {
+    stage0_->Finish().IgnoreError();
+    stage0_.reset();
+  }
+  stage0_context_.reset();
+  stage0_stub_.reset();
+}
+
+absl::Status CoordinatorService::Start() {
   SchedulerOptions so;
   so.max_sequences = options_.max_sequences;
   so.max_batch_tokens = options_.max_batch_tokens;
   so.max_context = max_context_;
-  so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : stages;
+  // One micro-batch per stage unless set; the map size is known after the
+  // first plan, so 0 is resolved in Rebuild.
+  so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : 1;
   for (int64_t e : config_.eos_token_ids) so.eos_ids.push_back(static_cast<int32_t>(e));
   {
     std::lock_guard<std::mutex> lock(mu_);
     scheduler_ = std::make_unique<Scheduler>(so);
-    serving_ = true;
   }
+  absl::Status error;
+  if (!Rebuild("startup", /*startup=*/true, &error)) return error;
   pump_ = std::thread([this] { PumpLoop(); });
+  control_ = std::thread([this] { ControlLoop(); });
   return absl::OkStatus();
 }
 
-void CoordinatorService::PumpLoop() {
+bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::Status* error) {
   uint64_t epoch = 0;
-  {
+  while (true) {
+    std::vector<WorkerRecord> workers;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      serving_ = false;
+      force_rebuild_ = false;
+      epoch = std::max(epoch, map_.epoch()) + 1;
+      scheduler_->Rewind();
+      sent_.clear();
+      planned_ = EligibleLocked(Clock::now());
+      for (const std::string& id : planned_) workers.push_back(workers_.at(id));
+    }
+    CloseStage0();
+    if (!startup) {
+      Log(absl::StrCat("re-planning as epoch ", epoch, " over ", workers.size(),
+                       " worker(s): ", cause));
+    }
+    v1::LayerMap map;
+    std::string failed;
+    absl::Status st = PlanAndLoad(epoch, workers, &map, &failed);
     std::lock_guard<std::mutex> lock(mu_);
-    epoch = map_.epoch();
+    if (!st.ok() && !failed.empty() && !startup) {
+      // A worker that cannot load its range counts as failed; plan without it.
+      auto it = workers_.find(failed);
+      if (it != workers_.end()) {
+        if (it->second.context != nullptr) it->second.context->TryCancel();
+        LoseWorkerLocked(it->second, absl::StrCat("it failed to load: ", st.message()));
+      }
+      continue;
+    }
+    if (st.ok() && EligibleLocked(Clock::now()) != planned_ && !startup) {
+      continue;  // membership changed while loading: plan again
+    }
+    if (!st.ok()) {
+      *error = st;
+      map_.clear_stages();
+      map_.set_epoch(epoch);
+      unavailable_reason_ = std::string(st.message());
+      Log(absl::StrCat("no layer map: ", st.message(),
+                       "; new requests get UNAVAILABLE, running ones wait for a worker"));
+      return false;
+    }
+    map_ = map;
+    unavailable_reason_.clear();
+    const std::string first = map_.stages(0).address();
+    if (options_.max_inflight_steps == 0) {
+      scheduler_->set_max_inflight_steps(map_.stages_size());
+    }
+    if (!startup) {
+      ++failovers_;
+      if (last_failover_.detected_unix_us() != 0 && last_failover_.map_ready_unix_us() == 0) {
+        last_failover_.set_map_ready_unix_us(absl::ToUnixMicros(absl::Now()));
+        last_failover_.set_epoch(epoch);
+      }
+    }
+    // Open stage 0 without mu_ (OpenStage0 takes it), then serve.
+    mu_.unlock();
+    OpenStage0(first);
+    mu_.lock();
+    serving_ = true;
+    cv_.notify_all();
+    if (!startup) Log(DescribeMapLocked());
+    return true;
   }
+}
+
+void CoordinatorService::ControlLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, std::chrono::milliseconds(20));
+    if (stopping_ || draining_) continue;
+    const auto now = Clock::now();
+    // Heartbeat deadlines: a worker that says nothing is hung or stopped.
+    for (auto& [id, w] : workers_) {
+      if (w.connected && now - w.last_heard > std::chrono::milliseconds(options_.heartbeat_timeout_ms)) {
+        if (w.context != nullptr) w.context->TryCancel();
+        LoseWorkerLocked(w, absl::StrCat("no heartbeat for ", options_.heartbeat_timeout_ms,
+                                         " ms (hung or stopped)"));
+      }
+    }
+    // Re-plan when the usable workers differ from those of the last plan
+    // (a loss, a re-admission, a back-off that ran out) or a hop broke.
+    if (EligibleLocked(now) == planned_ && !force_rebuild_) continue;
+    lock.unlock();
+    absl::Status error;
+    Rebuild(force_rebuild_ ? "a hop of the pipeline broke" : "the set of workers changed",
+            /*startup=*/false, &error);
+    lock.lock();
+  }
+}
+
+void CoordinatorService::PumpLoop() {
   v1::Step msg;
   while (true) {
     std::optional<PlannedStep> step;
+    uint64_t epoch = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] {
@@ -486,7 +675,8 @@ void CoordinatorService::PumpLoop() {
         return step.has_value();
       });
       if (stopping_) break;
-      sent_[step->step_id] = {std::chrono::steady_clock::now()};
+      sent_[step->step_id] = Clock::now();
+      epoch = map_.epoch();
     }
     msg.Clear();
     msg.set_step_id(step->step_id);
@@ -500,8 +690,18 @@ void CoordinatorService::PumpLoop() {
       chunk->set_sample(c.sample);
       if (c.sample) *chunk->mutable_sampling() = SamplingToProto(c.sampling);
     }
-    if (!stage0_->Write(msg)) {
-      LosePipeline("the stream to stage 0 broke");
+    bool written = false;
+    {
+      std::lock_guard<std::mutex> stream_lock(stage0_mu_);
+      written = stage0_ != nullptr && stage0_->Write(msg);
+    }
+    if (!written) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (serving_ && map_.epoch() == epoch) {
+        Log("the stream to stage 0 broke; rebuilding");
+        force_rebuild_ = true;
+        serving_ = false;
+      }
     }
   }
 }
@@ -525,18 +725,15 @@ void CoordinatorService::Drain(int timeout_ms) {
   {
     // Give in-flight steps a moment to come back so their KV is dropped.
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::chrono::seconds(2),
-                 [&] { return scheduler_ == nullptr || scheduler_->inflight_steps() == 0; });
+    cv_.wait_for(lock, std::chrono::seconds(2), [&] {
+      return scheduler_ == nullptr || scheduler_->inflight_steps() == 0 || !serving_;
+    });
     stopping_ = true;
   }
   cv_.notify_all();
   if (pump_.joinable()) pump_.join();
-  if (stage0_ != nullptr) {
-    stage0_->WritesDone();
-    stage0_context_->TryCancel();
-    stage0_->Finish();
-    stage0_.reset();
-  }
+  if (control_.joinable()) control_.join();
+  CloseStage0();
 }
 
 }  // namespace strata

@@ -1,6 +1,7 @@
 // The Coordinator gRPC service and the state behind it. All of the cluster's
-// mutable state sits behind one mutex (mu_); gRPC handler threads and the
-// pump thread (the only writer of the stage-0 stream) share it. Writes to a
+// mutable state sits behind one mutex (mu_); gRPC handler threads, the pump
+// thread (the only writer of the stage-0 stream, under stage0_mu_) and the
+// control thread (heartbeat deadlines, re-plans) share it. Writes to a
 // gateway session are serialised by that session's own mutex.
 #ifndef STRATA_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 #define STRATA_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
@@ -10,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,37 +40,50 @@ class CoordinatorService final : public v1::Coordinator::Service {
   grpc::Status GetClusterInfo(grpc::ServerContext* context, const v1::GetClusterInfoRequest* request,
                               v1::ClusterInfo* response) override;
 
-  // Startup, from the main thread: wait for the workers, plan, load, serve.
+  // Startup, from the main thread: wait for the workers, then form the first
+  // map (load and serve); failures here end the process.
   absl::Status WaitForWorkers(int timeout_ms);
-  absl::Status PlanAndLoad();
-  absl::Status StartServing();
+  absl::Status Start();
   std::string DescribeMap() const;
+  std::string DescribeMapLocked() const;
   // Shutdown: refuse new requests, let running ones finish until the
-  // deadline, cancel the rest, stop the pump and close the pipeline.
+  // deadline, cancel the rest, stop the threads and close the pipeline.
   void Drain(int timeout_ms);
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct WorkerRecord {
     std::string id, address;
     v1::Device device;
     bool connected = true;
+    grpc::ServerContext* context = nullptr;  // its attach call, to cut a silent worker off
+    Clock::time_point last_heard;
+    int failures = 0;
+    Clock::time_point backoff_until;
   };
   struct SessionRecord {
     grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream = nullptr;
     std::mutex write_mu;
     bool open = true;  // guarded by write_mu
   };
-  struct StepTiming {
-    std::chrono::steady_clock::time_point sent;
-  };
 
   void PumpLoop();
+  void ControlLoop();
+  // Bumps the epoch, re-plans over the eligible workers, loads and resumes.
+  // Returns false when no map could be formed (the cluster stays unavailable).
+  bool Rebuild(const std::string& cause, bool startup, absl::Status* error);
+  // Plans over `workers` and loads the map as `epoch`; shrinks the KV budget
+  // while the layers do not fit. On a load failure names the worker.
+  absl::Status PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers,
+                           v1::LayerMap* map, std::string* failed_worker);
+  void OpenStage0(const std::string& address);
+  void CloseStage0();
+  void LoseWorkerLocked(WorkerRecord& w, const std::string& cause);
+  std::set<std::string> EligibleLocked(Clock::time_point now) const;
   void Deliver(std::vector<Emission> emissions);
   void HandleResult(const v1::StepResult& result);
   void HandleSubmit(uint64_t session, const v1::Submit& submit,
                     const std::shared_ptr<SessionRecord>& record);
-  // The pipeline broke: every request fails with `why`; the map stops serving.
-  void LosePipeline(const std::string& why);
   v1::ModelInfo ModelInfoLocked() const;
 
   const CoordinatorOptions options_;
@@ -81,20 +96,25 @@ class CoordinatorService final : public v1::Coordinator::Service {
   std::map<uint64_t, std::shared_ptr<SessionRecord>> sessions_;
   uint64_t next_session_ = 1;
   std::unique_ptr<Scheduler> scheduler_;
-  v1::LayerMap map_;
-  PlanInput plan_input_;
-  Plan plan_;
+  v1::LayerMap map_;                   // empty stages: no map (starting or unavailable)
+  std::set<std::string> planned_;      // the eligible workers the last re-plan saw
+  bool force_rebuild_ = false;         // a transport error in the current epoch
+  std::string unavailable_reason_;
+  uint64_t failovers_ = 0;
+  v1::FailoverEvent last_failover_;
   bool serving_ = false, draining_ = false, stopping_ = false;
-  std::map<uint64_t, StepTiming> sent_;
+  std::map<uint64_t, Clock::time_point> sent_;
   std::vector<std::pair<double, double>> samples_;  // (latency us, compute us), a window
   size_t sample_next_ = 0;
 
-  // The stage-0 stream; only the pump thread writes it.
+  // The stage-0 stream; the pump writes it, Rebuild replaces it.
+  std::mutex stage0_mu_;
   std::unique_ptr<v1::Worker::Stub> stage0_stub_;
   std::unique_ptr<grpc::ClientContext> stage0_context_;
+  grpc::ClientContext* stage0_cancel_ = nullptr;  // guarded by mu_, for CloseStage0
   v1::ForwardSummary stage0_summary_;
   std::unique_ptr<grpc::ClientWriter<v1::Step>> stage0_;
-  std::thread pump_;
+  std::thread pump_, control_;
 };
 
 }  // namespace strata

@@ -206,4 +206,27 @@ std::vector<Emission> Scheduler::CancelAll() {
   return out;
 }
 
+void Scheduler::Rewind() {
+  inflight_.clear();
+  drops_.clear();
+  for (auto it = running_.begin(); it != running_.end();) {
+    if (it->second.cancelled) {
+      it = running_.erase(it);
+      continue;
+    }
+    it->second.fed = 0;
+    it->second.in_flight = false;
+    ++it;
+  }
+}
+
+void Scheduler::SetMaxSequences(int64_t n) {
+  options_.max_sequences = std::max<int64_t>(1, n);
+  while (running() > options_.max_sequences) {
+    auto last = std::prev(running_.end());  // the latest admitted waits first
+    waiting_.emplace_front(last->first, std::move(last->second));
+    running_.erase(last);
+  }
+}
+
 }  // namespace strata

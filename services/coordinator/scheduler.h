@@ -6,6 +6,10 @@
 // once, each with its own share of the running sequences, so every stage can
 // work on a different micro-batch.
 //
+// After a failover the same holds for replays: a sequence is re-fed as a
+// prefill of its prompt and generated ids, and sampling is a function of
+// (seed, position), so it continues with the tokens it would have produced.
+//
 // A prompt is prefilled in chunks of exactly `max_batch_tokens` (the last one
 // shorter), as the single-process generator does, so results match it bit
 // for bit. Finished and cancelled sequences are dropped from every worker by
@@ -16,6 +20,7 @@
 #define STRATA_SERVICES_COORDINATOR_SCHEDULER_H_
 
 #include <cstdint>
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <optional>
@@ -87,6 +92,16 @@ class Scheduler {
   std::vector<Emission> FailAll(const absl::Status& error);
   // Drains: queued and running requests end with Finish::kCancelled.
   std::vector<Emission> CancelAll();
+  // The pipeline was rebuilt (a new epoch): nothing is in flight any more and
+  // no worker holds KV, so every running sequence is replayed from its first
+  // token (prompt and generated ids, as a prefill) by the next steps.
+  // Cancelled sequences are forgotten.
+  void Rewind();
+  // A smaller (or larger) KV budget; running sequences over it go back to the
+  // front of the queue. Call after Rewind().
+  void SetMaxSequences(int64_t n);
+  int64_t max_sequences() const { return options_.max_sequences; }
+  void set_max_inflight_steps(int n) { options_.max_inflight_steps = std::max(1, n); }
 
   int64_t running() const { return static_cast<int64_t>(running_.size()); }
   int64_t queued() const { return static_cast<int64_t>(waiting_.size()); }

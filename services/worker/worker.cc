@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -65,79 +66,118 @@ absl::Status RunWorker(const WorkerOptions& in) {
     RETURN_IF_ERROR(WriteAddressFile(options.address_file, server->address()));
   }
 
+  // Attach, and attach again whenever the stream ends (the coordinator cut
+  // this worker off, or restarted) until shutdown or the reconnect budget
+  // runs out.
   auto channel = Dial(options.coordinator);
-  if (!WaitConnected(channel, options.connect_timeout_ms)) {
-    return absl::UnavailableError(absl::StrCat("the coordinator at ", options.coordinator,
-                                               " is unreachable after ",
-                                               options.connect_timeout_ms / 1000.0, " s"));
-  }
   auto stub = v1::Coordinator::NewStub(channel);
-  grpc::ClientContext context;
-  auto stream = stub->Attach(&context);
-  v1::WorkerMessage reg;
-  reg.mutable_register_()->set_worker_id(options.id);
-  reg.mutable_register_()->set_address(advertise);
-  v1::Device* device = reg.mutable_register_()->mutable_device();
-  device->set_name(options.device);
-  device->set_capacity_bytes(options.capacity_bytes);
-  device->set_reserve_bytes(options.reserve_bytes);
-  device->set_speed(options.speed);
-  v1::CoordinatorMessage reply;
-  if (!stream->Write(reg) || !stream->Read(&reply)) {
-    return FromGrpcStatus(stream->Finish()).ok()
-               ? absl::UnavailableError("register: the coordinator closed the stream")
-               : absl::UnavailableError(
-                     absl::StrCat("register: ", stream->Finish().error_message()));
-  }
-  if (reply.has_rejected()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the coordinator rejected this worker: ", reply.rejected().reason()));
-  }
-  const int heartbeat_ms = std::max(100, reply.registered().heartbeat_ms());
-  {
-    std::lock_guard<std::mutex> lock(attach_mu);
-    attach = stream.get();
-  }
-  Log(absl::StrCat("registered as ", options.id, " (", advertise, ")"));
-
-  std::atomic<bool> coordinator_gone{false}, stopping{false};
-  std::thread reader([&] {
-    v1::CoordinatorMessage msg;
-    while (stream->Read(&msg)) {
-    }
-    if (!stopping) coordinator_gone = true;
-    RequestShutdown();
+  std::atomic<bool> stopping{false};
+  std::mutex context_mu;
+  grpc::ClientContext* live_context = nullptr;
+  std::thread canceller([&] {
+    WaitForShutdown(-1);
+    stopping = true;
+    std::lock_guard<std::mutex> lock(context_mu);
+    if (live_context != nullptr) live_context->TryCancel();
   });
-  std::thread heartbeat([&] {
-    while (!WaitForShutdown(heartbeat_ms)) {
-      v1::WorkerMessage msg;
-      msg.mutable_heartbeat();
-      std::lock_guard<std::mutex> lock(attach_mu);
-      if (attach == nullptr || !attach->Write(msg)) break;
+  absl::Status result;
+  bool ever_registered = false;
+  auto give_up_at = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(options.connect_timeout_ms);
+  while (!stopping) {
+    const int left_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             give_up_at - std::chrono::steady_clock::now())
+                                             .count());
+    if (left_ms <= 0) {
+      result = absl::UnavailableError(absl::StrCat(
+          ever_registered ? "the coordinator at " : "the coordinator at ", options.coordinator,
+          ever_registered ? " went away and did not come back within "
+                          : " is unreachable after ",
+          (ever_registered ? options.reconnect_timeout_ms : options.connect_timeout_ms) / 1000.0,
+          " s"));
+      break;
     }
-  });
+    if (!WaitConnected(channel, std::min(left_ms, 500))) continue;
+    grpc::ClientContext context;
+    {
+      std::lock_guard<std::mutex> lock(context_mu);
+      live_context = &context;
+    }
+    if (stopping) context.TryCancel();
+    auto stream = stub->Attach(&context);
+    v1::WorkerMessage reg;
+    reg.mutable_register_()->set_worker_id(options.id);
+    reg.mutable_register_()->set_address(advertise);
+    v1::Device* device = reg.mutable_register_()->mutable_device();
+    device->set_name(options.device);
+    device->set_capacity_bytes(options.capacity_bytes);
+    device->set_reserve_bytes(options.reserve_bytes);
+    device->set_speed(options.speed);
+    v1::CoordinatorMessage reply;
+    const bool answered = stream->Write(reg) && stream->Read(&reply);
+    if (answered && reply.has_rejected()) {
+      stream->Finish().IgnoreError();
+      if (reply.rejected().reason().find("already attached") == std::string::npos) {
+        result = absl::FailedPreconditionError(
+            absl::StrCat("the coordinator rejected this worker: ", reply.rejected().reason()));
+        break;
+      }
+      // Our previous stream is not yet noticed as gone; try again shortly.
+      WaitForShutdown(200);
+    } else if (answered) {
+      ever_registered = true;
+      const int heartbeat_ms = std::max(10, reply.registered().heartbeat_ms());
+      {
+        std::lock_guard<std::mutex> lock(attach_mu);
+        attach = stream.get();
+      }
+      Log(absl::StrCat("registered as ", options.id, " (", advertise, "), heartbeat every ",
+                       heartbeat_ms, " ms"));
+      std::atomic<bool> session_over{false};
+      std::thread heartbeat([&] {
+        while (!session_over && !WaitForShutdown(heartbeat_ms)) {
+          v1::WorkerMessage msg;
+          msg.mutable_heartbeat();
+          std::lock_guard<std::mutex> lock(attach_mu);
+          if (attach == nullptr || !attach->Write(msg)) break;
+        }
+      });
+      v1::CoordinatorMessage msg;
+      while (stream->Read(&msg)) {
+      }
+      session_over = true;
+      context.TryCancel();
+      heartbeat.join();
+      {
+        std::lock_guard<std::mutex> lock(attach_mu);
+        attach = nullptr;
+      }
+      stream->Finish().IgnoreError();
+      if (!stopping) {
+        Log("the attach stream to the coordinator ended; dropping the assignment and "
+            "registering again");
+        service.DropAssignment();
+        give_up_at = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(options.reconnect_timeout_ms);
+      }
+    } else {
+      stream->Finish().IgnoreError();
+      WaitForShutdown(100);
+    }
+    std::lock_guard<std::mutex> lock(context_mu);
+    live_context = nullptr;
+  }
 
-  WaitForShutdown(-1);
-  Log(coordinator_gone ? "the coordinator went away; stopping" : "shutdown requested; stopping");
-  stopping = true;
+  Log(stopping ? "shutdown requested; stopping" : std::string(result.message()));
+  RequestShutdown();
+  canceller.join();
   service.SetDraining();
-  context.TryCancel();
-  reader.join();
-  heartbeat.join();
-  {
-    std::lock_guard<std::mutex> lock(attach_mu);
-    attach = nullptr;
-  }
   server->Shutdown(500);
   {
     std::lock_guard<std::mutex> lock(server_mu);
     server_ptr = nullptr;
   }
-  if (coordinator_gone) {
-    return absl::UnavailableError(
-        absl::StrCat("the coordinator at ", options.coordinator, " went away"));
-  }
-  return absl::OkStatus();
+  return stopping && result.ok() ? absl::OkStatus() : result;
 }
 
 }  // namespace strata

@@ -2,8 +2,10 @@
 // (device inventory), loads the layer run it is assigned, runs steps that
 // arrive on its Forward stream and passes hidden states to the next worker;
 // the last worker samples and reports token ids to the coordinator over its
-// attach stream. RunWorker() returns on SIGINT/SIGTERM, or with UNAVAILABLE
-// when the coordinator goes away.
+// attach stream. When that stream ends (the coordinator restarted, or cut
+// this worker off as hung) the worker drops its assignment and registers
+// again. RunWorker() returns on SIGINT/SIGTERM, or with UNAVAILABLE when the
+// coordinator stays away past the reconnect timeout.
 #ifndef STRATA_SERVICES_WORKER_WORKER_H_
 #define STRATA_SERVICES_WORKER_WORKER_H_
 
@@ -26,6 +28,7 @@ struct WorkerOptions {
   double speed = 1.0;                  // relative to the other devices
   int threads = 0;                     // CPU threads; 0 = every core
   int connect_timeout_ms = 30'000;     // to reach the coordinator and the next worker
+  int reconnect_timeout_ms = 30'000;   // to re-register after the coordinator cut us off
   int debug_step_delay_ms = 0;         // fault injection: a slow device
 };
 

@@ -24,13 +24,32 @@ WorkerService::~WorkerService() {
 }
 
 void WorkerService::CloseNext() {
+  {
+    std::lock_guard<std::mutex> lock(next_cancel_mu_);
+    next_cancel_ = nullptr;
+  }
   if (next_ == nullptr) return;
   next_->WritesDone();
   next_context_->TryCancel();
-  next_->Finish();
+  next_->Finish().IgnoreError();
   next_.reset();
   next_context_.reset();
   next_stub_.reset();
+}
+
+void WorkerService::DropAssignment() {
+  {
+    std::lock_guard<std::mutex> lock(next_cancel_mu_);
+    if (next_cancel_ != nullptr) next_cancel_->TryCancel();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  CloseNext();
+  stage_.reset();
+  loaded_key_.clear();
+  history_.clear();
+  epoch_ = 0;
+  state_ = v1::WORKER_STATE_STARTING;
+  set_serving_(false);
 }
 
 void WorkerService::SetDraining() {
@@ -42,12 +61,29 @@ void WorkerService::SetDraining() {
 grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* request,
                                  v1::LoadResponse* response) {
   const auto t0 = std::chrono::steady_clock::now();
+  {
+    // A step may be blocked writing to a next stage that hangs, holding mu_.
+    std::lock_guard<std::mutex> lock(next_cancel_mu_);
+    if (next_cancel_ != nullptr) next_cancel_->TryCancel();
+  }
   std::lock_guard<std::mutex> lock(mu_);
   state_ = v1::WORKER_STATE_LOADING;
   set_serving_(false);
   CloseNext();
-  stage_.reset();
   history_.clear();
+  // The same range with the same limits keeps the loaded stage (its weights
+  // stay mapped) and only forgets every sequence; anything else reloads.
+  const std::string key = absl::StrCat(request->model_dir(), "|", request->layer_begin(), "|",
+                                       request->layer_end(), "|", request->max_batch_tokens(), "|",
+                                       request->max_context(), "|", request->max_sequences(), "|",
+                                       request->threads());
+  const bool keep = stage_ != nullptr && key == loaded_key_;
+  if (keep) {
+    for (uint64_t id : stage_->kv_cache().SequenceIds()) stage_->Free(id);
+  } else {
+    stage_.reset();
+    loaded_key_.clear();
+  }
   auto fail = [&](const absl::Status& st) {
     state_ = v1::WORKER_STATE_FAILED;
     error_ = st.ToString();
@@ -56,15 +92,18 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
   };
   absl::StatusOr<ModelConfig> config = LoadModelConfig(request->model_dir());
   if (!config.ok()) return fail(config.status());
-  StageOptions so;
-  so.threads = request->threads() > 0 ? request->threads() : options_.threads;
-  so.max_batch_tokens = request->max_batch_tokens();
-  so.max_context = request->max_context();
-  so.max_sequences = request->max_sequences();
-  auto stage = Stage::Load(request->model_dir(), *config, request->layer_begin(),
-                           request->layer_end(), so);
-  if (!stage.ok()) return fail(stage.status());
-  stage_ = std::move(*stage);
+  if (!keep) {
+    StageOptions so;
+    so.threads = request->threads() > 0 ? request->threads() : options_.threads;
+    so.max_batch_tokens = request->max_batch_tokens();
+    so.max_context = request->max_context();
+    so.max_sequences = request->max_sequences();
+    auto stage = Stage::Load(request->model_dir(), *config, request->layer_begin(),
+                             request->layer_end(), so);
+    if (!stage.ok()) return fail(stage.status());
+    stage_ = std::move(*stage);
+    loaded_key_ = key;
+  }
   if (!stage_->is_last()) {
     if (request->next_address().empty()) {
       return fail(absl::InvalidArgumentError(absl::StrCat(
@@ -80,6 +119,8 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
     next_stub_ = v1::Worker::NewStub(channel);
     next_context_ = std::make_unique<grpc::ClientContext>();
     next_ = next_stub_->Forward(next_context_.get(), &next_summary_);
+    std::lock_guard<std::mutex> cancel_lock(next_cancel_mu_);
+    next_cancel_ = next_context_.get();
   }
   epoch_ = request->epoch();
   state_ = v1::WORKER_STATE_READY;
@@ -88,8 +129,8 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
   response->set_kv_blocks(stage_->kv_cache().total_blocks());
   response->set_load_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  Log(absl::StrCat("loaded layers [", request->layer_begin(), ", ", request->layer_end(),
-                   ") of ", request->model_dir(), ", epoch ", epoch_,
+  Log(absl::StrCat(keep ? "kept" : "loaded", " layers [", request->layer_begin(), ", ",
+                   request->layer_end(), ") of ", request->model_dir(), ", epoch ", epoch_,
                    stage_->is_last() ? "; last stage" : absl::StrCat("; next ", next_address_)));
   set_serving_(true);
   return grpc::Status::OK;

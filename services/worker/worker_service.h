@@ -38,6 +38,8 @@ class WorkerService final : public v1::Worker::Service {
                          v1::WorkerStatus* response) override;
 
   void SetDraining();
+  // Forgets the assignment (the coordinator no longer counts on it).
+  void DropAssignment();
 
  private:
   // Runs one step; on success either forwards it or fills `result`.
@@ -60,6 +62,11 @@ class WorkerService final : public v1::Worker::Service {
   std::unique_ptr<grpc::ClientContext> next_context_;
   v1::ForwardSummary next_summary_;
   std::unique_ptr<grpc::ClientWriter<v1::Step>> next_;
+  // The downstream call, to cancel a write blocked on a hung next stage
+  // without holding mu_ (which the blocked step holds).
+  std::mutex next_cancel_mu_;
+  grpc::ClientContext* next_cancel_ = nullptr;
+  std::string loaded_key_;  // model, range and limits of the loaded stage
   // Last stage: every token each sequence has fed (for the repetition penalty).
   std::map<uint64_t, std::vector<int32_t>> history_;
   Sampler sampler_;

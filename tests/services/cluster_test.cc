@@ -293,7 +293,8 @@ TEST(ClusterTest, WorkerThatNeverRegistersIsAStartupTimeout) {
   address.pop_back();  // newline
   std::string worker_out;
   std::thread worker([&] {
-    RunCommand(absl::StrCat(STRATA_BINARY, " worker --id lonely --coordinator ", address),
+    RunCommand(absl::StrCat(STRATA_BINARY, " worker --id lonely --reconnect-timeout-ms 300"
+                            " --coordinator ", address),
                &worker_out);
   });
   coordinator.join();
