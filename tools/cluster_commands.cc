@@ -305,10 +305,19 @@ absl::Status ClientCommand(const std::vector<std::string>& args) {
   f.Bool("no-echo", &quiet, "do not print the prompt before the completion");
   req.Declare(f);
   // `strata client "prompt"`: a lone positional argument is the prompt.
-  std::vector<std::string> rest = args;
-  if (!rest.empty() && rest.front().rfind("--", 0) != 0) {
-    req.prompt = rest.front();
-    rest.erase(rest.begin());
+  // It may stand anywhere; every other word is a flag or a flag's value.
+  std::vector<std::string> rest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const bool is_flag = args[i].rfind("--", 0) == 0;
+    const bool after_valued_flag = i > 0 && args[i - 1].rfind("--", 0) == 0 &&
+                                   args[i - 1].find('=') == std::string::npos &&
+                                   args[i - 1] != "--stats" && args[i - 1] != "--no-echo" &&
+                                   args[i - 1] != "--ignore-eos" && args[i - 1] != "--help";
+    if (!is_flag && !after_valued_flag && req.prompt.empty()) {
+      req.prompt = args[i];
+    } else {
+      rest.push_back(args[i]);
+    }
   }
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, rest, "usage: strata client --address HOST:PORT \"prompt\" [flags]",

@@ -146,7 +146,7 @@ void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& ca
   bool in_map = false;
   for (const auto& s : map_.stages()) in_map |= s.worker_id() == w.id;
   Log(absl::StrCat("worker ", w.id, " at ", w.address, " lost: ", cause,
-                   in_map ? "; failing over" : ""));
+                   in_map && !draining_ ? "; failing over" : ""));
   if (in_map && !draining_) {
     last_failover_.Clear();
     last_failover_.set_worker_id(w.id);

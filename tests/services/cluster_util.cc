@@ -84,7 +84,21 @@ std::unique_ptr<Cluster> Cluster::Start(const std::string& model, int workers,
 Cluster::~Cluster() { Stop(); }
 
 int Cluster::Stop() {
+  for (pid_t p : extra_workers_) {
+    kill(p, SIGCONT);
+    kill(p, SIGTERM);
+    int st = 0;
+    if (!WaitExit(p, 10'000, &st)) {
+      kill(p, SIGKILL);
+      waitpid(p, &st, 0);
+    }
+  }
+  extra_workers_.clear();
   if (pid_ <= 0) return -1;
+  // Stopped workers must run again to hear the shutdown.
+  for (const auto& [role, a] : roles_) {
+    if (role.rfind("worker-", 0) == 0) kill(a.pid, SIGCONT);
+  }
   int status = 0;
   kill(pid_, SIGINT);
   if (!WaitExit(pid_, 60'000, &status)) {
@@ -112,12 +126,14 @@ std::unique_ptr<v1::Coordinator::Stub> Cluster::coordinator_stub() const {
 
 std::vector<std::vector<uint64_t>> Cluster::WorkerSequences() const {
   std::vector<std::vector<uint64_t>> out;
-  for (const ClusterAddress& w : workers()) {
-    auto stub = v1::Worker::NewStub(Dial(w.address));
+  // The workers of the current map (a lost one may be dead or stopped).
+  const v1::ModelInfo info = Info();
+  for (const v1::StageInfo& w : info.layer_map().stages()) {
+    auto stub = v1::Worker::NewStub(Dial(w.address()));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     v1::WorkerStatus status;
-    EXPECT_TRUE(stub->GetStatus(&ctx, {}, &status).ok()) << w.address;
+    EXPECT_TRUE(stub->GetStatus(&ctx, {}, &status).ok()) << w.address();
     out.emplace_back(status.seq_ids().begin(), status.seq_ids().end());
   }
   return out;
@@ -132,6 +148,46 @@ bool Cluster::WaitKvFree(int timeout_ms) const {
     if (Clock::now() > deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+}
+
+v1::ModelInfo Cluster::Info() const {
+  auto stub = generation();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ModelInfo info;
+  EXPECT_TRUE(stub->GetModelInfo(&ctx, {}, &info).ok());
+  return info;
+}
+
+bool Cluster::WaitInfo(const std::function<bool(const v1::ModelInfo&)>& pred,
+                       int timeout_ms) const {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    if (pred(Info())) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+pid_t Cluster::StartWorker(const std::string& id, const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {STRATA_BINARY, "worker", "--id", id, "--coordinator",
+                                   coordinator()};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log = log_ + "." + id + ".log";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  extra_workers_.push_back(pid);
+  return pid;
 }
 
 StreamResult Stream(v1::Generation::Stub& stub, const v1::GenerateRequest& request,

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,16 +43,24 @@ class Cluster {
 
   std::unique_ptr<v1::Generation::Stub> generation() const;
   std::unique_ptr<v1::Coordinator::Stub> coordinator_stub() const;
-  // Sequence ids holding KV on each worker, in pipeline order.
+  // Sequence ids holding KV on each worker of the current map, in pipeline order.
   std::vector<std::vector<uint64_t>> WorkerSequences() const;
   // Waits until no worker holds KV for any sequence (true) or `timeout_ms` passes.
   bool WaitKvFree(int timeout_ms) const;
+  // The gateway's view: layer map, epoch, worker states, failovers.
+  v1::ModelInfo Info() const;
+  // Polls Info() until `pred` holds (true) or `timeout_ms` passes.
+  bool WaitInfo(const std::function<bool(const v1::ModelInfo&)>& pred, int timeout_ms) const;
+  // Starts one more `strata worker` attached to this cluster's coordinator;
+  // it is stopped (SIGTERM, then SIGKILL) with the cluster.
+  pid_t StartWorker(const std::string& id, const std::vector<std::string>& extra = {});
 
  private:
   pid_t pid_ = -1;
   int workers_ = 0;
   std::string log_;
   std::map<std::string, ClusterAddress> roles_;
+  std::vector<pid_t> extra_workers_;
 };
 
 struct StreamResult {

@@ -1,0 +1,188 @@
+// Failover with real processes and real signals: workers are SIGKILLed or
+// SIGSTOPped mid-generation; every stream must complete with exactly the
+// tokens of an undisturbed run (the single-process generator, which the
+// pipeline tests show equal to an undisturbed cluster).
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/services/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace strata::testing {
+namespace {
+
+const char* const kPrompts[] = {"The old lighthouse keeper", "Once upon a time",
+                                "In the morning the harbour", "She opened the door"};
+
+struct Request {
+  std::string prompt;
+  int max_tokens;
+  SamplingParams sampling;
+};
+
+std::vector<Request> ChaosRequests(int n) {
+  std::vector<Request> out;
+  for (int i = 0; i < n; ++i) {
+    SamplingParams s;
+    if (i % 2 == 1) {  // seeded sampling on every other stream
+      s.temperature = 0.7f + 0.05f * (i % 5);
+      s.top_k = i % 3 == 0 ? 0 : 20;
+      s.top_p = 0.95f;
+      s.seed = 77 + i;
+    }
+    out.push_back({kPrompts[i % 4], 60 + (i * 7) % 60, s});
+  }
+  return out;
+}
+
+// Runs every request at once while `disturb` acts on the cluster; checks
+// each completion against its undisturbed single-process run.
+void RunUnderFire(Cluster& cluster, const std::vector<Request>& requests,
+                  const std::function<void()>& disturb) {
+  const std::string& model = TestModel("llama");
+  std::vector<StreamResult> got(requests.size());
+  std::vector<std::thread> clients;
+  std::atomic<int> done{0};
+  for (size_t i = 0; i < requests.size(); ++i) {
+    clients.emplace_back([&, i] {
+      auto stub = cluster.generation();
+      got[i] = Stream(*stub,
+                      TextRequest(requests[i].prompt, requests[i].max_tokens, requests[i].sampling,
+                                  /*ignore_eos=*/true),
+                      120'000);
+      ++done;
+    });
+  }
+  disturb();
+  const int done_before = done;
+  for (auto& t : clients) t.join();
+  // The disturbance happened while streams were still running.
+  EXPECT_LT(done_before, static_cast<int>(requests.size()));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Reference ref = GenerateLocally(model, requests[i].prompt, requests[i].max_tokens,
+                                          requests[i].sampling, /*ignore_eos=*/true);
+    ASSERT_EQ(got[i].code, 0) << "stream " << i << ": " << got[i].message;
+    EXPECT_EQ(got[i].tokens, ref.tokens) << "stream " << i << " lost or repeated tokens";
+    EXPECT_EQ(got[i].text, ref.text) << "stream " << i;
+    EXPECT_EQ(got[i].finished.completion_tokens(), ref.tokens.size()) << "stream " << i;
+  }
+}
+
+// Picks a random worker still in the map.
+ClusterAddress PickVictim(const Cluster& cluster, std::mt19937& rng) {
+  const v1::ModelInfo info = cluster.Info();
+  std::vector<std::string> ids;
+  for (const auto& s : info.layer_map().stages()) ids.push_back(s.worker_id());
+  const std::string id = ids[rng() % ids.size()];
+  for (int i = 0; i < 8; ++i) {
+    if (id == absl::StrCat("worker-", i)) return cluster.workers()[i];
+  }
+  ADD_FAILURE() << "unknown worker " << id;
+  return {};
+}
+
+class ChaosTest : public ::testing::TestWithParam<int> {};  // the signal
+
+TEST_P(ChaosTest, TwoWorkersLostMidStreamNoTokenLostOrRepeated) {
+  const int sig = GetParam();
+  const unsigned seed = std::random_device()();
+  SCOPED_TRACE(absl::StrCat("signal ", sig, ", seed ", seed));
+  std::mt19937 rng(seed);
+  // Slow steps (3 ms a worker) so that the signals land mid-stream.
+  auto cluster = Cluster::Start(TestModel("llama"), 4,
+                                {"--max-sequences", "16", "--worker-flags",
+                                 "--debug-step-delay-ms 3"});
+  ASSERT_NE(cluster, nullptr);
+  std::vector<pid_t> hit;
+  RunUnderFire(*cluster, ChaosRequests(32), [&] {
+    for (int round = 0; round < 2; ++round) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 500));
+      const ClusterAddress victim = PickVictim(*cluster, rng);
+      ASSERT_EQ(kill(victim.pid, sig), 0);
+      hit.push_back(victim.pid);
+      // The coordinator notices (at once for a death, by heartbeat deadline
+      // for a stop) and forms a map without it.
+      ASSERT_TRUE(cluster->WaitInfo(
+          [&](const v1::ModelInfo& info) {
+            for (const auto& s : info.layer_map().stages()) {
+              if (s.address() == victim.address) return false;
+            }
+            return info.layer_map().stages_size() == 3 - round;
+          },
+          10'000));
+    }
+  });
+  const v1::ModelInfo info = cluster->Info();
+  EXPECT_GE(info.failovers(), 2u);
+  EXPECT_GE(info.layer_map().epoch(), 3u);
+  int lost = 0;
+  for (const auto& w : info.workers()) lost += w.state() == "lost" ? 1 : 0;
+  EXPECT_EQ(lost, 2);
+  EXPECT_TRUE(cluster->WaitKvFree(5000));
+  for (pid_t p : hit) kill(p, SIGCONT);
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, ChaosTest, ::testing::Values(SIGKILL, SIGSTOP),
+                         [](const auto& info) {
+                           return std::string(info.param == SIGKILL ? "Sigkill" : "Sigstop");
+                         });
+
+// A worker that comes back is taken in again: the map returns to full size.
+TEST(FailoverTest, ReadmissionRestoresTheFullMap) {
+  auto cluster = Cluster::Start(TestModel("llama"), 4);
+  ASSERT_NE(cluster, nullptr);
+  const ClusterAddress victim = cluster->workers()[1];
+  ASSERT_EQ(kill(victim.pid, SIGKILL), 0);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) { return i.layer_map().stages_size() == 3; }, 10'000));
+  std::mt19937 rng(1);
+  RunUnderFire(*cluster, ChaosRequests(4), [] {});
+  cluster->StartWorker("worker-1");
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) { return i.layer_map().stages_size() == 4; }, 10'000));
+  const v1::ModelInfo info = cluster->Info();
+  for (const auto& w : info.workers()) EXPECT_EQ(w.state(), "serving") << w.worker_id();
+  EXPECT_GE(info.failovers(), 2u);  // the loss, then the re-admission
+  RunUnderFire(*cluster, ChaosRequests(8), [] {});
+}
+
+// When the survivors cannot hold the model, new requests are refused with a
+// message saying what is missing, and service resumes when a worker returns.
+TEST(FailoverTest, SurvivorsTooSmallRefuseThenRecover) {
+  // Each worker can hold about half of the model (its f32 weights are ~0.95
+  // MiB) with a 1-sequence, 64-token KV budget.
+  const std::vector<std::string> small = {"--capacity", "900KiB", "--reserve", "1B"};
+  auto cluster = Cluster::Start(
+      TestModel("llama"), 2,
+      {"--max-sequences", "1", "--max-context", "64", "--max-batch-tokens", "16",
+       "--worker-flags", "--capacity 900KiB --reserve 1B"});
+  ASSERT_NE(cluster, nullptr);
+  auto stub = cluster->generation();
+  ASSERT_EQ(Stream(*stub, TextRequest(kPrompts[0], 8)).code, 0);
+  ASSERT_EQ(kill(cluster->workers()[0].pid, SIGKILL), 0);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) { return !i.unavailable_reason().empty(); }, 10'000));
+  const StreamResult refused = Stream(*stub, TextRequest(kPrompts[1], 8));
+  EXPECT_EQ(refused.code, grpc::StatusCode::UNAVAILABLE) << refused.message;
+  EXPECT_NE(refused.message.find("does not fit"), std::string::npos) << refused.message;
+  EXPECT_NE(refused.message.find("worker-1"), std::string::npos) << refused.message;
+  cluster->StartWorker("worker-0", small);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) {
+        return i.unavailable_reason().empty() && i.layer_map().stages_size() == 2;
+      },
+      10'000));
+  const Reference ref = GenerateLocally(TestModel("llama"), kPrompts[1], 8, {}, false, 64);
+  const StreamResult ok = Stream(*stub, TextRequest(kPrompts[1], 8));
+  ASSERT_EQ(ok.code, 0) << ok.message;
+  EXPECT_EQ(ok.tokens, ref.tokens);
+}
+
+}  // namespace
+}  // namespace strata::testing
