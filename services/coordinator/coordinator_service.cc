@@ -57,7 +57,18 @@ CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const 
       config_(config),
       max_context_(options.max_context > 0
                        ? options.max_context
-                       : std::min<int64_t>(config.max_position_embeddings, 8192)) {}
+                       : std::min<int64_t>(config.max_position_embeddings, 8192)) {
+  // The scheduler exists from the start, so requests that arrive before the
+  // first map (say, resubmitted after a coordinator restart) wait in its queue.
+  SchedulerOptions so;
+  so.max_sequences = options_.max_sequences;
+  so.max_batch_tokens = options_.max_batch_tokens;
+  so.max_context = max_context_;
+  // One micro-batch per stage unless set; resolved once the map is known.
+  so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : 1;
+  for (int64_t e : config_.eos_token_ids) so.eos_ids.push_back(static_cast<int32_t>(e));
+  scheduler_ = std::make_unique<Scheduler>(so);
+}
 
 CoordinatorService::~CoordinatorService() {
   {
@@ -262,9 +273,6 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
     if (error.ok() && !unavailable_reason_.empty()) {
       error = absl::UnavailableError(absl::StrCat("no layer map fits the workers left: ",
                                                   unavailable_reason_));
-    }
-    if (error.ok() && scheduler_ == nullptr) {
-      error = absl::UnavailableError("the cluster is still starting");
     }
     if (error.ok()) {
       scheduler_->Submit(std::move(spec));
@@ -549,18 +557,6 @@ void CoordinatorService::CloseStage0() {
 }
 
 absl::Status CoordinatorService::Start() {
-  SchedulerOptions so;
-  so.max_sequences = options_.max_sequences;
-  so.max_batch_tokens = options_.max_batch_tokens;
-  so.max_context = max_context_;
-  // One micro-batch per stage unless set; the map size is known after the
-  // first plan, so 0 is resolved in Rebuild.
-  so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : 1;
-  for (int64_t e : config_.eos_token_ids) so.eos_ids.push_back(static_cast<int32_t>(e));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    scheduler_ = std::make_unique<Scheduler>(so);
-  }
   absl::Status error;
   if (!Rebuild("startup", /*startup=*/true, &error)) return error;
   pump_ = std::thread([this] { PumpLoop(); });

@@ -18,7 +18,7 @@ absl::Status RunGateway(const GatewayOptions& options) {
   SetLogName("gateway");
   if (options.coordinator.empty()) return absl::InvalidArgumentError("--coordinator: required");
   if (options.max_pending < 1) return absl::InvalidArgumentError("--max-pending: must be positive");
-  SessionClient session(options.coordinator);
+  SessionClient session(options.coordinator, options.resubmit_timeout_ms);
   RETURN_IF_ERROR(session.Connect(options.connect_timeout_ms));
 
   // The served model (context, vocabulary, folder) comes from the coordinator.

@@ -21,6 +21,7 @@ struct GatewayOptions {
   int max_pending = 256;               // requests in flight through this gateway
   int connect_timeout_ms = 30'000;
   int drain_timeout_ms = 30'000;
+  int resubmit_timeout_ms = 60'000;   // how long unfinished requests wait for a lost coordinator
 };
 
 absl::Status RunGateway(const GatewayOptions& options);

@@ -24,8 +24,9 @@ void SessionClient::Inbox::Put(v1::SessionEvent event) {
   cv_.notify_one();
 }
 
-SessionClient::SessionClient(std::string coordinator)
+SessionClient::SessionClient(std::string coordinator, int resubmit_ms)
     : coordinator_(std::move(coordinator)),
+      resubmit_ms_(resubmit_ms),
       channel_(Dial(coordinator_)),
       stub_(v1::Coordinator::NewStub(channel_)) {}
 
@@ -73,31 +74,61 @@ void SessionClient::ReadLoop() {
       std::shared_ptr<Inbox> inbox;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        auto it = inboxes_.find(event.request_id());
-        if (it != inboxes_.end()) inbox = it->second;
+        auto it = open_.find(event.request_id());
+        if (it != open_.end()) {
+          inbox = it->second.inbox;
+          it->second.streamed.insert(it->second.streamed.end(), event.token_ids().begin(),
+                                     event.token_ids().end());
+          if (event.finish() != v1::FINISH_REASON_UNSPECIFIED || event.error_code() != 0) {
+            open_.erase(it);  // the coordinator is done with it
+          }
+        }
       }
       if (inbox != nullptr) inbox->Put(std::move(event));
     }
-    // The session ended: fail what was open, then reconnect unless closing.
+    // The session ended (the coordinator restarted or the connection broke).
+    // Reconnect and resubmit every open request with the tokens it already
+    // streamed as part of its prompt: it continues where it was, with the
+    // same positions and seed, so the client sees a pause and nothing else.
     std::unique_lock<std::mutex> lock(mu_);
-    for (auto& [id, inbox] : inboxes_) {
+    stream_.reset();
+    if (closing_) return;
+    Log(absl::StrCat("session with the coordinator at ", coordinator_, " broke; reconnecting (",
+                     open_.size(), " request(s) to resubmit)"));
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(resubmit_ms_);
+    bool reopened = false;
+    while (!closing_ && std::chrono::steady_clock::now() < give_up) {
+      cv_.wait_for(lock, std::chrono::milliseconds(50));
+      if (closing_) return;
+      if (channel_->GetState(true) == GRPC_CHANNEL_READY && OpenLocked().ok()) {
+        reopened = true;
+        break;
+      }
+    }
+    if (closing_) return;
+    for (auto it = open_.begin(); it != open_.end();) {
+      Open& o = it->second;
+      v1::GatewayMessage msg;
+      *msg.mutable_submit() = o.submit;
+      v1::Submit* again = msg.mutable_submit();
+      again->mutable_prompt_ids()->Add(o.streamed.begin(), o.streamed.end());
+      again->set_max_tokens(o.submit.max_tokens() - static_cast<uint32_t>(o.streamed.size()));
+      if (reopened && again->max_tokens() > 0 && stream_->Write(msg)) {
+        ++it;
+        continue;
+      }
       v1::SessionEvent lost;
-      lost.set_request_id(id);
+      lost.set_request_id(it->first);
       lost.set_error_code(grpc::StatusCode::UNAVAILABLE);
       lost.set_error(absl::StrCat("the session with the coordinator at ", coordinator_,
-                                  " broke"));
-      inbox->Put(std::move(lost));
+                                  " broke and could not be resumed"));
+      o.inbox->Put(std::move(lost));
+      it = open_.erase(it);
     }
-    inboxes_.clear();
-    if (closing_) return;
-    Log(absl::StrCat("session with the coordinator at ", coordinator_, " broke; reconnecting"));
-    stream_.reset();
-    while (!closing_) {
-      cv_.wait_for(lock, std::chrono::milliseconds(500));
-      if (closing_) return;
-      if (channel_->GetState(true) == GRPC_CHANNEL_READY && OpenLocked().ok()) break;
+    if (reopened) {
+      Log(absl::StrCat("session with the coordinator at ", coordinator_, " resumed; ",
+                       open_.size(), " request(s) resubmitted"));
     }
-    if (closing_) return;
   }
 }
 
@@ -111,11 +142,11 @@ absl::StatusOr<std::shared_ptr<SessionClient::Inbox>> SessionClient::Submit(v1::
   const uint64_t id = next_id_++;
   submit.set_request_id(id);
   auto inbox = std::make_shared<Inbox>();
-  inboxes_[id] = inbox;
+  open_[id] = {submit, {}, inbox};
   v1::GatewayMessage msg;
   *msg.mutable_submit() = std::move(submit);
   if (!stream_->Write(msg)) {
-    inboxes_.erase(id);
+    open_.erase(id);
     return absl::UnavailableError(
         absl::StrCat("the session with the coordinator at ", coordinator_, " is closed"));
   }
@@ -125,7 +156,7 @@ absl::StatusOr<std::shared_ptr<SessionClient::Inbox>> SessionClient::Submit(v1::
 
 void SessionClient::Cancel(uint64_t request_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (inboxes_.erase(request_id) == 0 || stream_ == nullptr) return;
+  if (open_.erase(request_id) == 0 || stream_ == nullptr) return;
   v1::GatewayMessage msg;
   msg.mutable_cancel()->set_request_id(request_id);
   stream_->Write(msg);
@@ -133,7 +164,7 @@ void SessionClient::Cancel(uint64_t request_id) {
 
 void SessionClient::Forget(uint64_t request_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  inboxes_.erase(request_id);
+  open_.erase(request_id);
 }
 
 }  // namespace strata

@@ -1,8 +1,11 @@
 // The gateway's end of its session with the coordinator: one bidi stream that
 // carries every request of this gateway. Submit() registers a request and
 // returns its inbox; a reader thread files each SessionEvent into the inbox
-// of its request. When the stream breaks, every open request gets
-// UNAVAILABLE and the client reconnects in the background. Thread-safe.
+// of its request. When the stream breaks (say the coordinator restarted) the
+// client reconnects and resubmits every unfinished request with the tokens
+// already streamed appended to its prompt, so it continues instead of
+// starting over; a request fails with UNAVAILABLE only when no session comes
+// back within `resubmit_ms`. Thread-safe.
 #ifndef STRATA_SERVICES_GATEWAY_SESSION_CLIENT_H_
 #define STRATA_SERVICES_GATEWAY_SESSION_CLIENT_H_
 
@@ -14,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "strata/v1/coordinator.grpc.pb.h"
@@ -35,7 +39,7 @@ class SessionClient {
     std::deque<v1::SessionEvent> events_;
   };
 
-  explicit SessionClient(std::string coordinator);
+  SessionClient(std::string coordinator, int resubmit_ms);
   ~SessionClient();
 
   // Opens the session; fails if the coordinator is unreachable in time.
@@ -53,6 +57,7 @@ class SessionClient {
   void ReadLoop();
 
   const std::string coordinator_;
+  const int resubmit_ms_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 
@@ -60,7 +65,12 @@ class SessionClient {
   std::condition_variable cv_;
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::GatewayMessage, v1::SessionEvent>> stream_;
-  std::map<uint64_t, std::shared_ptr<Inbox>> inboxes_;
+  struct Open {
+    v1::Submit submit;              // as first sent
+    std::vector<int32_t> streamed;  // tokens received since
+    std::shared_ptr<Inbox> inbox;
+  };
+  std::map<uint64_t, Open> open_;
   uint64_t next_id_ = 1;
   bool closing_ = false;
   std::thread reader_;

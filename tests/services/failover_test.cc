@@ -2,7 +2,11 @@
 // SIGSTOPped mid-generation; every stream must complete with exactly the
 // tokens of an undisturbed run (the single-process generator, which the
 // pipeline tests show equal to an undisturbed cluster).
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -11,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/common/server.h"
 #include "tests/services/cluster_util.h"
 #include "tests/test_util.h"
 
@@ -182,6 +187,116 @@ TEST(FailoverTest, SurvivorsTooSmallRefuseThenRecover) {
   const StreamResult ok = Stream(*stub, TextRequest(kPrompts[1], 8));
   ASSERT_EQ(ok.code, 0) << ok.message;
   EXPECT_EQ(ok.tokens, ref.tokens);
+}
+
+}  // namespace
+}  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// A process of the cluster started by hand, so that the coordinator itself
+// can be killed and started again on the same address.
+class Proc {
+ public:
+  Proc(const std::string& log, std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+  ~Proc() { Kill(SIGKILL); }
+  void Kill(int sig) {
+    if (pid_ <= 0) return;
+    kill(pid_, sig);
+    if (sig == SIGKILL || sig == SIGTERM) {
+      int status = 0;
+      waitpid(pid_, &status, 0);
+      pid_ = -1;
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+std::string WaitAddress(const std::string& file) {
+  for (int i = 0; i < 1000; ++i) {
+    std::string a = ReadFile(file);
+    if (!a.empty() && a.back() == '\n') return a.substr(0, a.size() - 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ADD_FAILURE() << "no address in " << file;
+  return "";
+}
+
+// The coordinator dies mid-stream and a new one starts on its address:
+// workers register again, the gateway resubmits what was unfinished with the
+// tokens already streamed, and every stream completes as if nothing happened.
+TEST(FailoverTest, CoordinatorRestartResumesStreams) {
+  const std::string& model = TestModel("llama");
+  const std::string dir = FreshDir("coordinator-restart");
+  const std::string bin = STRATA_BINARY;
+  auto coordinator = std::make_unique<Proc>(
+      dir + "/coordinator.log",
+      std::vector<std::string>{bin, "coordinator", "--model", model, "--workers", "2",
+                               "--address-file", dir + "/c.addr"});
+  const std::string address = WaitAddress(dir + "/c.addr");
+  std::vector<std::unique_ptr<Proc>> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(std::make_unique<Proc>(
+        absl::StrCat(dir, "/worker-", i, ".log"),
+        std::vector<std::string>{bin, "worker", "--id", absl::StrCat("worker-", i),
+                                 "--coordinator", address, "--debug-step-delay-ms", "4"}));
+  }
+  Proc gateway(dir + "/gateway.log", {bin, "gateway", "--coordinator", address, "--address-file",
+                                      dir + "/g.addr"});
+  const std::string gw = WaitAddress(dir + "/g.addr");
+  auto stub = v1::Generation::NewStub(Dial(gw));
+
+  const std::vector<Request> requests = ChaosRequests(8);
+  std::vector<StreamResult> got(requests.size());
+  std::vector<std::thread> clients;
+  std::atomic<int> done{0};
+  for (size_t i = 0; i < requests.size(); ++i) {
+    clients.emplace_back([&, i] {
+      got[i] = Stream(*stub, TextRequest(requests[i].prompt, requests[i].max_tokens,
+                                         requests[i].sampling, true),
+                      120'000);
+      ++done;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  coordinator->Kill(SIGKILL);
+  EXPECT_EQ(done, 0) << "the streams should still be running when the coordinator dies";
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  coordinator = std::make_unique<Proc>(
+      dir + "/coordinator.log",
+      std::vector<std::string>{bin, "coordinator", "--model", model, "--workers", "2", "--listen",
+                               address});
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Reference ref = GenerateLocally(model, requests[i].prompt, requests[i].max_tokens,
+                                          requests[i].sampling, true);
+    ASSERT_EQ(got[i].code, 0) << "stream " << i << ": " << got[i].message << "\n"
+                              << ReadFile(dir + "/gateway.log");
+    EXPECT_EQ(got[i].tokens, ref.tokens) << "stream " << i;
+    EXPECT_EQ(got[i].finished.completion_tokens(), ref.tokens.size());
+  }
+  gateway.Kill(SIGTERM);
+  coordinator->Kill(SIGTERM);
+  for (auto& w : workers) w->Kill(SIGTERM);
+  const std::string log = ReadFile(dir + "/gateway.log");
+  EXPECT_NE(log.find("8 request(s) resubmitted"), std::string::npos) << log;
+  EXPECT_NE(ReadFile(dir + "/worker-0.log").find("registering again"), std::string::npos);
 }
 
 }  // namespace
