@@ -301,3 +301,50 @@ TEST(FailoverTest, CoordinatorRestartResumesStreams) {
 
 }  // namespace
 }  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+std::string StateOf(const v1::ModelInfo& info, const std::string& id) {
+  for (const auto& w : info.workers()) {
+    if (w.worker_id() == id) return w.state();
+  }
+  return "";
+}
+
+// A worker that keeps dying is re-admitted only after a back-off.
+TEST(FailoverTest, FlappingWorkerBacksOffBeforeReadmission) {
+  auto cluster = Cluster::Start(TestModel("llama"), 3);
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_EQ(kill(cluster->workers()[1].pid, SIGKILL), 0);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) { return StateOf(i, "worker-1") == "lost"; }, 10'000));
+  // First loss: taken back at once.
+  pid_t again = cluster->StartWorker("worker-1");
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) {
+        return StateOf(i, "worker-1") == "serving" && i.layer_map().stages_size() == 3;
+      },
+      10'000));
+  // Second loss: it may serve again no sooner than 1 s after the loss, even
+  // though it registers again at once. (A lower bound: load only delays it.)
+  const auto second_loss = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(again, SIGKILL), 0);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) { return StateOf(i, "worker-1") == "lost"; }, 10'000));
+  cluster->StartWorker("worker-1");
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) {
+        return StateOf(i, "worker-1") == "serving" && i.layer_map().stages_size() == 3;
+      },
+      10'000));
+  EXPECT_GE(std::chrono::steady_clock::now() - second_loss, std::chrono::milliseconds(1000));
+  const v1::ModelInfo info = cluster->Info();
+  for (const auto& w : info.workers()) {
+    if (w.worker_id() == "worker-1") EXPECT_EQ(w.failures(), 2);
+  }
+  RunUnderFire(*cluster, ChaosRequests(4), [] {});
+}
+
+}  // namespace
+}  // namespace strata::testing
