@@ -3,14 +3,18 @@
 // compare with the single-process generator.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include <grpcpp/generic/generic_stub.h>
+
 #include "gtest/gtest.h"
 #include "services/common/server.h"
 #include "tests/proto/health.grpc.pb.h"
+#include "tests/proto/reflection.pb.h"
 #include "tests/services/cluster_util.h"
 #include "tests/test_util.h"
 
@@ -268,6 +272,61 @@ TEST_F(SlowClusterTest, ServersReportHealth) {
     grpc::health::v1::HealthCheckResponse resp;
     ASSERT_TRUE(health->Check(&ctx, req, &resp).ok()) << address;
     EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << address;
+  }
+}
+
+// Lists a server's services over gRPC reflection, through a generic call.
+std::vector<std::string> ListServices(const std::string& address) {
+  grpc::GenericStub stub(Dial(address));
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto call = stub.PrepareCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto next = [&](intptr_t want) {
+    void* tag = nullptr;
+    bool ok = false;
+    return cq.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == want;
+  };
+  std::vector<std::string> names;
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (!next(1)) return names;
+  strata::testing::ReflectionRequest req;
+  req.set_list_services("");
+  const std::string bytes = req.SerializeAsString();
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer out(&slice, 1);
+  call->Write(out, reinterpret_cast<void*>(2));
+  if (!next(2)) return names;
+  grpc::ByteBuffer in;
+  call->Read(&in, reinterpret_cast<void*>(3));
+  if (!next(3)) return names;
+  std::vector<grpc::Slice> slices;
+  (void)in.Dump(&slices);
+  std::string data;
+  for (const grpc::Slice& s : slices) data.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  strata::testing::ReflectionResponse resp;
+  if (!resp.ParseFromString(data)) return names;
+  for (const auto& s : resp.list_services_response().service()) names.push_back(s.name());
+  call->WritesDone(reinterpret_cast<void*>(4));
+  next(4);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  next(5);
+  return names;
+}
+
+// Every server answers reflection: tools like grpcurl can list and call it.
+TEST_F(SlowClusterTest, ServersOfferReflection) {
+  const std::vector<std::pair<std::string, std::string>> expect = {
+      {cluster_->gateway(), "strata.v1.Generation"},
+      {cluster_->coordinator(), "strata.v1.Coordinator"},
+      {cluster_->workers()[1].address, "strata.v1.Worker"}};
+  for (const auto& [address, service] : expect) {
+    const std::vector<std::string> names = ListServices(address);
+    EXPECT_NE(std::find(names.begin(), names.end(), service), names.end()) << address;
+    EXPECT_NE(std::find(names.begin(), names.end(), "grpc.health.v1.Health"), names.end())
+        << address;
   }
 }
 
