@@ -1,6 +1,7 @@
 // The cluster end to end: `strata up` starts a coordinator, workers and a
 // gateway as real processes on loopback; tests talk to them over gRPC and
 // compare with the single-process generator.
+#include <grpcpp/generic/generic_stub.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -9,8 +10,6 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include <grpcpp/generic/generic_stub.h>
-
 #include "gtest/gtest.h"
 #include "services/common/server.h"
 #include "tests/proto/health.grpc.pb.h"
