@@ -99,10 +99,10 @@ absl::Status Run(int argc, char** argv) {
     RETURN_IF_ERROR(cluster.Start(up));
     // The victim: the middle worker.
     std::istringstream lines(cluster.AddressLines());
-    std::string role, addr;
+    std::string role, addr, metrics;
     pid_t pid = 0, victim = 0;
     const std::string victim_name = absl::StrCat("worker-", workers / 2);
-    while (lines >> role >> addr >> pid) {
+    while (lines >> role >> addr >> pid >> metrics) {
       if (role == victim_name) victim = pid;
     }
     if (victim == 0) return absl::InternalError("no victim pid");

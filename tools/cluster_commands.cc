@@ -107,7 +107,9 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   FlagSet f;
   f.String("model", &o.model_dir, "model folder, as the workers see it (default: embedded model)");
   f.String("listen", &o.listen, "host:port to serve on; port 0 picks one (127.0.0.1:0)");
-  f.String("address-file", &o.address_file, "write the bound address here");
+  f.String("address-file", &o.address_file, "write \"grpc-address metrics-address\" here");
+  f.String("metrics-listen", &o.metrics_listen,
+           "host:port for /metrics; port 0 picks one; empty = none (127.0.0.1:0)");
   f.Int("workers", &workers, "serve once this many workers registered (1)");
   f.Int("startup-timeout-ms", &startup, "for registration and loading (60000)");
   f.String("layers", &o.layers, "manual split, e.g. 0-9,10-21 (default: the planner)");
@@ -150,7 +152,9 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   f.String("coordinator", &o.coordinator, "host:port of the coordinator (required)");
   f.String("listen", &o.listen, "host:port to serve on; port 0 picks one (127.0.0.1:0)");
   f.String("advertise", &o.advertise, "address peers should use (default: the bound one)");
-  f.String("address-file", &o.address_file, "write the bound address here");
+  f.String("address-file", &o.address_file, "write \"grpc-address metrics-address\" here");
+  f.String("metrics-listen", &o.metrics_listen,
+           "host:port for /metrics; port 0 picks one; empty = none (127.0.0.1:0)");
   f.String("device", &o.device, "device name reported to the planner (cpu)");
   f.String("capacity", &capacity, "memory this worker may use, e.g. 24GiB (physical memory)");
   f.String("reserve", &reserve, "memory kept free, e.g. 2GiB (a tenth of the capacity)");
@@ -182,7 +186,9 @@ absl::Status GatewayCommand(const std::vector<std::string>& args) {
   FlagSet f;
   f.String("coordinator", &o.coordinator, "host:port of the coordinator (required)");
   f.String("listen", &o.listen, "host:port to serve on; port 0 picks one (127.0.0.1:0)");
-  f.String("address-file", &o.address_file, "write the bound address here");
+  f.String("address-file", &o.address_file, "write \"grpc-address metrics-address\" here");
+  f.String("metrics-listen", &o.metrics_listen,
+           "host:port for /metrics; port 0 picks one; empty = none (127.0.0.1:0)");
   f.String("model", &o.model_dir, "folder of the tokenizer (default: the coordinator's model)");
   f.Int("max-pending", &pending, "requests in flight through this gateway (256)");
   f.Int("connect-timeout-ms", &connect, "to reach the coordinator (30000)");
@@ -265,6 +271,7 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   }
   std::fprintf(stderr, "  gateway     %s   (layer map epoch %llu)\n", cluster.gateway().c_str(),
                static_cast<unsigned long long>(cluster.info().model().layer_map().epoch()));
+  std::fprintf(stderr, "  metrics     %s\n", cluster.MetricsSummary().c_str());
   if (!address_file.empty()) {
     RETURN_IF_ERROR(WriteAddressFile(address_file, cluster.AddressLines()));
   }

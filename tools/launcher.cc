@@ -108,8 +108,11 @@ absl::StatusOr<std::string> LocalCluster::WaitAddress(Child* child, const std::s
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (Clock::now() < deadline) {
     std::ifstream f(file);
-    std::string address;
-    if (f >> address && !address.empty()) return address;
+    std::string address, metrics;
+    if (f >> address >> metrics && !address.empty()) {
+      child->metrics = metrics;
+      return address;
+    }
     RETURN_IF_ERROR(CheckChildren());
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -186,7 +189,8 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
 
 void LocalCluster::StopChild(Child* c, int grace_ms) {
   if (c->exited || c->pid <= 0) return;
-  kill(c->pid, SIGTERM);
+  if (!c->signalled) kill(c->pid, SIGTERM);  // a second one would cut its drain short
+  c->signalled = true;
   const auto deadline = Clock::now() + std::chrono::milliseconds(grace_ms);
   while (Clock::now() < deadline) {
     if (waitpid(c->pid, &c->status, WNOHANG) == c->pid) {
@@ -209,22 +213,31 @@ absl::Status LocalCluster::Stop() {
       if (c.name == role) StopChild(&c, 35'000);
     }
   }
+  // The workers together: each has nothing left to finish.
+  for (Child& c : children_) {
+    if (!c.exited && c.pid > 0 && kill(c.pid, SIGTERM) == 0) c.signalled = true;
+  }
   for (Child& c : children_) StopChild(&c, 10'000);
   children_.clear();
   return first;
 }
 
 std::string LocalCluster::AddressLines() const {
-  auto pid = [&](const std::string& name) {
+  auto line = [&](const std::string& name, const std::string& address) {
     for (const Child& c : children_) {
-      if (c.name == name) return c.pid;
+      if (c.name == name) return absl::StrCat(name, " ", address, " ", c.pid, " ", c.metrics, "\n");
     }
-    return pid_t{-1};
+    return absl::StrCat(name, " ", address, " -1 -\n");
   };
-  std::string out = absl::StrCat("gateway ", gateway_, " ", pid("gateway"), "\ncoordinator ",
-                                 coordinator_, " ", pid("coordinator"), "\n");
-  for (const auto& [name, addr] : worker_addrs_) {
-    absl::StrAppend(&out, name, " ", addr, " ", pid(name), "\n");
+  std::string out = line("gateway", gateway_) + line("coordinator", coordinator_);
+  for (const auto& [name, addr] : worker_addrs_) out += line(name, addr);
+  return out;
+}
+
+std::string LocalCluster::MetricsSummary() const {
+  std::string out;
+  for (const Child& c : children_) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", c.name, " http://", c.metrics, "/metrics");
   }
   return out;
 }

@@ -54,16 +54,21 @@ class LocalCluster {
   const std::string& log_dir() const { return log_dir_; }
   const std::vector<std::pair<std::string, std::string>>& workers() const { return worker_addrs_; }
   const v1::ClusterInfo& info() const { return info_; }
-  // One "role address pid" line per process: gateway, coordinator, worker-0...
+  // One "role address pid metrics-address" line per process: gateway,
+  // coordinator, worker-0...
   std::string AddressLines() const;
+  // "gateway http://.../metrics, coordinator ..., worker-0 ..."
+  std::string MetricsSummary() const;
 
  private:
   struct Child {
     std::string name;
     pid_t pid = -1;
     std::string log;
+    std::string metrics = "-";  // its /metrics address
     int status = 0;
     bool exited = false;
+    bool signalled = false;  // SIGTERM sent
   };
   absl::StatusOr<Child*> Spawn(const std::string& binary, const std::string& name,
                                const std::vector<std::string>& args);

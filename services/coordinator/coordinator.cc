@@ -4,6 +4,7 @@
 #include "runtime/config.h"
 #include "runtime/status_macros.h"
 #include "services/common/log.h"
+#include "services/common/metrics.h"
 #include "services/common/server.h"
 #include "services/common/signals.h"
 #include "services/coordinator/coordinator_service.h"
@@ -23,14 +24,25 @@ absl::Status RunCoordinator(const CoordinatorOptions& options) {
                                                    config.max_position_embeddings, "]"));
   }
 
-  CoordinatorService service(options, config);
+  std::unique_ptr<MetricsServer> metrics;
+  std::unique_ptr<CoordinatorMetrics> coordinator_metrics;
+  if (!options.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(metrics, MetricsServer::Start(options.metrics_listen));
+    coordinator_metrics =
+        std::make_unique<CoordinatorMetrics>(metrics->registry(), ModelLabel(options.model_dir));
+  }
+  CoordinatorService service(options, config, coordinator_metrics.get());
   ServerOptions server_options;
   server_options.listen = options.listen;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
   Log(absl::StrCat("listening on ", server->address(), "; waiting for ", options.workers,
-                   " worker(s)"));
+                   " worker(s)",
+                   metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics")
+                           : ""));
   if (!options.address_file.empty()) {
-    RETURN_IF_ERROR(WriteAddressFile(options.address_file, server->address()));
+    RETURN_IF_ERROR(WriteAddressFile(options.address_file,
+                                     absl::StrCat(server->address(), " ",
+                                                  metrics ? metrics->address() : "-")));
   }
 
   absl::Status st = service.WaitForWorkers(options.startup_timeout_ms);

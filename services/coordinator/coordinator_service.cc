@@ -52,12 +52,60 @@ double Percentile(std::vector<double> v, double q) {
 
 }  // namespace
 
-CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const ModelConfig& config)
+CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r, const std::string& m)
+    : model(m),
+      epoch(prometheus::BuildGauge()
+                .Name("strata_coordinator_map_epoch")
+                .Help("Epoch of the current layer map")
+                .Register(r)
+                .Add({{"model", m}})),
+      stages(prometheus::BuildGauge()
+                 .Name("strata_coordinator_stages")
+                 .Help("Stages of the current layer map (0: no map)")
+                 .Register(r)
+                 .Add({{"model", m}})),
+      workers(prometheus::BuildGauge()
+                  .Name("strata_coordinator_workers")
+                  .Help("Known workers by state: serving, standby, backoff, lost")
+                  .Register(r)),
+      sequences(prometheus::BuildGauge()
+                    .Name("strata_coordinator_sequences")
+                    .Help("Sequences by state: running (holding KV) or waiting")
+                    .Register(r)),
+      failovers(prometheus::BuildCounter()
+                    .Name("strata_coordinator_failovers_total")
+                    .Help("Re-plans after the set of workers changed or a hop broke")
+                    .Register(r)
+                    .Add({{"model", m}})),
+      replan_seconds(prometheus::BuildHistogram()
+                         .Name("strata_coordinator_replan_duration_seconds")
+                         .Help("From the start of a re-plan to the new map serving")
+                         .Register(r)
+                         .Add({{"model", m}}, LatencyBuckets())),
+      queue_seconds(prometheus::BuildHistogram()
+                        .Name("strata_coordinator_queue_time_seconds")
+                        .Help("From submission to admission into the running batch")
+                        .Register(r)
+                        .Add({{"model", m}}, LatencyBuckets())),
+      step_tokens(prometheus::BuildHistogram()
+                      .Name("strata_coordinator_step_tokens")
+                      .Help("Tokens per pipeline step")
+                      .Register(r)
+                      .Add({{"model", m}}, CountBuckets())),
+      step_sequences(prometheus::BuildHistogram()
+                         .Name("strata_coordinator_step_sequences")
+                         .Help("Sequences per pipeline step (the batch size)")
+                         .Register(r)
+                         .Add({{"model", m}}, CountBuckets())) {}
+
+CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const ModelConfig& config,
+                                       CoordinatorMetrics* metrics)
     : options_(options),
       config_(config),
       max_context_(options.max_context > 0
                        ? options.max_context
-                       : std::min<int64_t>(config.max_position_embeddings, 8192)) {
+                       : std::min<int64_t>(config.max_position_embeddings, 8192)),
+      metrics_(metrics) {
   // The scheduler exists from the start, so requests that arrive before the
   // first map (say, resubmitted after a coordinator restart) wait in its queue.
   SchedulerOptions so;
@@ -249,6 +297,7 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   spec.sampling = SamplingFromProto(submit.sampling());
   spec.max_tokens = submit.max_tokens();
   spec.ignore_eos = submit.ignore_eos();
+  spec.submitted = Clock::now();
   // The gateway validated the request already; this guards the pipeline
   // against any other client of the internal API.
   absl::Status error = ValidateSamplingParams(spec.sampling);
@@ -565,6 +614,7 @@ absl::Status CoordinatorService::Start() {
 }
 
 bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::Status* error) {
+  const auto started = Clock::now();
   uint64_t epoch = 0;
   while (true) {
     std::vector<WorkerRecord> workers;
@@ -616,6 +666,11 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
     }
     if (!startup) {
       ++failovers_;
+      if (metrics_ != nullptr) {
+        metrics_->failovers.Increment();
+        metrics_->replan_seconds.Observe(
+            std::chrono::duration<double>(Clock::now() - started).count());
+      }
       if (last_failover_.detected_unix_us() != 0 && last_failover_.map_ready_unix_us() == 0) {
         last_failover_.set_map_ready_unix_us(absl::ToUnixMicros(absl::Now()));
         last_failover_.set_epoch(epoch);
@@ -632,10 +687,27 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
   }
 }
 
+void CoordinatorService::UpdateGaugesLocked() {
+  if (metrics_ == nullptr) return;
+  metrics_->epoch.Set(static_cast<double>(map_.epoch()));
+  metrics_->stages.Set(map_.stages_size());
+  std::map<std::string, int> by_state = {{"serving", 0}, {"standby", 0}, {"backoff", 0}, {"lost", 0}};
+  const v1::ModelInfo info = ModelInfoLocked();  // held: the loop reads into it
+  for (const auto& h : info.workers()) ++by_state[h.state()];
+  for (const auto& [state, n] : by_state) {
+    metrics_->workers.Add({{"model", metrics_->model}, {"state", state}}).Set(n);
+  }
+  metrics_->sequences.Add({{"model", metrics_->model}, {"state", "running"}})
+      .Set(static_cast<double>(scheduler_->running()));
+  metrics_->sequences.Add({{"model", metrics_->model}, {"state", "waiting"}})
+      .Set(static_cast<double>(scheduler_->queued()));
+}
+
 void CoordinatorService::ControlLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     cv_.wait_for(lock, std::chrono::milliseconds(20));
+    UpdateGaugesLocked();
     if (stopping_ || draining_) continue;
     const auto now = Clock::now();
     // Heartbeat deadlines: a worker that says nothing is hung or stopped.
@@ -671,8 +743,20 @@ void CoordinatorService::PumpLoop() {
         return step.has_value();
       });
       if (stopping_) break;
-      sent_[step->step_id] = Clock::now();
+      const auto now = Clock::now();
+      sent_[step->step_id] = now;
       epoch = map_.epoch();
+      if (metrics_ != nullptr) {
+        for (const auto& t : scheduler_->TakeAdmissions()) {
+          metrics_->queue_seconds.Observe(std::chrono::duration<double>(now - t).count());
+        }
+        int64_t tokens = 0;
+        for (const PlannedChunk& c : step->chunks) tokens += static_cast<int64_t>(c.token_ids.size());
+        if (!step->chunks.empty()) {
+          metrics_->step_tokens.Observe(static_cast<double>(tokens));
+          metrics_->step_sequences.Observe(static_cast<double>(step->chunks.size()));
+        }
+      }
     }
     msg.Clear();
     msg.set_step_id(step->step_id);
@@ -730,6 +814,12 @@ void CoordinatorService::Drain(int timeout_ms) {
   if (pump_.joinable()) pump_.join();
   if (control_.joinable()) control_.join();
   CloseStage0();
+  // End the workers' attach streams so the server stops without waiting out
+  // its grace period for them.
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, w] : workers_) {
+    if (w.context != nullptr) w.context->TryCancel();
+  }
 }
 
 }  // namespace strata

@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "runtime/config.h"
+#include "services/common/metrics.h"
 #include "services/coordinator/coordinator.h"
 #include "services/coordinator/planner.h"
 #include "services/coordinator/scheduler.h"
@@ -26,9 +27,26 @@
 
 namespace strata {
 
+// The coordinator's Prometheus series (all labelled with the model).
+struct CoordinatorMetrics {
+  CoordinatorMetrics(prometheus::Registry& registry, const std::string& model);
+  std::string model;
+  prometheus::Gauge& epoch;
+  prometheus::Gauge& stages;
+  prometheus::Family<prometheus::Gauge>& workers;    // by state
+  prometheus::Family<prometheus::Gauge>& sequences;  // running | waiting
+  prometheus::Counter& failovers;
+  prometheus::Histogram& replan_seconds;
+  prometheus::Histogram& queue_seconds;
+  prometheus::Histogram& step_tokens;
+  prometheus::Histogram& step_sequences;
+};
+
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
-  CoordinatorService(const CoordinatorOptions& options, const ModelConfig& config);
+  // `metrics` may be null (no metrics endpoint).
+  CoordinatorService(const CoordinatorOptions& options, const ModelConfig& config,
+                     CoordinatorMetrics* metrics);
   ~CoordinatorService() override;
 
   grpc::Status Attach(grpc::ServerContext* context,
@@ -85,10 +103,12 @@ class CoordinatorService final : public v1::Coordinator::Service {
   void HandleSubmit(uint64_t session, const v1::Submit& submit,
                     const std::shared_ptr<SessionRecord>& record);
   v1::ModelInfo ModelInfoLocked() const;
+  void UpdateGaugesLocked();
 
   const CoordinatorOptions options_;
   const ModelConfig config_;
   const int64_t max_context_;
+  CoordinatorMetrics* const metrics_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -58,6 +58,9 @@ void Scheduler::CancelSession(uint64_t session) {
 std::optional<PlannedStep> Scheduler::NextStep() {
   if (inflight_steps() >= options_.max_inflight_steps) return std::nullopt;
   while (!waiting_.empty() && running() < options_.max_sequences) {
+    if (waiting_.front().second.generated.empty()) {
+      admissions_.push_back(waiting_.front().second.spec.submitted);
+    }
     running_.emplace(waiting_.front().first, std::move(waiting_.front().second));
     waiting_.pop_front();
   }
@@ -203,6 +206,12 @@ std::vector<Emission> Scheduler::CancelAll() {
       Retire(id);
     }
   }
+  return out;
+}
+
+std::vector<std::chrono::steady_clock::time_point> Scheduler::TakeAdmissions() {
+  std::vector<std::chrono::steady_clock::time_point> out;
+  out.swap(admissions_);
   return out;
 }
 

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <optional>
@@ -42,6 +43,7 @@ struct SequenceSpec {
   SamplingParams sampling;
   int64_t max_tokens = 0;
   bool ignore_eos = false;
+  std::chrono::steady_clock::time_point submitted;  // for the queue-time metric
 };
 
 struct PlannedChunk {
@@ -101,6 +103,8 @@ class Scheduler {
   // front of the queue. Call after Rewind().
   void SetMaxSequences(int64_t n);
   int64_t max_sequences() const { return options_.max_sequences; }
+  // Submit times of the sequences admitted (queue -> running) since the last call.
+  std::vector<std::chrono::steady_clock::time_point> TakeAdmissions();
   void set_max_inflight_steps(int n) { options_.max_inflight_steps = std::max(1, n); }
 
   int64_t running() const { return static_cast<int64_t>(running_.size()); }
@@ -130,6 +134,7 @@ class Scheduler {
   std::map<uint64_t, Sequence> running_;                // by sequence id = admission order
   std::map<uint64_t, std::vector<uint64_t>> inflight_;  // step -> its sequences
   std::vector<uint64_t> drops_;
+  std::vector<std::chrono::steady_clock::time_point> admissions_;
 };
 
 }  // namespace strata

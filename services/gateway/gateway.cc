@@ -7,6 +7,7 @@
 #include "runtime/status_macros.h"
 #include "runtime/tokenizer.h"
 #include "services/common/log.h"
+#include "services/common/metrics.h"
 #include "services/common/server.h"
 #include "services/common/signals.h"
 #include "services/gateway/gateway_service.h"
@@ -33,15 +34,25 @@ absl::Status RunGateway(const GatewayOptions& options) {
   ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(model_dir));
   ServedModel model{info.model().context_length(), info.model().vocab_size()};
 
-  GatewayService service(options, std::move(tokenizer), model, &session);
+  std::unique_ptr<MetricsServer> metrics;
+  std::unique_ptr<GatewayMetrics> gateway_metrics;
+  if (!options.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(metrics, MetricsServer::Start(options.metrics_listen));
+    gateway_metrics = std::make_unique<GatewayMetrics>(metrics->registry(), ModelLabel(model_dir));
+  }
+  GatewayService service(options, std::move(tokenizer), model, &session, gateway_metrics.get());
   ServerOptions server_options;
   server_options.listen = options.listen;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
   server->SetServing(true);
   Log(absl::StrCat("listening on ", server->address(), "; coordinator ", options.coordinator,
-                   "; tokenizer of ", model_dir));
+                   "; tokenizer of ", model_dir,
+                   metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics")
+                           : ""));
   if (!options.address_file.empty()) {
-    RETURN_IF_ERROR(WriteAddressFile(options.address_file, server->address()));
+    RETURN_IF_ERROR(WriteAddressFile(options.address_file,
+                                     absl::StrCat(server->address(), " ",
+                                                  metrics ? metrics->address() : "-")));
   }
 
   WaitForShutdown(-1);

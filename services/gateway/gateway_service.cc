@@ -1,5 +1,6 @@
 #include "services/gateway/gateway_service.h"
 
+#include <cctype>
 #include <chrono>
 
 #include "absl/cleanup/cleanup.h"
@@ -81,30 +82,96 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
   return submit;
 }
 
+GatewayMetrics::GatewayMetrics(prometheus::Registry& r, const std::string& model_name)
+    : model(model_name),
+      requests(prometheus::BuildCounter()
+                   .Name("strata_gateway_requests_total")
+                   .Help("Generate calls by outcome and finish reason")
+                   .Register(r)),
+      queue_length(prometheus::BuildGauge()
+                       .Name("strata_gateway_queue_length")
+                       .Help("Requests in flight through this gateway (queued or generating)")
+                       .Register(r)
+                       .Add({{"model", model_name}})),
+      ttft(prometheus::BuildHistogram()
+               .Name("strata_gateway_time_to_first_token_seconds")
+               .Help("From the request's arrival to its first generated token")
+               .Register(r)
+               .Add({{"model", model_name}}, LatencyBuckets())),
+      inter_token(prometheus::BuildHistogram()
+                      .Name("strata_gateway_inter_token_latency_seconds")
+                      .Help("Between consecutive generated tokens of a stream")
+                      .Register(r)
+                      .Add({{"model", model_name}}, LatencyBuckets())),
+      duration(prometheus::BuildHistogram()
+                   .Name("strata_gateway_request_duration_seconds")
+                   .Help("From arrival to the final message, for completed requests")
+                   .Register(r)
+                   .Add({{"model", model_name}}, LatencyBuckets())),
+      prompt_tokens(prometheus::BuildCounter()
+                        .Name("strata_gateway_prompt_tokens_total")
+                        .Help("Prompt tokens of admitted requests")
+                        .Register(r)
+                        .Add({{"model", model_name}})),
+      completion_tokens(prometheus::BuildCounter()
+                            .Name("strata_gateway_completion_tokens_total")
+                            .Help("Tokens streamed to clients")
+                            .Register(r)
+                            .Add({{"model", model_name}})) {}
+
+prometheus::Counter& GatewayMetrics::Request(const std::string& outcome,
+                                             const std::string& finish_reason) {
+  return requests.Add({{"model", model}, {"outcome", outcome}, {"finish_reason", finish_reason}});
+}
+
 GatewayService::GatewayService(const GatewayOptions& options, std::unique_ptr<Tokenizer> tokenizer,
-                               ServedModel model, SessionClient* session)
-    : options_(options), tokenizer_(std::move(tokenizer)), model_(model), session_(session) {}
+                               ServedModel model, SessionClient* session, GatewayMetrics* metrics)
+    : options_(options),
+      tokenizer_(std::move(tokenizer)),
+      model_(model),
+      session_(session),
+      metrics_(metrics) {}
 
 grpc::Status GatewayService::Generate(grpc::ServerContext* context,
                                       const v1::GenerateRequest* request,
                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  if (draining_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is draining");
+  auto count = [&](const char* outcome, const char* finish = "none") {
+    if (metrics_ != nullptr) metrics_->Request(outcome, finish).Increment();
+  };
+  if (draining_) {
+    count("rejected");
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is draining");
+  }
   absl::StatusOr<v1::Submit> submit = ValidateAndTokenize(*request, *tokenizer_, model_);
-  if (!submit.ok()) return ToGrpcStatus(submit.status());
+  if (!submit.ok()) {
+    count("invalid");
+    return ToGrpcStatus(submit.status());
+  }
   const int prompt_tokens = submit->prompt_ids_size();
   if (pending_.fetch_add(1) >= options_.max_pending) {
     pending_.fetch_sub(1);
+    count("rejected");
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("queue full: ", options_.max_pending,
                                      " requests are already in flight through this gateway "
                                      "(--max-pending); retry later"));
   }
-  absl::Cleanup release = [&] { pending_.fetch_sub(1); };
+  if (metrics_ != nullptr) {
+    metrics_->queue_length.Set(pending_);
+    metrics_->prompt_tokens.Increment(prompt_tokens);
+  }
+  absl::Cleanup release = [&] {
+    pending_.fetch_sub(1);
+    if (metrics_ != nullptr) metrics_->queue_length.Set(pending_);
+  };
   uint64_t id = 0;
   auto inbox = session_->Submit(*std::move(submit), &id);
-  if (!inbox.ok()) return ToGrpcStatus(inbox.status());
+  if (!inbox.ok()) {
+    count("error");
+    return ToGrpcStatus(inbox.status());
+  }
   bool done = false;
   absl::Cleanup cancel = [&] {
     if (done) {
@@ -119,6 +186,7 @@ grpc::Status GatewayService::Generate(grpc::ServerContext* context,
   IncrementalDetokenizer detok(*tokenizer_, /*at_text_start=*/false);
   int completion = 0;
   double ttft = -1;
+  Clock::time_point last_token;
   v1::GenerateResponse response;
   auto finish = [&](v1::FinishReason reason) {
     response.Clear();
@@ -130,25 +198,43 @@ grpc::Status GatewayService::Generate(grpc::ServerContext* context,
     f->set_request_id(request->request_id());
     if (matcher.matched()) f->set_stop_sequence(matcher.matched_stop());
     writer->Write(response);
+    if (metrics_ != nullptr) {
+      std::string name = v1::FinishReason_Name(reason);
+      name = name.substr(std::string("FINISH_REASON_").size());
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      metrics_->Request("ok", name).Increment();
+      metrics_->duration.Observe(std::chrono::duration<double>(Clock::now() - start).count());
+    }
     return grpc::Status::OK;
   };
 
   while (true) {
     std::deque<v1::SessionEvent> events = (*inbox)->Take(kPollMs);
     if (context->IsCancelled()) {
+      const bool deadline = context->deadline() <= std::chrono::system_clock::now();
+      count(deadline ? "deadline" : "cancelled");
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the request");
     }
     for (const v1::SessionEvent& e : events) {
       if (e.error_code() != 0) {
         done = true;  // the coordinator has already forgotten it
+        count("error");
         return grpc::Status(static_cast<grpc::StatusCode>(e.error_code()), e.error());
       }
       response.Clear();
       v1::Delta* delta = response.mutable_delta();
       std::string text;
       for (int32_t t : e.token_ids()) {
-        if (ttft < 0) ttft = std::chrono::duration<double>(Clock::now() - start).count();
+        const auto now = Clock::now();
+        if (ttft < 0) {
+          ttft = std::chrono::duration<double>(now - start).count();
+          if (metrics_ != nullptr) metrics_->ttft.Observe(ttft);
+        } else if (metrics_ != nullptr) {
+          metrics_->inter_token.Observe(std::chrono::duration<double>(now - last_token).count());
+        }
+        last_token = now;
         ++completion;
+        if (metrics_ != nullptr) metrics_->completion_tokens.Increment();
         delta->add_token_ids(t);
         text += detok.Push(t);
       }
@@ -158,6 +244,7 @@ grpc::Status GatewayService::Generate(grpc::ServerContext* context,
       if (last && !matcher.matched()) shown += matcher.Flush();
       delta->set_text(shown);
       if ((delta->token_ids_size() > 0 || !shown.empty()) && !writer->Write(response)) {
+        count("cancelled");
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
       if (matcher.matched()) return finish(v1::FINISH_REASON_STOP_SEQUENCE);  // cancels upstream

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/tokenizer.h"
+#include "services/common/metrics.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/session_client.h"
 #include "strata/v1/generation.grpc.pb.h"
@@ -26,10 +27,28 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
                                                const Tokenizer& tokenizer,
                                                const ServedModel& model);
 
+// The gateway's Prometheus series (all labelled with the model).
+struct GatewayMetrics {
+  GatewayMetrics(prometheus::Registry& registry, const std::string& model);
+  // outcome: ok | invalid | rejected | cancelled | deadline | error;
+  // finish_reason: length | eos | stop_sequence | cancelled | none.
+  prometheus::Counter& Request(const std::string& outcome, const std::string& finish_reason);
+
+  std::string model;
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Gauge& queue_length;
+  prometheus::Histogram& ttft;
+  prometheus::Histogram& inter_token;
+  prometheus::Histogram& duration;
+  prometheus::Counter& prompt_tokens;
+  prometheus::Counter& completion_tokens;
+};
+
 class GatewayService final : public v1::Generation::Service {
  public:
+  // `metrics` may be null (no metrics endpoint).
   GatewayService(const GatewayOptions& options, std::unique_ptr<Tokenizer> tokenizer,
-                 ServedModel model, SessionClient* session);
+                 ServedModel model, SessionClient* session, GatewayMetrics* metrics);
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -46,6 +65,7 @@ class GatewayService final : public v1::Generation::Service {
   const std::unique_ptr<Tokenizer> tokenizer_;
   const ServedModel model_;
   SessionClient* const session_;
+  GatewayMetrics* const metrics_;
   std::atomic<int> pending_{0};
   std::atomic<bool> draining_{false};
 };

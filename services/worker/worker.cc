@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/status_macros.h"
 #include "services/common/log.h"
+#include "services/common/metrics.h"
 #include "services/common/server.h"
 #include "services/common/signals.h"
 #include "services/worker/worker_service.h"
@@ -41,6 +42,12 @@ absl::Status RunWorker(const WorkerOptions& in) {
   grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>* attach = nullptr;
   Server* server_ptr = nullptr;
   std::mutex server_mu;
+  std::unique_ptr<MetricsServer> metrics;
+  std::unique_ptr<WorkerMetrics> worker_metrics;
+  if (!options.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(metrics, MetricsServer::Start(options.metrics_listen));
+    worker_metrics = std::make_unique<WorkerMetrics>(metrics->registry(), options.id);
+  }
   WorkerService service(
       options,
       [&](const v1::StepResult& result) {
@@ -52,7 +59,8 @@ absl::Status RunWorker(const WorkerOptions& in) {
       [&](bool serving) {
         std::lock_guard<std::mutex> lock(server_mu);
         if (server_ptr != nullptr) server_ptr->SetServing(serving);
-      });
+      },
+      worker_metrics.get());
   ServerOptions server_options;
   server_options.listen = options.listen;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
@@ -62,8 +70,11 @@ absl::Status RunWorker(const WorkerOptions& in) {
   }
   const std::string advertise = options.advertise.empty() ? server->address() : options.advertise;
   Log(absl::StrCat("listening on ", server->address(), "; coordinator ", options.coordinator));
+  if (metrics) Log(absl::StrCat("metrics at http://", metrics->address(), "/metrics"));
   if (!options.address_file.empty()) {
-    RETURN_IF_ERROR(WriteAddressFile(options.address_file, server->address()));
+    RETURN_IF_ERROR(WriteAddressFile(options.address_file,
+                                     absl::StrCat(server->address(), " ",
+                                                  metrics ? metrics->address() : "-")));
   }
 
   // Attach, and attach again whenever the stream ends (the coordinator cut
@@ -172,7 +183,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
   RequestShutdown();
   canceller.join();
   service.SetDraining();
-  server->Shutdown(500);
+  server->Shutdown(100);
   {
     std::lock_guard<std::mutex> lock(server_mu);
     server_ptr = nullptr;

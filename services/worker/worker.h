@@ -21,7 +21,8 @@ struct WorkerOptions {
   std::string listen = "127.0.0.1:0";  // where the Worker service listens
   std::string advertise;               // address given to peers; default: the bound one
   std::string coordinator;             // host:port of the coordinator (required)
-  std::string address_file;            // written with the bound address once listening
+  std::string address_file;            // "grpc-address metrics-address" once listening
+  std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
   std::string device = "cpu";
   int64_t capacity_bytes = 0;          // 0: the machine's physical memory
   int64_t reserve_bytes = -1;          // -1: a tenth of the capacity

@@ -13,10 +13,45 @@
 
 namespace strata {
 
+namespace {
+prometheus::Family<prometheus::Gauge>& GaugeFamily(prometheus::Registry& r, const char* name,
+                                                  const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r);
+}
+prometheus::Family<prometheus::Counter>& CounterFamily(prometheus::Registry& r, const char* name,
+                                                      const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r);
+}
+}  // namespace
+
+WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& w)
+    : worker(w),
+      layer_first(GaugeFamily(r, "strata_worker_layer_first", "First decoder layer held")),
+      layer_last(GaugeFamily(r, "strata_worker_layer_last", "Last decoder layer held")),
+      layers(GaugeFamily(r, "strata_worker_layers", "Decoder layers held")),
+      weight_bytes(GaugeFamily(r, "strata_worker_weight_bytes",
+                               "Bytes of weights the stage reads (layers, embedding, head)")),
+      kv_used(GaugeFamily(r, "strata_worker_kv_blocks_used", "KV cache blocks in use")),
+      kv_total(GaugeFamily(r, "strata_worker_kv_blocks_capacity", "KV cache blocks allocated")),
+      step_seconds(prometheus::BuildHistogram()
+                       .Name("strata_worker_step_duration_seconds")
+                       .Help("Compute time of a step on this worker, by phase")
+                       .Register(r)),
+      steps(CounterFamily(r, "strata_worker_steps_total", "Steps run")),
+      rejected(CounterFamily(r, "strata_worker_rejected_steps_total",
+                             "Steps refused (another epoch, malformed, failed)")),
+      received_bytes(CounterFamily(r, "strata_worker_received_bytes_total",
+                                   "Hidden-state bytes received from the previous hop")),
+      sent_bytes(CounterFamily(r, "strata_worker_sent_bytes_total",
+                               "Hidden-state bytes sent to the next hop")) {}
+
 WorkerService::WorkerService(const WorkerOptions& options,
                              std::function<bool(const v1::StepResult&)> report,
-                             std::function<void(bool)> set_serving)
-    : options_(options), report_(std::move(report)), set_serving_(std::move(set_serving)) {}
+                             std::function<void(bool)> set_serving, WorkerMetrics* metrics)
+    : options_(options),
+      report_(std::move(report)),
+      set_serving_(std::move(set_serving)),
+      metrics_(metrics) {}
 
 WorkerService::~WorkerService() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -124,6 +159,16 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
   }
   epoch_ = request->epoch();
   state_ = v1::WORKER_STATE_READY;
+  if (metrics_ != nullptr) {
+    model_label_ = ModelLabel(request->model_dir());
+    const prometheus::Labels l = metrics_->Labels(model_label_);
+    metrics_->layer_first.Add(l).Set(request->layer_begin());
+    metrics_->layer_last.Add(l).Set(request->layer_end() - 1);
+    metrics_->layers.Add(l).Set(request->layer_end() - request->layer_begin());
+    metrics_->weight_bytes.Add(l).Set(static_cast<double>(stage_->weight_bytes()));
+    metrics_->kv_total.Add(l).Set(static_cast<double>(stage_->kv_cache().total_blocks()));
+    metrics_->kv_used.Add(l).Set(0);
+  }
   error_.clear();
   response->set_weight_bytes(stage_->weight_bytes());
   response->set_kv_blocks(stage_->kv_cache().total_blocks());
@@ -154,6 +199,7 @@ grpc::Status WorkerService::Forward(grpc::ServerContext*, grpc::ServerReader<v1:
       if (!st.ok()) {
         ++rejected_steps_;
         error_ = st.ToString();
+        if (metrics_ != nullptr) metrics_->rejected.Add(metrics_->Labels(model_label_)).Increment();
       }
     }
     if (forwarded) continue;
@@ -218,6 +264,21 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     RETURN_IF_ERROR(stage_->Run(batch_, &out_));
   } else {
     out_.hidden.clear();  // a step that only drops sequences
+  }
+  if (metrics_ != nullptr) {
+    const prometheus::Labels l = metrics_->Labels(model_label_);
+    const bool prefill = total > n;  // some chunk has more than one token
+    prometheus::Labels phase = l;
+    phase["phase"] = prefill ? "prefill" : "decode";
+    metrics_->step_seconds.Add(phase, LatencyBuckets())
+        .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    metrics_->steps.Add(l).Increment();
+    metrics_->received_bytes.Add(l).Increment(static_cast<double>(step.hidden().size()));
+    if (!stage_->is_last()) {
+      metrics_->sent_bytes.Add(l).Increment(static_cast<double>(out_.hidden.size() * sizeof(float)));
+    }
+    const KvCache& kv = stage_->kv_cache();
+    metrics_->kv_used.Add(l).Set(static_cast<double>(kv.total_blocks() - kv.free_blocks()));
   }
 
   if (!stage_->is_last()) {

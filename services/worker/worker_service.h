@@ -14,18 +14,41 @@
 #include "absl/status/status.h"
 #include "runtime/sampler.h"
 #include "runtime/stage.h"
+#include "services/common/metrics.h"
 #include "services/worker/worker.h"
 #include "strata/v1/coordinator.pb.h"
 #include "strata/v1/worker.grpc.pb.h"
 
 namespace strata {
 
+// The worker's Prometheus series, labelled with `worker` (and `model`
+// once an assignment names it).
+struct WorkerMetrics {
+  WorkerMetrics(prometheus::Registry& registry, const std::string& worker);
+  prometheus::Labels Labels(const std::string& model) const {
+    return {{"model", model}, {"worker", worker}};
+  }
+  std::string worker;
+  prometheus::Family<prometheus::Gauge>& layer_first;
+  prometheus::Family<prometheus::Gauge>& layer_last;
+  prometheus::Family<prometheus::Gauge>& layers;
+  prometheus::Family<prometheus::Gauge>& weight_bytes;
+  prometheus::Family<prometheus::Gauge>& kv_used;
+  prometheus::Family<prometheus::Gauge>& kv_total;
+  prometheus::Family<prometheus::Histogram>& step_seconds;  // phase: prefill | decode
+  prometheus::Family<prometheus::Counter>& steps;
+  prometheus::Family<prometheus::Counter>& rejected;
+  prometheus::Family<prometheus::Counter>& received_bytes;
+  prometheus::Family<prometheus::Counter>& sent_bytes;
+};
+
 class WorkerService final : public v1::Worker::Service {
  public:
-  // `report` sends a StepResult to the coordinator; `on_ready` flips health.
+  // `report` sends a StepResult to the coordinator; `set_serving` flips
+  // health; `metrics` may be null.
   WorkerService(const WorkerOptions& options,
                 std::function<bool(const v1::StepResult&)> report,
-                std::function<void(bool)> set_serving);
+                std::function<void(bool)> set_serving, WorkerMetrics* metrics = nullptr);
   ~WorkerService() override;
 
   grpc::Status Load(grpc::ServerContext* context, const v1::LoadRequest* request,
@@ -49,6 +72,8 @@ class WorkerService final : public v1::Worker::Service {
   const WorkerOptions options_;
   std::function<bool(const v1::StepResult&)> report_;
   std::function<void(bool)> set_serving_;
+  WorkerMetrics* const metrics_;
+  std::string model_label_;
 
   std::mutex mu_;
   v1::WorkerState state_ = v1::WORKER_STATE_STARTING;

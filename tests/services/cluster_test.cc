@@ -348,7 +348,7 @@ TEST(ClusterTest, WorkerThatNeverRegistersIsAStartupTimeout) {
     address = ReadFile(addr_file);
   }
   ASSERT_FALSE(address.empty());
-  address.pop_back();  // newline
+  address = address.substr(0, address.find(' '));  // "grpc-address metrics-address\n"
   std::string worker_out;
   std::thread worker([&] {
     RunCommand(absl::StrCat(STRATA_BINARY, " worker --id lonely --reconnect-timeout-ms 300"

@@ -64,9 +64,9 @@ std::unique_ptr<Cluster> Cluster::Start(const std::string& model, int workers,
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   while (Clock::now() < deadline) {
     std::ifstream f(address_file);
-    std::string role, address;
+    std::string role, address, metrics;
     pid_t p;
-    while (f >> role >> address >> p) c->roles_[role] = {address, p};
+    while (f >> role >> address >> p >> metrics) c->roles_[role] = {address, p, metrics};
     if (c->roles_.count("gateway") && static_cast<int>(c->roles_.size()) == workers + 2) return c;
     c->roles_.clear();
     int status = 0;

@@ -23,6 +23,7 @@ namespace strata::testing {
 struct ClusterAddress {
   std::string address;
   pid_t pid = -1;
+  std::string metrics;  // host:port of its /metrics
 };
 
 class Cluster {
@@ -39,6 +40,7 @@ class Cluster {
   const std::string& coordinator() const { return roles_.at("coordinator").address; }
   std::vector<ClusterAddress> workers() const;
   pid_t pid_of(const std::string& role) const { return roles_.at(role).pid; }
+  const std::string& metrics_of(const std::string& role) const { return roles_.at(role).metrics; }
   const std::string& log_path() const { return log_; }
 
   std::unique_ptr<v1::Generation::Stub> generation() const;

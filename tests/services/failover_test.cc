@@ -230,8 +230,8 @@ class Proc {
 
 std::string WaitAddress(const std::string& file) {
   for (int i = 0; i < 1000; ++i) {
-    std::string a = ReadFile(file);
-    if (!a.empty() && a.back() == '\n') return a.substr(0, a.size() - 1);
+    std::string a = ReadFile(file);  // "grpc-address metrics-address\n"
+    if (!a.empty() && a.back() == '\n') return a.substr(0, a.find(' '));
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ADD_FAILURE() << "no address in " << file;
