@@ -146,7 +146,7 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   WorkerOptions o;
   std::string capacity, reserve;
   int64_t threads = 0, delay = 0, connect = o.connect_timeout_ms,
-          reconnect = o.reconnect_timeout_ms;
+          reconnect = o.reconnect_timeout_ms, drain = o.drain_timeout_ms;
   FlagSet f;
   f.String("id", &o.id, "worker id, unique in the cluster (worker-<pid>)");
   f.String("coordinator", &o.coordinator, "host:port of the coordinator (required)");
@@ -163,6 +163,7 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   f.Int("connect-timeout-ms", &connect, "to reach the coordinator and the next worker (30000)");
   f.Int("reconnect-timeout-ms", &reconnect,
         "how long to keep registering again after the coordinator went away (30000)");
+  f.Int("drain-timeout-ms", &drain, "on SIGTERM, how long to wait to be planned out (30000)");
   f.Int("debug-step-delay-ms", &delay, "fault injection: sleep before every step (0)");
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata worker --coordinator HOST:PORT [flags]", &stop));
@@ -174,6 +175,8 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("connect-timeout-ms", connect, 1, INT32_MAX));
   RETURN_IF_ERROR(IntIn("reconnect-timeout-ms", reconnect, 1, INT32_MAX));
   o.reconnect_timeout_ms = static_cast<int>(reconnect);
+  RETURN_IF_ERROR(IntIn("drain-timeout-ms", drain, 0, INT32_MAX));
+  o.drain_timeout_ms = static_cast<int>(drain);
   o.threads = static_cast<int>(threads);
   o.debug_step_delay_ms = static_cast<int>(delay);
   o.connect_timeout_ms = static_cast<int>(connect);

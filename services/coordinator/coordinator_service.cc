@@ -156,6 +156,7 @@ grpc::Status CoordinatorService::Attach(
       w.address = reg.address();
       w.device = reg.device();
       w.connected = true;
+      w.draining = false;
       w.context = context;
       w.last_heard = Clock::now();
     }
@@ -179,6 +180,11 @@ grpc::Status CoordinatorService::Attach(
       auto it = workers_.find(reg.worker_id());
       if (it == workers_.end() || it->second.context != context) break;  // cut off
       it->second.last_heard = Clock::now();
+      if (msg.has_drain() && !it->second.draining) {
+        it->second.draining = true;
+        Log(absl::StrCat("worker ", reg.worker_id(), " is draining; planning it out"));
+        cv_.notify_all();
+      }
     }
     if (msg.has_result()) HandleResult(msg.result());
   }
@@ -413,7 +419,7 @@ v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
     h->set_failures(w.failures);
     bool in_map = false;
     for (const auto& s : map_.stages()) in_map |= s.worker_id() == id;
-    h->set_state(!w.connected          ? "lost"
+    h->set_state(!w.connected          ? (w.draining ? "drained" : "lost")
                  : now < w.backoff_until ? "backoff"
                  : in_map               ? "serving"
                                         : "standby");
@@ -443,7 +449,7 @@ absl::Status CoordinatorService::WaitForWorkers(int timeout_ms) {
 std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) const {
   std::set<std::string> out;
   for (const auto& [id, w] : workers_) {
-    if (w.connected && now >= w.backoff_until) out.insert(id);
+    if (w.connected && !w.draining && now >= w.backoff_until) out.insert(id);
   }
   return out;
 }
@@ -718,8 +724,20 @@ void CoordinatorService::ControlLoop() {
                                          " ms (hung or stopped)"));
       }
     }
+    // A draining worker that the map no longer uses may go: end its stream.
+    for (auto& [id, w] : workers_) {
+      if (!w.draining || !w.connected || EligibleLocked(now) != planned_) continue;
+      bool in_map = false;
+      for (const auto& s : map_.stages()) in_map |= s.worker_id() == id;
+      if (!in_map && w.context != nullptr) {
+        Log(absl::StrCat("worker ", id, " drained: released"));
+        w.context->TryCancel();
+        w.context = nullptr;
+        w.connected = false;
+      }
+    }
     // Re-plan when the usable workers differ from those of the last plan
-    // (a loss, a re-admission, a back-off that ran out) or a hop broke.
+    // (a loss, a re-admission, a back-off that ran out, a drain) or a hop broke.
     if (EligibleLocked(now) == planned_ && !force_rebuild_) continue;
     lock.unlock();
     absl::Status error;

@@ -78,6 +78,7 @@ class CoordinatorService final : public v1::Coordinator::Service {
     Clock::time_point last_heard;
     int failures = 0;
     Clock::time_point backoff_until;
+    bool draining = false;  // asked to be planned out before it exits
   };
   struct SessionRecord {
     grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream = nullptr;

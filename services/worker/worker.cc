@@ -88,6 +88,27 @@ absl::Status RunWorker(const WorkerOptions& in) {
   std::thread canceller([&] {
     WaitForShutdown(-1);
     stopping = true;
+    // Ask to be planned out first, so that no sequence is lost; the
+    // coordinator ends the attach stream once the map no longer needs us.
+    bool asked = false;
+    {
+      std::lock_guard<std::mutex> lock(attach_mu);
+      v1::WorkerMessage drain;
+      drain.mutable_drain();
+      asked = attach != nullptr && attach->Write(drain);
+    }
+    if (asked) {
+      Log("draining: asked the coordinator to plan this worker out");
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::chrono::milliseconds(options.drain_timeout_ms);
+      while (std::chrono::steady_clock::now() < deadline) {
+        {
+          std::lock_guard<std::mutex> lock(attach_mu);
+          if (attach == nullptr) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
     std::lock_guard<std::mutex> lock(context_mu);
     if (live_context != nullptr) live_context->TryCancel();
   });

@@ -5,7 +5,9 @@
 // attach stream. When that stream ends (the coordinator restarted, or cut
 // this worker off as hung) the worker drops its assignment and registers
 // again. RunWorker() returns on SIGINT/SIGTERM, or with UNAVAILABLE when the
-// coordinator stays away past the reconnect timeout.
+// coordinator stays away past the reconnect timeout. On SIGTERM it first
+// asks to be planned out of the map (its sequences are replayed elsewhere),
+// so a rolling restart of workers loses no request.
 #ifndef STRATA_SERVICES_WORKER_WORKER_H_
 #define STRATA_SERVICES_WORKER_WORKER_H_
 
@@ -30,6 +32,7 @@ struct WorkerOptions {
   int threads = 0;                     // CPU threads; 0 = every core
   int connect_timeout_ms = 30'000;     // to reach the coordinator and the next worker
   int reconnect_timeout_ms = 30'000;   // to re-register after the coordinator cut us off
+  int drain_timeout_ms = 30'000;       // on SIGTERM: how long to wait to be planned out
   int debug_step_delay_ms = 0;         // fault injection: a slow device
 };
 

@@ -348,3 +348,45 @@ TEST(FailoverTest, FlappingWorkerBacksOffBeforeReadmission) {
 
 }  // namespace
 }  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// A rolling restart: every worker in turn gets SIGTERM (it asks to be
+// planned out, its sequences move, then it exits 0) and a replacement joins;
+// the streams running meanwhile all complete exactly.
+TEST(FailoverTest, RollingRestartUnderLoadLosesNothing) {
+  auto cluster = Cluster::Start(TestModel("llama"), 3,
+                                {"--worker-flags", "--debug-step-delay-ms 2"});
+  ASSERT_NE(cluster, nullptr);
+  RunUnderFire(*cluster, ChaosRequests(16), [&] {
+    for (int i = 0; i < 3; ++i) {
+      const std::string id = absl::StrCat("worker-", i);
+      const pid_t pid = cluster->workers()[i].pid;
+      ASSERT_EQ(kill(pid, SIGTERM), 0);
+      ASSERT_TRUE(cluster->WaitInfo(
+          [&](const v1::ModelInfo& info) {
+            for (const auto& w : info.workers()) {
+              if (w.worker_id() == id) return w.state() == "drained";
+            }
+            return false;
+          },
+          10'000))
+          << id;
+      // It was planned out, not lost.
+      EXPECT_EQ(cluster->Info().layer_map().stages_size(), 2);
+      cluster->StartWorker(id);
+      ASSERT_TRUE(cluster->WaitInfo(
+          [](const v1::ModelInfo& info) { return info.layer_map().stages_size() == 3; }, 10'000))
+          << id;
+    }
+  });
+  const v1::ModelInfo info = cluster->Info();
+  for (const auto& w : info.workers()) {
+    EXPECT_EQ(w.state(), "serving") << w.worker_id();
+    EXPECT_EQ(w.failures(), 0) << w.worker_id() << " was drained, not lost";
+  }
+}
+
+}  // namespace
+}  // namespace strata::testing
