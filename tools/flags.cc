@@ -1,6 +1,8 @@
 #include "tools/flags.h"
 
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -20,7 +22,44 @@ void FlagSet::Bool(const char* name, bool* dest, const char* help) {
   flags_.push_back({name, dest, help});
 }
 
+std::string FlagSet::EnvName(const std::string& flag) {
+  std::string env = "STRATA_";
+  for (char c : flag) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return env;
+}
+
+absl::Status FlagSet::Set(Flag& flag, const std::string& value, const std::string& source) {
+  if (auto* b = std::get_if<bool*>(&flag.dest)) {
+    if (value != "true" && value != "false" && value != "1" && value != "0") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": \"", value, "\" is not true, false, 1 or 0"));
+    }
+    **b = value == "true" || value == "1";
+  } else if (auto* str = std::get_if<std::string*>(&flag.dest)) {
+    **str = value;
+  } else if (auto* n = std::get_if<int64_t*>(&flag.dest)) {
+    if (!absl::SimpleAtoi(value, *n)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": \"", value, "\" is not an integer"));
+    }
+  } else if (auto* d = std::get_if<double*>(&flag.dest)) {
+    if (!absl::SimpleAtod(value, *d) || !std::isfinite(**d)) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": \"", value, "\" is not a number"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
+  // Environment first (STRATA_MAX_TOKENS for --max-tokens), so that the
+  // command line wins; manifests and `strata up` then share one vocabulary.
+  for (Flag& f : flags_) {
+    const std::string env = EnvName(f.name);
+    if (const char* v = std::getenv(env.c_str()); v != nullptr && *v) {
+      absl::Status st = Set(f, v, env);
+      if (!st.ok()) return st;
+    }
+  }
   for (size_t i = 0; i < args.size(); ++i) {
     std::string arg = args[i];
     if (arg.rfind("--", 0) != 0) {
@@ -38,11 +77,11 @@ absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
       if (f.name == name) flag = &f;
     }
     if (flag == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    if (auto* b = std::get_if<bool*>(&flag->dest)) {
+    if (std::holds_alternative<bool*>(flag->dest)) {
       if (has_value && value != "true" && value != "false") {
         return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
       }
-      **b = !has_value || value == "true";
+      *std::get<bool*>(flag->dest) = !has_value || value == "true";
       continue;
     }
     if (!has_value) {
@@ -51,26 +90,17 @@ absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
       }
       value = args[++i];
     }
-    if (auto* s = std::get_if<std::string*>(&flag->dest)) {
-      **s = value;
-    } else if (auto* n = std::get_if<int64_t*>(&flag->dest)) {
-      if (!absl::SimpleAtoi(value, *n)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, ": \"", value, "\" is not an integer"));
-      }
-    } else if (auto* d = std::get_if<double*>(&flag->dest)) {
-      if (!absl::SimpleAtod(value, *d) || !std::isfinite(**d)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, ": \"", value, "\" is not a number"));
-      }
-    }
+    absl::Status st = Set(*flag, value, "--" + name);
+    if (!st.ok()) return st;
   }
   return absl::OkStatus();
 }
 
 std::string FlagSet::Usage() const {
   std::string out;
-  for (const Flag& f : flags_) absl::StrAppend(&out, "  --", f.name, "  ", f.help, "\n");
+  for (const Flag& f : flags_) {
+    absl::StrAppend(&out, "  --", f.name, "  ", f.help, "  [$", EnvName(f.name), "]\n");
+  }
   return out;
 }
 

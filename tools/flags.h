@@ -1,5 +1,7 @@
 // A small parser for `strata SUBCOMMAND --flag value` command lines. Each flag
-// is declared with its destination; errors name the flag.
+// is declared with its destination; errors name the flag. Every flag also
+// reads an environment variable, STRATA_ and its name in capitals with `_`
+// for `-` (--max-tokens: STRATA_MAX_TOKENS); the command line wins.
 #ifndef STRATA_TOOLS_FLAGS_H_
 #define STRATA_TOOLS_FLAGS_H_
 
@@ -28,6 +30,8 @@ class FlagSet {
     std::variant<std::string*, int64_t*, double*, bool*> dest;
     std::string help;
   };
+  static std::string EnvName(const std::string& flag);
+  static absl::Status Set(Flag& flag, const std::string& value, const std::string& source);
   std::vector<Flag> flags_;
 };
 

@@ -68,6 +68,30 @@ TEST(StrataCliTest, BigramInitSpeaksTheCorpus) {
   EXPECT_NE(out.find("untied"), std::string::npos) << out;
 }
 
+// Every flag has an environment twin (what the Kubernetes manifests set);
+// the command line wins over it, and a bad value names the variable.
+TEST(StrataCliTest, FlagsReadTheirEnvironmentVariables) {
+  const std::string model = testing::TestModel("llama");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("STRATA_DEVICES=1GiB,1GiB STRATA_MODEL=", model, " ",
+                                             Strata(), " plan"),
+                                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("\"lm_head\": 1}"), std::string::npos) << out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("STRATA_DEVICES=1GiB,1GiB ", Strata(), " plan --model ",
+                                             model, " --devices 1GiB"),
+                                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("\"lm_head\": 0}"), std::string::npos) << out;
+  EXPECT_EQ(testing::RunCommand(absl::StrCat("STRATA_MAX_TOKENS=many ", Strata(),
+                                             " generate --prompt hi --model ", model),
+                                &out),
+            2);
+  EXPECT_NE(out.find("STRATA_MAX_TOKENS"), std::string::npos) << out;
+}
+
 TEST(StrataCliTest, InspectPrintsLayersAndTotal) {
   std::string out;
   ASSERT_EQ(testing::RunCommand(
