@@ -3,9 +3,16 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <thread>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -18,8 +25,8 @@
 namespace strata::testing {
 namespace {
 
-// GET http://address/metrics; the body, or "" on failure.
-std::string Scrape(const std::string& address) {
+// GET http://address/path; the body, or "" on failure.
+std::string HttpGet(const std::string& address, const std::string& path) {
   const size_t colon = address.rfind(':');
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -30,7 +37,7 @@ std::string Scrape(const std::string& address) {
     if (fd >= 0) close(fd);
     return "";
   }
-  const std::string request = "GET /metrics HTTP/1.0\r\nHost: strata\r\n\r\n";
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: strata\r\n\r\n";
   if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return "";
@@ -42,6 +49,8 @@ std::string Scrape(const std::string& address) {
   const size_t body = response.find("\r\n\r\n");
   return body == std::string::npos ? "" : response.substr(body + 4);
 }
+
+std::string Scrape(const std::string& address) { return HttpGet(address, "/metrics"); }
 
 // The value of the first sample of `name` whose labels contain every one of
 // `labels` (e.g. `outcome="ok"`); -1 when there is none.
@@ -128,6 +137,86 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
   }
   EXPECT_GT(Sample(after["worker-0"], "strata_worker_sent_bytes_total"), 0);
   EXPECT_GT(Sample(after["worker-1"], "strata_worker_received_bytes_total"), 0);
+}
+
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A real Prometheus server with the project's configuration scrapes a local
+// cluster, and its HTTP API answers queries over Strata's series.
+TEST(MetricsTest, PrometheusScrapesTheLocalCluster) {
+  auto cluster = Cluster::Start(TestModel("llama"), 2);
+  ASSERT_NE(cluster, nullptr);
+  const std::string dir = FreshDir("prometheus");
+  std::string config = ReadFile(std::string(STRATA_SOURCE_DIR) + "/deploy/prometheus/prometheus.yml");
+  for (const char* key : {"scrape_interval: 5s", "evaluation_interval: 5s"}) {
+    const size_t at = config.find(key);
+    ASSERT_NE(at, std::string::npos) << key;
+    config.replace(at + std::string(key).size() - 2, 2, "1s");
+  }
+  WriteFile(dir + "/prometheus.yml", config);
+  WriteFile(dir + "/alerts.yml",
+            ReadFile(std::string(STRATA_SOURCE_DIR) + "/deploy/prometheus/alerts.yml"));
+  std::string targets = "[";
+  for (const char* role : {"gateway", "coordinator", "worker-0", "worker-1"}) {
+    absl::StrAppend(&targets, targets.size() > 1 ? ", " : "", "{\"targets\": [\"",
+                    cluster->metrics_of(role), "\"], \"labels\": {\"role\": \"", role, "\"}}");
+  }
+  std::filesystem::create_directories(dir + "/targets");
+  WriteFile(dir + "/targets/local.json", targets + "]");
+  const std::string web = absl::StrCat("127.0.0.1:", FreePort());
+  const pid_t prometheus = fork();
+  if (prometheus == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const int fd = open((dir + "/prometheus.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    execlp("prometheus", "prometheus", ("--config.file=" + dir + "/prometheus.yml").c_str(),
+           ("--storage.tsdb.path=" + dir + "/data").c_str(),
+           ("--web.listen-address=" + web).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  auto stub = cluster->generation();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(Stream(*stub, TextRequest("The old lighthouse keeper", 6, {}, true)).code, 0);
+  }
+  auto query = [&](const std::string& q) { return HttpGet(web, "/api/v1/query?query=" + q); };
+  // Every target up, and Strata's own series queryable.
+  bool up = false;
+  std::string answer;
+  for (int i = 0; i < 300 && !up; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    answer = query("count(up%7Bjob%3D%22strata%22%7D%3D%3D1)");
+    up = answer.find("\"4\"]") != std::string::npos;
+  }
+  EXPECT_TRUE(up) << answer << "\n" << ReadFile(dir + "/prometheus.log");
+  answer = query("strata_coordinator_map_epoch");
+  EXPECT_NE(answer.find("\"1\"]"), std::string::npos) << answer;
+  // The two completions (12 tokens) show once a scrape after them landed.
+  for (int i = 0; i < 100; ++i) {
+    answer = query("sum(strata_gateway_completion_tokens_total)");
+    if (answer.find("\"12\"]") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(answer.find("\"12\"]"), std::string::npos) << answer;
+  answer = query("strata_worker_layers");
+  EXPECT_NE(answer.find("\"worker\":\"worker-1\""), std::string::npos) << answer;
+  // The alert rules loaded.
+  const std::string rules = HttpGet(web, "/api/v1/rules");
+  EXPECT_NE(rules.find("StrataWorkerDown"), std::string::npos) << rules;
+  kill(prometheus, SIGTERM);
+  int status = 0;
+  waitpid(prometheus, &status, 0);
 }
 
 }  // namespace
