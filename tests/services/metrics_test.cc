@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <regex>
 #include <thread>
 #include <string>
 
@@ -137,6 +138,21 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
   }
   EXPECT_GT(Sample(after["worker-0"], "strata_worker_sent_bytes_total"), 0);
   EXPECT_GT(Sample(after["worker-1"], "strata_worker_received_bytes_total"), 0);
+
+  // The dashboard and the alert rules only use series these processes serve
+  // (or DCGM's), so they cannot drift from the code.
+  std::string all;
+  for (const auto& [role, text] : after) all += text;
+  for (const char* file : {"/deploy/grafana/strata-dashboard.json", "/deploy/prometheus/alerts.yml"}) {
+    const std::string doc = ReadFile(std::string(STRATA_SOURCE_DIR) + file);
+    const std::regex name("strata_[a-z_]+");
+    int checked = 0;
+    for (auto it = std::sregex_iterator(doc.begin(), doc.end(), name); it != std::sregex_iterator();
+         ++it, ++checked) {
+      EXPECT_NE(all.find(it->str()), std::string::npos) << file << " uses " << it->str();
+    }
+    EXPECT_GT(checked, 5) << file;
+  }
 }
 
 
