@@ -114,8 +114,8 @@ absl::StatusOr<std::vector<int>> IntList(const std::string& flag, const std::str
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     int v = 0;
     if (!absl::SimpleAtoi(part, &v) || v < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": \"", text,
-                                                     "\" is not a list of positive integers"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": \"", text, "\" is not a list of positive integers"));
     }
     out.push_back(v);
   }
@@ -134,12 +134,14 @@ absl::Status Run(int argc, char** argv) {
   flags.Int("prompt-tokens", &prompt_tokens, "prompt length (32)");
   flags.Int("threads", &threads, "CPU threads per worker and for the baseline; 0 = all cores");
   flags.String("strata", &strata, "the strata executable");
-  flags.Int("max-inflight-steps", &inflight, "micro-batches in the pipeline; 0 = one per stage (1)");
+  flags.Int("max-inflight-steps", &inflight,
+            "micro-batches in the pipeline; 0 = one per stage (1)");
   RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
   ASSIGN_OR_RETURN(std::vector<int> worker_counts, IntList("workers", workers_list));
   ASSIGN_OR_RETURN(std::vector<int> concurrencies, IntList("concurrency", conc_list));
   if (requests < 1 || max_tokens < 2 || prompt_tokens < 1) {
-    return absl::InvalidArgumentError("--requests, --max-tokens (>= 2), --prompt-tokens: too small");
+    return absl::InvalidArgumentError(
+        "--requests, --max-tokens (>= 2), --prompt-tokens: too small");
   }
   if (model.empty()) {
     ASSIGN_OR_RETURN(model, DefaultModelDir());
@@ -164,8 +166,9 @@ absl::Status Run(int argc, char** argv) {
       best = std::max(best, (r.tokens.size() - 1) / r.decode_seconds);
     }
     baseline_tps = best;
-    std::printf("{\"bench\": \"single_process\", \"model\": \"%s\", \"decode_tokens_per_s\": %.1f}\n",
-                model.c_str(), baseline_tps);
+    std::printf(
+        "{\"bench\": \"single_process\", \"model\": \"%s\", \"decode_tokens_per_s\": %.1f}\n",
+        model.c_str(), baseline_tps);
   }
 
   std::string summary = absl::StrCat(
@@ -191,7 +194,8 @@ absl::Status Run(int argc, char** argv) {
         v1::ClusterInfo ignored;
         coordinator->GetClusterInfo(&ctx, reset, &ignored);
       }
-      const Load load = RunLoad(cluster.gateway(), c, static_cast<int>(requests), max_tokens, prompt);
+      const Load load =
+          RunLoad(cluster.gateway(), c, static_cast<int>(requests), max_tokens, prompt);
       grpc::ClientContext ctx;
       v1::ClusterInfo info;
       RETURN_IF_ERROR(FromGrpcStatus(coordinator->GetClusterInfo(&ctx, {}, &info)));
@@ -210,17 +214,17 @@ absl::Status Run(int argc, char** argv) {
           s.per_hop_overhead_p50_us(), load.decode_tokens_per_s(),
           load.decode_tokens_per_s() / baseline_tps);
       std::fflush(stdout);
-      absl::StrAppend(&summary,
-                      absl::StrFormat("%7d %4d %7.1f   %7.2f / %-7.2f  %6.2f / %-7.2f  %10.0f  %14.0f  "
-                                      "%14.1f  %5.1f%%\n",
-                                      w, c, tps, Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99),
-                                      Pct(load.itl_ms, 0.5), Pct(load.itl_ms, 0.99),
-                                      s.latency_p50_us(), s.compute_p50_us(),
-                                      s.per_hop_overhead_p50_us(),
-                                      100.0 * load.decode_tokens_per_s() / baseline_tps));
+      absl::StrAppend(
+          &summary,
+          absl::StrFormat("%7d %4d %7.1f   %7.2f / %-7.2f  %6.2f / %-7.2f  %10.0f  %14.0f  "
+                          "%14.1f  %5.1f%%\n",
+                          w, c, tps, Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99),
+                          Pct(load.itl_ms, 0.5), Pct(load.itl_ms, 0.99), s.latency_p50_us(),
+                          s.compute_p50_us(), s.per_hop_overhead_p50_us(),
+                          100.0 * load.decode_tokens_per_s() / baseline_tps));
       if (load.failures > 0) {
-        return absl::InternalError(absl::StrCat(load.failures, " requests failed at ", w,
-                                                " workers, concurrency ", c));
+        return absl::InternalError(
+            absl::StrCat(load.failures, " requests failed at ", w, " workers, concurrency ", c));
       }
     }
     RETURN_IF_ERROR(cluster.Stop());

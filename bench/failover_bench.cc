@@ -172,7 +172,8 @@ absl::Status Run(int argc, char** argv) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::max<int64_t>(0, run_ms - kill_after_ms)));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::max<int64_t>(0, run_ms - kill_after_ms)));
     stop = true;
     for (auto& t : clients) t.join();
     if (sig == SIGSTOP) kill(victim, SIGCONT);

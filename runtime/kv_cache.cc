@@ -7,7 +7,9 @@
 namespace strata {
 
 KvCache::KvCache(int64_t num_layers, int64_t kv_dim, int64_t num_blocks)
-    : num_layers_(num_layers), kv_dim_(kv_dim), num_blocks_(num_blocks),
+    : num_layers_(num_layers),
+      kv_dim_(kv_dim),
+      num_blocks_(num_blocks),
       storage_(static_cast<size_t>(num_layers * num_blocks * 2 * kBlockSize * kv_dim)) {
   free_.reserve(num_blocks);
   // Hand out low block ids first.
@@ -34,9 +36,9 @@ int64_t KvCache::ExtraBlocks(uint64_t seq, int64_t tokens) const {
 absl::Status KvCache::Resize(uint64_t seq, int64_t tokens) {
   const int64_t extra = ExtraBlocks(seq, tokens);
   if (extra > free_blocks()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KV cache full: sequence ", seq, " needs ", extra, " more blocks of ", kBlockSize,
-        " tokens, ", free_blocks(), " of ", num_blocks_, " are free"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache full: sequence ", seq, " needs ", extra, " more blocks of ",
+                     kBlockSize, " tokens, ", free_blocks(), " of ", num_blocks_, " are free"));
   }
   Sequence& s = seqs_[seq];
   for (int64_t i = 0; i < extra; ++i) {

@@ -33,9 +33,15 @@ std::vector<float> ToF32(const TensorView& t) {
   std::vector<float> out(t.numel());
   for (int64_t i = 0; i < t.numel(); ++i) {
     switch (t.dtype) {
-      case DType::kF32: out[i] = static_cast<const float*>(t.data)[i]; break;
-      case DType::kBF16: out[i] = Bf16ToF32(static_cast<const uint16_t*>(t.data)[i]); break;
-      case DType::kF16: out[i] = F16ToF32(static_cast<const uint16_t*>(t.data)[i]); break;
+      case DType::kF32:
+        out[i] = static_cast<const float*>(t.data)[i];
+        break;
+      case DType::kBF16:
+        out[i] = Bf16ToF32(static_cast<const uint16_t*>(t.data)[i]);
+        break;
+      case DType::kF16:
+        out[i] = F16ToF32(static_cast<const uint16_t*>(t.data)[i]);
+        break;
     }
   }
   return out;
@@ -45,7 +51,11 @@ std::vector<float> ToF32(const TensorView& t) {
 
 Stage::Stage(const ModelConfig& config, int64_t begin, int64_t end, const StageOptions& options,
              int64_t max_context, int64_t kv_blocks)
-    : config_(config), begin_(begin), end_(end), options_(options), max_context_(max_context),
+    : config_(config),
+      begin_(begin),
+      end_(end),
+      options_(options),
+      max_context_(max_context),
       kv_(end - begin, config.kv_dim(), kv_blocks) {}
 
 Stage::~Stage() = default;
@@ -70,11 +80,11 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Load(const std::string& model_dir,
   }
   int64_t kv_blocks = options.kv_blocks;
   if (kv_blocks == 0) {
-    kv_blocks = options.max_sequences * ((max_context + KvCache::kBlockSize - 1) /
-                                         KvCache::kBlockSize);
+    kv_blocks =
+        options.max_sequences * ((max_context + KvCache::kBlockSize - 1) / KvCache::kBlockSize);
   }
-  auto stage = std::unique_ptr<Stage>(
-      new Stage(config, begin, end, options, max_context, kv_blocks));
+  auto stage =
+      std::unique_ptr<Stage>(new Stage(config, begin, end, options, max_context, kv_blocks));
   RETURN_IF_ERROR(stage->LoadWeights(model_dir));
   stage->backend_ = MakeCpuBackend(options.threads);
 
@@ -109,20 +119,34 @@ absl::Status Stage::LoadWeights(const std::string& model_dir) {
     for (const TensorSpec& spec : LayerTensors(config_, l)) {
       ASSIGN_OR_RETURN(TensorView t, get(spec));
       const std::string_view suffix = std::string_view(spec.name).substr(p.size());
-      if (suffix == "input_layernorm.weight") w.input_norm = AsWeight(t);
-      else if (suffix == "self_attn.q_proj.weight") w.q = AsWeight(t);
-      else if (suffix == "self_attn.k_proj.weight") w.k = AsWeight(t);
-      else if (suffix == "self_attn.v_proj.weight") w.v = AsWeight(t);
-      else if (suffix == "self_attn.o_proj.weight") w.o = AsWeight(t);
-      else if (suffix == "post_attention_layernorm.weight") w.post_norm = AsWeight(t);
-      else if (suffix == "mlp.gate_proj.weight") w.gate = AsWeight(t);
-      else if (suffix == "mlp.up_proj.weight") w.up = AsWeight(t);
-      else if (suffix == "mlp.down_proj.weight") w.down = AsWeight(t);
-      else if (suffix == "self_attn.q_proj.bias") w.q_bias = ToF32(t);
-      else if (suffix == "self_attn.k_proj.bias") w.k_bias = ToF32(t);
-      else if (suffix == "self_attn.v_proj.bias") w.v_bias = ToF32(t);
-      else if (suffix == config_.traits->q_norm_tensor) w.q_norm = AsWeight(t);
-      else if (suffix == config_.traits->k_norm_tensor) w.k_norm = AsWeight(t);
+      if (suffix == "input_layernorm.weight")
+        w.input_norm = AsWeight(t);
+      else if (suffix == "self_attn.q_proj.weight")
+        w.q = AsWeight(t);
+      else if (suffix == "self_attn.k_proj.weight")
+        w.k = AsWeight(t);
+      else if (suffix == "self_attn.v_proj.weight")
+        w.v = AsWeight(t);
+      else if (suffix == "self_attn.o_proj.weight")
+        w.o = AsWeight(t);
+      else if (suffix == "post_attention_layernorm.weight")
+        w.post_norm = AsWeight(t);
+      else if (suffix == "mlp.gate_proj.weight")
+        w.gate = AsWeight(t);
+      else if (suffix == "mlp.up_proj.weight")
+        w.up = AsWeight(t);
+      else if (suffix == "mlp.down_proj.weight")
+        w.down = AsWeight(t);
+      else if (suffix == "self_attn.q_proj.bias")
+        w.q_bias = ToF32(t);
+      else if (suffix == "self_attn.k_proj.bias")
+        w.k_bias = ToF32(t);
+      else if (suffix == "self_attn.v_proj.bias")
+        w.v_bias = ToF32(t);
+      else if (suffix == config_.traits->q_norm_tensor)
+        w.q_norm = AsWeight(t);
+      else if (suffix == config_.traits->k_norm_tensor)
+        w.k_norm = AsWeight(t);
     }
     layers_.push_back(std::move(w));
   }
@@ -157,14 +181,14 @@ absl::Status Stage::Validate(const StageBatch& batch, int64_t* total_tokens) con
           absl::StrCat("sequence ", c.seq_id, ": chunk has no tokens"));
     }
     if (c.start_pos < 0 || c.start_pos > kv_.Length(c.seq_id)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", c.seq_id, ": chunk starts at position ", c.start_pos, " but the stage holds ",
-          kv_.Length(c.seq_id), " tokens of it"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", c.seq_id, ": chunk starts at position ", c.start_pos,
+                       " but the stage holds ", kv_.Length(c.seq_id), " tokens of it"));
     }
     if (c.start_pos + c.num_tokens > max_context_) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "sequence ", c.seq_id, ": ", c.start_pos + c.num_tokens,
-          " tokens exceed the context length of ", max_context_));
+      return absl::OutOfRangeError(
+          absl::StrCat("sequence ", c.seq_id, ": ", c.start_pos + c.num_tokens,
+                       " tokens exceed the context length of ", max_context_));
     }
     if (is_first()) {
       if (static_cast<int64_t>(c.token_ids.size()) != c.num_tokens) {
@@ -183,15 +207,13 @@ absl::Status Stage::Validate(const StageBatch& batch, int64_t* total_tokens) con
     total += c.num_tokens;
   }
   if (total > options_.max_batch_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("stage batch of ", total,
-                                                   " tokens exceeds max_batch_tokens ",
-                                                   options_.max_batch_tokens));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "stage batch of ", total, " tokens exceeds max_batch_tokens ", options_.max_batch_tokens));
   }
   if (!is_first() && static_cast<int64_t>(batch.hidden.size()) != total * config_.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat("hidden states hold ", batch.hidden.size(),
-                                                   " floats; ", total, " tokens of hidden size ",
-                                                   config_.hidden_size, " need ",
-                                                   total * config_.hidden_size));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hidden states hold ", batch.hidden.size(), " floats; ", total, " tokens of hidden size ",
+        config_.hidden_size, " need ", total * config_.hidden_size));
   }
   *total_tokens = total;
   return absl::OkStatus();
@@ -203,9 +225,9 @@ absl::Status Stage::ReserveKv(const StageBatch& batch) {
     extra += kv_.ExtraBlocks(c.seq_id, c.start_pos + c.num_tokens);
   }
   if (extra > kv_.free_blocks()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("KV cache full: batch needs ", extra, " more blocks, ", kv_.free_blocks(),
-                     " of ", kv_.total_blocks(), " are free"));
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: batch needs ", extra,
+                                                     " more blocks, ", kv_.free_blocks(), " of ",
+                                                     kv_.total_blocks(), " are free"));
   }
   for (const SequenceChunk& c : batch.chunks) {
     RETURN_IF_ERROR(kv_.Resize(c.seq_id, c.start_pos + c.num_tokens));

@@ -47,7 +47,8 @@ absl::StatusOr<std::map<std::string, std::vector<float>>> BigramWeights(
   }
   const int64_t v = config.vocab_size, h = config.hidden_size;
   if (h > v) return absl::InvalidArgumentError("bigram init needs hidden_size <= vocab_size");
-  const int32_t eos = config.eos_token_ids.empty() ? 2 : static_cast<int32_t>(config.eos_token_ids[0]);
+  const int32_t eos =
+      config.eos_token_ids.empty() ? 2 : static_cast<int32_t>(config.eos_token_ids[0]);
 
   // Bigram counts over every line: BOS, the line's tokens, EOS.
   std::vector<double> counts(v * v, 0.0);

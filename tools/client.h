@@ -12,11 +12,11 @@
 namespace strata {
 
 struct ClientOptions {
-  std::string address;         // the gateway
+  std::string address;  // the gateway
   v1::GenerateRequest request;
-  int timeout_ms = 0;          // the call's deadline; 0 = none
-  bool echo_prompt = true;     // print the prompt before the completion
-  bool stats = false;          // finish reason, token counts and timing to stderr
+  int timeout_ms = 0;       // the call's deadline; 0 = none
+  bool echo_prompt = true;  // print the prompt before the completion
+  bool stats = false;       // finish reason, token counts and timing to stderr
 };
 
 absl::Status StreamCompletion(const ClientOptions& options, std::FILE* out);

@@ -54,7 +54,8 @@ absl::Status IntIn(const char* flag, int64_t v, int64_t lo, int64_t hi) {
 absl::Status BytesFlag(const char* flag, const std::string& text, int64_t* out) {
   if (text.empty()) return absl::OkStatus();
   auto b = ParseBytes(text);
-  if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", b.status().message()));
+  if (!b.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", b.status().message()));
   *out = *b;
   return absl::OkStatus();
 }
@@ -102,8 +103,9 @@ struct RequestFlags {
 
 absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   CoordinatorOptions o;
-  int64_t workers = o.workers, startup = o.startup_timeout_ms, inflight = 0, drain = o.drain_timeout_ms,
-          heartbeat = o.heartbeat_ms, heartbeat_timeout = o.heartbeat_timeout_ms;
+  int64_t workers = o.workers, startup = o.startup_timeout_ms, inflight = 0,
+          drain = o.drain_timeout_ms, heartbeat = o.heartbeat_ms,
+          heartbeat_timeout = o.heartbeat_timeout_ms;
   FlagSet f;
   f.String("model", &o.model_dir, "model folder, as the workers see it (default: embedded model)");
   f.String("listen", &o.listen, "host:port to serve on; port 0 picks one (127.0.0.1:0)");
@@ -166,7 +168,8 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   f.Int("drain-timeout-ms", &drain, "on SIGTERM, how long to wait to be planned out (30000)");
   f.Int("debug-step-delay-ms", &delay, "fault injection: sleep before every step (0)");
   bool stop = false;
-  RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata worker --coordinator HOST:PORT [flags]", &stop));
+  RETURN_IF_ERROR(
+      ParseOrHelp(f, args, "usage: strata worker --coordinator HOST:PORT [flags]", &stop));
   if (stop) return absl::OkStatus();
   RETURN_IF_ERROR(BytesFlag("capacity", capacity, &o.capacity_bytes));
   RETURN_IF_ERROR(BytesFlag("reserve", reserve, &o.reserve_bytes));
@@ -197,7 +200,8 @@ absl::Status GatewayCommand(const std::vector<std::string>& args) {
   f.Int("connect-timeout-ms", &connect, "to reach the coordinator (30000)");
   f.Int("drain-timeout-ms", &drain, "how long open streams may finish on shutdown (30000)");
   bool stop = false;
-  RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata gateway --coordinator HOST:PORT [flags]", &stop));
+  RETURN_IF_ERROR(
+      ParseOrHelp(f, args, "usage: strata gateway --coordinator HOST:PORT [flags]", &stop));
   if (stop) return absl::OkStatus();
   RETURN_IF_ERROR(IntIn("max-pending", pending, 1, 1'000'000));
   RETURN_IF_ERROR(IntIn("drain-timeout-ms", drain, 0, INT32_MAX));
@@ -212,8 +216,8 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   UpOptions o;
   RequestFlags req;
   std::string address_file, worker_flags;
-  int64_t workers = o.workers, threads = 0, inflight = o.max_inflight_steps, pending = o.max_pending,
-          startup = o.startup_timeout_ms;
+  int64_t workers = o.workers, threads = 0, inflight = o.max_inflight_steps,
+          pending = o.max_pending, startup = o.startup_timeout_ms;
   FlagSet f;
   f.String("model", &o.model_dir, "model folder (default: the embedded default model)");
   f.Int("workers", &workers, "worker processes, one pipeline stage each (2)");
@@ -288,8 +292,10 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
     absl::Status stopped = cluster.Stop();
     return st.ok() ? stopped : st;
   }
-  std::fprintf(stderr, "strata up: try `strata client --address %s --prompt \"...\"`; Ctrl-C "
-               "stops the cluster\n", cluster.gateway().c_str());
+  std::fprintf(stderr,
+               "strata up: try `strata client --address %s --prompt \"...\"`; Ctrl-C "
+               "stops the cluster\n",
+               cluster.gateway().c_str());
   while (!WaitForShutdown(200)) {
     st = cluster.CheckChildren();
     if (!st.ok()) {
@@ -330,8 +336,8 @@ absl::Status ClientCommand(const std::vector<std::string>& args) {
     }
   }
   bool stop = false;
-  RETURN_IF_ERROR(ParseOrHelp(f, rest, "usage: strata client --address HOST:PORT \"prompt\" [flags]",
-                              &stop));
+  RETURN_IF_ERROR(
+      ParseOrHelp(f, rest, "usage: strata client --address HOST:PORT \"prompt\" [flags]", &stop));
   if (stop) return absl::OkStatus();
   if (o.address.empty()) return absl::InvalidArgumentError("--address: required (the gateway)");
   if (req.prompt.empty()) return absl::InvalidArgumentError("prompt: required");
@@ -373,13 +379,14 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
   std::vector<std::string> sp;
   if (!speeds.empty()) sp = absl::StrSplit(speeds, ',');
   if (!sp.empty() && sp.size() != caps.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("--speeds: ", sp.size(), " values for ",
-                                                   caps.size(), " devices"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--speeds: ", sp.size(), " values for ", caps.size(), " devices"));
   }
   for (size_t i = 0; i < caps.size(); ++i) {
     auto cap = ParseBytes(caps[i]);
     if (!cap.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--devices[", i, "]: ", cap.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--devices[", i, "]: ", cap.status().message()));
     }
     DeviceSpec d{absl::StrCat("device", i), *cap, reserve_bytes, 1.0};
     if (!sp.empty() && (!absl::SimpleAtod(sp[i], &d.speed) || !(d.speed > 0))) {

@@ -24,7 +24,8 @@ void FlagSet::Bool(const char* name, bool* dest, const char* help) {
 
 std::string FlagSet::EnvName(const std::string& flag) {
   std::string env = "STRATA_";
-  for (char c : flag) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char c : flag)
+    env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return env;
 }
 

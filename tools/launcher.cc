@@ -134,14 +134,25 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
   auto file = [&](const std::string& name) { return absl::StrCat(log_dir_, "/", name, ".addr"); };
   for (const char* n : {"coordinator", "gateway"}) std::filesystem::remove(file(n));
 
-  std::vector<std::string> args = {"coordinator", "--model", o.model_dir, "--workers",
-                                   std::to_string(o.workers), "--listen", listen,
-                                   "--address-file", file("coordinator"),
-                                   "--max-sequences", std::to_string(o.max_sequences),
-                                   "--max-context", std::to_string(o.max_context),
-                                   "--max-batch-tokens", std::to_string(o.max_batch_tokens),
-                                   "--max-inflight-steps", std::to_string(o.max_inflight_steps),
-                                   "--startup-timeout-ms", std::to_string(o.startup_timeout_ms)};
+  std::vector<std::string> args = {"coordinator",
+                                   "--model",
+                                   o.model_dir,
+                                   "--workers",
+                                   std::to_string(o.workers),
+                                   "--listen",
+                                   listen,
+                                   "--address-file",
+                                   file("coordinator"),
+                                   "--max-sequences",
+                                   std::to_string(o.max_sequences),
+                                   "--max-context",
+                                   std::to_string(o.max_context),
+                                   "--max-batch-tokens",
+                                   std::to_string(o.max_batch_tokens),
+                                   "--max-inflight-steps",
+                                   std::to_string(o.max_inflight_steps),
+                                   "--startup-timeout-ms",
+                                   std::to_string(o.startup_timeout_ms)};
   if (!o.layers.empty()) args.insert(args.end(), {"--layers", o.layers});
   ASSIGN_OR_RETURN(Child * coord, Spawn(o.binary, "coordinator", args));
   ASSIGN_OR_RETURN(coordinator_, WaitAddress(coord, file("coordinator"), 30'000));
@@ -150,9 +161,17 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
   for (int i = 0; i < o.workers; ++i) {
     const std::string name = absl::StrCat("worker-", i);
     std::filesystem::remove(file(name));
-    std::vector<std::string> wargs = {"worker", "--id", name, "--coordinator", coordinator_,
-                                      "--listen", listen, "--address-file", file(name),
-                                      "--threads", std::to_string(o.threads)};
+    std::vector<std::string> wargs = {"worker",
+                                      "--id",
+                                      name,
+                                      "--coordinator",
+                                      coordinator_,
+                                      "--listen",
+                                      listen,
+                                      "--address-file",
+                                      file(name),
+                                      "--threads",
+                                      std::to_string(o.threads)};
     wargs.insert(wargs.end(), o.worker_flags.begin(), o.worker_flags.end());
     ASSIGN_OR_RETURN(Child * w, Spawn(o.binary, name, wargs));
     workers.push_back(w);
@@ -179,10 +198,10 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 
-  ASSIGN_OR_RETURN(Child * gw,
-                   Spawn(o.binary, "gateway", {"gateway", "--coordinator", coordinator_, "--listen", listen,
-                                     "--address-file", file("gateway"), "--max-pending",
-                                     std::to_string(o.max_pending)}));
+  ASSIGN_OR_RETURN(Child * gw, Spawn(o.binary, "gateway",
+                                     {"gateway", "--coordinator", coordinator_, "--listen", listen,
+                                      "--address-file", file("gateway"), "--max-pending",
+                                      std::to_string(o.max_pending)}));
   ASSIGN_OR_RETURN(gateway_, WaitAddress(gw, file("gateway"), 30'000));
   return absl::OkStatus();
 }

@@ -24,17 +24,17 @@ struct UpOptions {
   std::string model_dir;
   int workers = 2;
   std::string host = "127.0.0.1";
-  std::string layers;              // manual split, passed to the coordinator
+  std::string layers;  // manual split, passed to the coordinator
   int64_t max_sequences = 16;
   int64_t max_context = 0;
   int64_t max_batch_tokens = 512;
   // One machine: the stages share its cores, so micro-batches in flight at
   // once would only compete for them. 0 = one per stage (separate devices).
   int max_inflight_steps = 1;
-  int threads = 0;                 // per worker; 0 = every core
-  int max_pending = 256;           // gateway queue bound
+  int threads = 0;        // per worker; 0 = every core
+  int max_pending = 256;  // gateway queue bound
   int startup_timeout_ms = 120'000;
-  std::string log_dir;             // default: a fresh folder under /tmp
+  std::string log_dir;                    // default: a fresh folder under /tmp
   std::vector<std::string> worker_flags;  // extra flags for every worker
 };
 

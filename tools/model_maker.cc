@@ -59,7 +59,9 @@ class Rng {
     return result;
   }
   // Uniform in [-1, 1).
-  float Symmetric() { return static_cast<float>(static_cast<double>(Next() >> 11) * 0x1.0p-52 - 1.0); }
+  float Symmetric() {
+    return static_cast<float>(static_cast<double>(Next() >> 11) * 0x1.0p-52 - 1.0);
+  }
 
  private:
   static uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -112,8 +114,8 @@ absl::StatusOr<Json> FlavourConfig(const ModelSpec& spec, int64_t vocab, const s
     c["model_type"] = Json::String("mistral");
     c["sliding_window"] = Json::Integer(tiny ? 8 : 4096);
     if (tiny) {
-      c["rope_scaling"] = Json::Object(
-          {{"type", Json::String("linear")}, {"factor", Json::Number(2.0)}});
+      c["rope_scaling"] =
+          Json::Object({{"type", Json::String("linear")}, {"factor", Json::Number(2.0)}});
     }
   } else if (spec.flavour == "qwen2") {
     arch = "Qwen2ForCausalLM";
@@ -148,7 +150,9 @@ std::vector<uint8_t> Encode(const std::vector<float>& values, DType dtype) {
   for (int64_t i = 0; i < numel; ++i) {
     const float v = values[i];
     switch (dtype) {
-      case DType::kF32: std::memcpy(bytes.data() + 4 * i, &v, 4); break;
+      case DType::kF32:
+        std::memcpy(bytes.data() + 4 * i, &v, 4);
+        break;
       case DType::kBF16: {
         uint16_t h = F32ToBf16(v);
         std::memcpy(bytes.data() + 2 * i, &h, 2);
@@ -175,10 +179,14 @@ std::vector<uint8_t> RandomTensor(const TensorSpec& spec, DType dtype, uint64_t 
   const bool is_bias = spec.name.size() > 5 && spec.name.rfind(".bias") == spec.name.size() - 5;
   const bool is_embedding = spec.name == "model.embed_tokens.weight";
   float scale;
-  if (is_norm) scale = 0.2f;
-  else if (is_bias) scale = 0.2f;
-  else if (is_embedding) scale = 1.0f;
-  else scale = std::sqrt(3.0f / static_cast<float>(spec.shape.back()));
+  if (is_norm)
+    scale = 0.2f;
+  else if (is_bias)
+    scale = 0.2f;
+  else if (is_embedding)
+    scale = 1.0f;
+  else
+    scale = std::sqrt(3.0f / static_cast<float>(spec.shape.back()));
   const bool writes_residual = spec.name.find("o_proj") != std::string::npos ||
                                spec.name.find("down_proj") != std::string::npos;
   if (writes_residual) scale *= residual_scale;
@@ -236,9 +244,9 @@ absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, ui
     }
     RETURN_IF_ERROR(WriteSafetensors((dir / file).string(), tensors));
   }
-  Json index = Json::Object(
-      {{"metadata", Json::Object({{"total_size", Json::Integer(total_size)}})},
-       {"weight_map", Json::Object(std::move(weight_map))}});
+  Json index =
+      Json::Object({{"metadata", Json::Object({{"total_size", Json::Integer(total_size)}})},
+                    {"weight_map", Json::Object(std::move(weight_map))}});
   return WriteText(dir / "model.safetensors.index.json", index.Dump());
 }
 
@@ -246,13 +254,14 @@ absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, ui
 
 absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
   namespace fs = std::filesystem;
-  std::string dtype_name = spec.dtype.empty() ? (spec.size == "tiny" ? "float32" : "bfloat16")
-                                              : spec.dtype;
+  std::string dtype_name =
+      spec.dtype.empty() ? (spec.size == "tiny" ? "float32" : "bfloat16") : spec.dtype;
   if (dtype_name == "f32") dtype_name = "float32";
   if (dtype_name == "bf16") dtype_name = "bfloat16";
   if (dtype_name == "f16") dtype_name = "float16";
   auto dtype = ParseDType(dtype_name);
-  if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
+  if (!dtype.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
   if (spec.shards < 1) return absl::InvalidArgumentError("--shards must be at least 1");
 
   const int64_t vocab = spec.size == "tiny" ? kTokenizerVocab : 32000;
@@ -269,11 +278,11 @@ absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
   RETURN_IF_ERROR(WriteText(dir / "tokenizer.model", tokenizer_model));
   RETURN_IF_ERROR(WriteText(dir / "config.json", config_json.Dump()));
   Json eos = *config_json.Find("eos_token_id");
-  RETURN_IF_ERROR(WriteText(dir / "generation_config.json",
-                            Json::Object({{"bos_token_id", Json::Integer(1)},
-                                          {"eos_token_id", eos},
-                                          {"do_sample", Json::Bool(false)}})
-                                .Dump()));
+  RETURN_IF_ERROR(
+      WriteText(dir / "generation_config.json", Json::Object({{"bos_token_id", Json::Integer(1)},
+                                                              {"eos_token_id", eos},
+                                                              {"do_sample", Json::Bool(false)}})
+                                                    .Dump()));
   RETURN_IF_ERROR(WriteText(dir / "tokenizer_config.json",
                             Json::Object({{"add_bos_token", Json::Bool(true)},
                                           {"add_eos_token", Json::Bool(false)},
@@ -287,8 +296,8 @@ absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
     ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(out_dir));
     ASSIGN_OR_RETURN(overrides, BigramWeights(config, *tokenizer, lines));
   } else if (spec.init != "random") {
-    return absl::InvalidArgumentError(absl::StrCat("--init: \"", spec.init,
-                                                   "\" is not random or bigram"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--init: \"", spec.init, "\" is not random or bigram"));
   }
   return WriteWeights(config, *dtype, spec.shards, spec.seed, overrides, dir);
 }

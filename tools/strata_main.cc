@@ -63,7 +63,8 @@ absl::Status Generate(const std::vector<std::string>& args) {
     std::cout << "usage: strata generate --prompt TEXT [flags]\n" << flags.Usage();
     return absl::OkStatus();
   }
-  if (prompt.empty()) return absl::InvalidArgumentError("--prompt is required and must not be empty");
+  if (prompt.empty())
+    return absl::InvalidArgumentError("--prompt is required and must not be empty");
   if (seed < 0) return absl::InvalidArgumentError("--seed must not be negative");
   if (top_k < 0 || top_k > INT32_MAX) return absl::InvalidArgumentError("--top-k must be >= 0");
   if (model.empty()) {
@@ -140,7 +141,8 @@ absl::Status Inspect(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(model));
   ASSIGN_OR_RETURN(ModelBytes bytes, MeasureModel(c, *ckpt));
   std::cout << absl::StrFormat(
-      "architecture  %s\nlayers        %d\nhidden        %d\nheads         %d (kv %d, head_dim %d)\n"
+      "architecture  %s\nlayers        %d\nhidden        %d\nheads         %d (kv %d, head_dim "
+      "%d)\n"
       "intermediate  %d\nvocab         %d\ncontext       %d\ndtype         %s\ntied          %s\n",
       c.architecture, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
       c.intermediate_size, c.vocab_size, c.max_position_embeddings, DTypeName(c.torch_dtype),

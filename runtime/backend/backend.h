@@ -27,7 +27,7 @@ struct Weight {
 struct AttentionChunk {
   int64_t row_begin = 0;  // first row of this chunk in the batch's q/out
   int64_t num_tokens = 0;
-  int64_t start_pos = 0;  // position of the chunk's first token
+  int64_t start_pos = 0;                 // position of the chunk's first token
   const int32_t* block_table = nullptr;  // KV blocks of the sequence, in order
 };
 

@@ -50,8 +50,10 @@ const Module& GetModule() {
       tried += "\n  " + c + ": " + (why ? why : "not found");
     }
     if (handle == nullptr) {
-      module.error = "cannot load the SentencePiece module libstrata_spm.so (set "
-                     "STRATA_SPM_LIBRARY to its path); tried:" + tried;
+      module.error =
+          "cannot load the SentencePiece module libstrata_spm.so (set "
+          "STRATA_SPM_LIBRARY to its path); tried:" +
+          tried;
       return;
     }
     module.load_file = reinterpret_cast<LoadFn>(dlsym(handle, "strata_spm_load_file"));
@@ -75,8 +77,7 @@ std::unique_ptr<Processor> Processor::LoadFile(const std::string& path, std::str
   return std::unique_ptr<Processor>(m.load_file(path, error));
 }
 
-std::unique_ptr<Processor> Processor::FromSerialized(const std::string& bytes,
-                                                     std::string* error) {
+std::unique_ptr<Processor> Processor::FromSerialized(const std::string& bytes, std::string* error) {
   const Module& m = GetModule();
   if (m.from_serialized == nullptr) {
     *error = m.error;

@@ -7,14 +7,13 @@
 // model goes to stdout and the exit status is 0; on failure the reason goes
 // to stderr and the status is 1. Includes no Abseil (see spm_bridge.h).
 #include <fcntl.h>
+#include <sentencepiece_trainer.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
-
-#include <sentencepiece_trainer.h>
 
 namespace {
 

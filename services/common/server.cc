@@ -89,7 +89,8 @@ absl::Status WriteAddressFile(const std::string& path, const std::string& addres
   {
     std::ofstream f(tmp, std::ios::trunc);
     f << address << "\n";
-    if (!f.good()) return absl::UnavailableError(absl::StrCat("address file ", path, ": cannot write"));
+    if (!f.good())
+      return absl::UnavailableError(absl::StrCat("address file ", path, ": cannot write"));
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);

@@ -20,8 +20,8 @@ absl::Status RunCoordinator(const CoordinatorOptions& options) {
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   if (options.max_context < 0 || options.max_context > config.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("--max-context: must be in [0, ",
-                                                   config.max_position_embeddings, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-context: must be in [0, ", config.max_position_embeddings, "]"));
   }
 
   std::unique_ptr<MetricsServer> metrics;
@@ -35,14 +35,13 @@ absl::Status RunCoordinator(const CoordinatorOptions& options) {
   ServerOptions server_options;
   server_options.listen = options.listen;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
-  Log(absl::StrCat("listening on ", server->address(), "; waiting for ", options.workers,
-                   " worker(s)",
-                   metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics")
-                           : ""));
+  Log(absl::StrCat(
+      "listening on ", server->address(), "; waiting for ", options.workers, " worker(s)",
+      metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics") : ""));
   if (!options.address_file.empty()) {
-    RETURN_IF_ERROR(WriteAddressFile(options.address_file,
-                                     absl::StrCat(server->address(), " ",
-                                                  metrics ? metrics->address() : "-")));
+    RETURN_IF_ERROR(
+        WriteAddressFile(options.address_file,
+                         absl::StrCat(server->address(), " ", metrics ? metrics->address() : "-")));
   }
 
   absl::Status st = service.WaitForWorkers(options.startup_timeout_ms);

@@ -21,10 +21,14 @@ constexpr size_t kStatsWindow = 8192;
 
 v1::FinishReason FinishToProto(Finish f) {
   switch (f) {
-    case Finish::kNone: return v1::FINISH_REASON_UNSPECIFIED;
-    case Finish::kLength: return v1::FINISH_REASON_LENGTH;
-    case Finish::kEos: return v1::FINISH_REASON_EOS;
-    case Finish::kCancelled: return v1::FINISH_REASON_CANCELLED;
+    case Finish::kNone:
+      return v1::FINISH_REASON_UNSPECIFIED;
+    case Finish::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case Finish::kEos:
+      return v1::FINISH_REASON_EOS;
+    case Finish::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
 }
@@ -192,8 +196,9 @@ grpc::Status CoordinatorService::Attach(
     std::lock_guard<std::mutex> lock(mu_);
     auto it = workers_.find(reg.worker_id());
     if (it != workers_.end() && it->second.context == context) {
-      LoseWorkerLocked(it->second, "its attach stream ended (the process exited or the "
-                                   "connection broke)");
+      LoseWorkerLocked(it->second,
+                       "its attach stream ended (the process exited or the "
+                       "connection broke)");
     }
   }
   cv_.notify_all();
@@ -206,7 +211,8 @@ void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& ca
   w.context = nullptr;
   ++w.failures;
   // Back-off before re-admitting a flapping worker: 0 s, 1 s, 2 s, 4 s ... 30 s.
-  const int64_t backoff_ms = w.failures <= 1 ? 0 : std::min<int64_t>(30'000, 500LL << (w.failures - 1));
+  const int64_t backoff_ms =
+      w.failures <= 1 ? 0 : std::min<int64_t>(30'000, 500LL << (w.failures - 1));
   w.backoff_until = Clock::now() + std::chrono::milliseconds(backoff_ms);
   bool in_map = false;
   for (const auto& s : map_.stages()) in_map |= s.worker_id() == w.id;
@@ -311,23 +317,22 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
     error = absl::InvalidArgumentError("submit: prompt_ids and max_tokens must be non-empty");
   }
   if (error.ok() && static_cast<int64_t>(spec.prompt.size()) >= max_context_) {
-    error = absl::OutOfRangeError(absl::StrCat("submit: prompt of ", spec.prompt.size(),
-                                               " tokens does not fit the context of ",
-                                               max_context_));
+    error =
+        absl::OutOfRangeError(absl::StrCat("submit: prompt of ", spec.prompt.size(),
+                                           " tokens does not fit the context of ", max_context_));
   }
   for (int32_t t : spec.prompt) {
     if (error.ok() && (t < 0 || t >= config_.vocab_size)) {
-      error = absl::InvalidArgumentError(
-          absl::StrCat("submit: token id ", t, " is outside the vocabulary [0, ",
-                       config_.vocab_size, ")"));
+      error = absl::InvalidArgumentError(absl::StrCat(
+          "submit: token id ", t, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
     }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (error.ok() && draining_) error = absl::UnavailableError("the cluster is draining");
     if (error.ok() && !unavailable_reason_.empty()) {
-      error = absl::UnavailableError(absl::StrCat("no layer map fits the workers left: ",
-                                                  unavailable_reason_));
+      error = absl::UnavailableError(
+          absl::StrCat("no layer map fits the workers left: ", unavailable_reason_));
     }
     if (error.ok()) {
       scheduler_->Submit(std::move(spec));
@@ -419,10 +424,10 @@ v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
     h->set_failures(w.failures);
     bool in_map = false;
     for (const auto& s : map_.stages()) in_map |= s.worker_id() == id;
-    h->set_state(!w.connected          ? (w.draining ? "drained" : "lost")
+    h->set_state(!w.connected            ? (w.draining ? "drained" : "lost")
                  : now < w.backoff_until ? "backoff"
-                 : in_map               ? "serving"
-                                        : "standby");
+                 : in_map                ? "serving"
+                                         : "standby");
   }
   return info;
 }
@@ -482,9 +487,9 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
       auto ranges = ParseLayerRanges(options_.layers, config_.num_layers);
       if (!ranges.ok()) return ranges.status();
       if (ranges->size() != workers.size()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "--layers gives ", ranges->size(), " stages but ", workers.size(),
-            " worker(s) are attached; a manual split cannot be re-planned"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("--layers gives ", ranges->size(), " stages but ", workers.size(),
+                         " worker(s) are attached; a manual split cannot be re-planned"));
       }
       planned = PlanFromRanges(input, *ranges);
     }
@@ -697,7 +702,8 @@ void CoordinatorService::UpdateGaugesLocked() {
   if (metrics_ == nullptr) return;
   metrics_->epoch.Set(static_cast<double>(map_.epoch()));
   metrics_->stages.Set(map_.stages_size());
-  std::map<std::string, int> by_state = {{"serving", 0}, {"standby", 0}, {"backoff", 0}, {"lost", 0}};
+  std::map<std::string, int> by_state = {
+      {"serving", 0}, {"standby", 0}, {"backoff", 0}, {"lost", 0}};
   const v1::ModelInfo info = ModelInfoLocked();  // held: the loop reads into it
   for (const auto& h : info.workers()) ++by_state[h.state()];
   for (const auto& [state, n] : by_state) {
@@ -718,7 +724,8 @@ void CoordinatorService::ControlLoop() {
     const auto now = Clock::now();
     // Heartbeat deadlines: a worker that says nothing is hung or stopped.
     for (auto& [id, w] : workers_) {
-      if (w.connected && now - w.last_heard > std::chrono::milliseconds(options_.heartbeat_timeout_ms)) {
+      if (w.connected &&
+          now - w.last_heard > std::chrono::milliseconds(options_.heartbeat_timeout_ms)) {
         if (w.context != nullptr) w.context->TryCancel();
         LoseWorkerLocked(w, absl::StrCat("no heartbeat for ", options_.heartbeat_timeout_ms,
                                          " ms (hung or stopped)"));
@@ -769,7 +776,8 @@ void CoordinatorService::PumpLoop() {
           metrics_->queue_seconds.Observe(std::chrono::duration<double>(now - t).count());
         }
         int64_t tokens = 0;
-        for (const PlannedChunk& c : step->chunks) tokens += static_cast<int64_t>(c.token_ids.size());
+        for (const PlannedChunk& c : step->chunks)
+          tokens += static_cast<int64_t>(c.token_ids.size());
         if (!step->chunks.empty()) {
           metrics_->step_tokens.Observe(static_cast<double>(tokens));
           metrics_->step_sequences.Observe(static_cast<double>(step->chunks.size()));

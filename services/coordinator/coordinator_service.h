@@ -49,13 +49,14 @@ class CoordinatorService final : public v1::Coordinator::Service {
                      CoordinatorMetrics* metrics);
   ~CoordinatorService() override;
 
-  grpc::Status Attach(grpc::ServerContext* context,
-                      grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream)
-      override;
-  grpc::Status Session(grpc::ServerContext* context,
-                       grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream)
-      override;
-  grpc::Status GetClusterInfo(grpc::ServerContext* context, const v1::GetClusterInfoRequest* request,
+  grpc::Status Attach(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) override;
+  grpc::Status Session(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream) override;
+  grpc::Status GetClusterInfo(grpc::ServerContext* context,
+                              const v1::GetClusterInfoRequest* request,
                               v1::ClusterInfo* response) override;
 
   // Startup, from the main thread: wait for the workers, then form the first
@@ -93,8 +94,8 @@ class CoordinatorService final : public v1::Coordinator::Service {
   bool Rebuild(const std::string& cause, bool startup, absl::Status* error);
   // Plans over `workers` and loads the map as `epoch`; shrinks the KV budget
   // while the layers do not fit. On a load failure names the worker.
-  absl::Status PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers,
-                           v1::LayerMap* map, std::string* failed_worker);
+  absl::Status PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers, v1::LayerMap* map,
+                           std::string* failed_worker);
   void OpenStage0(const std::string& address);
   void CloseStage0();
   void LoseWorkerLocked(WorkerRecord& w, const std::string& cause);
@@ -117,9 +118,9 @@ class CoordinatorService final : public v1::Coordinator::Service {
   std::map<uint64_t, std::shared_ptr<SessionRecord>> sessions_;
   uint64_t next_session_ = 1;
   std::unique_ptr<Scheduler> scheduler_;
-  v1::LayerMap map_;                   // empty stages: no map (starting or unavailable)
-  std::set<std::string> planned_;      // the eligible workers the last re-plan saw
-  bool force_rebuild_ = false;         // a transport error in the current epoch
+  v1::LayerMap map_;               // empty stages: no map (starting or unavailable)
+  std::set<std::string> planned_;  // the eligible workers the last re-plan saw
+  bool force_rebuild_ = false;     // a transport error in the current epoch
   std::string unavailable_reason_;
   uint64_t failovers_ = 0;
   v1::FailoverEvent last_failover_;

@@ -22,7 +22,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 struct Costs {
   explicit Costs(const PlanInput& in) : in(in) {
     prefix.assign(in.layer_bytes.size() + 1, 0);
-    for (size_t i = 0; i < in.layer_bytes.size(); ++i) prefix[i + 1] = prefix[i] + in.layer_bytes[i];
+    for (size_t i = 0; i < in.layer_bytes.size(); ++i)
+      prefix[i + 1] = prefix[i] + in.layer_bytes[i];
   }
   int64_t num_layers() const { return static_cast<int64_t>(in.layer_bytes.size()); }
   bool first(int64_t b) const { return b == 0; }
@@ -30,7 +31,8 @@ struct Costs {
   // Bytes the stage reads every decode step (the embedding lookup reads a few rows).
   int64_t read_bytes(int64_t b, int64_t e) const {
     int64_t bytes = prefix[e] - prefix[b];
-    if (last(e)) bytes += in.final_norm_bytes + (in.tied_embeddings ? in.embedding_bytes : in.lm_head_bytes);
+    if (last(e))
+      bytes += in.final_norm_bytes + (in.tied_embeddings ? in.embedding_bytes : in.lm_head_bytes);
     return bytes;
   }
   int64_t weight_bytes(int64_t b, int64_t e) const {
@@ -123,9 +125,10 @@ Plan BuildPlan(const Costs& c, const std::vector<int64_t>& ends) {
                               FormatBytes(c.need(s.begin, next + 1)), " of ",
                               FormatBytes(s.usable_bytes), " usable", slowest);
     } else if (c.time(s.device, s.begin, next + 1) > plan.bottleneck) {
-      s.reason = absl::StrFormat("balance: with layer %d it would read %s per step, slower "
-                                 "than the slowest stage%s", next,
-                                 FormatBytes(c.read_bytes(s.begin, next + 1)), slowest);
+      s.reason = absl::StrFormat(
+          "balance: with layer %d it would read %s per step, slower "
+          "than the slowest stage%s",
+          next, FormatBytes(c.read_bytes(s.begin, next + 1)), slowest);
     } else {
       s.reason = absl::StrCat("free: layer ", next,
                               " could sit on either side without changing the slowest stage; "
@@ -150,9 +153,9 @@ absl::Status CheckInput(const PlanInput& in) {
     }
   }
   if (static_cast<int64_t>(in.devices.size()) > static_cast<int64_t>(in.layer_bytes.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        in.devices.size(), " devices but the model has only ", in.layer_bytes.size(),
-        " decoder layers: every device must hold at least one; use fewer devices"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(in.devices.size(), " devices but the model has only ", in.layer_bytes.size(),
+                     " decoder layers: every device must hold at least one; use fewer devices"));
   }
   return absl::OkStatus();
 }
@@ -164,8 +167,8 @@ std::string DeviceLine(const Costs& c, int d, int64_t b, int64_t e) {
       "  device %d (%s): layers %d-%d need %s (weights %s + KV %s + workspace %s); it has %s "
       "(%s capacity - %s reserve)%s",
       d, dev.name, b, e - 1, FormatBytes(c.need(b, e)), FormatBytes(c.weight_bytes(b, e)),
-      FormatBytes(c.kv_bytes(b, e)), FormatBytes(c.in.workspace_bytes),
-      FormatBytes(c.usable(d)), FormatBytes(dev.capacity_bytes), FormatBytes(dev.reserve_bytes),
+      FormatBytes(c.kv_bytes(b, e)), FormatBytes(c.in.workspace_bytes), FormatBytes(c.usable(d)),
+      FormatBytes(dev.capacity_bytes), FormatBytes(dev.reserve_bytes),
       fits ? "" : "  <-- does not fit");
 }
 
@@ -186,8 +189,9 @@ absl::StatusOr<Plan> PlanPlacement(const PlanInput& input) {
 
   // Nothing fits: show the split that overloads its worst device least.
   double overload = 0;
-  ends = MinMaxSplit(devices, c.num_layers(),
-                     [&](int d, int64_t b, int64_t e) { return c.load(d, b, e); }, &overload);
+  ends = MinMaxSplit(
+      devices, c.num_layers(), [&](int d, int64_t b, int64_t e) { return c.load(d, b, e); },
+      &overload);
   int64_t total_need = 0, total_usable = 0;
   for (int d = 0; d < devices; ++d) total_usable += std::max<int64_t>(0, c.usable(d));
   std::string lines;
@@ -208,8 +212,8 @@ absl::StatusOr<Plan> PlanFromRanges(const PlanInput& input,
                                     const std::vector<std::pair<int64_t, int64_t>>& ranges) {
   RETURN_IF_ERROR(CheckInput(input));
   if (ranges.size() != input.devices.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("layers: ", ranges.size(), " ranges for ",
-                                                   input.devices.size(), " devices"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("layers: ", ranges.size(), " ranges for ", input.devices.size(), " devices"));
   }
   const Costs c(input);
   std::vector<int64_t> ends;
@@ -238,12 +242,12 @@ absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> ParseLayerRanges(const 
     std::vector<std::string> ends = absl::StrSplit(part, '-');
     int64_t lo = 0, hi = 0;
     if (ends.size() != 2 || !absl::SimpleAtoi(ends[0], &lo) || !absl::SimpleAtoi(ends[1], &hi)) {
-      return absl::InvalidArgumentError(absl::StrCat("layers: \"", std::string(part),
-                                                     "\" is not a range like 0-9"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layers: \"", std::string(part), "\" is not a range like 0-9"));
     }
     if (lo != expect) {
-      return absl::InvalidArgumentError(absl::StrCat("layers: range \"", std::string(part),
-                                                     "\" should start at layer ", expect));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layers: range \"", std::string(part), "\" should start at layer ", expect));
     }
     if (hi < lo || hi >= num_layers) {
       return absl::InvalidArgumentError(absl::StrCat("layers: range \"", std::string(part),
@@ -255,8 +259,8 @@ absl::StatusOr<std::vector<std::pair<int64_t, int64_t>>> ParseLayerRanges(const 
   }
   if (expect != num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("layers: the ranges end at layer ", expect - 1,
-                                                   " but the model has ", num_layers,
-                                                   " layers (0-", num_layers - 1, ")"));
+                                                   " but the model has ", num_layers, " layers (0-",
+                                                   num_layers - 1, ")"));
   }
   return ranges;
 }
@@ -266,10 +270,14 @@ absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
     const char* suffix;
     double scale;
   };
-  static constexpr Unit kUnits[] = {{"TiB", 1099511627776.0}, {"GiB", 1073741824.0},
-                                    {"MiB", 1048576.0},       {"KiB", 1024.0},
-                                    {"TB", 1e12},             {"GB", 1e9},
-                                    {"MB", 1e6},              {"KB", 1e3},
+  static constexpr Unit kUnits[] = {{"TiB", 1099511627776.0},
+                                    {"GiB", 1073741824.0},
+                                    {"MiB", 1048576.0},
+                                    {"KiB", 1024.0},
+                                    {"TB", 1e12},
+                                    {"GB", 1e9},
+                                    {"MB", 1e6},
+                                    {"KB", 1e3},
                                     {"B", 1.0}};
   absl::string_view number(text);
   double scale = 1;
@@ -301,8 +309,7 @@ std::string FormatPlan(const Plan& plan, const PlanInput& input) {
     absl::StrAppendFormat(
         &out, "stage %d  %-10s layers %3d-%-3d  weights %10s  KV %10s  need %10s of %10s  %s\n",
         s.device, input.devices[s.device].name, s.begin, s.end - 1, FormatBytes(s.weight_bytes),
-        FormatBytes(s.kv_bytes), FormatBytes(s.need_bytes), FormatBytes(s.usable_bytes),
-        s.reason);
+        FormatBytes(s.kv_bytes), FormatBytes(s.need_bytes), FormatBytes(s.usable_bytes), s.reason);
   }
   return out;
 }
@@ -335,7 +342,8 @@ absl::StatusOr<PlanInput> PlanInputForModel(const std::string& model_dir, const 
   in.tied_embeddings = config.tie_word_embeddings;
   const int64_t context =
       budget.context > 0 ? budget.context : std::min<int64_t>(config.max_position_embeddings, 8192);
-  in.kv_bytes_per_layer = budget.concurrency * context * 2 * config.kv_dim() * budget.kv_element_bytes;
+  in.kv_bytes_per_layer =
+      budget.concurrency * context * 2 * config.kv_dim() * budget.kv_element_bytes;
   // f32 activations of one full batch: residual, norm, q/k/v, attention,
   // projection, gate and up (the stage's workspaces), plus one logits row per token.
   const int64_t per_token = 3 * config.hidden_size + config.q_dim() * 2 + config.kv_dim() * 2 +

@@ -24,37 +24,37 @@
 namespace strata {
 
 struct DeviceSpec {
-  std::string name;            // "gpu0", "cpu", a worker id
+  std::string name;  // "gpu0", "cpu", a worker id
   int64_t capacity_bytes = 0;
-  int64_t reserve_bytes = 0;   // kept free
-  double speed = 1.0;          // relative throughput (> 0)
+  int64_t reserve_bytes = 0;  // kept free
+  double speed = 1.0;         // relative throughput (> 0)
 };
 
 struct PlanInput {
-  std::vector<int64_t> layer_bytes;   // weights of each decoder layer
-  int64_t embedding_bytes = 0;        // first stage
-  int64_t final_norm_bytes = 0;       // last stage
-  int64_t lm_head_bytes = 0;          // last stage; 0 when tied to the embedding
-  bool tied_embeddings = false;       // the last stage then maps the embedding too
-  int64_t kv_bytes_per_layer = 0;     // KV budget of one layer (concurrency x context)
-  int64_t workspace_bytes = 0;        // activations, per device
-  std::vector<DeviceSpec> devices;    // in pipeline order
+  std::vector<int64_t> layer_bytes;  // weights of each decoder layer
+  int64_t embedding_bytes = 0;       // first stage
+  int64_t final_norm_bytes = 0;      // last stage
+  int64_t lm_head_bytes = 0;         // last stage; 0 when tied to the embedding
+  bool tied_embeddings = false;      // the last stage then maps the embedding too
+  int64_t kv_bytes_per_layer = 0;    // KV budget of one layer (concurrency x context)
+  int64_t workspace_bytes = 0;       // activations, per device
+  std::vector<DeviceSpec> devices;   // in pipeline order
 };
 
 struct StagePlan {
   int device = 0;
-  int64_t begin = 0, end = 0;   // layers [begin, end)
-  int64_t weight_bytes = 0;     // everything the stage maps
+  int64_t begin = 0, end = 0;  // layers [begin, end)
+  int64_t weight_bytes = 0;    // everything the stage maps
   int64_t kv_bytes = 0;
-  int64_t need_bytes = 0;       // weights + KV + workspace
-  int64_t usable_bytes = 0;     // capacity - reserve
-  double time = 0;              // bytes read per step / speed
-  std::string reason;           // why the stage ends where it does
+  int64_t need_bytes = 0;    // weights + KV + workspace
+  int64_t usable_bytes = 0;  // capacity - reserve
+  double time = 0;           // bytes read per step / speed
+  std::string reason;        // why the stage ends where it does
 };
 
 struct Plan {
   std::vector<StagePlan> stages;
-  double bottleneck = 0;        // the slowest stage's time
+  double bottleneck = 0;  // the slowest stage's time
 };
 
 // The optimal plan; FAILED_PRECONDITION listing, per device, what the least

@@ -65,8 +65,8 @@ std::optional<PlannedStep> Scheduler::NextStep() {
     waiting_.pop_front();
   }
   // An even share of the running sequences per in-flight step.
-  const int64_t share =
-      std::max<int64_t>(1, (running() + options_.max_inflight_steps - 1) / options_.max_inflight_steps);
+  const int64_t share = std::max<int64_t>(
+      1, (running() + options_.max_inflight_steps - 1) / options_.max_inflight_steps);
   PlannedStep step;
   int64_t tokens = 0;
   std::vector<uint64_t> members;
@@ -142,10 +142,13 @@ std::vector<Emission> Scheduler::OnResult(uint64_t step_id,
       continue;
     }
     if (s.fed != s.known()) continue;  // a prefill chunk that samples nothing
-    auto tok = std::find_if(tokens.begin(), tokens.end(),
-                            [&](const auto& t) { return t.first == id; });
+    auto tok =
+        std::find_if(tokens.begin(), tokens.end(), [&](const auto& t) { return t.first == id; });
     if (tok == tokens.end()) {
-      out.push_back({s.spec.session, s.spec.request_id, {}, Finish::kNone,
+      out.push_back({s.spec.session,
+                     s.spec.request_id,
+                     {},
+                     Finish::kNone,
                      absl::InternalError("the last stage returned no token for the sequence")});
       Retire(id);
       continue;
@@ -164,8 +167,8 @@ std::vector<Emission> Scheduler::OnStepFailed(uint64_t step_id, const absl::Stat
     auto sit = running_.find(id);
     if (sit == running_.end()) continue;
     if (!sit->second.cancelled) {
-      out.push_back({sit->second.spec.session, sit->second.spec.request_id, {}, Finish::kNone,
-                     error});
+      out.push_back(
+          {sit->second.spec.session, sit->second.spec.request_id, {}, Finish::kNone, error});
     }
     Retire(id);
   }
@@ -174,7 +177,8 @@ std::vector<Emission> Scheduler::OnStepFailed(uint64_t step_id, const absl::Stat
 
 std::vector<Emission> Scheduler::FailAll(const absl::Status& error) {
   std::vector<Emission> out;
-  for (auto& [id, s] : waiting_) out.push_back({s.spec.session, s.spec.request_id, {}, Finish::kNone, error});
+  for (auto& [id, s] : waiting_)
+    out.push_back({s.spec.session, s.spec.request_id, {}, Finish::kNone, error});
   for (auto& [id, s] : running_) {
     if (!s.cancelled) out.push_back({s.spec.session, s.spec.request_id, {}, Finish::kNone, error});
   }

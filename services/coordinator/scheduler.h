@@ -19,9 +19,9 @@
 #ifndef STRATA_SERVICES_COORDINATOR_SCHEDULER_H_
 #define STRATA_SERVICES_COORDINATOR_SCHEDULER_H_
 
-#include <cstdint>
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <optional>
@@ -37,8 +37,8 @@ namespace strata {
 enum class Finish { kNone, kLength, kEos, kCancelled };
 
 struct SequenceSpec {
-  uint64_t session = 0;      // the gateway session that owns it
-  uint64_t request_id = 0;   // unique within the session
+  uint64_t session = 0;     // the gateway session that owns it
+  uint64_t request_id = 0;  // unique within the session
   std::vector<int32_t> prompt;
   SamplingParams sampling;
   int64_t max_tokens = 0;
@@ -65,7 +65,7 @@ struct Emission {
   uint64_t session = 0, request_id = 0;
   std::vector<int32_t> tokens;
   Finish finish = Finish::kNone;
-  absl::Status error;   // not OK: the request failed
+  absl::Status error;  // not OK: the request failed
 };
 
 struct SchedulerOptions {
@@ -116,7 +116,7 @@ class Scheduler {
   struct Sequence {
     SequenceSpec spec;
     std::vector<int32_t> generated;
-    int64_t fed = 0;          // tokens sent into the pipeline
+    int64_t fed = 0;  // tokens sent into the pipeline
     bool in_flight = false;
     bool cancelled = false;
     int64_t known() const { return static_cast<int64_t>(spec.prompt.size() + generated.size()); }

@@ -30,7 +30,8 @@ absl::Status RunGateway(const GatewayOptions& options) {
                      std::chrono::milliseconds(options.connect_timeout_ms));
     RETURN_IF_ERROR(FromGrpcStatus(session.stub().GetClusterInfo(&ctx, {}, &info)));
   }
-  const std::string model_dir = options.model_dir.empty() ? info.model().model() : options.model_dir;
+  const std::string model_dir =
+      options.model_dir.empty() ? info.model().model() : options.model_dir;
   ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(model_dir));
   ServedModel model{info.model().context_length(), info.model().vocab_size()};
 
@@ -45,14 +46,14 @@ absl::Status RunGateway(const GatewayOptions& options) {
   server_options.listen = options.listen;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
   server->SetServing(true);
-  Log(absl::StrCat("listening on ", server->address(), "; coordinator ", options.coordinator,
-                   "; tokenizer of ", model_dir,
-                   metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics")
-                           : ""));
+  Log(absl::StrCat(
+      "listening on ", server->address(), "; coordinator ", options.coordinator, "; tokenizer of ",
+      model_dir,
+      metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics") : ""));
   if (!options.address_file.empty()) {
-    RETURN_IF_ERROR(WriteAddressFile(options.address_file,
-                                     absl::StrCat(server->address(), " ",
-                                                  metrics ? metrics->address() : "-")));
+    RETURN_IF_ERROR(
+        WriteAddressFile(options.address_file,
+                         absl::StrCat(server->address(), " ", metrics ? metrics->address() : "-")));
   }
 
   WaitForShutdown(-1);

@@ -33,8 +33,8 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
   for (int i = 0; i < request.stop_size(); ++i) {
     const std::string& s = request.stop(i);
     if (s.empty() || s.size() > kMaxStopBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "]: must be 1 to ",
-                                                     kMaxStopBytes, " bytes, got ", s.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop[", i, "]: must be 1 to ", kMaxStopBytes, " bytes, got ", s.size()));
     }
   }
   v1::Submit submit;
@@ -271,8 +271,7 @@ grpc::Status GatewayService::Tokenize(grpc::ServerContext*, const v1::TokenizeRe
 }
 
 grpc::Status GatewayService::GetModelInfo(grpc::ServerContext* context,
-                                          const v1::GetModelInfoRequest*,
-                                          v1::ModelInfo* response) {
+                                          const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::GetClusterInfoRequest req;

@@ -42,9 +42,8 @@ SessionClient::~SessionClient() {
 
 absl::Status SessionClient::Connect(int timeout_ms) {
   if (!WaitConnected(channel_, timeout_ms)) {
-    return absl::UnavailableError(absl::StrCat("the coordinator at ", coordinator_,
-                                               " is unreachable after ", timeout_ms / 1000.0,
-                                               " s"));
+    return absl::UnavailableError(absl::StrCat(
+        "the coordinator at ", coordinator_, " is unreachable after ", timeout_ms / 1000.0, " s"));
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -126,8 +125,8 @@ void SessionClient::ReadLoop() {
       it = open_.erase(it);
     }
     if (reopened) {
-      Log(absl::StrCat("session with the coordinator at ", coordinator_, " resumed; ",
-                       open_.size(), " request(s) resubmitted"));
+      Log(absl::StrCat("session with the coordinator at ", coordinator_, " resumed; ", open_.size(),
+                       " request(s) resubmitted"));
     }
   }
 }

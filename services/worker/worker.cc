@@ -72,9 +72,9 @@ absl::Status RunWorker(const WorkerOptions& in) {
   Log(absl::StrCat("listening on ", server->address(), "; coordinator ", options.coordinator));
   if (metrics) Log(absl::StrCat("metrics at http://", metrics->address(), "/metrics"));
   if (!options.address_file.empty()) {
-    RETURN_IF_ERROR(WriteAddressFile(options.address_file,
-                                     absl::StrCat(server->address(), " ",
-                                                  metrics ? metrics->address() : "-")));
+    RETURN_IF_ERROR(
+        WriteAddressFile(options.address_file,
+                         absl::StrCat(server->address(), " ", metrics ? metrics->address() : "-")));
   }
 
   // Attach, and attach again whenever the stream ends (the coordinator cut
@@ -99,8 +99,8 @@ absl::Status RunWorker(const WorkerOptions& in) {
     }
     if (asked) {
       Log("draining: asked the coordinator to plan this worker out");
-      const auto deadline = std::chrono::steady_clock::now() +
-                            std::chrono::milliseconds(options.drain_timeout_ms);
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(options.drain_timeout_ms);
       while (std::chrono::steady_clock::now() < deadline) {
         {
           std::lock_guard<std::mutex> lock(attach_mu);
@@ -114,8 +114,8 @@ absl::Status RunWorker(const WorkerOptions& in) {
   });
   absl::Status result;
   bool ever_registered = false;
-  auto give_up_at = std::chrono::steady_clock::now() +
-                    std::chrono::milliseconds(options.connect_timeout_ms);
+  auto give_up_at =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.connect_timeout_ms);
   while (!stopping) {
     const int left_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                              give_up_at - std::chrono::steady_clock::now())
@@ -123,8 +123,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
     if (left_ms <= 0) {
       result = absl::UnavailableError(absl::StrCat(
           ever_registered ? "the coordinator at " : "the coordinator at ", options.coordinator,
-          ever_registered ? " went away and did not come back within "
-                          : " is unreachable after ",
+          ever_registered ? " went away and did not come back within " : " is unreachable after ",
           (ever_registered ? options.reconnect_timeout_ms : options.connect_timeout_ms) / 1000.0,
           " s"));
       break;

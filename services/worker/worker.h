@@ -19,21 +19,21 @@
 namespace strata {
 
 struct WorkerOptions {
-  std::string id;                      // unique in the cluster; default "worker-<pid>"
-  std::string listen = "127.0.0.1:0";  // where the Worker service listens
-  std::string advertise;               // address given to peers; default: the bound one
-  std::string coordinator;             // host:port of the coordinator (required)
-  std::string address_file;            // "grpc-address metrics-address" once listening
+  std::string id;                              // unique in the cluster; default "worker-<pid>"
+  std::string listen = "127.0.0.1:0";          // where the Worker service listens
+  std::string advertise;                       // address given to peers; default: the bound one
+  std::string coordinator;                     // host:port of the coordinator (required)
+  std::string address_file;                    // "grpc-address metrics-address" once listening
   std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
   std::string device = "cpu";
-  int64_t capacity_bytes = 0;          // 0: the machine's physical memory
-  int64_t reserve_bytes = -1;          // -1: a tenth of the capacity
-  double speed = 1.0;                  // relative to the other devices
-  int threads = 0;                     // CPU threads; 0 = every core
-  int connect_timeout_ms = 30'000;     // to reach the coordinator and the next worker
-  int reconnect_timeout_ms = 30'000;   // to re-register after the coordinator cut us off
-  int drain_timeout_ms = 30'000;       // on SIGTERM: how long to wait to be planned out
-  int debug_step_delay_ms = 0;         // fault injection: a slow device
+  int64_t capacity_bytes = 0;         // 0: the machine's physical memory
+  int64_t reserve_bytes = -1;         // -1: a tenth of the capacity
+  double speed = 1.0;                 // relative to the other devices
+  int threads = 0;                    // CPU threads; 0 = every core
+  int connect_timeout_ms = 30'000;    // to reach the coordinator and the next worker
+  int reconnect_timeout_ms = 30'000;  // to re-register after the coordinator cut us off
+  int drain_timeout_ms = 30'000;      // on SIGTERM: how long to wait to be planned out
+  int debug_step_delay_ms = 0;        // fault injection: a slow device
 };
 
 absl::Status RunWorker(const WorkerOptions& options);

@@ -15,11 +15,11 @@ namespace strata {
 
 namespace {
 prometheus::Family<prometheus::Gauge>& GaugeFamily(prometheus::Registry& r, const char* name,
-                                                  const char* help) {
+                                                   const char* help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(r);
 }
 prometheus::Family<prometheus::Counter>& CounterFamily(prometheus::Registry& r, const char* name,
-                                                      const char* help) {
+                                                       const char* help) {
   return prometheus::BuildCounter().Name(name).Help(help).Register(r);
 }
 }  // namespace
@@ -108,10 +108,10 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
   history_.clear();
   // The same range with the same limits keeps the loaded stage (its weights
   // stay mapped) and only forgets every sequence; anything else reloads.
-  const std::string key = absl::StrCat(request->model_dir(), "|", request->layer_begin(), "|",
-                                       request->layer_end(), "|", request->max_batch_tokens(), "|",
-                                       request->max_context(), "|", request->max_sequences(), "|",
-                                       request->threads());
+  const std::string key =
+      absl::StrCat(request->model_dir(), "|", request->layer_begin(), "|", request->layer_end(),
+                   "|", request->max_batch_tokens(), "|", request->max_context(), "|",
+                   request->max_sequences(), "|", request->threads());
   const bool keep = stage_ != nullptr && key == loaded_key_;
   if (keep) {
     for (uint64_t id : stage_->kv_cache().SequenceIds()) stage_->Free(id);
@@ -141,9 +141,9 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
   }
   if (!stage_->is_last()) {
     if (request->next_address().empty()) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "next_address: required, layers end at ", request->layer_end(), " of ",
-          config->num_layers)));
+      return fail(absl::InvalidArgumentError(absl::StrCat("next_address: required, layers end at ",
+                                                          request->layer_end(), " of ",
+                                                          config->num_layers)));
     }
     auto channel = Dial(request->next_address());
     if (!WaitConnected(channel, options_.connect_timeout_ms)) {
@@ -275,7 +275,8 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     metrics_->steps.Add(l).Increment();
     metrics_->received_bytes.Add(l).Increment(static_cast<double>(step.hidden().size()));
     if (!stage_->is_last()) {
-      metrics_->sent_bytes.Add(l).Increment(static_cast<double>(out_.hidden.size() * sizeof(float)));
+      metrics_->sent_bytes.Add(l).Increment(
+          static_cast<double>(out_.hidden.size() * sizeof(float)));
     }
     const KvCache& kv = stage_->kv_cache();
     metrics_->kv_used.Add(l).Set(static_cast<double>(kv.total_blocks() - kv.free_blocks()));
@@ -283,9 +284,8 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
 
   if (!stage_->is_last()) {
     step.set_hidden(out_.hidden.data(), out_.hidden.size() * sizeof(float));
-    step.add_compute_us(static_cast<uint32_t>(std::chrono::duration<double, std::micro>(
-                                                  std::chrono::steady_clock::now() - t0)
-                                                  .count()));
+    step.add_compute_us(static_cast<uint32_t>(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count()));
     if (!next_->Write(step)) {
       return absl::UnavailableError(
           absl::StrCat("the stream to the next stage at ", next_address_, " broke"));
@@ -318,9 +318,9 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
                                     v1::ReleaseResponse* response) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stage_ == nullptr) return grpc::Status::OK;
-  std::vector<uint64_t> ids = request->all() ? stage_->kv_cache().SequenceIds()
-                                             : std::vector<uint64_t>(request->seq_ids().begin(),
-                                                                     request->seq_ids().end());
+  std::vector<uint64_t> ids =
+      request->all() ? stage_->kv_cache().SequenceIds()
+                     : std::vector<uint64_t>(request->seq_ids().begin(), request->seq_ids().end());
   int released = 0;
   for (uint64_t id : ids) {
     released += stage_->kv_cache().Has(id) ? 1 : 0;

@@ -46,8 +46,7 @@ class WorkerService final : public v1::Worker::Service {
  public:
   // `report` sends a StepResult to the coordinator; `set_serving` flips
   // health; `metrics` may be null.
-  WorkerService(const WorkerOptions& options,
-                std::function<bool(const v1::StepResult&)> report,
+  WorkerService(const WorkerOptions& options, std::function<bool(const v1::StepResult&)> report,
                 std::function<void(bool)> set_serving, WorkerMetrics* metrics = nullptr);
   ~WorkerService() override;
 

@@ -63,16 +63,17 @@ TEST_P(PipelineTest, GreedyMatchesSingleProcess) {
   EXPECT_EQ(cluster->Stop(), 0) << ReadFile(cluster->log_path());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Workers, PipelineTest,
-    ::testing::Values(PipelineCase{"llama", 1}, PipelineCase{"llama", 2}, PipelineCase{"llama", 3},
-                      PipelineCase{"llama", 4}, PipelineCase{"qwen2", 2},
-                      PipelineCase{"mistral", 3}, PipelineCase{"hunyuan-dense", 4}),
-    [](const auto& info) {
-      std::string name = absl::StrCat(info.param.flavour, "_", info.param.workers, "workers");
-      for (char& c : name) c = c == '-' ? '_' : c;
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Workers, PipelineTest,
+                         ::testing::Values(PipelineCase{"llama", 1}, PipelineCase{"llama", 2},
+                                           PipelineCase{"llama", 3}, PipelineCase{"llama", 4},
+                                           PipelineCase{"qwen2", 2}, PipelineCase{"mistral", 3},
+                                           PipelineCase{"hunyuan-dense", 4}),
+                         [](const auto& info) {
+                           std::string name =
+                               absl::StrCat(info.param.flavour, "_", info.param.workers, "workers");
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
 
 // 16 streams at once, each with its own sampling and length, through a
 // 3-stage pipeline with several micro-batches in flight: each equals its own
@@ -246,7 +247,8 @@ TEST_F(SlowClusterTest, FullQueueIsResourceExhausted) {
   std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> readers;
   for (int i = 0; i < 2; ++i) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
-    readers.push_back(stub->Generate(contexts.back().get(), TextRequest(kPrompts[i], 200, {}, true)));
+    readers.push_back(
+        stub->Generate(contexts.back().get(), TextRequest(kPrompts[i], 200, {}, true)));
     v1::GenerateResponse first;
     ASSERT_TRUE(readers.back()->Read(&first));
   }
@@ -280,8 +282,8 @@ std::vector<std::string> ListServices(const std::string& address) {
   grpc::CompletionQueue cq;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  auto call = stub.PrepareCall(
-      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto call =
+      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
   auto next = [&](intptr_t want) {
     void* tag = nullptr;
     bool ok = false;
@@ -303,7 +305,8 @@ std::vector<std::string> ListServices(const std::string& address) {
   std::vector<grpc::Slice> slices;
   (void)in.Dump(&slices);
   std::string data;
-  for (const grpc::Slice& s : slices) data.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (const grpc::Slice& s : slices)
+    data.append(reinterpret_cast<const char*>(s.begin()), s.size());
   strata::testing::ReflectionResponse resp;
   if (!resp.ParseFromString(data)) return names;
   for (const auto& s : resp.list_services_response().service()) names.push_back(s.name());
@@ -336,10 +339,10 @@ TEST(ClusterTest, WorkerThatNeverRegistersIsAStartupTimeout) {
   const std::string addr_file = dir + "/coordinator.addr";
   std::string coordinator_out;
   std::thread coordinator([&] {
-    const int rc = RunCommand(absl::StrCat(STRATA_BINARY, " coordinator --model ",
-                                           TestModel("llama"), " --workers 2 --address-file ",
-                                           addr_file, " --startup-timeout-ms 2000"),
-                              &coordinator_out);
+    const int rc = RunCommand(
+        absl::StrCat(STRATA_BINARY, " coordinator --model ", TestModel("llama"),
+                     " --workers 2 --address-file ", addr_file, " --startup-timeout-ms 2000"),
+        &coordinator_out);
     EXPECT_EQ(rc, 1);
   });
   std::string address;
@@ -351,8 +354,10 @@ TEST(ClusterTest, WorkerThatNeverRegistersIsAStartupTimeout) {
   address = address.substr(0, address.find(' '));  // "grpc-address metrics-address\n"
   std::string worker_out;
   std::thread worker([&] {
-    RunCommand(absl::StrCat(STRATA_BINARY, " worker --id lonely --reconnect-timeout-ms 300"
-                            " --coordinator ", address),
+    RunCommand(absl::StrCat(STRATA_BINARY,
+                            " worker --id lonely --reconnect-timeout-ms 300"
+                            " --coordinator ",
+                            address),
                &worker_out);
   });
   coordinator.join();
@@ -409,14 +414,15 @@ TEST(ClusterTest, PythonClientFromGeneratedStubs) {
   ASSERT_NE(cluster, nullptr);
   const Reference ref = GenerateLocally(model, kPrompts[2], 24);
   std::string out;
-  const int rc = RunCommand(absl::StrCat("/usr/bin/python3 ", STRATA_SOURCE_DIR,
-                                         "/examples/python_client.py --json --address ",
-                                         cluster->gateway(), " --prompt '", kPrompts[2],
-                                         "' --max-tokens 24 --stubs ", STRATA_PYTHON_STUBS),
-                            &out);
+  const int rc = RunCommand(
+      absl::StrCat("/usr/bin/python3 ", STRATA_SOURCE_DIR,
+                   "/examples/python_client.py --json --address ", cluster->gateway(),
+                   " --prompt '", kPrompts[2], "' --max-tokens 24 --stubs ", STRATA_PYTHON_STUBS),
+      &out);
   ASSERT_EQ(rc, 0) << out;
   std::string ids;
-  for (size_t i = 0; i < ref.tokens.size(); ++i) absl::StrAppend(&ids, i ? ", " : "", ref.tokens[i]);
+  for (size_t i = 0; i < ref.tokens.size(); ++i)
+    absl::StrAppend(&ids, i ? ", " : "", ref.tokens[i]);
   EXPECT_NE(out.find("\"token_ids\": [" + ids + "]"), std::string::npos) << out;
   EXPECT_NE(out.find("\"completion_tokens\": " + std::to_string(ref.tokens.size())),
             std::string::npos)

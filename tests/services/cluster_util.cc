@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -44,9 +45,11 @@ std::unique_ptr<Cluster> Cluster::Start(const std::string& model, int workers,
   c->workers_ = workers;
   c->log_ = dir + "/up.log";
   const std::string address_file = dir + "/addresses";
-  std::vector<std::string> args = {STRATA_BINARY, "up", "--model", model, "--workers",
-                                   std::to_string(workers), "--address-file", address_file,
-                                   "--log-dir", dir + "/logs"};
+  std::vector<std::string> args = {STRATA_BINARY,    "up",
+                                   "--model",        model,
+                                   "--workers",      std::to_string(workers),
+                                   "--address-file", address_file,
+                                   "--log-dir",      dir + "/logs"};
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -81,7 +84,21 @@ std::unique_ptr<Cluster> Cluster::Start(const std::string& model, int workers,
   return nullptr;
 }
 
-Cluster::~Cluster() { Stop(); }
+Cluster::~Cluster() {
+  // A failed test shows what the processes said (their logs die with the
+  // temporary folder).
+  if (::testing::Test::HasFailure() && pid_ > 0) {
+    const std::string logs = log_.substr(0, log_.rfind('/')) + "/logs";
+    for (const char* name : {"coordinator", "gateway", "worker-0", "worker-1", "worker-2",
+                             "worker-3"}) {
+      const std::string text = ReadFile(logs + "/" + name + ".log");
+      if (text.empty()) continue;
+      const size_t from = text.size() > 6000 ? text.size() - 6000 : 0;
+      std::fprintf(stderr, "---- %s.log (tail) ----\n%s\n", name, text.substr(from).c_str());
+    }
+  }
+  Stop();
+}
 
 int Cluster::Stop() {
   for (pid_t p : extra_workers_) {
@@ -170,8 +187,8 @@ bool Cluster::WaitInfo(const std::function<bool(const v1::ModelInfo&)>& pred,
 }
 
 pid_t Cluster::StartWorker(const std::string& id, const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {STRATA_BINARY, "worker", "--id", id, "--coordinator",
-                                   coordinator()};
+  std::vector<std::string> args = {STRATA_BINARY,   "worker",     "--id", id,
+                                   "--coordinator", coordinator()};
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

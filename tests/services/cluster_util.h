@@ -66,7 +66,7 @@ class Cluster {
 };
 
 struct StreamResult {
-  int code = 0;              // grpc::StatusCode
+  int code = 0;  // grpc::StatusCode
   std::string message;
   std::string text;
   std::vector<int32_t> tokens;

@@ -100,9 +100,9 @@ TEST_P(ChaosTest, TwoWorkersLostMidStreamNoTokenLostOrRepeated) {
   SCOPED_TRACE(absl::StrCat("signal ", sig, ", seed ", seed));
   std::mt19937 rng(seed);
   // Slow steps (3 ms a worker) so that the signals land mid-stream.
-  auto cluster = Cluster::Start(TestModel("llama"), 4,
-                                {"--max-sequences", "16", "--worker-flags",
-                                 "--debug-step-delay-ms 3"});
+  auto cluster =
+      Cluster::Start(TestModel("llama"), 4,
+                     {"--max-sequences", "16", "--worker-flags", "--debug-step-delay-ms 3"});
   ASSERT_NE(cluster, nullptr);
   std::vector<pid_t> hit;
   RunUnderFire(*cluster, ChaosRequests(32), [&] {
@@ -163,10 +163,10 @@ TEST(FailoverTest, SurvivorsTooSmallRefuseThenRecover) {
   // Each worker can hold about half of the model (its f32 weights are ~0.95
   // MiB) with a 1-sequence, 64-token KV budget.
   const std::vector<std::string> small = {"--capacity", "900KiB", "--reserve", "1B"};
-  auto cluster = Cluster::Start(
-      TestModel("llama"), 2,
-      {"--max-sequences", "1", "--max-context", "64", "--max-batch-tokens", "16",
-       "--worker-flags", "--capacity 900KiB --reserve 1B"});
+  auto cluster =
+      Cluster::Start(TestModel("llama"), 2,
+                     {"--max-sequences", "1", "--max-context", "64", "--max-batch-tokens", "16",
+                      "--worker-flags", "--capacity 900KiB --reserve 1B"});
   ASSERT_NE(cluster, nullptr);
   auto stub = cluster->generation();
   ASSERT_EQ(Stream(*stub, TextRequest(kPrompts[0], 8)).code, 0);
@@ -254,11 +254,11 @@ TEST(FailoverTest, CoordinatorRestartResumesStreams) {
   for (int i = 0; i < 2; ++i) {
     workers.push_back(std::make_unique<Proc>(
         absl::StrCat(dir, "/worker-", i, ".log"),
-        std::vector<std::string>{bin, "worker", "--id", absl::StrCat("worker-", i),
-                                 "--coordinator", address, "--debug-step-delay-ms", "4"}));
+        std::vector<std::string>{bin, "worker", "--id", absl::StrCat("worker-", i), "--coordinator",
+                                 address, "--debug-step-delay-ms", "4"}));
   }
-  Proc gateway(dir + "/gateway.log", {bin, "gateway", "--coordinator", address, "--address-file",
-                                      dir + "/g.addr"});
+  Proc gateway(dir + "/gateway.log",
+               {bin, "gateway", "--coordinator", address, "--address-file", dir + "/g.addr"});
   const std::string gw = WaitAddress(dir + "/g.addr");
   auto stub = v1::Generation::NewStub(Dial(gw));
 
@@ -268,9 +268,10 @@ TEST(FailoverTest, CoordinatorRestartResumesStreams) {
   std::atomic<int> done{0};
   for (size_t i = 0; i < requests.size(); ++i) {
     clients.emplace_back([&, i] {
-      got[i] = Stream(*stub, TextRequest(requests[i].prompt, requests[i].max_tokens,
-                                         requests[i].sampling, true),
-                      120'000);
+      got[i] = Stream(
+          *stub,
+          TextRequest(requests[i].prompt, requests[i].max_tokens, requests[i].sampling, true),
+          120'000);
       ++done;
     });
   }
@@ -279,9 +280,8 @@ TEST(FailoverTest, CoordinatorRestartResumesStreams) {
   EXPECT_EQ(done, 0) << "the streams should still be running when the coordinator dies";
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   coordinator = std::make_unique<Proc>(
-      dir + "/coordinator.log",
-      std::vector<std::string>{bin, "coordinator", "--model", model, "--workers", "2", "--listen",
-                               address});
+      dir + "/coordinator.log", std::vector<std::string>{bin, "coordinator", "--model", model,
+                                                         "--workers", "2", "--listen", address});
   for (auto& t : clients) t.join();
   for (size_t i = 0; i < requests.size(); ++i) {
     const Reference ref = GenerateLocally(model, requests[i].prompt, requests[i].max_tokens,
@@ -341,7 +341,9 @@ TEST(FailoverTest, FlappingWorkerBacksOffBeforeReadmission) {
   EXPECT_GE(std::chrono::steady_clock::now() - second_loss, std::chrono::milliseconds(1000));
   const v1::ModelInfo info = cluster->Info();
   for (const auto& w : info.workers()) {
-    if (w.worker_id() == "worker-1") EXPECT_EQ(w.failures(), 2);
+    if (w.worker_id() == "worker-1") {
+      EXPECT_EQ(w.failures(), 2);
+    }
   }
   RunUnderFire(*cluster, ChaosRequests(4), [] {});
 }
@@ -356,8 +358,8 @@ namespace {
 // planned out, its sequences move, then it exits 0) and a replacement joins;
 // the streams running meanwhile all complete exactly.
 TEST(FailoverTest, RollingRestartUnderLoadLosesNothing) {
-  auto cluster = Cluster::Start(TestModel("llama"), 3,
-                                {"--worker-flags", "--debug-step-delay-ms 2"});
+  auto cluster =
+      Cluster::Start(TestModel("llama"), 3, {"--worker-flags", "--debug-step-delay-ms 2"});
   ASSERT_NE(cluster, nullptr);
   RunUnderFire(*cluster, ChaosRequests(16), [&] {
     for (int i = 0; i < 3; ++i) {

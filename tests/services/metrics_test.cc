@@ -1,11 +1,11 @@
 // Every process of a running local cluster serves Prometheus metrics that
 // promtool accepts, and the series move as requests are served.
 #include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,8 +13,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <regex>
-#include <thread>
 #include <string>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -96,7 +96,8 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
     std::string out;
     EXPECT_EQ(RunCommand("promtool check metrics < " + file, &out), 0) << role << ":\n" << out;
   }
-  const std::string model = "model=\"" + TestModel("llama").substr(TestModel("llama").rfind('/') + 1) + "\"";
+  const std::string model =
+      "model=\"" + TestModel("llama").substr(TestModel("llama").rfind('/') + 1) + "\"";
 
   // Gateway: outcomes, tokens, latency histograms.
   const std::string& g = after["gateway"];
@@ -132,8 +133,7 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
     EXPECT_GT(Sample(m, "strata_worker_weight_bytes", {who}), 0) << role;
     EXPECT_GT(Sample(m, "strata_worker_kv_blocks_capacity", {who}), 0) << role;
     EXPECT_GE(Sample(m, "strata_worker_steps_total", {who}), 24) << role;
-    EXPECT_EQ(Sample(m, "strata_worker_step_duration_seconds_count", {who, "phase=\"prefill\""}),
-              3)
+    EXPECT_EQ(Sample(m, "strata_worker_step_duration_seconds_count", {who, "phase=\"prefill\""}), 3)
         << role;
   }
   EXPECT_GT(Sample(after["worker-0"], "strata_worker_sent_bytes_total"), 0);
@@ -143,7 +143,8 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
   // (or DCGM's), so they cannot drift from the code.
   std::string all;
   for (const auto& [role, text] : after) all += text;
-  for (const char* file : {"/deploy/grafana/strata-dashboard.json", "/deploy/prometheus/alerts.yml"}) {
+  for (const char* file :
+       {"/deploy/grafana/strata-dashboard.json", "/deploy/prometheus/alerts.yml"}) {
     const std::string doc = ReadFile(std::string(STRATA_SOURCE_DIR) + file);
     const std::regex name("strata_[a-z_]+");
     int checked = 0;
@@ -154,7 +155,6 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
     EXPECT_GT(checked, 5) << file;
   }
 }
-
 
 int FreePort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -174,7 +174,8 @@ TEST(MetricsTest, PrometheusScrapesTheLocalCluster) {
   auto cluster = Cluster::Start(TestModel("llama"), 2);
   ASSERT_NE(cluster, nullptr);
   const std::string dir = FreshDir("prometheus");
-  std::string config = ReadFile(std::string(STRATA_SOURCE_DIR) + "/deploy/prometheus/prometheus.yml");
+  std::string config =
+      ReadFile(std::string(STRATA_SOURCE_DIR) + "/deploy/prometheus/prometheus.yml");
   for (const char* key : {"scrape_interval: 5s", "evaluation_interval: 5s"}) {
     const size_t at = config.find(key);
     ASSERT_NE(at, std::string::npos) << key;

@@ -101,8 +101,8 @@ TEST(PlannerTest, MatchesBruteForceOnRandomSmallCases) {
 }
 
 TEST(PlannerTest, FasterDeviceTakesMoreLayers) {
-  PlanInput in = Uniform(12, 100 * kMiB,
-                         {{"fast", 64LL << 30, 0, 2.0}, {"slow", 64LL << 30, 0, 1.0}});
+  PlanInput in =
+      Uniform(12, 100 * kMiB, {{"fast", 64LL << 30, 0, 2.0}, {"slow", 64LL << 30, 0, 1.0}});
   auto plan = PlanPlacement(in);
   ASSERT_TRUE(plan.ok()) << plan.status();
   const int64_t fast = plan->stages[0].end - plan->stages[0].begin;
@@ -123,8 +123,8 @@ TEST(PlannerTest, SmallDeviceIsLimitedByMemory) {
 }
 
 TEST(PlannerTest, DoesNotFitListsEveryDevice) {
-  PlanInput in = Uniform(8, 1024 * kMiB, {{"gpu0", 3LL << 30, 512 * kMiB, 1.0},
-                                          {"gpu1", 3LL << 30, 512 * kMiB, 1.0}});
+  PlanInput in = Uniform(
+      8, 1024 * kMiB, {{"gpu0", 3LL << 30, 512 * kMiB, 1.0}, {"gpu1", 3LL << 30, 512 * kMiB, 1.0}});
   auto plan = PlanPlacement(in);
   ASSERT_FALSE(plan.ok());
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -155,15 +155,16 @@ TEST(PlannerTest, ManualRangesAreValidated) {
 TEST(PlannerTest, BadDevicesAndSizes) {
   EXPECT_FALSE(PlanPlacement(Uniform(2, kMiB, {})).ok());
   EXPECT_FALSE(PlanPlacement(Uniform(2, kMiB, {{"a", kMiB << 10, 0, 0}})).ok());
-  auto too_many = PlanPlacement(Uniform(2, kMiB, {{"a", 1LL << 30, 0, 1}, {"b", 1LL << 30, 0, 1},
-                                                  {"c", 1LL << 30, 0, 1}}));
+  auto too_many = PlanPlacement(
+      Uniform(2, kMiB, {{"a", 1LL << 30, 0, 1}, {"b", 1LL << 30, 0, 1}, {"c", 1LL << 30, 0, 1}}));
   ASSERT_FALSE(too_many.ok());
   EXPECT_NE(too_many.status().message().find("only 2 decoder layers"), std::string::npos);
   EXPECT_EQ(*ParseBytes("24GiB"), 24LL << 30);
   EXPECT_EQ(*ParseBytes("1.5GB"), 1500000000LL);
   EXPECT_EQ(*ParseBytes("512MiB"), 512LL << 20);
   EXPECT_EQ(*ParseBytes("4096"), 4096);
-  for (const char* bad : {"", "GiB", "-1GiB", "12XB", "abc"}) EXPECT_FALSE(ParseBytes(bad).ok()) << bad;
+  for (const char* bad : {"", "GiB", "-1GiB", "12XB", "abc"})
+    EXPECT_FALSE(ParseBytes(bad).ok()) << bad;
 }
 
 TEST(PlannerTest, DeviceMapNamesEveryModule) {
@@ -186,10 +187,10 @@ TEST(PlanCommandTest, PrintsTheMapAndExplainsFailures) {
       << out;
   EXPECT_NE(out.find("device_map = {\"model.embed_tokens\": 0"), std::string::npos) << out;
   EXPECT_NE(out.find("last stage"), std::string::npos) << out;
-  ASSERT_NE(testing::RunCommand(std::string(STRATA_BINARY) + " plan --model " + model +
-                                    " --devices 100KiB,100KiB",
-                                &out),
-            0);
+  ASSERT_NE(
+      testing::RunCommand(
+          std::string(STRATA_BINARY) + " plan --model " + model + " --devices 100KiB,100KiB", &out),
+      0);
   EXPECT_NE(out.find("does not fit"), std::string::npos) << out;
   EXPECT_NE(out.find("device 1 (device1)"), std::string::npos) << out;
   EXPECT_EQ(testing::RunCommand(std::string(STRATA_BINARY) + " plan --model " + model +

@@ -98,7 +98,7 @@ TEST(SchedulerTest, MicroBatchesSplitTheRunningSequences) {
 
 TEST(SchedulerTest, FinishesOnEosLengthAndContextAndDropsEverywhere) {
   Scheduler s(Options(4, 64));
-  s.Submit(Spec(1, 3, 10));                   // will see EOS
+  s.Submit(Spec(1, 3, 10));                       // will see EOS
   s.Submit(Spec(2, 3, 10, /*ignore_eos=*/true));  // ignores it, stops at length
   auto step = s.NextStep();
   auto e = s.OnResult(step->step_id, Answer(*step, 2));

@@ -33,7 +33,8 @@ TEST(StrataCliTest, DefaultModelIsMadeOnFirstUse) {
                                 &out),
             0)
       << out;
-  EXPECT_TRUE(std::filesystem::exists(home + "/models/default-llama-tiny-bigram/model.safetensors"));
+  EXPECT_TRUE(
+      std::filesystem::exists(home + "/models/default-llama-tiny-bigram/model.safetensors"));
 }
 
 // The default model's bigram init writes text made of the corpus's letters,
@@ -41,9 +42,8 @@ TEST(StrataCliTest, DefaultModelIsMadeOnFirstUse) {
 TEST(StrataCliTest, BigramInitSpeaksTheCorpus) {
   const std::string dir = testing::FreshDir("bigram");
   std::string out;
-  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --init bigram --out ", dir),
-                                &out),
-            0)
+  ASSERT_EQ(
+      testing::RunCommand(absl::StrCat(Strata(), " make-model --init bigram --out ", dir), &out), 0)
       << out;
   ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(), " generate --model ", dir,
                                              " --prompt 'The old lighthouse keeper' --max-tokens 24"
@@ -61,8 +61,10 @@ TEST(StrataCliTest, BigramInitSpeaksTheCorpus) {
                                 &out),
             2);
   EXPECT_NE(out.find("--init"), std::string::npos) << out;
-  EXPECT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --init bigram --flavour qwen2"
-                                             " --out ", dir, "3"),
+  EXPECT_EQ(testing::RunCommand(absl::StrCat(Strata(),
+                                             " make-model --init bigram --flavour qwen2"
+                                             " --out ",
+                                             dir, "3"),
                                 &out),
             2);
   EXPECT_NE(out.find("untied"), std::string::npos) << out;
@@ -79,8 +81,8 @@ TEST(StrataCliTest, FlagsReadTheirEnvironmentVariables) {
             0)
       << out;
   EXPECT_NE(out.find("\"lm_head\": 1}"), std::string::npos) << out;
-  ASSERT_EQ(testing::RunCommand(absl::StrCat("STRATA_DEVICES=1GiB,1GiB ", Strata(), " plan --model ",
-                                             model, " --devices 1GiB"),
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("STRATA_DEVICES=1GiB,1GiB ", Strata(),
+                                             " plan --model ", model, " --devices 1GiB"),
                                 &out),
             0)
       << out;
@@ -94,10 +96,10 @@ TEST(StrataCliTest, FlagsReadTheirEnvironmentVariables) {
 
 TEST(StrataCliTest, InspectPrintsLayersAndTotal) {
   std::string out;
-  ASSERT_EQ(testing::RunCommand(
-                absl::StrCat(Strata(), " inspect --model ", testing::TestModel("hunyuan-dense")),
-                &out),
-            0);
+  ASSERT_EQ(
+      testing::RunCommand(
+          absl::StrCat(Strata(), " inspect --model ", testing::TestModel("hunyuan-dense")), &out),
+      0);
   EXPECT_NE(out.find("HunYuanDenseV1ForCausalLM"), std::string::npos) << out;
   EXPECT_NE(out.find("model.layers.3"), std::string::npos);
   EXPECT_NE(out.find("lm_head (tied)"), std::string::npos);
@@ -138,16 +140,18 @@ TEST(StrataCliTest, BadInputsGetClearErrors) {
 TEST(StrataCliTest, MakeModelWritesShardsWithAnIndex) {
   const std::string dir = testing::FreshDir("sharded");
   std::string out;
-  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --flavour mistral --dtype bf16"
-                                                       " --shards 2 --out ", dir),
+  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(),
+                                             " make-model --flavour mistral --dtype bf16"
+                                             " --shards 2 --out ",
+                                             dir),
                                 &out),
             0)
       << out;
   EXPECT_TRUE(std::filesystem::exists(dir + "/model.safetensors.index.json"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/model-00002-of-00002.safetensors"));
-  EXPECT_EQ(testing::RunCommand(absl::StrCat(Strata(), " make-model --flavour gpt2 --out ", dir),
-                                &out),
-            2);
+  EXPECT_EQ(
+      testing::RunCommand(absl::StrCat(Strata(), " make-model --flavour gpt2 --out ", dir), &out),
+      2);
   EXPECT_NE(out.find("gpt2"), std::string::npos);
 }
 

@@ -25,8 +25,7 @@ class CpuBackend : public Backend {
   int threads() const override { return pool_.size(); }
   void Rest() override { pool_.Rest(); }
 
-  void Linear(const float* x, int64_t m, const Weight& w, const float* bias,
-              float* out) override {
+  void Linear(const float* x, int64_t m, const Weight& w, const float* bias, float* out) override {
     // Rows are split in multiples of 12 so both the 3- and 4-row tiles divide them.
     pool_.ParallelFor(w.rows, 12, [&](int64_t b, int64_t e, int) {
       linear_rows_(x, m, w, b, e, out, w.rows);

@@ -26,8 +26,7 @@ class ThreadPool {
   int size() const { return size_; }
   // fn(begin, end, thread_index) over a split of [0, n) where every range
   // boundary is a multiple of `grain` (except n itself).
-  void ParallelFor(int64_t n, int64_t grain,
-                   const std::function<void(int64_t, int64_t, int)>& fn);
+  void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn);
   // The burst of work is over (a step ended): idle workers sleep now instead
   // of spinning, leaving the cores to other processes (the next stage of a
   // pipeline on the same machine). The next ParallelFor wakes them.
