@@ -4,6 +4,7 @@
 #include <cctype>
 #include <future>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -539,7 +540,10 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     req.set_max_batch_tokens(options_.max_batch_tokens);
     req.set_max_context(max_context_);
     req.set_max_sequences(budget_sequences);
-    loads.push_back(std::async(std::launch::async, [req, s, this]() -> LoadOutcome {
+    // A worker that cannot reach its next stage points at that stage.
+    const std::string next_worker =
+        i + 1 < map->stages_size() ? map->stages(i + 1).worker_id() : std::string();
+    loads.push_back(std::async(std::launch::async, [req, s, next_worker, this]() -> LoadOutcome {
       auto stub = v1::Worker::NewStub(Dial(s.address()));
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() +
@@ -550,7 +554,10 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
         return {absl::Status(st.code(), absl::StrCat("loading layers ", req.layer_begin(), "-",
                                                      req.layer_end() - 1, " on ", s.worker_id(),
                                                      " at ", s.address(), ": ", st.message())),
-                s.worker_id()};
+                st.code() == absl::StatusCode::kUnavailable && !next_worker.empty() &&
+                        absl::StrContains(st.message(), "next stage")
+                    ? next_worker
+                    : s.worker_id()};
       }
       Log(absl::StrFormat("%s loaded layers [%d, %d) for epoch %d in %.3f s (%s)", s.worker_id(),
                           req.layer_begin(), req.layer_end(), req.epoch(), resp.load_seconds(),
@@ -648,8 +655,12 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
     std::string failed;
     absl::Status st = PlanAndLoad(epoch, workers, &map, &failed);
     std::lock_guard<std::mutex> lock(mu_);
+    if (!st.ok() && !startup && EligibleLocked(Clock::now()) != planned_) {
+      continue;  // a worker left (or came) while loading: that explains it; plan again
+    }
     if (!st.ok() && !failed.empty() && !startup) {
-      // A worker that cannot load its range counts as failed; plan without it.
+      // A worker that cannot load its range (or that its predecessor cannot
+      // reach) counts as failed; plan without it.
       auto it = workers_.find(failed);
       if (it != workers_.end()) {
         if (it->second.context != nullptr) it->second.context->TryCancel();

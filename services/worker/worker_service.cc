@@ -1,5 +1,6 @@
 #include "services/worker/worker_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -14,6 +15,8 @@
 namespace strata {
 
 namespace {
+constexpr int kNextConnectTimeoutMs = 2000;
+
 prometheus::Family<prometheus::Gauge>& GaugeFamily(prometheus::Registry& r, const char* name,
                                                    const char* help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(r);
@@ -146,7 +149,9 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
                                                           config->num_layers)));
     }
     auto channel = Dial(request->next_address());
-    if (!WaitConnected(channel, options_.connect_timeout_ms)) {
+    // The coordinator re-plans when this fails, so do not wait long for a
+    // next stage that died a moment ago.
+    if (!WaitConnected(channel, std::min(options_.connect_timeout_ms, kNextConnectTimeoutMs))) {
       return fail(absl::UnavailableError(
           absl::StrCat("next stage at ", request->next_address(), " is unreachable")));
     }
