@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_main.h"
 #include "runtime/config.h"
 #include "runtime/generate.h"
 #include "runtime/status_macros.h"
@@ -238,10 +239,5 @@ absl::Status Run(int argc, char** argv) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  absl::Status s = strata::Run(argc, argv);
-  if (!s.ok()) {
-    std::fprintf(stderr, "cluster_bench: %s\n", std::string(s.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return strata::BenchMain("cluster_bench", strata::Run, argc, argv);
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "bench/bench_main.h"
 #include "runtime/backend/cpu/thread_pool.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
@@ -53,9 +54,10 @@ double StreamCopyGBps(ThreadPool& pool) {
 absl::StatusOr<std::string> BenchModel(std::string model) {
   if (!model.empty()) return model;
   const char* home = std::getenv("STRATA_HOME");
-  const std::string root = home != nullptr && *home ? std::string(home)
-                           : std::string(std::getenv("HOME") ? std::getenv("HOME") : "/tmp") +
-                                 "/.cache/strata";
+  const std::string root =
+      home != nullptr && *home
+          ? std::string(home)
+          : std::string(std::getenv("HOME") ? std::getenv("HOME") : "/tmp") + "/.cache/strata";
   model = root + "/models/bench-llama-1b-bf16";
   if (!std::filesystem::exists(model + "/config.json")) {
     std::fprintf(stderr, "engine_bench: making the 1B-class bf16 model in %s\n", model.c_str());
@@ -95,12 +97,16 @@ absl::Status Run(int argc, char** argv) {
   const double copy_gbps = StreamCopyGBps(pool);
 
   std::vector<int32_t> prompt(prompt_tokens);
-  for (int64_t i = 0; i < prompt_tokens; ++i) prompt[i] = 1 + static_cast<int32_t>((i * 7919) % 31000);
+  for (int64_t i = 0; i < prompt_tokens; ++i)
+    prompt[i] = 1 + static_cast<int32_t>((i * 7919) % 31000);
   StageOutput out;
   auto prefill = [&](uint64_t seq) -> absl::StatusOr<double> {
     StageBatch b;
-    b.chunks.push_back({.seq_id = seq, .start_pos = 0, .num_tokens = prompt_tokens,
-                        .token_ids = prompt, .logits = LogitsMode::kLast});
+    b.chunks.push_back({.seq_id = seq,
+                        .start_pos = 0,
+                        .num_tokens = prompt_tokens,
+                        .token_ids = prompt,
+                        .logits = LogitsMode::kLast});
     const auto t0 = Clock::now();
     RETURN_IF_ERROR(stage->Run(b, &out));
     return Seconds(t0, Clock::now());
@@ -111,8 +117,11 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(double prefill_s, prefill(2));
 
   StageBatch step;
-  step.chunks.push_back({.seq_id = 2, .start_pos = prompt_tokens, .num_tokens = 1,
-                         .token_ids = {0}, .logits = LogitsMode::kLast});
+  step.chunks.push_back({.seq_id = 2,
+                         .start_pos = prompt_tokens,
+                         .num_tokens = 1,
+                         .token_ids = {0},
+                         .logits = LogitsMode::kLast});
   std::vector<double> step_seconds;
   for (int64_t i = 0; i < decode_tokens; ++i) {
     step.chunks[0].start_pos = prompt_tokens + i;
@@ -144,9 +153,10 @@ absl::Status Run(int argc, char** argv) {
       "\"decode_fraction_of_copy_bandwidth\":%.4f}\n",
       model.c_str(), config.architecture.c_str(), DTypeName(config.torch_dtype),
       static_cast<long long>(bytes.total()), static_cast<long long>(step_bytes), nthreads,
-      std::string(stage->backend().name()).c_str(), copy_gbps, static_cast<long long>(prompt_tokens),
-      prefill_s, prefill_tps, static_cast<long long>(decode_tokens), decode_tps,
-      median_step * 1e3, decode_gbps, decode_gbps / copy_gbps);
+      std::string(stage->backend().name()).c_str(), copy_gbps,
+      static_cast<long long>(prompt_tokens), prefill_s, prefill_tps,
+      static_cast<long long>(decode_tokens), decode_tps, median_step * 1e3, decode_gbps,
+      decode_gbps / copy_gbps);
   std::fprintf(stderr,
                "engine_bench: %s %s, %.2f GB weights, %d threads (%s)\n"
                "  memory bandwidth (STREAM copy)  %8.2f GB/s\n"
@@ -164,10 +174,5 @@ absl::Status Run(int argc, char** argv) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  absl::Status s = strata::Run(argc, argv);
-  if (!s.ok()) {
-    std::fprintf(stderr, "engine_bench: %s\n", std::string(s.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return strata::BenchMain("engine_bench", strata::Run, argc, argv);
 }

@@ -206,6 +206,19 @@ grpc::Status CoordinatorService::Attach(
   return grpc::Status::OK;
 }
 
+bool CoordinatorService::InMapLocked(const std::string& id) const {
+  for (const auto& s : map_.stages()) {
+    if (s.worker_id() == id) return true;
+  }
+  return false;
+}
+
+const char* CoordinatorService::StateLocked(const WorkerRecord& w, Clock::time_point now) const {
+  if (!w.connected) return w.draining ? "drained" : "lost";
+  if (now < w.backoff_until) return "backoff";
+  return InMapLocked(w.id) ? "serving" : "standby";
+}
+
 void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& cause) {
   if (!w.connected) return;
   w.connected = false;
@@ -215,8 +228,7 @@ void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& ca
   const int64_t backoff_ms =
       w.failures <= 1 ? 0 : std::min<int64_t>(30'000, 500LL << (w.failures - 1));
   w.backoff_until = Clock::now() + std::chrono::milliseconds(backoff_ms);
-  bool in_map = false;
-  for (const auto& s : map_.stages()) in_map |= s.worker_id() == w.id;
+  const bool in_map = InMapLocked(w.id);
   Log(absl::StrCat("worker ", w.id, " at ", w.address, " lost: ", cause,
                    in_map && !draining_ ? "; failing over" : ""));
   if (in_map && !draining_) {
@@ -423,12 +435,7 @@ v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
     h->set_worker_id(id);
     h->set_address(w.address);
     h->set_failures(w.failures);
-    bool in_map = false;
-    for (const auto& s : map_.stages()) in_map |= s.worker_id() == id;
-    h->set_state(!w.connected            ? (w.draining ? "drained" : "lost")
-                 : now < w.backoff_until ? "backoff"
-                 : in_map                ? "serving"
-                                         : "standby");
+    h->set_state(StateLocked(w, now));
   }
   return info;
 }
@@ -714,9 +721,9 @@ void CoordinatorService::UpdateGaugesLocked() {
   metrics_->epoch.Set(static_cast<double>(map_.epoch()));
   metrics_->stages.Set(map_.stages_size());
   std::map<std::string, int> by_state = {
-      {"serving", 0}, {"standby", 0}, {"backoff", 0}, {"lost", 0}};
-  const v1::ModelInfo info = ModelInfoLocked();  // held: the loop reads into it
-  for (const auto& h : info.workers()) ++by_state[h.state()];
+      {"serving", 0}, {"standby", 0}, {"backoff", 0}, {"lost", 0}, {"drained", 0}};
+  const auto now = Clock::now();
+  for (const auto& [id, w] : workers_) ++by_state[StateLocked(w, now)];
   for (const auto& [state, n] : by_state) {
     metrics_->workers.Add({{"model", metrics_->model}, {"state", state}}).Set(n);
   }
@@ -743,11 +750,10 @@ void CoordinatorService::ControlLoop() {
       }
     }
     // A draining worker that the map no longer uses may go: end its stream.
+    const bool settled = EligibleLocked(now) == planned_;
     for (auto& [id, w] : workers_) {
-      if (!w.draining || !w.connected || EligibleLocked(now) != planned_) continue;
-      bool in_map = false;
-      for (const auto& s : map_.stages()) in_map |= s.worker_id() == id;
-      if (!in_map && w.context != nullptr) {
+      if (!settled || !w.draining || !w.connected) continue;
+      if (!InMapLocked(id) && w.context != nullptr) {
         Log(absl::StrCat("worker ", id, " drained: released"));
         w.context->TryCancel();
         w.context = nullptr;

@@ -64,7 +64,6 @@ class CoordinatorService final : public v1::Coordinator::Service {
   absl::Status WaitForWorkers(int timeout_ms);
   absl::Status Start();
   std::string DescribeMap() const;
-  std::string DescribeMapLocked() const;
   // Shutdown: refuse new requests, let running ones finish until the
   // deadline, cancel the rest, stop the threads and close the pipeline.
   void Drain(int timeout_ms);
@@ -99,6 +98,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
   void OpenStage0(const std::string& address);
   void CloseStage0();
   void LoseWorkerLocked(WorkerRecord& w, const std::string& cause);
+  bool InMapLocked(const std::string& id) const;
+  // serving | standby | backoff | lost | drained, as GetModelInfo reports it.
+  const char* StateLocked(const WorkerRecord& w, Clock::time_point now) const;
+  std::string DescribeMapLocked() const;
   std::set<std::string> EligibleLocked(Clock::time_point now) const;
   void Deliver(std::vector<Emission> emissions);
   void HandleResult(const v1::StepResult& result);

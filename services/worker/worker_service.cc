@@ -173,6 +173,16 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
     metrics_->weight_bytes.Add(l).Set(static_cast<double>(stage_->weight_bytes()));
     metrics_->kv_total.Add(l).Set(static_cast<double>(stage_->kv_cache().total_blocks()));
     metrics_->kv_used.Add(l).Set(0);
+    // The series a step touches, looked up once here rather than per step.
+    prometheus::Labels prefill = l, decode = l;
+    prefill["phase"] = "prefill";
+    decode["phase"] = "decode";
+    step_series_ = {&metrics_->step_seconds.Add(prefill, LatencyBuckets()),
+                    &metrics_->step_seconds.Add(decode, LatencyBuckets()),
+                    &metrics_->steps.Add(l),
+                    &metrics_->received_bytes.Add(l),
+                    &metrics_->sent_bytes.Add(l),
+                    &metrics_->kv_used.Add(l)};
   }
   error_.clear();
   response->set_weight_bytes(stage_->weight_bytes());
@@ -270,21 +280,17 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
   } else {
     out_.hidden.clear();  // a step that only drops sequences
   }
-  if (metrics_ != nullptr) {
-    const prometheus::Labels l = metrics_->Labels(model_label_);
+  if (step_series_.steps != nullptr) {
     const bool prefill = total > n;  // some chunk has more than one token
-    prometheus::Labels phase = l;
-    phase["phase"] = prefill ? "prefill" : "decode";
-    metrics_->step_seconds.Add(phase, LatencyBuckets())
-        .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    metrics_->steps.Add(l).Increment();
-    metrics_->received_bytes.Add(l).Increment(static_cast<double>(step.hidden().size()));
+    (prefill ? step_series_.prefill_seconds : step_series_.decode_seconds)
+        ->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    step_series_.steps->Increment();
+    step_series_.received->Increment(static_cast<double>(step.hidden().size()));
     if (!stage_->is_last()) {
-      metrics_->sent_bytes.Add(l).Increment(
-          static_cast<double>(out_.hidden.size() * sizeof(float)));
+      step_series_.sent->Increment(static_cast<double>(out_.hidden.size() * sizeof(float)));
     }
     const KvCache& kv = stage_->kv_cache();
-    metrics_->kv_used.Add(l).Set(static_cast<double>(kv.total_blocks() - kv.free_blocks()));
+    step_series_.kv_used->Set(static_cast<double>(kv.total_blocks() - kv.free_blocks()));
   }
 
   if (!stage_->is_last()) {

@@ -73,6 +73,14 @@ class WorkerService final : public v1::Worker::Service {
   std::function<void(bool)> set_serving_;
   WorkerMetrics* const metrics_;
   std::string model_label_;
+  struct StepSeries {
+    prometheus::Histogram* prefill_seconds = nullptr;
+    prometheus::Histogram* decode_seconds = nullptr;
+    prometheus::Counter* steps = nullptr;
+    prometheus::Counter* received = nullptr;
+    prometheus::Counter* sent = nullptr;
+    prometheus::Gauge* kv_used = nullptr;
+  } step_series_;  // bound at Load; null without metrics
 
   std::mutex mu_;
   v1::WorkerState state_ = v1::WORKER_STATE_STARTING;
