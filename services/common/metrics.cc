@@ -36,6 +36,11 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   return m;
 }
 
+void MetricsServer::Add(std::shared_ptr<prometheus::Collectable> collectable) {
+  exposer_->RegisterCollectable(collectable);
+  collectables_.push_back(std::move(collectable));
+}
+
 MetricsServer::~MetricsServer() {
   // civetweb's stop waits for its listener's poll, which wakes every 2 s; a
   // connection wakes it at once, so poke it until the exposer is gone.

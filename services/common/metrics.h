@@ -15,6 +15,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -26,12 +27,15 @@ class MetricsServer {
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen);
   ~MetricsServer();
   prometheus::Registry& registry() { return *registry_; }
+  // Also serves what `collectable` reports at each scrape; kept alive here.
+  void Add(std::shared_ptr<prometheus::Collectable> collectable);
   // "host:port" actually bound.
   const std::string& address() const { return address_; }
 
  private:
   MetricsServer() = default;
   std::shared_ptr<prometheus::Registry> registry_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::string address_;
 };

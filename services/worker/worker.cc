@@ -47,6 +47,13 @@ absl::Status RunWorker(const WorkerOptions& in) {
   if (!options.metrics_listen.empty()) {
     ASSIGN_OR_RETURN(metrics, MetricsServer::Start(options.metrics_listen));
     worker_metrics = std::make_unique<WorkerMetrics>(metrics->registry(), options.id);
+    std::string why;
+    if (auto nvml = Nvml::Open(&why)) {
+      worker_metrics->gpus = std::make_shared<GpuCollector>(std::move(nvml), options.id);
+      metrics->Add(worker_metrics->gpus);
+    } else {
+      Log(absl::StrCat("no GPU series: ", why));
+    }
   }
   WorkerService service(
       options,

@@ -173,6 +173,7 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
     metrics_->weight_bytes.Add(l).Set(static_cast<double>(stage_->weight_bytes()));
     metrics_->kv_total.Add(l).Set(static_cast<double>(stage_->kv_cache().total_blocks()));
     metrics_->kv_used.Add(l).Set(0);
+    if (metrics_->gpus) metrics_->gpus->SetModel(model_label_);
     // The series a step touches, looked up once here rather than per step.
     prometheus::Labels prefill = l, decode = l;
     prefill["phase"] = "prefill";

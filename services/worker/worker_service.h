@@ -15,6 +15,7 @@
 #include "runtime/sampler.h"
 #include "runtime/stage.h"
 #include "services/common/metrics.h"
+#include "services/worker/nvml.h"
 #include "services/worker/worker.h"
 #include "strata/v1/coordinator.pb.h"
 #include "strata/v1/worker.grpc.pb.h"
@@ -40,6 +41,7 @@ struct WorkerMetrics {
   prometheus::Family<prometheus::Counter>& rejected;
   prometheus::Family<prometheus::Counter>& received_bytes;
   prometheus::Family<prometheus::Counter>& sent_bytes;
+  std::shared_ptr<GpuCollector> gpus;  // null without an NVIDIA driver
 };
 
 class WorkerService final : public v1::Worker::Service {

@@ -71,8 +71,21 @@ double Sample(const std::string& text, const std::string& name,
   return -1;
 }
 
+// Starts a local cluster whose workers load `nvml` as their NVML library and
+// see only the GPUs `visible` names (CUDA_VISIBLE_DEVICES).
+std::unique_ptr<Cluster> StartWithNvml(int workers, const char* nvml, const char* visible) {
+  setenv("STRATA_NVML_LIBRARY", nvml, 1);
+  if (visible != nullptr) setenv("CUDA_VISIBLE_DEVICES", visible, 1);
+  auto cluster = Cluster::Start(TestModel("llama"), workers);
+  unsetenv("STRATA_NVML_LIBRARY");
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  return cluster;
+}
+
 TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
-  auto cluster = Cluster::Start(TestModel("llama"), 2);
+  // The workers read GPU telemetry through a stand-in NVML with two GPUs, of
+  // which CUDA_VISIBLE_DEVICES (a UUID prefix, as CUDA accepts) leaves one.
+  auto cluster = StartWithNvml(2, FAKE_NVML, "GPU-fa4e0000-0000-0000-0000-000000000001");
   ASSERT_NE(cluster, nullptr);
   const std::vector<std::string> roles = {"gateway", "coordinator", "worker-0", "worker-1"};
   std::map<std::string, std::string> before;
@@ -137,6 +150,20 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
         << role;
   }
   EXPECT_GT(Sample(after["worker-0"], "strata_worker_sent_bytes_total"), 0);
+
+  // GPU series, labelled as DCGM labels them, for the visible GPU only.
+  for (const char* role : {"worker-0", "worker-1"}) {
+    const std::string& m = after[role];
+    const std::vector<std::string> gpu1 = {
+        "gpu=\"1\"", "UUID=\"GPU-fa4e0000-0000-0000-0000-000000000001\"", "gpu_name=\"Fake GPU 1\"",
+        model, absl::StrCat("worker=\"", role, "\"")};
+    EXPECT_DOUBLE_EQ(Sample(m, "strata_worker_gpu_utilization_ratio", gpu1), 0.37) << role;
+    EXPECT_DOUBLE_EQ(Sample(m, "strata_worker_gpu_memory_used_bytes", gpu1), 13.0 * (1 << 30));
+    EXPECT_DOUBLE_EQ(Sample(m, "strata_worker_gpu_memory_total_bytes", gpu1), 80.0 * (1 << 30));
+    EXPECT_DOUBLE_EQ(Sample(m, "strata_worker_gpu_power_watts", gpu1), 216.5);
+    EXPECT_DOUBLE_EQ(Sample(m, "strata_worker_gpu_temperature_celsius", gpu1), 55);
+    EXPECT_EQ(Sample(m, "strata_worker_gpu_power_watts", {"gpu=\"0\""}), -1) << role;
+  }
   EXPECT_GT(Sample(after["worker-1"], "strata_worker_received_bytes_total"), 0);
 
   // The dashboard and the alert rules only use series these processes serve
@@ -144,7 +171,7 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
   std::string all;
   for (const auto& [role, text] : after) all += text;
   for (const char* file :
-       {"/deploy/grafana/strata-dashboard.json", "/deploy/prometheus/alerts.yml"}) {
+       {"/deploy/k8s/base/strata-dashboard.json", "/deploy/prometheus/alerts.yml"}) {
     const std::string doc = ReadFile(std::string(STRATA_SOURCE_DIR) + file);
     const std::regex name("strata_[a-z_]+");
     int checked = 0;
@@ -171,8 +198,14 @@ int FreePort() {
 // A real Prometheus server with the project's configuration scrapes a local
 // cluster, and its HTTP API answers queries over Strata's series.
 TEST(MetricsTest, PrometheusScrapesTheLocalCluster) {
-  auto cluster = Cluster::Start(TestModel("llama"), 2);
+  // Without NVML (as on this machine) the workers serve, with no GPU series.
+  auto cluster = StartWithNvml(2, "/nonexistent/libnvidia-ml.so.1", nullptr);
   ASSERT_NE(cluster, nullptr);
+  for (const char* role : {"worker-0", "worker-1"}) {
+    const std::string m = Scrape(cluster->metrics_of(role));
+    EXPECT_NE(m.find("strata_worker_layers"), std::string::npos) << role;
+    EXPECT_EQ(m.find("strata_worker_gpu_"), std::string::npos) << role;
+  }
   const std::string dir = FreshDir("prometheus");
   std::string config =
       ReadFile(std::string(STRATA_SOURCE_DIR) + "/deploy/prometheus/prometheus.yml");
