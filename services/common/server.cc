@@ -44,7 +44,10 @@ Server::~Server() {
 
 void Server::SetServing(bool serving) {
   if (server_ == nullptr) return;
-  if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(serving);
+  if (auto* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(serving);  // every service name, the liveness one included
+    health->SetServingStatus(kLivenessService, true);
+  }
 }
 
 void Server::Shutdown(int grace_ms) {

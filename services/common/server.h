@@ -30,8 +30,13 @@ struct ServerOptions {
   int max_message_bytes = kMaxMessageBytes;
 };
 
+// The grpc.health.v1 service name that answers SERVING whenever the server
+// answers at all, whatever the model's state: Kubernetes' liveness probe asks
+// it, so only a wedged process is restarted, never a loading or draining one.
+inline constexpr char kLivenessService[] = "strata.liveness";
+
 // A started gRPC server with the standard health service (initially
-// NOT_SERVING) and reflection. Thread-safe.
+// NOT_SERVING, but kLivenessService SERVING) and reflection. Thread-safe.
 class Server {
  public:
   static absl::StatusOr<std::unique_ptr<Server>> Start(const std::vector<grpc::Service*>& services,

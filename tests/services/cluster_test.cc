@@ -273,6 +273,10 @@ TEST_F(SlowClusterTest, ServersReportHealth) {
     grpc::health::v1::HealthCheckResponse resp;
     ASSERT_TRUE(health->Check(&ctx, req, &resp).ok()) << address;
     EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << address;
+    grpc::ClientContext live_ctx;
+    req.set_service(kLivenessService);
+    ASSERT_TRUE(health->Check(&live_ctx, req, &resp).ok()) << address;
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << address;
   }
 }
 
