@@ -202,9 +202,14 @@ class LocalCluster:
     def service_target(self, service, port, pod_name=None):
         """127.0.0.1:<local port> for `service`:`port` (a pod of it, or `pod_name`)."""
         s = self.services[service]
-        spec_port = [p for p in s["spec"]["ports"] if p["port"] == port][0]
+        spec_ports = [p for p in s["spec"]["ports"] if p["port"] == port]
+        if not spec_ports:
+            raise AssertionError(f"Service/{service} has no port {port}")
+        spec_port = spec_ports[0]
         pods = [p for p in self.pods if matches(s["spec"]["selector"], p.labels)
                 and (pod_name is None or p.name == pod_name)]
+        if not pods:
+            raise AssertionError(f"Service/{service} selects no pod {pod_name or ''}")
         pod = pods[0]
         target = spec_port["targetPort"]
         container_port = pod.named[target] if isinstance(target, str) else target
