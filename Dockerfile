@@ -4,7 +4,7 @@
 # test-only ones.
 FROM debian:12 AS build
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      --no-install-recommends cmake g++ make pkg-config libabsl-dev libsentencepiece-dev \
+      --no-install-recommends cmake g++ make pkg-config libabsl-dev libsentencepiece-dev libicu-dev \
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev \
     && rm -rf /var/lib/apt/lists/*
 COPY . /src
@@ -18,7 +18,7 @@ FROM debian:12-slim
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
       --no-install-recommends libabsl20220623 libc-ares2 libcivetweb1 libgrpc++1.51 libgrpc29 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprotobuf32 libre2-9 \
-      libsentencepiece0 libssl3 \
+      libsentencepiece0 libssl3 libicu72 \
     && rm -rf /var/lib/apt/lists/*
 # strata finds libstrata_spm.so and strata-spm-train beside itself.
 COPY --from=build /build/tools/strata /build/runtime/libstrata_spm.so \

@@ -5,6 +5,7 @@
 #include "runtime/json.h"
 #include "runtime/status_macros.h"
 #include "runtime/tokenizer.h"
+#include "runtime/tokenizer/bpe_tokenizer.h"
 #include "runtime/tokenizer/spm_bridge.h"
 
 namespace strata {
@@ -85,19 +86,38 @@ class SentencePieceTokenizer : public Tokenizer {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir) {
   namespace fs = std::filesystem;
-  const fs::path spm_path = fs::path(model_dir) / "tokenizer.model";
-  if (!fs::exists(spm_path)) {
-    return absl::NotFoundError(absl::StrCat(
-        model_dir, ": no tokenizer.model (SentencePiece) in this folder; other tokenizer "
-                   "formats are not supported yet"));
-  }
-  bool add_bos = true;
+  Json config;  // tokenizer_config.json, null when absent
   const fs::path cfg_path = fs::path(model_dir) / "tokenizer_config.json";
   if (fs::exists(cfg_path)) {
-    ASSIGN_OR_RETURN(Json cfg, ReadJsonFile(cfg_path.string()));
-    if (const Json* v = cfg.Find("add_bos_token"); v != nullptr && v->is_bool()) {
-      add_bos = v->bool_value();
+    ASSIGN_OR_RETURN(config, ReadJsonFile(cfg_path.string()));
+  }
+  // Byte-level BPE: tokenizer.json (Llama 3, Qwen2, GPT-2 style), else a
+  // tiktoken rank file (Hunyuan). tokenizer.json files of SentencePiece
+  // models (byte-fallback BPE) come with tokenizer.model, read below.
+  const fs::path hf_path = fs::path(model_dir) / "tokenizer.json";
+  const fs::path spm_path = fs::path(model_dir) / "tokenizer.model";
+  if (fs::exists(hf_path)) {
+    ASSIGN_OR_RETURN(Json hf, ReadJsonFile(hf_path.string()));
+    if (IsByteLevelBpe(hf) || !fs::exists(spm_path)) {
+      return LoadHfBpeTokenizer(hf, hf_path.string(), config);
     }
+  }
+  if (!fs::exists(spm_path)) {
+    std::vector<std::string> rank_files;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(model_dir, ec)) {
+      if (entry.path().extension() == ".tiktoken") rank_files.push_back(entry.path().string());
+    }
+    if (rank_files.size() == 1) return LoadTiktokenTokenizer(rank_files[0], config);
+    return absl::NotFoundError(absl::StrCat(
+        model_dir, rank_files.empty()
+                       ? ": no tokenizer: expected tokenizer.json, tokenizer.model "
+                         "(SentencePiece) or one *.tiktoken rank file"
+                       : ": more than one *.tiktoken rank file"));
+  }
+  bool add_bos = true;
+  if (const Json* v = config.Find("add_bos_token"); v != nullptr && v->is_bool()) {
+    add_bos = v->bool_value();
   }
   std::string error;
   auto sp = spm::Processor::LoadFile(spm_path.string(), &error);
