@@ -337,6 +337,12 @@ absl::Status ParsePreTokenizer(const Json* p, const std::string& path,
 
 }  // namespace
 
+std::string ByteLevelSpelling(std::string_view bytes) {
+  std::string out;
+  for (char b : bytes) unicode::AppendUtf8(Alphabet().to_char[static_cast<uint8_t>(b)], &out);
+  return out;
+}
+
 bool IsByteLevelBpe(const Json& tokenizer) {
   auto byte_level = [](const Json* p, auto& self) -> bool {
     if (p == nullptr || !p->is_object()) return false;

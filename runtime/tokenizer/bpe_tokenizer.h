@@ -36,6 +36,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTiktokenTokenizer(
     const std::string& path, const Json& tokenizer_config,
     SplitPattern pattern = SplitPattern::kQwen2);
 
+// GPT-2's byte-to-unicode spelling of raw token bytes, as tokenizer.json
+// vocabularies write them ("Ġ" for a space).
+std::string ByteLevelSpelling(std::string_view bytes);
+
 // Whether a tokenizer.json describes a byte-level BPE tokenizer (its
 // pre-tokenizer or decoder is ByteLevel), as opposed to SentencePiece-style
 // BPE with byte fallback, which LoadTokenizer reads from tokenizer.model.

@@ -167,6 +167,20 @@ std::optional<SplitPattern> RecognizeSplitPattern(std::string_view pattern) {
   return std::nullopt;
 }
 
+std::string_view SplitPatternRegex(SplitPattern pattern) {
+  switch (pattern) {
+    case SplitPattern::kGpt2:
+      return kGpt2Regex;
+    case SplitPattern::kCl100k:
+      return kCl100kRegex;
+    case SplitPattern::kQwen2:
+      return kQwen2Regex;
+    case SplitPattern::kO200k:
+      return kO200kRegex;
+  }
+  return "";
+}
+
 const char* SplitPatternName(SplitPattern pattern) {
   switch (pattern) {
     case SplitPattern::kGpt2:

@@ -23,6 +23,8 @@ enum class SplitPattern { kGpt2, kCl100k, kQwen2, kO200k };
 // tiktoken definition); nullopt for any other pattern.
 std::optional<SplitPattern> RecognizeSplitPattern(std::string_view pattern);
 const char* SplitPatternName(SplitPattern pattern);
+// The family's regex, as tokenizer.json and tiktoken definitions write it.
+std::string_view SplitPatternRegex(SplitPattern pattern);
 
 // Splits `text` into consecutive pieces (their concatenation is `text`).
 std::vector<std::string_view> PreTokenize(SplitPattern pattern, std::string_view text);

@@ -21,8 +21,7 @@ class SentencePieceTokenizer : public Tokenizer {
     for (int id = 0; id < n; ++id) bytes_[id] = ComputeBytes(id);
   }
 
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
-                                              bool add_bos) const override {
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const override {
     std::vector<int> ids;
     std::string error;
     if (!sp_->Encode(std::string(text), &ids, &error)) {
@@ -110,10 +109,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
     }
     if (rank_files.size() == 1) return LoadTiktokenTokenizer(rank_files[0], config);
     return absl::NotFoundError(absl::StrCat(
-        model_dir, rank_files.empty()
-                       ? ": no tokenizer: expected tokenizer.json, tokenizer.model "
-                         "(SentencePiece) or one *.tiktoken rank file"
-                       : ": more than one *.tiktoken rank file"));
+        model_dir, rank_files.empty() ? ": no tokenizer: expected tokenizer.json, tokenizer.model "
+                                        "(SentencePiece) or one *.tiktoken rank file"
+                                      : ": more than one *.tiktoken rank file"));
   }
   bool add_bos = true;
   if (const Json* v = config.Find("add_bos_token"); v != nullptr && v->is_bool()) {
@@ -130,13 +128,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
 
 absl::StatusOr<std::string> TrainSentencePieceBpe(const std::vector<std::string>& sentences,
                                                   int vocab_size) {
-  const std::string args = absl::StrCat(
-      "--model_type=bpe --vocab_size=", vocab_size,
-      " --character_coverage=1.0 --byte_fallback=true --split_digits=true"
-      " --normalization_rule_name=identity --remove_extra_whitespaces=false"
-      " --add_dummy_prefix=true --allow_whitespace_only_pieces=true"
-      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=1"
-      " --max_sentence_length=100000 --minloglevel=2");
+  const std::string args =
+      absl::StrCat("--model_type=bpe --vocab_size=", vocab_size,
+                   " --character_coverage=1.0 --byte_fallback=true --split_digits=true"
+                   " --normalization_rule_name=identity --remove_extra_whitespaces=false"
+                   " --add_dummy_prefix=true --allow_whitespace_only_pieces=true"
+                   " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=1"
+                   " --max_sentence_length=100000 --minloglevel=2");
   std::string model, error;
   if (!spm::Train(sentences, args, &model, &error)) {
     return absl::InternalError(absl::StrCat("SentencePiece training failed: ", error));
