@@ -67,6 +67,8 @@ struct RequestFlags {
   double temperature = 0, top_p = 1, repetition_penalty = 1;
   std::string stop;  // comma-separated
   bool ignore_eos = false;
+  bool chat = false;
+  std::string system;
 
   void Declare(FlagSet& f) {
     f.String("prompt", &prompt, "text to complete");
@@ -78,13 +80,27 @@ struct RequestFlags {
     f.Int("seed", &seed, "sampling seed (0)");
     f.String("stop", &stop, "stop sequences, comma-separated");
     f.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence");
+    f.Bool("chat", &chat, "send the prompt as a user message, in the model's chat template");
+    f.String("system", &system, "a system message before it (implies --chat)");
   }
   absl::StatusOr<v1::GenerateRequest> Build() const {
     RETURN_IF_ERROR(IntIn("max-tokens", max_tokens, 1, INT32_MAX));
     RETURN_IF_ERROR(IntIn("top-k", top_k, 0, INT32_MAX));
     RETURN_IF_ERROR(IntIn("seed", seed, 0, INT64_MAX));
     v1::GenerateRequest r;
-    r.set_prompt(prompt);
+    if (chat || !system.empty()) {
+      v1::Conversation* c = r.mutable_messages();
+      if (!system.empty()) {
+        v1::ChatMessage* m = c->add_messages();
+        m->set_role("system");
+        m->set_content(system);
+      }
+      v1::ChatMessage* m = c->add_messages();
+      m->set_role("user");
+      m->set_content(prompt);
+    } else {
+      r.set_prompt(prompt);
+    }
     r.set_max_tokens(static_cast<uint32_t>(max_tokens));
     r.mutable_sampling()->set_temperature(static_cast<float>(temperature));
     r.mutable_sampling()->set_top_k(static_cast<int32_t>(top_k));
@@ -325,10 +341,10 @@ absl::Status ClientCommand(const std::vector<std::string>& args) {
   std::vector<std::string> rest;
   for (size_t i = 0; i < args.size(); ++i) {
     const bool is_flag = args[i].rfind("--", 0) == 0;
-    const bool after_valued_flag = i > 0 && args[i - 1].rfind("--", 0) == 0 &&
-                                   args[i - 1].find('=') == std::string::npos &&
-                                   args[i - 1] != "--stats" && args[i - 1] != "--no-echo" &&
-                                   args[i - 1] != "--ignore-eos" && args[i - 1] != "--help";
+    const bool after_valued_flag =
+        i > 0 && args[i - 1].rfind("--", 0) == 0 && args[i - 1].find('=') == std::string::npos &&
+        args[i - 1] != "--stats" && args[i - 1] != "--no-echo" && args[i - 1] != "--ignore-eos" &&
+        args[i - 1] != "--help" && args[i - 1] != "--chat";
     if (!is_flag && !after_valued_flag && req.prompt.empty()) {
       req.prompt = args[i];
     } else {

@@ -17,6 +17,7 @@
 #include "runtime/model_layout.h"
 #include "runtime/status_macros.h"
 #include "runtime/tokenizer.h"
+#include "runtime/tokenizer/bpe_trainer.h"
 #include "tools/bigram_init.h"
 
 namespace strata {
@@ -30,6 +31,11 @@ const std::string& EmbeddedCorpus() {
 
 std::vector<std::string> ModelFlavours() { return {"llama", "mistral", "qwen2", "hunyuan-dense"}; }
 std::vector<std::string> ModelSizes() { return {"tiny", "1b"}; }
+
+// tools/chat_templates/*.jinja, compiled in (tools/CMakeLists.txt).
+extern const char k_chatml_template[];
+extern const char k_llama2_template[];
+extern const char k_hunyuan_template[];
 
 namespace {
 
@@ -250,6 +256,77 @@ absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, ui
   return WriteText(dir / "model.safetensors.index.json", index.Dump());
 }
 
+// The tokenizer files of a flavour, in the format its family ships, with
+// the chat template and special-token ids set in `config`:
+//  - llama, mistral: SentencePiece tokenizer.model (<unk>, <s>, </s> = 0..2),
+//    llama with the Llama 2 chat template;
+//  - qwen2: a byte-level BPE tokenizer.json (Qwen2 split pattern, NFC) with
+//    <|endoftext|>, <|im_start|>, <|im_end|> and a ChatML template;
+//  - hunyuan-dense: a tiktoken rank file, hy.tiktoken, with Hunyuan's
+//    control tokens in tokenizer_config.json and its chat template.
+absl::Status WriteTokenizer(const std::string& flavour, const std::vector<std::string>& lines,
+                            Json* config, const std::filesystem::path& dir) {
+  auto set = [&](const char* key, Json value) {
+    std::map<std::string, Json> members = config->object();
+    members[key] = std::move(value);
+    *config = Json::Object(std::move(members));
+  };
+  if (flavour == "llama" || flavour == "mistral") {
+    ASSIGN_OR_RETURN(std::string model, TrainSentencePieceBpe(lines, kTokenizerVocab));
+    RETURN_IF_ERROR(WriteText(dir / "tokenizer.model", model));
+    std::map<std::string, Json> tc = {
+        {"add_bos_token", Json::Bool(true)},  {"add_eos_token", Json::Bool(false)},
+        {"bos_token", Json::String("<s>")},   {"eos_token", Json::String("</s>")},
+        {"unk_token", Json::String("<unk>")}, {"tokenizer_class", Json::String("LlamaTokenizer")}};
+    if (flavour == "llama") tc["chat_template"] = Json::String(k_llama2_template);
+    return WriteText(dir / "tokenizer_config.json", Json::Object(std::move(tc)).Dump());
+  }
+  const bool qwen = flavour == "qwen2";
+  const std::vector<std::string> names =
+      qwen ? std::vector<std::string>{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}
+           : std::vector<std::string>{
+                 "<\xEF\xBD\x9Chy_begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+                 "<\xEF\xBD\x9Chy_place\xE2\x96\x81holder\xE2\x96\x81no\xE2\x96\x81"
+                 "2\xEF\xBD\x9C>",
+                 "<\xEF\xBD\x9Chy_place\xE2\x96\x81holder\xE2\x96\x81no\xE2\x96\x81"
+                 "3\xEF\xBD\x9C>",
+                 "<\xEF\xBD\x9Chy_User\xEF\xBD\x9C>", "<\xEF\xBD\x9Chy_Assistant\xEF\xBD\x9C>"};
+  const int merges = kTokenizerVocab - 256 - static_cast<int>(names.size());
+  const BpeVocabulary vocab = TrainByteLevelBpe(lines, merges, SplitPattern::kQwen2);
+  std::vector<SpecialToken> specials;
+  std::map<std::string, Json> decoder;
+  for (const std::string& name : names) {
+    const int id = static_cast<int>(vocab.tokens.size() + specials.size());
+    specials.push_back({name, id});
+    decoder[absl::StrCat(id)] =
+        Json::Object({{"content", Json::String(name)}, {"special", Json::Bool(true)}});
+  }
+  std::map<std::string, Json> tc = {{"added_tokens_decoder", Json::Object(decoder)},
+                                    {"add_bos_token", Json::Bool(false)}};
+  if (qwen) {
+    RETURN_IF_ERROR(
+        WriteText(dir / "tokenizer.json",
+                  HfTokenizerJson(vocab, SplitPattern::kQwen2, /*nfc=*/true, specials).Dump()));
+    tc["bos_token"] = Json::Null();
+    tc["eos_token"] = Json::String("<|im_end|>");
+    tc["pad_token"] = Json::String("<|endoftext|>");
+    tc["chat_template"] = Json::String(k_chatml_template);
+    tc["tokenizer_class"] = Json::String("Qwen2Tokenizer");
+    set("bos_token_id", Json::Integer(specials[0].id));  // <|endoftext|>
+    set("eos_token_id",
+        Json::Array({Json::Integer(specials[2].id), Json::Integer(specials[0].id)}));
+  } else {
+    RETURN_IF_ERROR(WriteText(dir / "hy.tiktoken", TiktokenRanks(vocab)));
+    tc["bos_token"] = Json::String(names[0]);
+    tc["eos_token"] = Json::String(names[1]);
+    tc["chat_template"] = Json::String(k_hunyuan_template);
+    tc["tokenizer_class"] = Json::String("HYTokenizer");
+    set("bos_token_id", Json::Integer(specials[0].id));
+    set("eos_token_id", Json::Array({Json::Integer(specials[1].id)}));
+  }
+  return WriteText(dir / "tokenizer_config.json", Json::Object(std::move(tc)).Dump());
+}
+
 }  // namespace
 
 absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
@@ -274,22 +351,13 @@ absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
   const fs::path dir(out_dir);
 
   std::vector<std::string> lines = absl::StrSplit(EmbeddedCorpus(), '\n', absl::SkipEmpty());
-  ASSIGN_OR_RETURN(std::string tokenizer_model, TrainSentencePieceBpe(lines, kTokenizerVocab));
-  RETURN_IF_ERROR(WriteText(dir / "tokenizer.model", tokenizer_model));
+  RETURN_IF_ERROR(WriteTokenizer(spec.flavour, lines, &config_json, dir));
   RETURN_IF_ERROR(WriteText(dir / "config.json", config_json.Dump()));
   Json eos = *config_json.Find("eos_token_id");
-  RETURN_IF_ERROR(
-      WriteText(dir / "generation_config.json", Json::Object({{"bos_token_id", Json::Integer(1)},
-                                                              {"eos_token_id", eos},
-                                                              {"do_sample", Json::Bool(false)}})
-                                                    .Dump()));
-  RETURN_IF_ERROR(WriteText(dir / "tokenizer_config.json",
-                            Json::Object({{"add_bos_token", Json::Bool(true)},
-                                          {"add_eos_token", Json::Bool(false)},
-                                          {"bos_token", Json::String("<s>")},
-                                          {"eos_token", Json::String("</s>")},
-                                          {"unk_token", Json::String("<unk>")},
-                                          {"tokenizer_class", Json::String("LlamaTokenizer")}})
+  RETURN_IF_ERROR(WriteText(dir / "generation_config.json",
+                            Json::Object({{"bos_token_id", *config_json.Find("bos_token_id")},
+                                          {"eos_token_id", eos},
+                                          {"do_sample", Json::Bool(false)}})
                                 .Dump()));
   Overrides overrides;
   if (spec.init == "bigram") {

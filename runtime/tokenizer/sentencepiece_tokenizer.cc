@@ -18,19 +18,37 @@ class SentencePieceTokenizer : public Tokenizer {
     // Precompute each piece's bytes once; decoding is then a table lookup.
     const int n = sp_->PieceSize();
     bytes_.resize(n);
-    for (int id = 0; id < n; ++id) bytes_[id] = ComputeBytes(id);
+    for (int id = 0; id < n; ++id) {
+      bytes_[id] = ComputeBytes(id);
+      if (sp_->IsControl(id) && !sp_->Piece(id).empty()) controls_.push_back({sp_->Piece(id), id});
+    }
   }
 
+  // Control tokens written as text ("<s>", "</s>", as chat templates write
+  // them) become their ids, as Hugging Face's Llama tokenizer does; the text
+  // between them is encoded by SentencePiece.
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const override {
-    std::vector<int> ids;
-    std::string error;
-    if (!sp_->Encode(std::string(text), &ids, &error)) {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer: cannot encode: ", error));
-    }
     std::vector<int32_t> out;
-    out.reserve(ids.size() + 1);
     if (add_bos && sp_->bos_id() >= 0) out.push_back(sp_->bos_id());
-    out.insert(out.end(), ids.begin(), ids.end());
+    size_t start = 0;
+    for (size_t i = 0; i < text.size();) {
+      const Control* match = nullptr;
+      for (const Control& c : controls_) {
+        if (text.compare(i, c.piece.size(), c.piece) == 0 &&
+            (match == nullptr || c.piece.size() > match->piece.size())) {
+          match = &c;
+        }
+      }
+      if (match == nullptr) {
+        ++i;
+        continue;
+      }
+      RETURN_IF_ERROR(EncodeText(text.substr(start, i - start), &out));
+      out.push_back(match->id);
+      i += match->piece.size();
+      start = i;
+    }
+    RETURN_IF_ERROR(EncodeText(text.substr(start), &out));
     return out;
   }
 
@@ -55,6 +73,22 @@ class SentencePieceTokenizer : public Tokenizer {
   bool add_bos_by_default() const override { return add_bos_; }
 
  private:
+  struct Control {
+    std::string piece;
+    int32_t id;
+  };
+
+  absl::Status EncodeText(std::string_view text, std::vector<int32_t>* out) const {
+    if (text.empty()) return absl::OkStatus();
+    std::vector<int> ids;
+    std::string error;
+    if (!sp_->Encode(std::string(text), &ids, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer: cannot encode: ", error));
+    }
+    out->insert(out->end(), ids.begin(), ids.end());
+    return absl::OkStatus();
+  }
+
   std::string ComputeBytes(int id) const {
     if (sp_->IsControl(id)) return "";
     if (sp_->IsUnknown(id)) return " \xE2\x81\x87 ";  // " ⁇ ", as SentencePiece decodes <unk>
@@ -79,6 +113,7 @@ class SentencePieceTokenizer : public Tokenizer {
   bool add_bos_;
   bool strips_leading_space_;
   std::vector<std::string> bytes_;
+  std::vector<Control> controls_;
 };
 
 }  // namespace

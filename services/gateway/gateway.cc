@@ -33,7 +33,10 @@ absl::Status RunGateway(const GatewayOptions& options) {
   const std::string model_dir =
       options.model_dir.empty() ? info.model().model() : options.model_dir;
   ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(model_dir));
-  ServedModel model{info.model().context_length(), info.model().vocab_size()};
+  ServedModel model{info.model().context_length(), info.model().vocab_size(),
+                    ChatTemplate::FromModelDir(model_dir)};
+  if (!model.chat.ok())
+    Log(absl::StrCat("messages requests refused: ", model.chat.status().message()));
 
   std::unique_ptr<MetricsServer> metrics;
   std::unique_ptr<GatewayMetrics> gateway_metrics;

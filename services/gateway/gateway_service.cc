@@ -69,8 +69,30 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
         }
       }
       break;
+    case v1::GenerateRequest::kMessages: {
+      if (!model.chat.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "messages: this model has no usable chat template: ", model.chat.status().message()));
+      }
+      std::vector<ChatMessage> messages;
+      for (const v1::ChatMessage& m : request.messages().messages()) {
+        messages.push_back({m.role(), m.content()});
+      }
+      const bool open = !request.messages().has_add_generation_prompt() ||
+                        request.messages().add_generation_prompt();
+      auto text = model.chat->Render(messages, open);
+      if (!text.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("messages: ", text.status().message()));
+      }
+      auto encoded = tokenizer.Encode(*text, /*add_bos=*/false);
+      if (!encoded.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("messages: ", encoded.status().message()));
+      }
+      ids = std::move(*encoded);
+      break;
+    }
     case v1::GenerateRequest::INPUT_NOT_SET:
-      return absl::InvalidArgumentError("prompt: required (set prompt or prompt_tokens)");
+      return absl::InvalidArgumentError("prompt: required (set prompt, prompt_tokens or messages)");
   }
   if (ids.empty()) return absl::InvalidArgumentError("prompt: encodes to no tokens");
   if (static_cast<int64_t>(ids.size()) >= model.context) {

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "runtime/chat_template.h"
 #include "runtime/tokenizer.h"
 #include "services/common/metrics.h"
 #include "services/gateway/gateway.h"
@@ -20,6 +21,8 @@ namespace strata {
 struct ServedModel {
   int64_t context = 0;
   int32_t vocab_size = 0;
+  // The chat template, or why there is none (for `messages` requests).
+  absl::StatusOr<ChatTemplate> chat = absl::NotFoundError("no chat template");
 };
 
 // The request as the coordinator takes it; errors name the field.

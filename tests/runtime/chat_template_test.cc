@@ -2,7 +2,7 @@
 // the templates (as transformers' apply_chat_template sets Jinja up), for the
 // conversations in tests/reference/chat/conversations.json: the real
 // Qwen2.5 and Llama 3 templates (from the npm packages tools/test installs),
-// and the Llama 2, Hunyuan and plain ChatML templates in tests/reference/chat.
+// and the Llama 2, Hunyuan and plain ChatML templates in tools/chat_templates.
 #include "runtime/chat_template.h"
 
 #include <string>
@@ -16,6 +16,9 @@ namespace strata {
 namespace {
 
 const std::string kChat = std::string(STRATA_SOURCE_DIR) + "/tests/reference/chat";
+// The templates the model generator writes (Llama 2 and Hunyuan transcribed
+// from their published formats; a plain ChatML).
+const std::string kTemplates = std::string(STRATA_SOURCE_DIR) + "/tools/chat_templates";
 
 struct Case {
   const char* name;
@@ -28,9 +31,9 @@ std::vector<Case> Cases() {
   return {
       {"qwen2_5", lenml + "/tokenizer-qwen2_5/models/tokenizer_config.json", ChatFormat::kChatMl},
       {"llama3", lenml + "/tokenizer-llama3/models/tokenizer_config.json", ChatFormat::kLlama3},
-      {"llama2", kChat + "/llama2.jinja", ChatFormat::kLlama2},
-      {"hunyuan", kChat + "/hunyuan.jinja", ChatFormat::kHunyuan},
-      {"chatml", kChat + "/chatml.jinja", ChatFormat::kChatMl}};
+      {"llama2", kTemplates + "/llama2.jinja", ChatFormat::kLlama2},
+      {"hunyuan", kTemplates + "/hunyuan.jinja", ChatFormat::kHunyuan},
+      {"chatml", kTemplates + "/chatml.jinja", ChatFormat::kChatMl}};
 }
 
 Json ConfigOf(const std::string& source) {
@@ -94,7 +97,7 @@ TEST(ChatTemplateErrorsTest, NamesTheProblem) {
   auto odd = ChatTemplate::FromConfig(
       Json::Object({{"chat_template", Json::String("{{ messages[0].content }}")}}), "x");
   EXPECT_EQ(odd.status().code(), absl::StatusCode::kInvalidArgument);
-  auto chatml = ChatTemplate::FromConfig(ConfigOf(kChat + "/chatml.jinja"), "c");
+  auto chatml = ChatTemplate::FromConfig(ConfigOf(kTemplates + "/chatml.jinja"), "c");
   ASSERT_TRUE(chatml.ok());
   EXPECT_FALSE(chatml->Render({}, true).ok());
   auto bad = chatml->Render({{"user", "a"}, {"wizard", "b"}}, true);

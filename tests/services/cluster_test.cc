@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "runtime/chat_template.h"
+#include "runtime/tokenizer.h"
 #include "services/common/server.h"
 #include "tests/proto/health.grpc.pb.h"
 #include "tests/proto/reflection.pb.h"
@@ -74,6 +76,73 @@ INSTANTIATE_TEST_SUITE_P(Workers, PipelineTest,
                            for (char& c : name) c = c == '-' ? '_' : c;
                            return name;
                          });
+
+// A `messages` request is rendered with the model's own chat template and
+// tokenized with its own tokenizer format (SentencePiece + Llama 2 for llama,
+// tokenizer.json + ChatML for qwen2, tiktoken + Hunyuan for hunyuan-dense):
+// the same ids as rendering and encoding here, and the same completion as
+// sending those ids.
+TEST(ClusterTest, ChatMessagesUseTheModelsTemplateAndTokenizer) {
+  for (const char* flavour : {"llama", "qwen2", "hunyuan-dense"}) {
+    const std::string& model = TestModel(flavour);
+    auto cluster = Cluster::Start(model, 2);
+    ASSERT_NE(cluster, nullptr);
+    auto stub = cluster->generation();
+    v1::GenerateRequest chat = TextRequest("", 12);
+    for (const auto& [role, content] : std::vector<std::pair<std::string, std::string>>{
+             {"system", "You are the lighthouse keeper."},
+             {"user", "What did you see at sea?"},
+             {"assistant", "A ship, 中文 and 😀."},
+             {"user", "And then?"}}) {
+      v1::ChatMessage* m = chat.mutable_messages()->add_messages();
+      m->set_role(role);
+      m->set_content(content);
+    }
+    auto tmpl = ChatTemplate::FromModelDir(model);
+    ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+    std::vector<ChatMessage> messages;
+    for (const auto& m : chat.messages().messages()) messages.push_back({m.role(), m.content()});
+    auto text = tmpl->Render(messages, true);
+    ASSERT_TRUE(text.ok()) << text.status();
+    auto tokenizer = LoadTokenizer(model);
+    ASSERT_TRUE(tokenizer.ok());
+    auto ids = (*tokenizer)->Encode(*text, false);
+    ASSERT_TRUE(ids.ok());
+    v1::GenerateRequest by_ids = TextRequest("", 12);
+    by_ids.mutable_prompt_tokens()->mutable_ids()->Add(ids->begin(), ids->end());
+
+    const StreamResult got = Stream(*stub, chat);
+    ASSERT_EQ(got.code, 0) << flavour << ": " << got.message;
+    const StreamResult want = Stream(*stub, by_ids);
+    ASSERT_EQ(want.code, 0) << want.message;
+    EXPECT_EQ(got.finished.prompt_tokens(), ids->size()) << flavour;
+    EXPECT_EQ(got.tokens, want.tokens) << flavour;
+    // The template's control tokens arrived as single ids.
+    int controls = 0;
+    for (int32_t id : *ids) controls += (*tokenizer)->TokenBytes(id).empty();
+    EXPECT_GE(controls, 3) << flavour << ": " << *text;
+
+    // A role the template does not take is refused, naming the message.
+    v1::GenerateRequest bad = chat;
+    bad.mutable_messages()->mutable_messages(1)->set_role("wizard");
+    const StreamResult refused = Stream(*stub, bad);
+    EXPECT_EQ(refused.code, grpc::StatusCode::INVALID_ARGUMENT) << flavour;
+    EXPECT_NE(refused.message.find("messages[1].role"), std::string::npos) << refused.message;
+    EXPECT_EQ(cluster->Stop(), 0);
+  }
+  // A model without a chat template refuses messages and still serves prompts.
+  auto cluster = Cluster::Start(TestModel("mistral"), 1);
+  ASSERT_NE(cluster, nullptr);
+  auto stub = cluster->generation();
+  v1::GenerateRequest chat = TextRequest("", 4);
+  chat.mutable_messages()->add_messages()->set_content("hi");
+  const StreamResult refused = Stream(*stub, chat);
+  EXPECT_EQ(refused.code, grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.message.find("messages: this model has no usable chat template"),
+            std::string::npos)
+      << refused.message;
+  EXPECT_EQ(Stream(*stub, TextRequest("hi", 4)).code, 0);
+}
 
 // 16 streams at once, each with its own sampling and length, through a
 // 3-stage pipeline with several micro-batches in flight: each equals its own
