@@ -125,8 +125,10 @@ class SafetensorsFile {
       e.begin = static_cast<uint64_t>(b.int_value());
       e.end = static_cast<uint64_t>(en.int_value());
       if (e.end > data_size) {
-        return bad(absl::StrCat("data ends at byte ", e.end, " of the data section but the file "
-                                "holds only ", data_size, " (truncated file)"));
+        return bad(absl::StrCat("data ends at byte ", e.end,
+                                " of the data section but the file "
+                                "holds only ",
+                                data_size, " (truncated file)"));
       }
       if (e.end - e.begin != numel * DTypeSize(e.dtype)) {
         return bad(absl::StrCat("data_offsets span ", e.end - e.begin, " bytes but shape ",
@@ -157,13 +159,12 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     ASSIGN_OR_RETURN(Json json, ReadJsonFile(index.string()));
     const Json* map = json.Find("weight_map");
     if (map == nullptr || !map->is_object()) {
-      return absl::DataLossError(
-          absl::StrCat(index.string(), ": missing \"weight_map\" object"));
+      return absl::DataLossError(absl::StrCat(index.string(), ": missing \"weight_map\" object"));
     }
     for (const auto& [name, file] : map->object()) {
       if (!file.is_string() || file.string_value().find('/') != std::string::npos) {
-        return absl::DataLossError(absl::StrCat(index.string(), ": weight_map entry for `",
-                                                name, "` must be a file name in the folder"));
+        return absl::DataLossError(absl::StrCat(index.string(), ": weight_map entry for `", name,
+                                                "` must be a file name in the folder"));
       }
       ckpt->tensor_file_[name] = file.string_value();
     }
@@ -173,8 +174,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       ckpt->tensor_file_[name] = "model.safetensors";
     }
   } else {
-    return absl::NotFoundError(absl::StrCat(
-        dir, ": no model.safetensors or model.safetensors.index.json in this folder"));
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": no model.safetensors or model.safetensors.index.json in this folder"));
   }
   return ckpt;
 }
@@ -199,8 +200,8 @@ absl::StatusOr<TensorView> Checkpoint::Get(const std::string& name,
                                            const std::vector<int64_t>& expected_shape) {
   auto it = tensor_file_.find(name);
   if (it == tensor_file_.end()) {
-    return absl::NotFoundError(absl::StrCat("tensor `", name, "` is missing from the checkpoint in ",
-                                            dir_));
+    return absl::NotFoundError(
+        absl::StrCat("tensor `", name, "` is missing from the checkpoint in ", dir_));
   }
   ASSIGN_OR_RETURN(SafetensorsFile * shard, Shard(it->second));
   const SafetensorsFile::Entry* e = shard->Find(name);
@@ -229,7 +230,7 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
     std::vector<Json> shape, offsets;
     for (int64_t d : t.shape) shape.push_back(Json::Integer(d));
     offsets.push_back(Json::Integer(static_cast<int64_t>(offset)));
-    offset += t.bytes.size();
+    offset += t.bytes.empty() ? t.zero_bytes : t.bytes.size();
     offsets.push_back(Json::Integer(static_cast<int64_t>(offset)));
     header[t.name] = Json::Object({{"dtype", Json::String(std::string(DTypeName(t.dtype)))},
                                    {"shape", Json::Array(std::move(shape))},
@@ -246,11 +247,20 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   out.write(len_bytes, 8);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
   for (const TensorToWrite& t : tensors) {
+    if (t.bytes.empty() && t.zero_bytes > 0) {
+      out.seekp(static_cast<std::streamoff>(t.zero_bytes), std::ios::cur);
+      continue;
+    }
     out.write(reinterpret_cast<const char*>(t.bytes.data()),
               static_cast<std::streamsize>(t.bytes.size()));
   }
+  const auto end = static_cast<uintmax_t>(out.tellp());
   out.close();
   if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
+  // A file that ends in a hole needs its length set explicitly.
+  std::error_code ec;
+  if (std::filesystem::file_size(path, ec) != end) std::filesystem::resize_file(path, end, ec);
+  if (ec) return absl::InternalError(absl::StrCat(path, ": cannot extend: ", ec.message()));
   return absl::OkStatus();
 }
 

@@ -62,6 +62,9 @@ struct TensorToWrite {
   DType dtype;
   std::vector<int64_t> shape;
   std::vector<uint8_t> bytes;
+  // With `bytes` empty: this many zero bytes, left as a hole in the file
+  // (sparse), for checkpoints that only need their shapes.
+  uint64_t zero_bytes = 0;
 };
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors);
 

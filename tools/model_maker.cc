@@ -30,7 +30,7 @@ const std::string& EmbeddedCorpus() {
 }
 
 std::vector<std::string> ModelFlavours() { return {"llama", "mistral", "qwen2", "hunyuan-dense"}; }
-std::vector<std::string> ModelSizes() { return {"tiny", "1b"}; }
+std::vector<std::string> ModelSizes() { return {"tiny", "1b", "qwen2.5-3b", "hy-mt1.5-1.8b"}; }
 
 // tools/chat_templates/*.jinja, compiled in (tools/CMakeLists.txt).
 extern const char k_chatml_template[];
@@ -84,18 +84,33 @@ uint64_t NameHash(const std::string& name) {
 absl::StatusOr<Json> FlavourConfig(const ModelSpec& spec, int64_t vocab, const std::string& dtype) {
   std::map<std::string, Json> c;
   const bool tiny = spec.size == "tiny";
-  if (!tiny && spec.size != "1b") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("size \"", spec.size, "\" is unknown (choose tiny or 1b)"));
+  // The published shapes: Qwen2.5-3B-Instruct's and HY-MT1.5-1.8B's config.json.
+  struct Shape {
+    int64_t hidden, layers, heads, kv_heads, head_dim, intermediate, vocab, positions;
+  };
+  Shape shape;
+  if (tiny) {
+    shape = {64, 4, 4, 2, 16, 160, vocab, 256};
+  } else if (spec.size == "1b") {
+    shape = {2048, 22, 32, 4, 64, 5632, vocab, 2048};
+  } else if (spec.size == "qwen2.5-3b" && spec.flavour == "qwen2") {
+    shape = {2048, 36, 16, 2, 128, 11008, 151936, 32768};
+  } else if (spec.size == "hy-mt1.5-1.8b" && spec.flavour == "hunyuan-dense") {
+    shape = {2048, 32, 16, 4, 128, 6144, 120818, 262144};
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--size: \"", spec.size, "\" is unknown for flavour ", spec.flavour,
+        " (tiny and 1b for every flavour, qwen2.5-3b for qwen2, hy-mt1.5-1.8b for hunyuan-dense)"));
   }
-  c["hidden_size"] = Json::Integer(tiny ? 64 : 2048);
-  c["num_hidden_layers"] = Json::Integer(tiny ? 4 : 22);
-  c["num_attention_heads"] = Json::Integer(tiny ? 4 : 32);
-  c["num_key_value_heads"] = Json::Integer(tiny ? 2 : 4);
-  c["head_dim"] = Json::Integer(tiny ? 16 : 64);
-  c["intermediate_size"] = Json::Integer(tiny ? 160 : 5632);
-  c["vocab_size"] = Json::Integer(vocab);
-  c["max_position_embeddings"] = Json::Integer(tiny ? 256 : 2048);
+  if (spec.layers < 0) return absl::InvalidArgumentError("--layers: must not be negative");
+  c["hidden_size"] = Json::Integer(shape.hidden);
+  c["num_hidden_layers"] = Json::Integer(spec.layers > 0 ? spec.layers : shape.layers);
+  c["num_attention_heads"] = Json::Integer(shape.heads);
+  c["num_key_value_heads"] = Json::Integer(shape.kv_heads);
+  c["head_dim"] = Json::Integer(shape.head_dim);
+  c["intermediate_size"] = Json::Integer(shape.intermediate);
+  c["vocab_size"] = Json::Integer(shape.vocab);
+  c["max_position_embeddings"] = Json::Integer(shape.positions);
   c["rms_norm_eps"] = Json::Number(1e-5);
   c["rope_theta"] = Json::Number(10000.0);
   c["hidden_act"] = Json::String("silu");
@@ -138,7 +153,8 @@ absl::StatusOr<Json> FlavourConfig(const ModelSpec& spec, int64_t vocab, const s
     c["eos_token_id"] = Json::Array({Json::Integer(2), Json::Integer(3)});
     c["rope_scaling"] = Json::Object({{"type", Json::String("dynamic")},
                                       {"alpha", Json::Number(1000.0)},
-                                      {"factor", Json::Number(1.0)}});
+                                      {"factor", Json::Number(1.0)},
+                                      {"mscale", Json::Number(1.0)}});
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "flavour \"", spec.flavour, "\" is unknown (choose llama, mistral, qwen2, hunyuan-dense)"));
@@ -213,10 +229,20 @@ absl::Status WriteText(const std::filesystem::path& path, const std::string& tex
 
 using Overrides = std::map<std::string, std::vector<float>>;
 
+// The size of a tensor left as a hole (--init zeros), else 0.
+uint64_t ZeroBytes(const TensorSpec& s, DType dtype, bool zeros) {
+  if (!zeros) return 0;
+  uint64_t n = 1;
+  for (int64_t d : s.shape) n *= static_cast<uint64_t>(d);
+  return n * DTypeSize(dtype);
+}
+
 absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, uint64_t seed,
-                          const Overrides& overrides, const std::filesystem::path& dir) {
+                          const Overrides& overrides, bool zeros,
+                          const std::filesystem::path& dir) {
   const float residual_scale = overrides.empty() ? 1.0f : 0.02f;
-  auto make = [&](const TensorSpec& s) {
+  auto make = [&](const TensorSpec& s) -> std::vector<uint8_t> {
+    if (zeros) return {};
     auto it = overrides.find(s.name);
     return it != overrides.end() ? Encode(it->second, dtype)
                                  : RandomTensor(s, dtype, seed, residual_scale);
@@ -232,7 +258,7 @@ absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, ui
   if (shards <= 1) {
     std::vector<TensorToWrite> tensors;
     for (const TensorSpec& s : specs) {
-      tensors.push_back({s.name, dtype, s.shape, make(s)});
+      tensors.push_back({s.name, dtype, s.shape, make(s), ZeroBytes(s, dtype, zeros)});
     }
     return WriteSafetensors((dir / "model.safetensors").string(), tensors);
   }
@@ -244,8 +270,10 @@ absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, ui
     const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards);
     std::vector<TensorToWrite> tensors;
     for (size_t i = s * per; i < std::min(specs.size(), (s + 1) * per); ++i) {
-      tensors.push_back({specs[i].name, dtype, specs[i].shape, make(specs[i])});
-      total_size += static_cast<int64_t>(tensors.back().bytes.size());
+      tensors.push_back({specs[i].name, dtype, specs[i].shape, make(specs[i]),
+                         ZeroBytes(specs[i], dtype, zeros)});
+      total_size +=
+          static_cast<int64_t>(zeros ? tensors.back().zero_bytes : tensors.back().bytes.size());
       weight_map[specs[i].name] = Json::String(file);
     }
     RETURN_IF_ERROR(WriteSafetensors((dir / file).string(), tensors));
@@ -363,11 +391,11 @@ absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
   if (spec.init == "bigram") {
     ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(out_dir));
     ASSIGN_OR_RETURN(overrides, BigramWeights(config, *tokenizer, lines));
-  } else if (spec.init != "random") {
+  } else if (spec.init != "random" && spec.init != "zeros") {
     return absl::InvalidArgumentError(
-        absl::StrCat("--init: \"", spec.init, "\" is not random or bigram"));
+        absl::StrCat("--init: \"", spec.init, "\" is not random, bigram or zeros"));
   }
-  return WriteWeights(config, *dtype, spec.shards, spec.seed, overrides, dir);
+  return WriteWeights(config, *dtype, spec.shards, spec.seed, overrides, spec.init == "zeros", dir);
 }
 
 absl::StatusOr<std::string> DefaultModelDir() {

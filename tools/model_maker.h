@@ -17,7 +17,9 @@ namespace strata {
 
 struct ModelSpec {
   std::string flavour = "llama";  // llama | mistral | qwen2 | hunyuan-dense
-  std::string size = "tiny";      // tiny | 1b (TinyLlama-1.1B dimensions)
+  // tiny | 1b (TinyLlama-1.1B dimensions) | qwen2.5-3b (Qwen2.5-3B-Instruct,
+  // flavour qwen2) | hy-mt1.5-1.8b (HY-MT1.5-1.8B, flavour hunyuan-dense).
+  std::string size = "tiny";
   // Weights dtype; the default is f32 for tiny and bf16 for 1b.
   std::string dtype;
   int shards = 1;
@@ -25,7 +27,12 @@ struct ModelSpec {
   // random: every tensor random (tests compare numbers, not text).
   // bigram: embedding and head of a bigram model of the corpus, faint layers
   // (see bigram_init.h), so greedy text reads like the corpus. llama/mistral.
+  // zeros: every weight zero, written as sparse files: the full shape on
+  // disk (for placement and memory checks) without using the space.
   std::string init = "random";
+  // Decoder layers; 0 = the size's own count (a few layers of a large shape
+  // suffice for comparing numbers with a reference).
+  int layers = 0;
 };
 
 std::vector<std::string> ModelFlavours();

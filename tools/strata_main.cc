@@ -167,13 +167,18 @@ absl::Status Inspect(const std::vector<std::string>& args) {
 absl::Status MakeModelCommand(const std::vector<std::string>& args) {
   ModelSpec spec;
   std::string out;
-  int64_t shards = 1, seed = 0;
+  int64_t shards = 1, seed = 0, layers = 0;
   bool help = false;
   FlagSet flags;
   flags.String("flavour", &spec.flavour, "llama | mistral | qwen2 | hunyuan-dense (llama)");
-  flags.String("size", &spec.size, "tiny | 1b (tiny)");
-  flags.String("dtype", &spec.dtype, "f32 | bf16 | f16 (f32 for tiny, bf16 for 1b)");
-  flags.String("init", &spec.init, "random | bigram: corpus bigram embedding and head (random)");
+  flags.String("size", &spec.size,
+               "tiny | 1b | qwen2.5-3b (flavour qwen2) | hy-mt1.5-1.8b (flavour hunyuan-dense) "
+               "(tiny)");
+  flags.String("dtype", &spec.dtype, "f32 | bf16 | f16 (f32 for tiny, bf16 otherwise)");
+  flags.String("init", &spec.init,
+               "random | bigram: corpus bigram embedding and head | zeros: sparse files, the "
+               "shape without the disk space (random)");
+  flags.Int("layers", &layers, "decoder layers; 0 = the size's own (0)");
   flags.Int("shards", &shards, "number of safetensors shards (1)");
   flags.Int("seed", &seed, "weights seed (0)");
   flags.String("out", &out, "output folder (required)");
@@ -188,6 +193,8 @@ absl::Status MakeModelCommand(const std::vector<std::string>& args) {
   if (seed < 0) return absl::InvalidArgumentError("--seed must not be negative");
   spec.shards = static_cast<int>(shards);
   spec.seed = static_cast<uint64_t>(seed);
+  if (layers < 0 || layers > 1000) return absl::InvalidArgumentError("--layers must be 0..1000");
+  spec.layers = static_cast<int>(layers);
   RETURN_IF_ERROR(MakeModel(spec, out));
   std::cout << "wrote " << spec.flavour << " " << spec.size << " model to " << out << "\n";
   return absl::OkStatus();

@@ -3,13 +3,18 @@
 #include "services/coordinator/planner.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "runtime/config.h"
+#include "runtime/json.h"
 #include "tests/test_util.h"
+#include "tools/model_maker.h"
 
 namespace strata {
 namespace {
@@ -199,6 +204,79 @@ TEST(PlanCommandTest, PrintsTheMapAndExplainsFailures) {
             2)
       << out;
   EXPECT_NE(out.find("should start at layer 2"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// Bytes of every tensor in a model folder, read from the safetensors headers
+// by this test's own parser (8-byte length, JSON header, data_offsets).
+int64_t CheckpointTensorBytes(const std::string& dir) {
+  int64_t total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".safetensors") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    uint64_t n = 0;
+    in.read(reinterpret_cast<char*>(&n), 8);
+    std::string header(n, '\0');
+    in.read(header.data(), static_cast<std::streamsize>(n));
+    auto json = ParseJson(header, entry.path().string());
+    EXPECT_TRUE(json.ok()) << json.status();
+    for (const auto& [name, t] : json->object()) {
+      if (name == "__metadata__") continue;
+      const auto& off = t.Find("data_offsets")->array();
+      total += off[1].int_value() - off[0].int_value();
+    }
+    // The file holds exactly the header and the data (sparse or not).
+    EXPECT_EQ(std::filesystem::file_size(entry.path()),
+              8 + n + static_cast<uint64_t>([&] {
+                int64_t end = 0;
+                for (const auto& [name, t] : json->object()) {
+                  if (name != "__metadata__") {
+                    end = std::max(end, t.Find("data_offsets")->array()[1].int_value());
+                  }
+                }
+                return end;
+              }()));
+  }
+  return total;
+}
+
+// The published shapes: the planner accounts for exactly the bytes their
+// checkpoints hold, which are the models' published parameter counts in bf16.
+TEST(PlannerTest, PublishedShapesAccountForEveryCheckpointByte) {
+  struct Shape {
+    const char* flavour;
+    const char* size;
+    int64_t params;  // Qwen2.5-3B: 3.09B; HY-MT1.5-1.8B: 1.79B (tied embeddings)
+  };
+  for (const Shape& s : {Shape{"qwen2", "qwen2.5-3b", 3085938688},
+                         Shape{"hunyuan-dense", "hy-mt1.5-1.8b", 1791080448}}) {
+    const std::string dir = testing::FreshDir(s.size);
+    ModelSpec spec;
+    spec.flavour = s.flavour;
+    spec.size = s.size;
+    spec.init = "zeros";  // sparse: the sizes without the disk space
+    spec.shards = 2;
+    ASSERT_TRUE(MakeModel(spec, dir).ok());
+    auto config = LoadModelConfig(dir);
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto input = PlanInputForModel(dir, *config, {{"d0", int64_t{64} << 30}}, {});
+    ASSERT_TRUE(input.ok()) << input.status();
+    int64_t planned = input->embedding_bytes + input->final_norm_bytes + input->lm_head_bytes;
+    for (int64_t b : input->layer_bytes) planned += b;
+    EXPECT_EQ(planned, CheckpointTensorBytes(dir)) << s.size;
+    EXPECT_EQ(planned, 2 * s.params) << s.size;
+    EXPECT_TRUE(input->tied_embeddings) << s.size;
+    // On one device the stage holds the checkpoint once (the tied head is the
+    // embedding, not a copy).
+    auto plan = PlanPlacement(*input);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_EQ(plan->stages[0].weight_bytes, planned) << s.size;
+  }
 }
 
 }  // namespace

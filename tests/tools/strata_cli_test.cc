@@ -157,3 +157,40 @@ TEST(StrataCliTest, MakeModelWritesShardsWithAnIndex) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// `strata plan` on Qwen2.5-3B's shape (made sparse: the sizes without the
+// disk space): two 4 GiB devices get a map, one is refused with the reason.
+TEST(StrataCliTest, PlanForQwen25ThreeBillion) {
+  const std::string dir = testing::FreshDir("qwen2.5-3b");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(),
+                                             " make-model --flavour qwen2 --size "
+                                             "qwen2.5-3b --init zeros --out ",
+                                             dir),
+                                &out),
+            0)
+      << out;
+  const std::string plan =
+      absl::StrCat(Strata(), " plan --model ", dir, " --concurrency 4 --context 4096");
+  ASSERT_EQ(testing::RunCommand(plan + " --devices 4GiB,4GiB", &out), 0) << out;
+  EXPECT_NE(out.find("Qwen2ForCausalLM, 36 layers"), std::string::npos) << out;
+  EXPECT_NE(out.find("stage 0  device0    layers   0-"), std::string::npos) << out;
+  EXPECT_NE(out.find("stage 1  device1    layers"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"lm_head\": 1"), std::string::npos) << out;
+  EXPECT_NE(testing::RunCommand(plan + " --devices 4GiB", &out), 0);
+  EXPECT_NE(out.find("does not fit on 1 device(s)"), std::string::npos) << out;
+  EXPECT_NE(out.find("weights 5.75 GiB"), std::string::npos) << out;
+  // Sizes that do not belong to the flavour are refused by name.
+  EXPECT_NE(testing::RunCommand(absl::StrCat(Strata(), " make-model --size qwen2.5-3b --out ",
+                                             testing::FreshDir("bad")),
+                                &out),
+            0);
+  EXPECT_NE(out.find("--size: \"qwen2.5-3b\" is unknown for flavour llama"), std::string::npos)
+      << out;
+}
+
+}  // namespace
+}  // namespace strata
