@@ -18,6 +18,7 @@
 #include "tests/proto/reflection.pb.h"
 #include "tests/services/cluster_util.h"
 #include "tests/test_util.h"
+#include "tools/model_maker.h"
 
 namespace strata::testing {
 namespace {
@@ -142,6 +143,39 @@ TEST(ClusterTest, ChatMessagesUseTheModelsTemplateAndTokenizer) {
             std::string::npos)
       << refused.message;
   EXPECT_EQ(Stream(*stub, TextRequest("hi", 4)).code, 0);
+}
+
+// The published shapes (Qwen2.5-3B-Instruct's, HY-MT1.5-1.8B's; two of their
+// layers, random bf16) serve a chat through two workers with their own
+// tokenizer formats and templates, token for token as the single process.
+TEST(ClusterTest, PublishedShapesServeChatThroughTwoWorkers) {
+  for (const auto& [flavour, size] : std::vector<std::pair<std::string, std::string>>{
+           {"qwen2", "qwen2.5-3b"}, {"hunyuan-dense", "hy-mt1.5-1.8b"}}) {
+    const std::string model = FreshDir(size);
+    ModelSpec spec;
+    spec.flavour = flavour;
+    spec.size = size;
+    spec.layers = 2;
+    ASSERT_TRUE(MakeModel(spec, model).ok());
+    auto cluster = Cluster::Start(model, 2);
+    ASSERT_NE(cluster, nullptr);
+    v1::GenerateRequest chat = TextRequest("", 6);
+    for (const auto& [role, content] : std::vector<std::pair<std::string, std::string>>{
+             {"system", "Translate into French."}, {"user", "The lighthouse is dark tonight."}}) {
+      v1::ChatMessage* m = chat.mutable_messages()->add_messages();
+      m->set_role(role);
+      m->set_content(content);
+    }
+    const StreamResult got = Stream(*cluster->generation(), chat);
+    ASSERT_EQ(got.code, 0) << size << ": " << got.message;
+    auto text = ChatTemplate::FromModelDir(model)->Render(
+        {{"system", "Translate into French."}, {"user", "The lighthouse is dark tonight."}}, true);
+    ASSERT_TRUE(text.ok());
+    const Reference ref = GenerateLocally(model, *text, 6);
+    EXPECT_EQ(got.finished.prompt_tokens(), ref.prompt.size()) << size;
+    EXPECT_EQ(got.tokens, ref.tokens) << size;
+    EXPECT_EQ(cluster->Stop(), 0);
+  }
 }
 
 // 16 streams at once, each with its own sampling and length, through a
