@@ -361,7 +361,7 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   if (record->open) record->stream->Write(event);
 }
 
-void CoordinatorService::Deliver(std::vector<Emission> emissions) {
+void CoordinatorService::Deliver(std::vector<Emission> emissions, bool admitted) {
   for (Emission& e : emissions) {
     std::shared_ptr<SessionRecord> record;
     {
@@ -374,6 +374,7 @@ void CoordinatorService::Deliver(std::vector<Emission> emissions) {
     event.set_request_id(e.request_id);
     for (int32_t t : e.tokens) event.add_token_ids(t);
     event.set_finish(FinishToProto(e.finish));
+    event.set_admitted(admitted);
     if (!e.error.ok()) {
       event.set_error_code(static_cast<int>(e.error.code()));
       event.set_error(std::string(e.error.message()));
@@ -775,6 +776,7 @@ void CoordinatorService::PumpLoop() {
   v1::Step msg;
   while (true) {
     std::optional<PlannedStep> step;
+    std::vector<Scheduler::Admission> admitted;
     uint64_t epoch = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -788,9 +790,10 @@ void CoordinatorService::PumpLoop() {
       const auto now = Clock::now();
       sent_[step->step_id] = now;
       epoch = map_.epoch();
+      admitted = scheduler_->TakeAdmissions();
       if (metrics_ != nullptr) {
-        for (const auto& t : scheduler_->TakeAdmissions()) {
-          metrics_->queue_seconds.Observe(std::chrono::duration<double>(now - t).count());
+        for (const auto& a : admitted) {
+          metrics_->queue_seconds.Observe(std::chrono::duration<double>(now - a.submitted).count());
         }
         int64_t tokens = 0;
         for (const PlannedChunk& c : step->chunks)
@@ -801,6 +804,12 @@ void CoordinatorService::PumpLoop() {
         }
       }
     }
+    // Tell each admitted request's gateway (its queue-time metric).
+    std::vector<Emission> notices;
+    for (const auto& a : admitted) {
+      notices.push_back({a.session, a.request_id, {}, Finish::kNone, absl::OkStatus()});
+    }
+    if (!notices.empty()) Deliver(std::move(notices), /*admitted=*/true);
     msg.Clear();
     msg.set_step_id(step->step_id);
     msg.set_epoch(epoch);

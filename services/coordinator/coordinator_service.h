@@ -103,7 +103,9 @@ class CoordinatorService final : public v1::Coordinator::Service {
   const char* StateLocked(const WorkerRecord& w, Clock::time_point now) const;
   std::string DescribeMapLocked() const;
   std::set<std::string> EligibleLocked(Clock::time_point now) const;
-  void Deliver(std::vector<Emission> emissions);
+  // Sends each emission to its session; `admitted` marks them as the notice
+  // that the request left the queue.
+  void Deliver(std::vector<Emission> emissions, bool admitted = false);
   void HandleResult(const v1::StepResult& result);
   void HandleSubmit(uint64_t session, const v1::Submit& submit,
                     const std::shared_ptr<SessionRecord>& record);

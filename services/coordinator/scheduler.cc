@@ -59,7 +59,8 @@ std::optional<PlannedStep> Scheduler::NextStep() {
   if (inflight_steps() >= options_.max_inflight_steps) return std::nullopt;
   while (!waiting_.empty() && running() < options_.max_sequences) {
     if (waiting_.front().second.generated.empty()) {
-      admissions_.push_back(waiting_.front().second.spec.submitted);
+      const auto& spec = waiting_.front().second.spec;
+      admissions_.push_back({spec.session, spec.request_id, spec.submitted});
     }
     running_.emplace(waiting_.front().first, std::move(waiting_.front().second));
     waiting_.pop_front();
@@ -213,8 +214,8 @@ std::vector<Emission> Scheduler::CancelAll() {
   return out;
 }
 
-std::vector<std::chrono::steady_clock::time_point> Scheduler::TakeAdmissions() {
-  std::vector<std::chrono::steady_clock::time_point> out;
+std::vector<Scheduler::Admission> Scheduler::TakeAdmissions() {
+  std::vector<Admission> out;
   out.swap(admissions_);
   return out;
 }

@@ -103,8 +103,13 @@ class Scheduler {
   // front of the queue. Call after Rewind().
   void SetMaxSequences(int64_t n);
   int64_t max_sequences() const { return options_.max_sequences; }
-  // Submit times of the sequences admitted (queue -> running) since the last call.
-  std::vector<std::chrono::steady_clock::time_point> TakeAdmissions();
+  // The sequences admitted (queue -> running) for the first time since the
+  // last call. Callers must take them regularly (they accumulate).
+  struct Admission {
+    uint64_t session = 0, request_id = 0;
+    std::chrono::steady_clock::time_point submitted;
+  };
+  std::vector<Admission> TakeAdmissions();
   void set_max_inflight_steps(int n) { options_.max_inflight_steps = std::max(1, n); }
 
   int64_t running() const { return static_cast<int64_t>(running_.size()); }
@@ -134,7 +139,7 @@ class Scheduler {
   std::map<uint64_t, Sequence> running_;                // by sequence id = admission order
   std::map<uint64_t, std::vector<uint64_t>> inflight_;  // step -> its sequences
   std::vector<uint64_t> drops_;
-  std::vector<std::chrono::steady_clock::time_point> admissions_;
+  std::vector<Admission> admissions_;
 };
 
 }  // namespace strata

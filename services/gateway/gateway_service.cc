@@ -115,6 +115,12 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& r, const std::string& model
                        .Help("Requests in flight through this gateway (queued or generating)")
                        .Register(r)
                        .Add({{"model", model_name}})),
+      queue_time(prometheus::BuildHistogram()
+                     .Name("strata_gateway_queue_time_seconds")
+                     .Help("From the request's arrival to its admission by the coordinator "
+                           "(a KV slot in the running batch)")
+                     .Register(r)
+                     .Add({{"model", model_name}}, LatencyBuckets())),
       ttft(prometheus::BuildHistogram()
                .Name("strata_gateway_time_to_first_token_seconds")
                .Help("From the request's arrival to its first generated token")
@@ -207,6 +213,7 @@ grpc::Status GatewayService::Generate(grpc::ServerContext* context,
   StopMatcher matcher(std::move(stops));
   IncrementalDetokenizer detok(*tokenizer_, /*at_text_start=*/false);
   int completion = 0;
+  bool admitted = false;  // queue time is observed once, even across a resubmission
   double ttft = -1;
   Clock::time_point last_token;
   v1::GenerateResponse response;
@@ -238,6 +245,13 @@ grpc::Status GatewayService::Generate(grpc::ServerContext* context,
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the request");
     }
     for (const v1::SessionEvent& e : events) {
+      if (e.admitted()) {
+        if (!admitted && metrics_ != nullptr) {
+          metrics_->queue_time.Observe(std::chrono::duration<double>(Clock::now() - start).count());
+        }
+        admitted = true;
+        continue;
+      }
       if (e.error_code() != 0) {
         done = true;  // the coordinator has already forgotten it
         count("error");

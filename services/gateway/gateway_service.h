@@ -40,6 +40,7 @@ struct GatewayMetrics {
   std::string model;
   prometheus::Family<prometheus::Counter>& requests;
   prometheus::Gauge& queue_length;
+  prometheus::Histogram& queue_time;
   prometheus::Histogram& ttft;
   prometheus::Histogram& inter_token;
   prometheus::Histogram& duration;

@@ -124,6 +124,9 @@ TEST(MetricsTest, EveryProcessServesValidMetricsThatMove) {
                 Sample(g0, "strata_gateway_completion_tokens_total", {model}),
             24);
   EXPECT_EQ(Sample(g, "strata_gateway_time_to_first_token_seconds_count", {model}), 3);
+  EXPECT_EQ(Sample(g, "strata_gateway_queue_time_seconds_count", {model}), 3);
+  EXPECT_LE(Sample(g, "strata_gateway_queue_time_seconds_sum", {model}),
+            Sample(g, "strata_gateway_time_to_first_token_seconds_sum", {model}));
   EXPECT_EQ(Sample(g, "strata_gateway_inter_token_latency_seconds_count", {model}), 21);
   EXPECT_EQ(Sample(g, "strata_gateway_queue_length", {model}), 0);
 

@@ -71,6 +71,13 @@ TEST(SchedulerTest, AdmitsUpToTheKvBudgetAndBatchesDecodesFirst) {
   EXPECT_EQ(first->chunks.size(), 2u);  // two prompts of 4; the third waits for a slot
   EXPECT_EQ(s.running(), 2);
   EXPECT_EQ(s.queued(), 1);
+  // The two admitted requests are reported once, with their ids.
+  auto admitted = s.TakeAdmissions();
+  ASSERT_EQ(admitted.size(), 2u);
+  EXPECT_EQ(admitted[0].request_id, 1u);
+  EXPECT_EQ(admitted[1].request_id, 2u);
+  EXPECT_EQ(admitted[0].session, 1u);
+  EXPECT_TRUE(s.TakeAdmissions().empty());
   EXPECT_FALSE(s.NextStep().has_value());  // one step in flight at a time
   auto emitted = s.OnResult(first->step_id, Answer(*first, 5));
   ASSERT_EQ(emitted.size(), 2u);
