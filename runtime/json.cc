@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/tokenizer/unicode.h"
 
 namespace strata {
 
@@ -60,11 +61,21 @@ void DumpString(const std::string& s, std::string* out) {
   out->push_back('"');
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
       default:
         if (c < 0x20) {
           out->append(absl::StrFormat("\\u%04x", c));
@@ -78,8 +89,12 @@ void DumpString(const std::string& s, std::string* out) {
 
 void DumpTo(const Json& j, std::string* out) {
   switch (j.kind()) {
-    case Json::Kind::kNull: out->append("null"); break;
-    case Json::Kind::kBool: out->append(j.bool_value() ? "true" : "false"); break;
+    case Json::Kind::kNull:
+      out->append("null");
+      break;
+    case Json::Kind::kBool:
+      out->append(j.bool_value() ? "true" : "false");
+      break;
     case Json::Kind::kNumber:
       if (j.is_integer()) {
         absl::StrAppend(out, j.int_value());
@@ -87,7 +102,9 @@ void DumpTo(const Json& j, std::string* out) {
         out->append(absl::StrFormat("%.17g", j.number_value()));
       }
       break;
-    case Json::Kind::kString: DumpString(j.string_value(), out); break;
+    case Json::Kind::kString:
+      DumpString(j.string_value(), out);
+      break;
     case Json::Kind::kArray: {
       out->push_back('[');
       bool first = true;
@@ -147,9 +164,8 @@ class Parser {
     return false;
   }
   void SkipSpace() {
-    while (pos_ < text_.size() &&
-           (text_[pos_] == ' ' || text_[pos_] == '\n' || text_[pos_] == '\r' ||
-            text_[pos_] == '\t')) {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\n' ||
+                                   text_[pos_] == '\r' || text_[pos_] == '\t')) {
       ++pos_;
     }
   }
@@ -172,13 +188,31 @@ class Parser {
       *out = Json::String(std::move(s));
       return true;
     }
-    if (Consume("true")) { *out = Json::Bool(true); return true; }
-    if (Consume("false")) { *out = Json::Bool(false); return true; }
-    if (Consume("null")) { *out = Json::Null(); return true; }
+    if (Consume("true")) {
+      *out = Json::Bool(true);
+      return true;
+    }
+    if (Consume("false")) {
+      *out = Json::Bool(false);
+      return true;
+    }
+    if (Consume("null")) {
+      *out = Json::Null();
+      return true;
+    }
     // Python's json module writes these for non-finite floats; accept them.
-    if (Consume("NaN")) { *out = Json::Number(NAN); return true; }
-    if (Consume("Infinity")) { *out = Json::Number(INFINITY); return true; }
-    if (Consume("-Infinity")) { *out = Json::Number(-INFINITY); return true; }
+    if (Consume("NaN")) {
+      *out = Json::Number(NAN);
+      return true;
+    }
+    if (Consume("Infinity")) {
+      *out = Json::Number(INFINITY);
+      return true;
+    }
+    if (Consume("-Infinity")) {
+      *out = Json::Number(-INFINITY);
+      return true;
+    }
     if (c == '-' || (c >= '0' && c <= '9')) return ParseNumber(out);
     return Fail(absl::StrCat("unexpected character '", std::string(1, c), "'"));
   }
@@ -204,8 +238,14 @@ class Parser {
       if (!ParseValue(depth + 1, &value)) return false;
       members[std::move(key)] = std::move(value);
       SkipSpace();
-      if (pos_ < text_.size() && text_[pos_] == ',') { ++pos_; continue; }
-      if (pos_ < text_.size() && text_[pos_] == '}') { ++pos_; break; }
+      if (pos_ < text_.size() && text_[pos_] == ',') {
+        ++pos_;
+        continue;
+      }
+      if (pos_ < text_.size() && text_[pos_] == '}') {
+        ++pos_;
+        break;
+      }
       return Fail("expected ',' or '}'");
     }
     *out = Json::Object(std::move(members));
@@ -226,30 +266,18 @@ class Parser {
       if (!ParseValue(depth + 1, &value)) return false;
       items.push_back(std::move(value));
       SkipSpace();
-      if (pos_ < text_.size() && text_[pos_] == ',') { ++pos_; continue; }
-      if (pos_ < text_.size() && text_[pos_] == ']') { ++pos_; break; }
+      if (pos_ < text_.size() && text_[pos_] == ',') {
+        ++pos_;
+        continue;
+      }
+      if (pos_ < text_.size() && text_[pos_] == ']') {
+        ++pos_;
+        break;
+      }
       return Fail("expected ',' or ']'");
     }
     *out = Json::Array(std::move(items));
     return true;
-  }
-
-  static void AppendUtf8(uint32_t cp, std::string* s) {
-    if (cp < 0x80) {
-      s->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      s->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      s->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      s->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      s->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      s->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      s->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      s->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      s->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      s->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
   }
 
   bool ParseHex4(uint32_t* out) {
@@ -258,10 +286,14 @@ class Parser {
     for (int i = 0; i < 4; ++i) {
       char c = text_[pos_++];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= c - '0';
-      else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-      else return Fail("bad hex digit in \\u escape");
+      if (c >= '0' && c <= '9')
+        v |= c - '0';
+      else if (c >= 'a' && c <= 'f')
+        v |= c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F')
+        v |= c - 'A' + 10;
+      else
+        return Fail("bad hex digit in \\u escape");
     }
     *out = v;
     return true;
@@ -281,14 +313,30 @@ class Parser {
       if (pos_ >= text_.size()) return Fail("unterminated escape");
       char e = text_[pos_++];
       switch (e) {
-        case '"': out->push_back('"'); break;
-        case '\\': out->push_back('\\'); break;
-        case '/': out->push_back('/'); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
+        case '"':
+          out->push_back('"');
+          break;
+        case '\\':
+          out->push_back('\\');
+          break;
+        case '/':
+          out->push_back('/');
+          break;
+        case 'b':
+          out->push_back('\b');
+          break;
+        case 'f':
+          out->push_back('\f');
+          break;
+        case 'n':
+          out->push_back('\n');
+          break;
+        case 'r':
+          out->push_back('\r');
+          break;
+        case 't':
+          out->push_back('\t');
+          break;
         case 'u': {
           uint32_t cp;
           if (!ParseHex4(&cp)) return false;
@@ -301,10 +349,11 @@ class Parser {
           } else if (cp >= 0xDC00 && cp < 0xE000) {
             return Fail("unpaired UTF-16 surrogate");
           }
-          AppendUtf8(cp, out);
+          unicode::AppendUtf8(cp, out);
           break;
         }
-        default: return Fail("unknown escape");
+        default:
+          return Fail("unknown escape");
       }
     }
   }

@@ -9,6 +9,7 @@
 #define STRATA_RUNTIME_TOKENIZER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +41,24 @@ class Tokenizer {
   // Whether Encode callers should add BOS by default (tokenizer_config.json).
   virtual bool add_bos_by_default() const = 0;
 };
+
+// A control or added token as it may be written in text ("<s>", "<|im_end|>").
+struct TokenText {
+  std::string text;
+  int32_t id;
+};
+
+// Encodes `text` whose control tokens are written out: each longest match of
+// one of `tokens` becomes its id, and every stretch between them is encoded
+// by `encode`, which appends to its vector. For Tokenizer implementations.
+absl::Status EncodeAroundTokenTexts(
+    std::string_view text, const std::vector<TokenText>& tokens,
+    const std::function<absl::Status(std::string_view, std::vector<int32_t>*)>& encode,
+    std::vector<int32_t>* ids);
+
+// Decodes `ids` through an IncrementalDetokenizer starting at the text's
+// beginning: the Decode of every Tokenizer implementation.
+std::string DecodeIncrementally(const Tokenizer& tokenizer, const std::vector<int32_t>& ids);
 
 // Loads the tokenizer of a Hugging Face model folder: `tokenizer.model`
 // (SentencePiece) with the options of `tokenizer_config.json` when present.

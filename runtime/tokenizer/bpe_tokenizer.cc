@@ -57,6 +57,12 @@ struct AddedToken {
   bool special;  // a control token: skipped when decoding
 };
 
+std::vector<TokenText> ToTokenTexts(const std::vector<AddedToken>& added) {
+  std::vector<TokenText> out;
+  for (const AddedToken& a : added) out.push_back({a.content, a.id});
+  return out;
+}
+
 class BpeTokenizer final : public Tokenizer {
  public:
   struct Options {
@@ -75,7 +81,7 @@ class BpeTokenizer final : public Tokenizer {
       : options_(std::move(options)),
         tokens_(std::move(token_bytes)),
         merges_(std::move(merges)),
-        added_(std::move(added)) {
+        added_(ToTokenTexts(added)) {
     for (size_t id = 0; id < tokens_.size(); ++id) {
       if (!tokens_[id].empty()) by_bytes_.emplace(tokens_[id], static_cast<int32_t>(id));
     }
@@ -84,7 +90,7 @@ class BpeTokenizer final : public Tokenizer {
       byte_ids_[b] = it == by_bytes_.end() ? -1 : it->second;
     }
     control_.assign(tokens_.size(), false);
-    for (const AddedToken& a : added_) {
+    for (const AddedToken& a : added) {
       if (a.id >= static_cast<int32_t>(tokens_.size())) {
         tokens_.resize(a.id + 1);
         control_.resize(a.id + 1, false);
@@ -92,43 +98,22 @@ class BpeTokenizer final : public Tokenizer {
       tokens_[a.id] = a.content;
       control_[a.id] = a.special;
     }
-    // Longest first, so that matching takes the longest added token.
-    std::sort(added_.begin(), added_.end(), [](const AddedToken& a, const AddedToken& b) {
-      return a.content.size() > b.content.size();
-    });
   }
 
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const override {
     std::vector<int32_t> ids;
     if (add_bos && options_.bos) ids.push_back(*options_.bos);
-    size_t start = 0;  // of the text not yet encoded
-    for (size_t i = 0; i < text.size();) {
-      const AddedToken* match = nullptr;
-      for (const AddedToken& a : added_) {
-        if (!a.content.empty() && text.compare(i, a.content.size(), a.content) == 0) {
-          match = &a;
-          break;
-        }
-      }
-      if (match == nullptr) {
-        ++i;
-        continue;
-      }
-      RETURN_IF_ERROR(EncodeSegment(text.substr(start, i - start), &ids));
-      ids.push_back(match->id);
-      i += match->content.size();
-      start = i;
-    }
-    RETURN_IF_ERROR(EncodeSegment(text.substr(start), &ids));
+    RETURN_IF_ERROR(EncodeAroundTokenTexts(
+        text, added_,
+        [this](std::string_view segment, std::vector<int32_t>* out) {
+          return EncodeSegment(segment, out);
+        },
+        &ids));
     return ids;
   }
 
   std::string Decode(const std::vector<int32_t>& ids) const override {
-    std::string text;
-    IncrementalDetokenizer detok(*this, /*at_text_start=*/true);
-    for (int32_t id : ids) text += detok.Push(id);
-    text += detok.Flush();
-    return text;
+    return DecodeIncrementally(*this, ids);
   }
 
   std::string TokenBytes(int32_t id) const override {
@@ -244,7 +229,7 @@ class BpeTokenizer final : public Tokenizer {
   absl::flat_hash_map<std::string, int32_t> by_bytes_;
   std::array<int32_t, 256> byte_ids_{};
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (rank, merged id)
-  std::vector<AddedToken> added_;
+  std::vector<TokenText> added_;
 };
 
 // The string of a token field of tokenizer_config.json: "x" or {"content": "x"}.

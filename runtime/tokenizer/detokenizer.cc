@@ -80,4 +80,40 @@ std::string IncrementalDetokenizer::Flush() {
   return out;
 }
 
+absl::Status EncodeAroundTokenTexts(
+    std::string_view text, const std::vector<TokenText>& tokens,
+    const std::function<absl::Status(std::string_view, std::vector<int32_t>*)>& encode,
+    std::vector<int32_t>* ids) {
+  size_t start = 0;  // of the text not yet encoded
+  for (size_t i = 0; i < text.size();) {
+    const TokenText* match = nullptr;
+    for (const TokenText& t : tokens) {
+      if (!t.text.empty() && text.compare(i, t.text.size(), t.text) == 0 &&
+          (match == nullptr || t.text.size() > match->text.size())) {
+        match = &t;
+      }
+    }
+    if (match == nullptr) {
+      ++i;
+      continue;
+    }
+    if (i > start) {
+      if (absl::Status st = encode(text.substr(start, i - start), ids); !st.ok()) return st;
+    }
+    ids->push_back(match->id);
+    i += match->text.size();
+    start = i;
+  }
+  if (start < text.size()) return encode(text.substr(start), ids);
+  return absl::OkStatus();
+}
+
+std::string DecodeIncrementally(const Tokenizer& tokenizer, const std::vector<int32_t>& ids) {
+  std::string text;
+  IncrementalDetokenizer detok(tokenizer, /*at_text_start=*/true);
+  for (int32_t id : ids) text += detok.Push(id);
+  text += detok.Flush();
+  return text;
+}
+
 }  // namespace strata

@@ -30,34 +30,17 @@ class SentencePieceTokenizer : public Tokenizer {
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const override {
     std::vector<int32_t> out;
     if (add_bos && sp_->bos_id() >= 0) out.push_back(sp_->bos_id());
-    size_t start = 0;
-    for (size_t i = 0; i < text.size();) {
-      const Control* match = nullptr;
-      for (const Control& c : controls_) {
-        if (text.compare(i, c.piece.size(), c.piece) == 0 &&
-            (match == nullptr || c.piece.size() > match->piece.size())) {
-          match = &c;
-        }
-      }
-      if (match == nullptr) {
-        ++i;
-        continue;
-      }
-      RETURN_IF_ERROR(EncodeText(text.substr(start, i - start), &out));
-      out.push_back(match->id);
-      i += match->piece.size();
-      start = i;
-    }
-    RETURN_IF_ERROR(EncodeText(text.substr(start), &out));
+    RETURN_IF_ERROR(EncodeAroundTokenTexts(
+        text, controls_,
+        [this](std::string_view segment, std::vector<int32_t>* ids) {
+          return EncodeText(segment, ids);
+        },
+        &out));
     return out;
   }
 
   std::string Decode(const std::vector<int32_t>& ids) const override {
-    std::string text;
-    IncrementalDetokenizer detok(*this, /*at_text_start=*/true);
-    for (int32_t id : ids) text += detok.Push(id);
-    text += detok.Flush();
-    return text;
+    return DecodeIncrementally(*this, ids);
   }
 
   std::string TokenBytes(int32_t id) const override {
@@ -73,11 +56,6 @@ class SentencePieceTokenizer : public Tokenizer {
   bool add_bos_by_default() const override { return add_bos_; }
 
  private:
-  struct Control {
-    std::string piece;
-    int32_t id;
-  };
-
   absl::Status EncodeText(std::string_view text, std::vector<int32_t>* out) const {
     if (text.empty()) return absl::OkStatus();
     std::vector<int> ids;
@@ -113,7 +91,7 @@ class SentencePieceTokenizer : public Tokenizer {
   bool add_bos_;
   bool strips_leading_space_;
   std::vector<std::string> bytes_;
-  std::vector<Control> controls_;
+  std::vector<TokenText> controls_;
 };
 
 }  // namespace
