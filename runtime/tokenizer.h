@@ -48,11 +48,24 @@ struct TokenText {
   int32_t id;
 };
 
-// Encodes `text` whose control tokens are written out: each longest match of
-// one of `tokens` becomes its id, and every stretch between them is encoded
-// by `encode`, which appends to its vector. For Tokenizer implementations.
+// Finds control-token texts in a text: the longest one starting at a given
+// byte, through a table of candidates by first byte.
+class TokenTextMatcher {
+ public:
+  explicit TokenTextMatcher(std::vector<TokenText> tokens);
+  // The longest token text at `text[at...]`, or nullptr.
+  const TokenText* Match(std::string_view text, size_t at) const;
+
+ private:
+  std::vector<TokenText> tokens_;               // longest first
+  std::vector<std::vector<uint32_t>> by_byte_;  // first byte -> indices into tokens_
+};
+
+// Encodes `text` whose control tokens are written out: each longest match
+// becomes its id, and every stretch between them is encoded by `encode`,
+// which appends to its vector. For Tokenizer implementations.
 absl::Status EncodeAroundTokenTexts(
-    std::string_view text, const std::vector<TokenText>& tokens,
+    std::string_view text, const TokenTextMatcher& tokens,
     const std::function<absl::Status(std::string_view, std::vector<int32_t>*)>& encode,
     std::vector<int32_t>* ids);
 

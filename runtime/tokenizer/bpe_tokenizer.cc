@@ -129,7 +129,11 @@ class BpeTokenizer final : public Tokenizer {
   absl::Status EncodeSegment(std::string_view segment, std::vector<int32_t>* ids) const {
     if (segment.empty()) return absl::OkStatus();
     std::string normal;
-    if (options_.normalizer == Normalizer::kNfc) {
+    const bool ascii = std::all_of(segment.begin(), segment.end(),
+                                   [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    if (ascii) {
+      // ASCII text is already in every normal form.
+    } else if (options_.normalizer == Normalizer::kNfc) {
       ASSIGN_OR_RETURN(normal, unicode::ToNfc(segment));
       segment = normal;
     } else if (options_.normalizer == Normalizer::kNfkc) {
@@ -229,7 +233,7 @@ class BpeTokenizer final : public Tokenizer {
   absl::flat_hash_map<std::string, int32_t> by_bytes_;
   std::array<int32_t, 256> byte_ids_{};
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (rank, merged id)
-  std::vector<TokenText> added_;
+  TokenTextMatcher added_;
 };
 
 // The string of a token field of tokenizer_config.json: "x" or {"content": "x"}.

@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "runtime/tokenizer.h"
 
 namespace strata {
@@ -80,19 +82,31 @@ std::string IncrementalDetokenizer::Flush() {
   return out;
 }
 
+TokenTextMatcher::TokenTextMatcher(std::vector<TokenText> tokens) : by_byte_(256) {
+  std::erase_if(tokens, [](const TokenText& t) { return t.text.empty(); });
+  std::stable_sort(tokens.begin(), tokens.end(), [](const TokenText& a, const TokenText& b) {
+    return a.text.size() > b.text.size();
+  });
+  tokens_ = std::move(tokens);
+  for (uint32_t i = 0; i < tokens_.size(); ++i) {
+    by_byte_[static_cast<uint8_t>(tokens_[i].text[0])].push_back(i);
+  }
+}
+
+const TokenText* TokenTextMatcher::Match(std::string_view text, size_t at) const {
+  for (uint32_t i : by_byte_[static_cast<uint8_t>(text[at])]) {
+    if (text.compare(at, tokens_[i].text.size(), tokens_[i].text) == 0) return &tokens_[i];
+  }
+  return nullptr;
+}
+
 absl::Status EncodeAroundTokenTexts(
-    std::string_view text, const std::vector<TokenText>& tokens,
+    std::string_view text, const TokenTextMatcher& tokens,
     const std::function<absl::Status(std::string_view, std::vector<int32_t>*)>& encode,
     std::vector<int32_t>* ids) {
   size_t start = 0;  // of the text not yet encoded
   for (size_t i = 0; i < text.size();) {
-    const TokenText* match = nullptr;
-    for (const TokenText& t : tokens) {
-      if (!t.text.empty() && text.compare(i, t.text.size(), t.text) == 0 &&
-          (match == nullptr || t.text.size() > match->text.size())) {
-        match = &t;
-      }
-    }
+    const TokenText* match = tokens.Match(text, i);
     if (match == nullptr) {
       ++i;
       continue;

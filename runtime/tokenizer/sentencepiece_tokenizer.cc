@@ -18,10 +18,12 @@ class SentencePieceTokenizer : public Tokenizer {
     // Precompute each piece's bytes once; decoding is then a table lookup.
     const int n = sp_->PieceSize();
     bytes_.resize(n);
+    std::vector<TokenText> controls;
     for (int id = 0; id < n; ++id) {
       bytes_[id] = ComputeBytes(id);
-      if (sp_->IsControl(id) && !sp_->Piece(id).empty()) controls_.push_back({sp_->Piece(id), id});
+      if (sp_->IsControl(id) && !sp_->Piece(id).empty()) controls.push_back({sp_->Piece(id), id});
     }
+    controls_ = TokenTextMatcher(std::move(controls));
   }
 
   // Control tokens written as text ("<s>", "</s>", as chat templates write
@@ -91,7 +93,7 @@ class SentencePieceTokenizer : public Tokenizer {
   bool add_bos_;
   bool strips_leading_space_;
   std::vector<std::string> bytes_;
-  std::vector<TokenText> controls_;
+  TokenTextMatcher controls_{{}};
 };
 
 }  // namespace

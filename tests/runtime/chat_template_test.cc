@@ -45,6 +45,8 @@ Json ConfigOf(const std::string& source) {
                        {"eos_token", Json::String("</s>")}});
 }
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 class ChatTemplateTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ChatTemplateTest, RendersWhatJinjaRenders) {

@@ -1,9 +1,10 @@
 // Config and checkpoint loading, including every bad-input case: each must
 // be a clear error naming the file/field/tensor, never a crash.
+#include "runtime/checkpoint.h"
+
 #include <filesystem>
 
 #include "gtest/gtest.h"
-#include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/json.h"
 #include "runtime/model_layout.h"
@@ -64,7 +65,7 @@ TEST(ConfigTest, Llama3ScalingKeepsHighFrequenciesAndDividesLowOnes) {
   auto c = ParseText(text);
   ASSERT_TRUE(c.ok()) << c.status();
   const auto inv = RopeInverseFrequencies(*c);
-  EXPECT_FLOAT_EQ(inv[0], 1.0f);                                       // wavelength 2π < 8
+  EXPECT_FLOAT_EQ(inv[0], 1.0f);  // wavelength 2π < 8
   EXPECT_FLOAT_EQ(inv[7], static_cast<float>(std::pow(10000.0, -14.0 / 16) / 8));  // > 32
 }
 
@@ -86,8 +87,8 @@ TEST(ConfigTest, ErrorsNameTheField) {
 }
 
 TEST(JsonTest, RoundTripsAndKeepsLargeIntegersExact) {
-  auto j = ParseJson(R"({"a": [1, 2.5, "x\u00e9\ud83d\ude00", true, null], "big": 9007199254740993})",
-                     "t");
+  auto j = ParseJson(
+      R"({"a": [1, 2.5, "x\u00e9\ud83d\ude00", true, null], "big": 9007199254740993})", "t");
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_EQ(j->Find("big")->int_value(), 9007199254740993LL);
   EXPECT_EQ(j->Find("a")->array()[2].string_value(), "x\xC3\xA9\xF0\x9F\x98\x80");

@@ -1,11 +1,12 @@
 // Every CPU kernel variant against a double-precision reference, for each
 // weight dtype and for shapes with tails (k not a multiple of 8, odd rows).
+#include "runtime/backend/cpu/kernels.h"
+
 #include <cmath>
 #include <random>
 
 #include "gtest/gtest.h"
 #include "runtime/backend/backend.h"
-#include "runtime/backend/cpu/kernels.h"
 
 namespace strata {
 namespace {
@@ -45,7 +46,8 @@ TEST_P(LinearKernelTest, MatchesDoublePrecision) {
     for (int64_t t = 0; t < shape.m; ++t) {
       for (int64_t n = 0; n < shape.n; ++n) {
         double ref = 0;
-        for (int64_t i = 0; i < shape.k; ++i) ref += double(x[t * shape.k + i]) * wf[n * shape.k + i];
+        for (int64_t i = 0; i < shape.k; ++i)
+          ref += double(x[t * shape.k + i]) * wf[n * shape.k + i];
         ASSERT_NEAR(out[t * shape.n + n], ref, 1e-4 * std::sqrt(double(shape.k)))
             << "t=" << t << " n=" << n;
       }

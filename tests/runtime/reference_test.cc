@@ -50,6 +50,10 @@ std::string ModelFor(const Case& c) {
   return dir;
 }
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.flavour << " " << c.size << " " << c.dtype << " " << c.shards << " shard(s)";
+}
+
 class ReferenceTest : public ::testing::TestWithParam<Case> {};
 
 std::string Python() {

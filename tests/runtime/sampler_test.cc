@@ -1,8 +1,9 @@
+#include "runtime/sampler.h"
+
 #include <cmath>
 #include <map>
 
 #include "gtest/gtest.h"
-#include "runtime/sampler.h"
 
 namespace strata {
 namespace {

@@ -1,10 +1,11 @@
 // The stage executor: cached decode against full recompute, stage splits
 // against one stage (bit-identical), mixed batches, KV accounting, bad input.
+#include "runtime/stage.h"
+
 #include <cmath>
 
 #include "gtest/gtest.h"
 #include "runtime/generate.h"
-#include "runtime/stage.h"
 #include "tests/test_util.h"
 
 namespace strata {
@@ -28,16 +29,19 @@ std::vector<std::vector<float>> DecodeLogits(LocalPipeline& p, uint64_t seq,
   std::vector<std::vector<float>> all;
   StageOutput out;
   StageBatch b;
-  b.chunks.push_back({.seq_id = seq, .start_pos = 0,
-                      .num_tokens = static_cast<int64_t>(prompt.size()), .token_ids = prompt});
+  b.chunks.push_back({.seq_id = seq,
+                      .start_pos = 0,
+                      .num_tokens = static_cast<int64_t>(prompt.size()),
+                      .token_ids = prompt});
   EXPECT_TRUE(p.Step(b, &out).ok());
   all.push_back(out.logits);
   for (int s = 0; s < steps; ++s) {
-    const int32_t tok =
-        static_cast<int32_t>(std::max_element(out.logits.begin(), out.logits.end()) -
-                             out.logits.begin());
-    b.chunks[0] = {.seq_id = seq, .start_pos = static_cast<int64_t>(prompt.size()) + s,
-                   .num_tokens = 1, .token_ids = {tok}};
+    const int32_t tok = static_cast<int32_t>(
+        std::max_element(out.logits.begin(), out.logits.end()) - out.logits.begin());
+    b.chunks[0] = {.seq_id = seq,
+                   .start_pos = static_cast<int64_t>(prompt.size()) + s,
+                   .num_tokens = 1,
+                   .token_ids = {tok}};
     EXPECT_TRUE(p.Step(b, &out).ok());
     all.push_back(out.logits);
   }
@@ -76,8 +80,10 @@ TEST_P(StageFlavourTest, CachedDecodeEqualsFullRecompute) {
   for (size_t s = 0; s < cached.size(); ++s) {
     StageOutput out;
     StageBatch b;
-    b.chunks.push_back({.seq_id = 99, .start_pos = 0,
-                        .num_tokens = static_cast<int64_t>(seq.size()), .token_ids = seq});
+    b.chunks.push_back({.seq_id = 99,
+                        .start_pos = 0,
+                        .num_tokens = static_cast<int64_t>(seq.size()),
+                        .token_ids = seq});
     ASSERT_TRUE((*p)->Step(b, &out).ok());
     (*p)->Free(99);
     ASSERT_EQ(out.logits.size(), cached[s].size());
@@ -111,8 +117,8 @@ TEST(StageTest, MixedPrefillAndDecodeBatchMatchesSeparateRuns) {
   StageBatch first;
   first.chunks.push_back({.seq_id = 20, .start_pos = 0, .num_tokens = 9, .token_ids = a});
   ASSERT_TRUE((*p)->Step(first, &out).ok());
-  const int32_t tok = static_cast<int32_t>(
-      std::max_element(out.logits.begin(), out.logits.end()) - out.logits.begin());
+  const int32_t tok = static_cast<int32_t>(std::max_element(out.logits.begin(), out.logits.end()) -
+                                           out.logits.begin());
   StageBatch mixed;
   mixed.chunks.push_back({.seq_id = 20, .start_pos = 9, .num_tokens = 1, .token_ids = {tok}});
   mixed.chunks.push_back({.seq_id = 21, .start_pos = 0, .num_tokens = 17, .token_ids = b});
@@ -129,12 +135,10 @@ TEST(StageTest, LoadsOnlyTheShardsOfItsLayers) {
   const ModelConfig config = Config(dir);
   auto first = Stage::Load(dir, config, 0, 1, StageOptions{});
   ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_EQ((*first)->mapped_files(),
-            std::vector<std::string>{"model-00001-of-00003.safetensors"});
+  EXPECT_EQ((*first)->mapped_files(), std::vector<std::string>{"model-00001-of-00003.safetensors"});
   auto last = Stage::Load(dir, config, 3, 4, StageOptions{});
   ASSERT_TRUE(last.ok());
-  EXPECT_EQ((*last)->mapped_files(),
-            std::vector<std::string>{"model-00003-of-00003.safetensors"});
+  EXPECT_EQ((*last)->mapped_files(), std::vector<std::string>{"model-00003-of-00003.safetensors"});
 }
 
 TEST(StageTest, KvBlocksAreAllocatedPerSixteenTokensAndFreed) {

@@ -1,5 +1,6 @@
-#include "gtest/gtest.h"
 #include "runtime/tokenizer.h"
+
+#include "gtest/gtest.h"
 #include "tests/test_util.h"
 
 namespace strata {
@@ -70,8 +71,13 @@ TEST(DetokenizerTest, BrokenBytesBecomeReplacementCharacters) {
   EXPECT_EQ(TakeCompleteUtf8("a\xF0\x9F", &out), 1u);  // incomplete tail is held back
   EXPECT_EQ(out, "a");
   out.clear();
-  EXPECT_EQ(TakeCompleteUtf8("\xF0\x9F" "b", &out), 3u);  // broken: replaced, not held
-  EXPECT_EQ(out, "\xEF\xBF\xBD" "b");
+  EXPECT_EQ(TakeCompleteUtf8("\xF0\x9F"
+                             "b",
+                             &out),
+            3u);  // broken: replaced, not held
+  EXPECT_EQ(out,
+            "\xEF\xBF\xBD"
+            "b");
   out.clear();
   TakeCompleteUtf8("\xC0\xAF\xED\xA0\x80", &out);  // overlong and surrogate are invalid
   EXPECT_EQ(out.find("\xC0"), std::string::npos);
