@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/chat_template.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/generate.h"
@@ -43,10 +44,13 @@ absl::Status Generate(const std::vector<std::string>& args) {
   std::string model, prompt;
   int64_t max_tokens = 64, top_k = 0, seed = 0, threads = 0, max_context = 0;
   double temperature = 0, top_p = 1, repetition_penalty = 1;
-  bool ignore_eos = false, stats = false, help = false;
+  bool ignore_eos = false, stats = false, help = false, chat = false;
+  std::string system;
   FlagSet flags;
   flags.String("model", &model, "model folder (default: the embedded default model)");
   flags.String("prompt", &prompt, "text to complete (required)");
+  flags.Bool("chat", &chat, "the prompt is a user message, in the model's chat template");
+  flags.String("system", &system, "a system message before it (implies --chat)");
   flags.Int("max-tokens", &max_tokens, "tokens to generate at most (64)");
   flags.Float("temperature", &temperature, "0 = greedy (0)");
   flags.Int("top-k", &top_k, "keep the k most likely tokens; 0 = off (0)");
@@ -79,7 +83,19 @@ absl::Status Generate(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(model, config, {}, options));
 
   GenerateRequest request;
-  ASSIGN_OR_RETURN(request.prompt_ids, tokenizer->Encode(prompt, tokenizer->add_bos_by_default()));
+  if (chat || !system.empty()) {
+    // As the gateway does for `messages`: render, then encode the template's
+    // control tokens as ids and add no BOS of our own.
+    ASSIGN_OR_RETURN(ChatTemplate chat_template, ChatTemplate::FromModelDir(model));
+    std::vector<ChatMessage> messages;
+    if (!system.empty()) messages.push_back({"system", system});
+    messages.push_back({"user", prompt});
+    ASSIGN_OR_RETURN(prompt, chat_template.Render(messages, /*add_generation_prompt=*/true));
+    ASSIGN_OR_RETURN(request.prompt_ids, tokenizer->Encode(prompt, /*add_bos=*/false));
+  } else {
+    ASSIGN_OR_RETURN(request.prompt_ids,
+                     tokenizer->Encode(prompt, tokenizer->add_bos_by_default()));
+  }
   request.max_tokens = max_tokens;
   request.ignore_eos = ignore_eos;
   request.sampling.temperature = static_cast<float>(temperature);

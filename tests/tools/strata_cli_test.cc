@@ -194,3 +194,31 @@ TEST(StrataCliTest, PlanForQwen25ThreeBillion) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// `strata generate --chat` renders the prompt with the model's chat template
+// (and echoes the rendered prompt); a model without one is refused by name.
+TEST(StrataCliTest, GenerateChatUsesTheModelsTemplate) {
+  std::string out;
+  ASSERT_EQ(
+      testing::RunCommand(absl::StrCat(Strata(), " generate --model ", testing::TestModel("qwen2"),
+                                       " --prompt hi --system 'Be brief.' --max-tokens 2"),
+                          &out),
+      0)
+      << out;
+  EXPECT_EQ(out.rfind("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                      "<|im_start|>assistant\n",
+                      0),
+            0u)
+      << out;
+  EXPECT_NE(testing::RunCommand(absl::StrCat(Strata(), " generate --model ",
+                                             testing::TestModel("mistral"), " --prompt hi --chat"),
+                                &out),
+            0);
+  EXPECT_NE(out.find("no chat_template; send a prompt instead"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace strata
