@@ -9,6 +9,9 @@ grpc_python_plugin); point --stubs there, or generate them yourself:
 
 Usage: python_client.py --address HOST:PORT --prompt TEXT [--max-tokens N]
          [--temperature T] [--seed S] [--stop STR ...] [--stubs DIR] [--json]
+         [--chat] [--system TEXT]
+With --chat (or --system) the prompt goes as a user message in the
+`messages` form, which the gateway renders with the model's chat template.
 With --json it prints one JSON object (text, token ids, finish reason) instead
 of streaming text; the test suite uses that to compare with the C++ client.
 """
@@ -30,14 +33,23 @@ def main():
     parser.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
     parser.add_argument("--stubs", default=os.path.join(here, "..", "build", "python"))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--chat", action="store_true", help="send the prompt as a user message")
+    parser.add_argument("--system", help="a system message before it (implies --chat)")
     args = parser.parse_args()
 
     sys.path.insert(0, args.stubs)
     import grpc
     from strata.v1 import generation_pb2, generation_pb2_grpc
 
+    if args.chat or args.system:
+        messages = [generation_pb2.ChatMessage(role="system", content=args.system)] \
+            if args.system else []
+        messages.append(generation_pb2.ChatMessage(role="user", content=args.prompt))
+        prompt = {"messages": generation_pb2.Conversation(messages=messages)}
+    else:
+        prompt = {"prompt": args.prompt}
     request = generation_pb2.GenerateRequest(
-        prompt=args.prompt,
+        **prompt,
         max_tokens=args.max_tokens,
         sampling=generation_pb2.SamplingParameters(temperature=args.temperature, seed=args.seed),
         stop=args.stop,

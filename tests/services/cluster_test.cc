@@ -534,6 +534,24 @@ TEST(ClusterTest, PythonClientFromGeneratedStubs) {
   EXPECT_NE(out.find("\"completion_tokens\": " + std::to_string(ref.tokens.size())),
             std::string::npos)
       << out;
+  // The messages form: the same tokens as sending the rendered prompt's ids.
+  const std::string chat_cmd =
+      absl::StrCat("/usr/bin/python3 ", STRATA_SOURCE_DIR, "/examples/python_client.py --json ",
+                   "--address ", cluster->gateway(), " --prompt hi --system 'Be brief.' ",
+                   "--max-tokens 6 --stubs ", STRATA_PYTHON_STUBS);
+  ASSERT_EQ(RunCommand(chat_cmd, &out), 0) << out;
+  auto text =
+      ChatTemplate::FromModelDir(model)->Render({{"system", "Be brief."}, {"user", "hi"}}, true);
+  ASSERT_TRUE(text.ok());
+  v1::GenerateRequest by_ids = TextRequest("", 6);
+  auto prompt_ids = (*LoadTokenizer(model))->Encode(*text, false);
+  by_ids.mutable_prompt_tokens()->mutable_ids()->Add(prompt_ids->begin(), prompt_ids->end());
+  const StreamResult want = Stream(*cluster->generation(), by_ids);
+  ASSERT_EQ(want.code, 0) << want.message;
+  ids.clear();
+  for (size_t i = 0; i < want.tokens.size(); ++i)
+    absl::StrAppend(&ids, i ? ", " : "", want.tokens[i]);
+  EXPECT_NE(out.find("\"token_ids\": [" + ids + "]"), std::string::npos) << out;
 }
 
 }  // namespace
