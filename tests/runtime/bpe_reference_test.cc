@@ -1,10 +1,10 @@
 // Strata's byte-level BPE tokenizers give exactly the ids of the reference
 // implementations on real vocabularies: OpenAI's tiktoken (WebAssembly build
-// from npm) for cl100k_base, o200k_base and a Hunyuan-style rank file, and
-// Hugging Face's tokenizers (its JavaScript port) for the tokenizer.json
-// files of Qwen2.5 and Llama 3. tests/reference/bpe/reference.js writes the
-// tokenizers' files and the reference ids at run time; the npm packages are
-// installed by tools/test (pinned in tests/reference/bpe/package-lock.json).
+// from npm) for cl100k_base, o200k_base, r50k_base (GPT-2) and a
+// Hunyuan-style rank file, and Hugging Face's tokenizers (its JavaScript
+// port) for the tokenizer.json files of Qwen2.5 and Llama 3. tests/reference/bpe/reference.js
+// writes the tokenizers' files and the reference ids at run time; the npm packages are installed by
+// tools/test (pinned in tests/reference/bpe/package-lock.json).
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -76,8 +76,8 @@ TEST_P(BpeReferenceTest, IdsEqualTheReferenceAndDecodingRoundTrips) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokenizers, BpeReferenceTest,
-                         ::testing::Values("cl100k_base", "o200k_base", "hunyuan_style", "qwen2_5",
-                                           "llama3"));
+                         ::testing::Values("cl100k_base", "o200k_base", "r50k_base",
+                                           "hunyuan_style", "qwen2_5", "llama3"));
 
 }  // namespace
 }  // namespace strata

@@ -3,7 +3,8 @@
 // texts), one folder per tokenizer (the files Strata loads) and ids.json:
 // {"<folder>": [[ids of corpus[0]], ...], ...}.
 //  - tiktoken (npm; OpenAI's Rust tiktoken compiled to WebAssembly):
-//    cl100k_base and o200k_base, written out as *.tiktoken rank files, and
+//    cl100k_base, o200k_base and r50k_base (GPT-2), written out as
+//    *.tiktoken rank files, and
 //    cl100k's ranks with Qwen2/Hunyuan's split pattern and Hunyuan-style
 //    special tokens in tokenizer_config.json;
 //  - @huggingface/tokenizers (npm; the JavaScript port of HF tokenizers) on
@@ -67,8 +68,10 @@ function tiktokenCase(folder, encoderJson, patStr, specials) {
 
 const cl100k = require("tiktoken/encoders/cl100k_base.json");
 const o200k = require("tiktoken/encoders/o200k_base.json");
+const r50k = require("tiktoken/encoders/r50k_base.json");  // GPT-2's vocabulary and pattern
 tiktokenCase("cl100k_base", cl100k, cl100k.pat_str, cl100k.special_tokens);
 tiktokenCase("o200k_base", o200k, o200k.pat_str, o200k.special_tokens);
+tiktokenCase("r50k_base", r50k, r50k.pat_str, r50k.special_tokens);
 // Hunyuan's tokenizer: tiktoken ranks, one-digit numbers, its own specials.
 const qwenPattern = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 tiktokenCase("hunyuan_style", cl100k, qwenPattern, {
