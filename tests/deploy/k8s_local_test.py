@@ -179,6 +179,13 @@ def check_objects(objects):
         for pdb in by_kind.get("PodDisruptionBudget", []):
             check(matches(pdb["spec"]["selector"]["matchLabels"], workers["spec"]["template"]["metadata"]["labels"]),
                   "the PodDisruptionBudget does not select the workers")
+    # The PrometheusRule carries exactly deploy/prometheus/alerts.yml's rules
+    # (which promtool checks and unit-tests).
+    rules = by_kind.get("PrometheusRule", [])
+    if check(len(rules) == 1, "one PrometheusRule"):
+        with open(os.path.join(SOURCE, "deploy/prometheus/alerts.yml")) as f:
+            check(rules[0]["spec"]["groups"] == yaml.safe_load(f)["groups"],
+                  "PrometheusRule/strata differs from deploy/prometheus/alerts.yml")
     for sm in by_kind.get("ServiceMonitor", []):
         chosen = [s for s in services.values() if matches(sm["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
         check(len(chosen) == 3, f"ServiceMonitor selects {len(chosen)} Services, not 3")
