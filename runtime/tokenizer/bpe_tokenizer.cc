@@ -366,6 +366,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfBpeTokenizer(const Json& tokeni
   if (const Json* v = model->Find("ignore_merges"); v != nullptr && v->is_bool()) {
     options.ignore_merges = v->bool_value();
   }
+  for (const char* affix : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    const Json* v = model->Find(affix);
+    if (v != nullptr && v->is_string() && !v->string_value().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": model.", affix, " is not supported by byte-level BPE"));
+    }
+  }
 
   const Json* vocab = model->Find("vocab");
   if (vocab == nullptr || !vocab->is_object() || vocab->object().empty()) {
@@ -434,6 +441,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfBpeTokenizer(const Json& tokeni
           id->int_value() < 0 || id->int_value() > (1 << 30)) {
         return absl::InvalidArgumentError(
             absl::StrCat(path, ": added_tokens entry ", a.Dump().substr(0, 200), " is malformed"));
+      }
+      for (const char* flag : {"lstrip", "rstrip", "single_word"}) {
+        const Json* v = a.Find(flag);
+        if (v != nullptr && v->is_bool() && v->bool_value()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ": added_tokens \"", content->string_value(), "\": ", flag,
+                           " is not supported (tokens match their exact text)"));
+        }
       }
       const Json* special = a.Find("special");
       added.push_back({content->string_value(), static_cast<int32_t>(id->int_value()),

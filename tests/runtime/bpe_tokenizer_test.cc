@@ -167,6 +167,11 @@ TEST_F(TrainedTokenizerTest, MalformedFilesAreRefusedByName) {
   EXPECT_NE(e.find("tokenizer.json: normalizer"), std::string::npos) << e;
   e = with("\"added_tokens\":[{\"content\"", "\"added_tokens\":[{\"contents\"");
   EXPECT_NE(e.find("added_tokens entry"), std::string::npos) << e;
+  e = with("\"lstrip\":false", "\"lstrip\":true");
+  EXPECT_NE(e.find("added_tokens \"<|endoftext|>\": lstrip is not supported"), std::string::npos)
+      << e;
+  e = with("\"dropout\":null", "\"dropout\":null,\"continuing_subword_prefix\":\"##\"");
+  EXPECT_NE(e.find("model.continuing_subword_prefix is not supported"), std::string::npos) << e;
 
   const std::string ranks = TiktokenRanks(*vocab_);
   e = Error(TiktokenFolder(ranks + "not-base64! 7\n", "{}"));
