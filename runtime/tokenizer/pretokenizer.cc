@@ -91,25 +91,31 @@ size_t MatchGpt2(const Text& t, size_t i) {
   return i + 1;
 }
 
+// The alternatives after the words, shared by the cl100k and o200k families:
+// \p{N}{1,max} | " ?[^\s\p{L}\p{N}]+[\r\n]*" (o200k: [\r\n/]*) |
+// \s*[\r\n]+ | \s+(?!\S) | \s+
+size_t NumbersPunctuationSpaces(const Text& t, size_t i, size_t max_digits, bool slash) {
+  if (t.number(i)) {
+    size_t k = i;
+    while (k - i < max_digits && t.number(k)) ++k;
+    return k;
+  }
+  const size_t s = t.at(i) == ' ' && t.other(i + 1) ? i + 1 : i;
+  if (t.other(s)) {
+    const size_t k = t.Run(s, [&](size_t j) { return t.other(j); });
+    return t.Run(k, [&](size_t j) { return t.newline(j) || (slash && t.at(j) == '/'); });
+  }
+  if (t.space(i)) return Whitespace(t, i, /*newline_alternative=*/true);
+  return i + 1;
+}
+
 size_t MatchCl100k(const Text& t, size_t i, size_t max_digits) {
   if (const size_t n = Contraction(t, i, /*fold=*/true)) return i + n;
   // [^\r\n\p{L}\p{N}]?\p{L}+
   if (t.prefix(i) && t.letter(i + 1)) return t.Run(i + 1, [&](size_t k) { return t.letter(k); });
   if (t.letter(i)) return t.Run(i, [&](size_t k) { return t.letter(k); });
   // \p{N}{1,max}
-  if (t.number(i)) {
-    size_t k = i;
-    while (k - i < max_digits && t.number(k)) ++k;
-    return k;
-  }
-  // " ?[^\s\p{L}\p{N}]+[\r\n]*"
-  const size_t s = t.at(i) == ' ' && t.other(i + 1) ? i + 1 : i;
-  if (t.other(s)) {
-    const size_t k = t.Run(s, [&](size_t j) { return t.other(j); });
-    return t.Run(k, [&](size_t j) { return t.newline(j); });
-  }
-  if (t.space(i)) return Whitespace(t, i, /*newline_alternative=*/true);
-  return i + 1;
+  return NumbersPunctuationSpaces(t, i, max_digits, /*slash=*/false);
 }
 
 // o200k's word alternatives from `s`, with U and W its two letter classes;
@@ -142,19 +148,7 @@ size_t MatchO200k(const Text& t, size_t i) {
     }
     if (const size_t end = word(t, i)) return end;
   }
-  if (t.number(i)) {
-    size_t k = i;
-    while (k - i < 3 && t.number(k)) ++k;
-    return k;
-  }
-  // " ?[^\s\p{L}\p{N}]+[\r\n/]*"
-  const size_t s = t.at(i) == ' ' && t.other(i + 1) ? i + 1 : i;
-  if (t.other(s)) {
-    const size_t k = t.Run(s, [&](size_t j) { return t.other(j); });
-    return t.Run(k, [&](size_t j) { return t.newline(j) || t.at(j) == '/'; });
-  }
-  if (t.space(i)) return Whitespace(t, i, /*newline_alternative=*/true);
-  return i + 1;
+  return NumbersPunctuationSpaces(t, i, 3, /*slash=*/true);
 }
 
 }  // namespace
