@@ -9,17 +9,6 @@
 namespace strata {
 namespace {
 
-// Hunyuan's control tokens (fullwidth bars, U+2581 for spaces).
-constexpr char kHyBegin[] = "<\xEF\xBD\x9Chy_begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
-constexpr char kHyUser[] = "<\xEF\xBD\x9Chy_User\xEF\xBD\x9C>";
-constexpr char kHyAssistant[] = "<\xEF\xBD\x9Chy_Assistant\xEF\xBD\x9C>";
-constexpr char kHyEnd[] =
-    "<\xEF\xBD\x9Chy_place\xE2\x96\x81holder\xE2\x96\x81no\xE2\x96\x81"
-    "2\xEF\xBD\x9C>";
-constexpr char kHySystemEnd[] =
-    "<\xEF\xBD\x9Chy_place\xE2\x96\x81holder\xE2\x96\x81no\xE2\x96\x81"
-    "3\xEF\xBD\x9C>";
-
 bool PythonSpace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
          c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
@@ -183,22 +172,22 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
       return out;
     }
     case ChatFormat::kHunyuan: {
-      out = kHyBegin;
+      out = hunyuan::kBegin;
       size_t first = 0;
       if (messages[0].role == "system") {
-        absl::StrAppend(&out, messages[0].content, kHySystemEnd);
+        absl::StrAppend(&out, messages[0].content, hunyuan::kSystemEnd);
         first = 1;
       }
       for (size_t i = first; i < messages.size(); ++i) {
         const ChatMessage& m = messages[i];
         RETURN_IF_ERROR(CheckRole(m, i, {"user", "assistant"}));
         if (m.role == "user") {
-          absl::StrAppend(&out, kHyUser, m.content);
+          absl::StrAppend(&out, hunyuan::kUser, m.content);
         } else {
-          absl::StrAppend(&out, kHyAssistant, m.content, kHyEnd);
+          absl::StrAppend(&out, hunyuan::kAssistant, m.content, hunyuan::kEnd);
         }
       }
-      if (add_generation_prompt) out += kHyAssistant;
+      if (add_generation_prompt) out += hunyuan::kAssistant;
       return out;
     }
   }

@@ -19,6 +19,21 @@
 
 namespace strata {
 
+// Hunyuan's control tokens (fullwidth bars, U+2581 for spaces), as its
+// template writes them and its tokenizer_config.json declares them.
+namespace hunyuan {
+inline constexpr char kBegin[] =
+    "<\xEF\xBD\x9Chy_begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+inline constexpr char kEnd[] =  // end of an assistant turn (EOS)
+    "<\xEF\xBD\x9Chy_place\xE2\x96\x81holder\xE2\x96\x81no\xE2\x96\x81"
+    "2\xEF\xBD\x9C>";
+inline constexpr char kSystemEnd[] =
+    "<\xEF\xBD\x9Chy_place\xE2\x96\x81holder\xE2\x96\x81no\xE2\x96\x81"
+    "3\xEF\xBD\x9C>";
+inline constexpr char kUser[] = "<\xEF\xBD\x9Chy_User\xEF\xBD\x9C>";
+inline constexpr char kAssistant[] = "<\xEF\xBD\x9Chy_Assistant\xEF\xBD\x9C>";
+}  // namespace hunyuan
+
 struct ChatMessage {
   std::string role;  // system | user | assistant | tool (ChatML)
   std::string content;

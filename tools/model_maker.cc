@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "runtime/chat_template.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/json.h"
@@ -312,13 +313,8 @@ absl::Status WriteTokenizer(const std::string& flavour, const std::vector<std::s
   const bool qwen = flavour == "qwen2";
   const std::vector<std::string> names =
       qwen ? std::vector<std::string>{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}
-           : std::vector<std::string>{
-                 "<\xEF\xBD\x9Chy_begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
-                 "<\xEF\xBD\x9Chy_place\xE2\x96\x81holder\xE2\x96\x81no\xE2\x96\x81"
-                 "2\xEF\xBD\x9C>",
-                 "<\xEF\xBD\x9Chy_place\xE2\x96\x81holder\xE2\x96\x81no\xE2\x96\x81"
-                 "3\xEF\xBD\x9C>",
-                 "<\xEF\xBD\x9Chy_User\xEF\xBD\x9C>", "<\xEF\xBD\x9Chy_Assistant\xEF\xBD\x9C>"};
+           : std::vector<std::string>{hunyuan::kBegin, hunyuan::kEnd, hunyuan::kSystemEnd,
+                                      hunyuan::kUser, hunyuan::kAssistant};
   const int merges = kTokenizerVocab - 256 - static_cast<int>(names.size());
   const BpeVocabulary vocab = TrainByteLevelBpe(lines, merges, SplitPattern::kQwen2);
   std::vector<SpecialToken> specials;
