@@ -6,11 +6,13 @@
 
 namespace strata {
 
-KvCache::KvCache(int64_t num_layers, int64_t kv_dim, int64_t num_blocks)
+KvCache::KvCache(int64_t num_layers, int64_t kv_dim, int64_t num_blocks, int64_t element_bytes,
+                 std::unique_ptr<Buffer> storage)
     : num_layers_(num_layers),
       kv_dim_(kv_dim),
       num_blocks_(num_blocks),
-      storage_(static_cast<size_t>(num_layers * num_blocks * 2 * kBlockSize * kv_dim)) {
+      element_bytes_(element_bytes),
+      storage_(std::move(storage)) {
   free_.reserve(num_blocks);
   // Hand out low block ids first.
   for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
@@ -62,7 +64,9 @@ void KvCache::Free(uint64_t seq) {
 
 KvLayerView KvCache::Layer(int64_t local_layer) {
   KvLayerView v;
-  v.base = storage_.data() + local_layer * num_blocks_ * 2 * kBlockSize * kv_dim_;
+  v.base = static_cast<char*>(storage_->data()) +
+           local_layer * num_blocks_ * 2 * kBlockSize * kv_dim_ * element_bytes_;
+  v.num_blocks = num_blocks_;
   v.block_size = kBlockSize;
   v.kv_dim = kv_dim_;
   return v;

@@ -1,10 +1,14 @@
 // The paged KV cache of one stage: fixed-size blocks of 16 token slots for
 // every layer the stage owns, a free list, and one block table per sequence.
-// Owned by a Stage; not thread-safe (the stage serialises its steps).
+// The storage is a Buffer of the stage's backend (host or device memory) of
+// elements of the backend's activation dtype; this class only does the
+// bookkeeping. Owned by a Stage; not thread-safe (the stage serialises its
+// steps).
 #ifndef STRATA_RUNTIME_KV_CACHE_H_
 #define STRATA_RUNTIME_KV_CACHE_H_
 
 #include <cstdint>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -17,7 +21,14 @@ class KvCache {
  public:
   static constexpr int64_t kBlockSize = 16;
 
-  KvCache(int64_t num_layers, int64_t kv_dim, int64_t num_blocks);
+  // Bytes of storage `num_blocks` blocks need.
+  static int64_t StorageBytes(int64_t num_layers, int64_t kv_dim, int64_t num_blocks,
+                              int64_t element_bytes) {
+    return num_layers * num_blocks * 2 * kBlockSize * kv_dim * element_bytes;
+  }
+  // `storage` holds at least StorageBytes(...) bytes.
+  KvCache(int64_t num_layers, int64_t kv_dim, int64_t num_blocks, int64_t element_bytes,
+          std::unique_ptr<Buffer> storage);
 
   // Sets the number of tokens `seq` holds, growing or shrinking its block
   // table. Fails with RESOURCE_EXHAUSTED, changing nothing, when the free
@@ -39,15 +50,15 @@ class KvCache {
   int64_t num_sequences() const { return static_cast<int64_t>(seqs_.size()); }
   // The sequences holding blocks, in ascending order.
   std::vector<uint64_t> SequenceIds() const;
-  int64_t bytes() const { return static_cast<int64_t>(storage_.size() * sizeof(float)); }
+  int64_t bytes() const { return storage_->bytes(); }
 
  private:
   struct Sequence {
     int64_t length = 0;
     std::vector<int32_t> blocks;
   };
-  int64_t num_layers_, kv_dim_, num_blocks_;
-  std::vector<float> storage_;  // [layer][block][k|v][slot][kv_dim]
+  int64_t num_layers_, kv_dim_, num_blocks_, element_bytes_;
+  std::unique_ptr<Buffer> storage_;  // [layer][block][k|v][slot][kv_dim]
   std::vector<int32_t> free_;
   std::unordered_map<uint64_t, Sequence> seqs_;
 };

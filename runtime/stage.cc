@@ -15,7 +15,10 @@ namespace strata {
 
 struct Stage::LayerWeights {
   Weight input_norm, q, k, v, o, post_norm, gate, up, down, q_norm, k_norm;
-  std::vector<float> q_bias, k_bias, v_bias;
+  // Biases are kept as f32 on the host; *_bias is that vector as the backend
+  // reads it, or empty (data == nullptr) when the family has none.
+  std::vector<float> q_bias_f32, k_bias_f32, v_bias_f32;
+  Weight q_bias, k_bias, v_bias;
 };
 
 namespace {
@@ -47,16 +50,13 @@ std::vector<float> ToF32(const TensorView& t) {
   return out;
 }
 
+const Weight* BiasOrNull(const Weight& w) { return w.data == nullptr ? nullptr : &w; }
+
 }  // namespace
 
 Stage::Stage(const ModelConfig& config, int64_t begin, int64_t end, const StageOptions& options,
-             int64_t max_context, int64_t kv_blocks)
-    : config_(config),
-      begin_(begin),
-      end_(end),
-      options_(options),
-      max_context_(max_context),
-      kv_(end - begin, config.kv_dim(), kv_blocks) {}
+             int64_t max_context)
+    : config_(config), begin_(begin), end_(end), options_(options), max_context_(max_context) {}
 
 Stage::~Stage() = default;
 
@@ -83,85 +83,135 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Load(const std::string& model_dir,
     kv_blocks =
         options.max_sequences * ((max_context + KvCache::kBlockSize - 1) / KvCache::kBlockSize);
   }
-  auto stage =
-      std::unique_ptr<Stage>(new Stage(config, begin, end, options, max_context, kv_blocks));
-  RETURN_IF_ERROR(stage->LoadWeights(model_dir));
-  stage->backend_ = MakeCpuBackend(options.threads);
-
-  const int64_t t = options.max_batch_tokens;
-  const int64_t h = config.hidden_size;
-  stage->x_.resize(t * h);
-  stage->normed_.resize(t * h);
-  stage->proj_.resize(t * h);
-  stage->head_in_.resize(t * h);
-  stage->q_.resize(t * config.q_dim());
-  stage->attn_.resize(t * config.q_dim());
-  stage->k_.resize(t * config.kv_dim());
-  stage->v_.resize(t * config.kv_dim());
-  stage->gate_.resize(t * config.intermediate_size);
-  stage->up_.resize(t * config.intermediate_size);
-  stage->cos_.resize(t * config.head_dim / 2);
-  stage->sin_.resize(t * config.head_dim / 2);
+  auto stage = std::unique_ptr<Stage>(new Stage(config, begin, end, options, max_context));
+  ASSIGN_OR_RETURN(stage->checkpoint_, Checkpoint::Open(model_dir));
+  // The first tensor's dtype stands for the checkpoint's (it picks the CUDA
+  // activation dtype); mixed checkpoints still load, converted per tensor.
+  const TensorSpec first = LayerTensors(config, begin).front();
+  ASSIGN_OR_RETURN(TensorView probe, stage->checkpoint_->Get(first.name, first.shape));
+  BackendOptions bo;
+  bo.device = options.device;
+  bo.threads = options.threads;
+  bo.memory_limit_bytes = options.device_memory_bytes;
+  ASSIGN_OR_RETURN(stage->backend_, MakeBackend(bo, probe.dtype));
+  RETURN_IF_ERROR(stage->LoadWeights());
+  RETURN_IF_ERROR(stage->AllocateWorkspaces(kv_blocks));
   stage->inv_freq_ = RopeInverseFrequencies(config);
   return stage;
 }
 
-absl::Status Stage::LoadWeights(const std::string& model_dir) {
-  ASSIGN_OR_RETURN(checkpoint_, Checkpoint::Open(model_dir));
+absl::Status Stage::AllocateWorkspaces(int64_t kv_blocks) {
+  const int64_t t = options_.max_batch_tokens;
+  const int64_t h = config_.hidden_size;
+  const int64_t elem = static_cast<int64_t>(DTypeSize(backend_->activation_dtype()));
+  auto workspace = [&](int64_t elements, std::string_view what, void** out) -> absl::Status {
+    ASSIGN_OR_RETURN(std::unique_ptr<Buffer> b,
+                     backend_->Allocate(elements * elem, absl::StrCat("workspace ", std::string(what))));
+    *out = b->data();
+    buffers_.push_back(std::move(b));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(workspace(t * h, "hidden", &x_));
+  RETURN_IF_ERROR(workspace(t * h, "normed", &normed_));
+  RETURN_IF_ERROR(workspace(t * h, "projection", &proj_));
+  RETURN_IF_ERROR(workspace(t * h, "head input", &head_in_));
+  RETURN_IF_ERROR(workspace(t * config_.q_dim(), "q", &q_));
+  RETURN_IF_ERROR(workspace(t * config_.q_dim(), "attention", &attn_));
+  RETURN_IF_ERROR(workspace(t * config_.kv_dim(), "k", &k_));
+  RETURN_IF_ERROR(workspace(t * config_.kv_dim(), "v", &v_));
+  RETURN_IF_ERROR(workspace(t * config_.intermediate_size, "gate", &gate_));
+  RETURN_IF_ERROR(workspace(t * config_.intermediate_size, "up", &up_));
+  cos_.resize(t * config_.head_dim / 2);
+  sin_.resize(t * config_.head_dim / 2);
+
+  const int64_t layers = end_ - begin_;
+  const int64_t kv_bytes = KvCache::StorageBytes(layers, config_.kv_dim(), kv_blocks, elem);
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Buffer> storage,
+      backend_->Allocate(kv_bytes, absl::StrCat("KV cache (", kv_blocks, " blocks of ",
+                                                KvCache::kBlockSize, " tokens, ", layers,
+                                                " layers)")));
+  kv_ = std::make_unique<KvCache>(layers, config_.kv_dim(), kv_blocks, elem, std::move(storage));
+  return absl::OkStatus();
+}
+
+absl::Status Stage::LoadWeights() {
   auto get = [&](const TensorSpec& spec) -> absl::StatusOr<TensorView> {
     ASSIGN_OR_RETURN(TensorView t, checkpoint_->Get(spec.name, spec.shape));
     weight_bytes_ += static_cast<int64_t>(t.nbytes);
     return t;
   };
+  auto prepare = [&](const Weight& host, const std::string& name) -> absl::StatusOr<Weight> {
+    return backend_->PrepareWeight(host, name);
+  };
+  auto bias = [&](const TensorView& t, const std::string& name, std::vector<float>* host,
+                  Weight* out) -> absl::Status {
+    *host = ToF32(t);
+    Weight w;
+    w.rows = 1;
+    w.cols = static_cast<int64_t>(host->size());
+    w.data = host->data();
+    ASSIGN_OR_RETURN(*out, prepare(w, name));
+    return absl::OkStatus();
+  };
   for (int64_t l = begin_; l < end_; ++l) {
     const std::string p = LayerPrefix(l);
-    LayerWeights w;
+    // The CPU backend reads the f32 bias vectors in place; moving a
+    // LayerWeights (when layers_ grows) keeps their heap storage.
+    layers_.emplace_back();
+    LayerWeights& w = layers_.back();
     for (const TensorSpec& spec : LayerTensors(config_, l)) {
       ASSIGN_OR_RETURN(TensorView t, get(spec));
       const std::string_view suffix = std::string_view(spec.name).substr(p.size());
+      Weight* target = nullptr;
       if (suffix == "input_layernorm.weight")
-        w.input_norm = AsWeight(t);
+        target = &w.input_norm;
       else if (suffix == "self_attn.q_proj.weight")
-        w.q = AsWeight(t);
+        target = &w.q;
       else if (suffix == "self_attn.k_proj.weight")
-        w.k = AsWeight(t);
+        target = &w.k;
       else if (suffix == "self_attn.v_proj.weight")
-        w.v = AsWeight(t);
+        target = &w.v;
       else if (suffix == "self_attn.o_proj.weight")
-        w.o = AsWeight(t);
+        target = &w.o;
       else if (suffix == "post_attention_layernorm.weight")
-        w.post_norm = AsWeight(t);
+        target = &w.post_norm;
       else if (suffix == "mlp.gate_proj.weight")
-        w.gate = AsWeight(t);
+        target = &w.gate;
       else if (suffix == "mlp.up_proj.weight")
-        w.up = AsWeight(t);
+        target = &w.up;
       else if (suffix == "mlp.down_proj.weight")
-        w.down = AsWeight(t);
-      else if (suffix == "self_attn.q_proj.bias")
-        w.q_bias = ToF32(t);
-      else if (suffix == "self_attn.k_proj.bias")
-        w.k_bias = ToF32(t);
-      else if (suffix == "self_attn.v_proj.bias")
-        w.v_bias = ToF32(t);
+        target = &w.down;
       else if (suffix == config_.traits->q_norm_tensor)
-        w.q_norm = AsWeight(t);
+        target = &w.q_norm;
       else if (suffix == config_.traits->k_norm_tensor)
-        w.k_norm = AsWeight(t);
+        target = &w.k_norm;
+      if (target != nullptr) {
+        ASSIGN_OR_RETURN(*target, prepare(AsWeight(t), spec.name));
+      } else if (suffix == "self_attn.q_proj.bias") {
+        RETURN_IF_ERROR(bias(t, spec.name, &w.q_bias_f32, &w.q_bias));
+      } else if (suffix == "self_attn.k_proj.bias") {
+        RETURN_IF_ERROR(bias(t, spec.name, &w.k_bias_f32, &w.k_bias));
+      } else if (suffix == "self_attn.v_proj.bias") {
+        RETURN_IF_ERROR(bias(t, spec.name, &w.v_bias_f32, &w.v_bias));
+      }
     }
-    layers_.push_back(std::move(w));
   }
   if (is_first() || (is_last() && config_.tie_word_embeddings)) {
-    ASSIGN_OR_RETURN(TensorView t, get(EmbeddingTensor(config_)));
-    embedding_ = AsWeight(t);
+    const TensorSpec spec = EmbeddingTensor(config_);
+    ASSIGN_OR_RETURN(TensorView t, get(spec));
+    ASSIGN_OR_RETURN(embedding_, prepare(AsWeight(t), spec.name));
   }
   if (is_last()) {
-    ASSIGN_OR_RETURN(TensorView norm, get(FinalNormTensor(config_)));
-    final_norm_ = AsWeight(norm);
+    const TensorSpec norm_spec = FinalNormTensor(config_);
+    ASSIGN_OR_RETURN(TensorView norm, get(norm_spec));
+    ASSIGN_OR_RETURN(final_norm_, prepare(AsWeight(norm), norm_spec.name));
     if (config_.tie_word_embeddings) {
       lm_head_ = embedding_;
     } else {
-      ASSIGN_OR_RETURN(TensorView head, get(LmHeadTensor(config_)));
-      lm_head_ = AsWeight(head);
+      const TensorSpec head_spec = LmHeadTensor(config_);
+      ASSIGN_OR_RETURN(TensorView head, get(head_spec));
+      ASSIGN_OR_RETURN(lm_head_, prepare(AsWeight(head), head_spec.name));
     }
   }
   return absl::OkStatus();
@@ -180,10 +230,10 @@ absl::Status Stage::Validate(const StageBatch& batch, int64_t* total_tokens) con
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", c.seq_id, ": chunk has no tokens"));
     }
-    if (c.start_pos < 0 || c.start_pos > kv_.Length(c.seq_id)) {
+    if (c.start_pos < 0 || c.start_pos > kv_->Length(c.seq_id)) {
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", c.seq_id, ": chunk starts at position ", c.start_pos,
-                       " but the stage holds ", kv_.Length(c.seq_id), " tokens of it"));
+                       " but the stage holds ", kv_->Length(c.seq_id), " tokens of it"));
     }
     if (c.start_pos + c.num_tokens > max_context_) {
       return absl::OutOfRangeError(
@@ -222,15 +272,15 @@ absl::Status Stage::Validate(const StageBatch& batch, int64_t* total_tokens) con
 absl::Status Stage::ReserveKv(const StageBatch& batch) {
   int64_t extra = 0;
   for (const SequenceChunk& c : batch.chunks) {
-    extra += kv_.ExtraBlocks(c.seq_id, c.start_pos + c.num_tokens);
+    extra += kv_->ExtraBlocks(c.seq_id, c.start_pos + c.num_tokens);
   }
-  if (extra > kv_.free_blocks()) {
+  if (extra > kv_->free_blocks()) {
     return absl::ResourceExhaustedError(absl::StrCat("KV cache full: batch needs ", extra,
-                                                     " more blocks, ", kv_.free_blocks(), " of ",
-                                                     kv_.total_blocks(), " are free"));
+                                                     " more blocks, ", kv_->free_blocks(), " of ",
+                                                     kv_->total_blocks(), " are free"));
   }
   for (const SequenceChunk& c : batch.chunks) {
-    RETURN_IF_ERROR(kv_.Resize(c.seq_id, c.start_pos + c.num_tokens));
+    RETURN_IF_ERROR(kv_->Resize(c.seq_id, c.start_pos + c.num_tokens));
   }
   return absl::OkStatus();
 }
@@ -239,12 +289,42 @@ absl::Status Stage::Run(const StageBatch& batch, StageOutput* out) {
   int64_t tokens = 0;
   RETURN_IF_ERROR(Validate(batch, &tokens));
   RETURN_IF_ERROR(ReserveKv(batch));
+  BeginStep(batch, tokens);
 
-  const int64_t h = config_.hidden_size, half = config_.head_dim / 2;
+  const int64_t h = config_.hidden_size;
+  if (is_first()) {
+    ids_.clear();
+    for (const SequenceChunk& c : batch.chunks) {
+      ids_.insert(ids_.end(), c.token_ids.begin(), c.token_ids.end());
+    }
+    backend_->Embed(ids_, embedding_, x_);
+  } else {
+    backend_->Upload(batch.hidden.data(), tokens * h, x_);
+  }
+  for (size_t l = 0; l < layers_.size(); ++l) RunLayer(layers_[l], static_cast<int64_t>(l), tokens);
+
+  absl::Status status;
+  if (is_last()) {
+    out->hidden.clear();
+    status = ComputeHead(batch, out);
+  } else {
+    out->hidden.resize(tokens * h);
+    status = backend_->Download(x_, tokens * h, out->hidden.data());
+    out->logits.clear();
+    out->logits_row.clear();
+    out->vocab_size = 0;
+  }
+  backend_->Rest();
+  return status;
+}
+
+void Stage::BeginStep(const StageBatch& batch, int64_t tokens) {
+  const int64_t half = config_.head_dim / 2;
   attn_chunks_.clear();
-  int64_t row = 0;
+  int64_t row = 0, max_positions = 0;
   for (const SequenceChunk& c : batch.chunks) {
-    attn_chunks_.push_back({row, c.num_tokens, c.start_pos, kv_.BlockTable(c.seq_id).data()});
+    attn_chunks_.push_back({row, c.num_tokens, c.start_pos, kv_->BlockTable(c.seq_id).data()});
+    max_positions = std::max(max_positions, c.start_pos + c.num_tokens);
     for (int64_t i = 0; i < c.num_tokens; ++i, ++row) {
       const float pos = static_cast<float>(c.start_pos + i);
       for (int64_t j = 0; j < half; ++j) {
@@ -254,86 +334,70 @@ absl::Status Stage::Run(const StageBatch& batch, StageOutput* out) {
       }
     }
   }
-
-  if (is_first()) {
-    int64_t r = 0;
-    for (const SequenceChunk& c : batch.chunks) {
-      backend_->Embed(c.token_ids, embedding_, x_.data() + r * h);
-      r += c.num_tokens;
-    }
-  } else {
-    std::copy(batch.hidden.begin(), batch.hidden.end(), x_.begin());
-  }
-  for (size_t l = 0; l < layers_.size(); ++l) RunLayer(layers_[l], static_cast<int64_t>(l), tokens);
-
-  if (is_last()) {
-    out->hidden.clear();
-    ComputeHead(batch, out);
-  } else {
-    out->hidden.assign(x_.begin(), x_.begin() + tokens * h);
-    out->logits.clear();
-    out->logits_row.clear();
-    out->vocab_size = 0;
-  }
-  backend_->Rest();
-  return absl::OkStatus();
+  StepLayout layout;
+  layout.chunks = attn_chunks_;
+  layout.rows = tokens;
+  layout.rope_half = half;
+  layout.cos = cos_.data();
+  layout.sin = sin_.data();
+  layout.max_positions = max_positions;
+  backend_->BeginStep(layout);
 }
 
 void Stage::RunLayer(const LayerWeights& w, int64_t local, int64_t t) {
   const ModelConfig& c = config_;
   const float eps = static_cast<float>(c.rms_norm_eps);
   Backend& be = *backend_;
-  be.RmsNorm(x_.data(), t, c.hidden_size, w.input_norm, eps, normed_.data());
-  be.Linear(normed_.data(), t, w.q, w.q_bias.empty() ? nullptr : w.q_bias.data(), q_.data());
-  be.Linear(normed_.data(), t, w.k, w.k_bias.empty() ? nullptr : w.k_bias.data(), k_.data());
-  be.Linear(normed_.data(), t, w.v, w.v_bias.empty() ? nullptr : w.v_bias.data(), v_.data());
-  be.Rope(q_.data(), t, c.num_heads, c.head_dim, cos_.data(), sin_.data());
-  be.Rope(k_.data(), t, c.num_kv_heads, c.head_dim, cos_.data(), sin_.data());
+  be.RmsNorm(x_, t, c.hidden_size, w.input_norm, eps, normed_);
+  be.Linear(normed_, t, w.q, BiasOrNull(w.q_bias), q_);
+  be.Linear(normed_, t, w.k, BiasOrNull(w.k_bias), k_);
+  be.Linear(normed_, t, w.v, BiasOrNull(w.v_bias), v_);
+  be.Rope(q_, c.num_heads, c.head_dim);
+  be.Rope(k_, c.num_kv_heads, c.head_dim);
   if (c.qk_norm) {
-    be.RmsNorm(q_.data(), t * c.num_heads, c.head_dim, w.q_norm, eps, q_.data());
-    be.RmsNorm(k_.data(), t * c.num_kv_heads, c.head_dim, w.k_norm, eps, k_.data());
+    be.RmsNorm(q_, t * c.num_heads, c.head_dim, w.q_norm, eps, q_);
+    be.RmsNorm(k_, t * c.num_kv_heads, c.head_dim, w.k_norm, eps, k_);
   }
-  const KvLayerView kv = kv_.Layer(local);
-  be.WriteKv(k_.data(), v_.data(), attn_chunks_, kv);
+  const KvLayerView kv = kv_->Layer(local);
+  be.WriteKv(k_, v_, kv);
   AttentionShape shape;
   shape.num_heads = c.num_heads;
   shape.num_kv_heads = c.num_kv_heads;
   shape.head_dim = c.head_dim;
   shape.sliding_window = c.sliding_window;
   shape.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  be.Attention(q_.data(), attn_chunks_, kv, shape, attn_.data());
-  be.Linear(attn_.data(), t, w.o, nullptr, proj_.data());
-  be.Add(x_.data(), proj_.data(), t * c.hidden_size);
-
-  be.RmsNorm(x_.data(), t, c.hidden_size, w.post_norm, eps, normed_.data());
-  be.Linear(normed_.data(), t, w.gate, nullptr, gate_.data());
-  be.Linear(normed_.data(), t, w.up, nullptr, up_.data());
-  be.SiluMul(gate_.data(), up_.data(), t * c.intermediate_size);
-  be.Linear(gate_.data(), t, w.down, nullptr, proj_.data());
-  be.Add(x_.data(), proj_.data(), t * c.hidden_size);
+  be.Attention(q_, kv, shape, attn_);
+  be.Linear(attn_, t, w.o, nullptr, proj_);
+  be.AddRmsNorm(x_, proj_, t, c.hidden_size, w.post_norm, eps, normed_);
+  be.Linear(normed_, t, w.gate, nullptr, gate_);
+  be.Linear(normed_, t, w.up, nullptr, up_);
+  be.SiluMul(gate_, up_, t * c.intermediate_size);
+  be.Linear(gate_, t, w.down, nullptr, proj_);
+  be.Add(x_, proj_, t * c.hidden_size);
 }
 
-void Stage::ComputeHead(const StageBatch& batch, StageOutput* out) {
+absl::Status Stage::ComputeHead(const StageBatch& batch, StageOutput* out) {
   const int64_t h = config_.hidden_size;
   out->logits_row.clear();
-  int64_t rows = 0, row = 0;
+  head_rows_.clear();
+  int64_t row = 0;
   for (const SequenceChunk& c : batch.chunks) {
-    out->logits_row.push_back(rows);
+    out->logits_row.push_back(static_cast<int64_t>(head_rows_.size()));
     if (c.logits == LogitsMode::kAll) {
-      std::copy_n(x_.begin() + row * h, c.num_tokens * h, head_in_.begin() + rows * h);
-      rows += c.num_tokens;
+      for (int64_t i = 0; i < c.num_tokens; ++i) head_rows_.push_back(row + i);
     } else if (c.logits == LogitsMode::kLast) {
-      std::copy_n(x_.begin() + (row + c.num_tokens - 1) * h, h, head_in_.begin() + rows * h);
-      rows += 1;
+      head_rows_.push_back(row + c.num_tokens - 1);
     }
     row += c.num_tokens;
   }
+  const int64_t rows = static_cast<int64_t>(head_rows_.size());
   out->vocab_size = config_.vocab_size;
   out->logits.resize(rows * config_.vocab_size);
-  if (rows == 0) return;
-  backend_->RmsNorm(head_in_.data(), rows, h, final_norm_, static_cast<float>(config_.rms_norm_eps),
-                    normed_.data());
-  backend_->Linear(normed_.data(), rows, lm_head_, nullptr, out->logits.data());
+  if (rows == 0) return backend_->Download(x_, 0, nullptr);
+  backend_->GatherRows(x_, head_rows_, h, head_in_);
+  backend_->RmsNorm(head_in_, rows, h, final_norm_, static_cast<float>(config_.rms_norm_eps),
+                    normed_);
+  return backend_->Logits(normed_, rows, lm_head_, out->logits.data());
 }
 
 }  // namespace strata

@@ -4,8 +4,12 @@
 // the last (end == num_layers) applies the final norm and the LM head and
 // returns logits. A whole model is a one-stage pipeline.
 //
-// A Stage reads only its own tensors from the checkpoint (memory-mapped). It
-// is not thread-safe: one Run() at a time; the backend parallelises inside.
+// A Stage reads only its own tensors from the checkpoint (memory-mapped) and
+// runs them on its backend (options.device): on the CPU in place, on CUDA
+// after copying them to the device. Weights, workspaces and the KV cache are
+// all allocated through the backend, so a device that is too small fails at
+// Load() with the sizes, never later. It is not thread-safe: one Run() at a
+// time; the backend parallelises inside.
 #ifndef STRATA_RUNTIME_STAGE_H_
 #define STRATA_RUNTIME_STAGE_H_
 
@@ -24,7 +28,9 @@
 namespace strata {
 
 struct StageOptions {
+  std::string device = "cpu";      // "cpu", "cuda" or "cuda:N" (see BackendOptions)
   int threads = 0;                 // CPU threads; 0 = every available core
+  int64_t device_memory_bytes = 0;  // CUDA: most to allocate; 0 = free memory less 1 GiB
   int64_t max_batch_tokens = 512;  // tokens per Run(); workspaces are sized once for this
   int64_t max_context = 0;         // per sequence; 0 = min(max_position_embeddings, 8192)
   int64_t max_sequences = 4;       // sizes the default KV cache
@@ -67,8 +73,8 @@ class Stage {
 
   absl::Status Run(const StageBatch& batch, StageOutput* out);
   // Drops a sequence's KV blocks; unknown ids are ignored.
-  void Free(uint64_t seq_id) { kv_.Free(seq_id); }
-  int64_t SequenceLength(uint64_t seq_id) const { return kv_.Length(seq_id); }
+  void Free(uint64_t seq_id) { kv_->Free(seq_id); }
+  int64_t SequenceLength(uint64_t seq_id) const { return kv_->Length(seq_id); }
 
   bool is_first() const { return begin_ == 0; }
   bool is_last() const { return end_ == config_.num_layers; }
@@ -77,8 +83,9 @@ class Stage {
   int64_t max_context() const { return max_context_; }
   int64_t max_batch_tokens() const { return options_.max_batch_tokens; }
   const ModelConfig& config() const { return config_; }
-  const KvCache& kv_cache() const { return kv_; }
+  const KvCache& kv_cache() const { return *kv_; }
   const Backend& backend() const { return *backend_; }
+  MemoryReport memory() const { return backend_->Memory(); }
   // Bytes of weights this stage reads (its layers plus embedding / head).
   int64_t weight_bytes() const { return weight_bytes_; }
   // The shards of the checkpoint this stage mapped.
@@ -87,12 +94,14 @@ class Stage {
  private:
   struct LayerWeights;
   Stage(const ModelConfig& config, int64_t begin, int64_t end, const StageOptions& options,
-        int64_t max_context, int64_t kv_blocks);
-  absl::Status LoadWeights(const std::string& model_dir);
+        int64_t max_context);
+  absl::Status LoadWeights();
+  absl::Status AllocateWorkspaces(int64_t kv_blocks);
   absl::Status Validate(const StageBatch& batch, int64_t* total_tokens) const;
   absl::Status ReserveKv(const StageBatch& batch);
+  void BeginStep(const StageBatch& batch, int64_t tokens);
   void RunLayer(const LayerWeights& w, int64_t local, int64_t tokens);
-  void ComputeHead(const StageBatch& batch, StageOutput* out);
+  absl::Status ComputeHead(const StageBatch& batch, StageOutput* out);
 
   ModelConfig config_;
   int64_t begin_, end_;
@@ -100,15 +109,20 @@ class Stage {
   int64_t max_context_;
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<Backend> backend_;
-  KvCache kv_;
+  std::unique_ptr<KvCache> kv_;
   std::vector<LayerWeights> layers_;
   Weight embedding_, final_norm_, lm_head_;
   std::vector<float> inv_freq_;
   int64_t weight_bytes_ = 0;
 
-  // Workspaces, sized for max_batch_tokens at load.
-  std::vector<float> x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
-  std::vector<float> cos_, sin_, head_in_;
+  // Activation workspaces in backend memory, sized for max_batch_tokens at load.
+  std::vector<std::unique_ptr<Buffer>> buffers_;
+  void *x_ = nullptr, *normed_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr,
+       *attn_ = nullptr, *proj_ = nullptr, *gate_ = nullptr, *up_ = nullptr, *head_in_ = nullptr;
+  // Host-side step layout.
+  std::vector<float> cos_, sin_;
+  std::vector<int32_t> ids_;
+  std::vector<int64_t> head_rows_;
   std::vector<AttentionChunk> attn_chunks_;
 };
 

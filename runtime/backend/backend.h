@@ -1,46 +1,80 @@
-// The handful of operations a decoder stage needs, behind one interface so a
-// CUDA backend can sit beside the CPU one. All activations are f32 row-major
-// [tokens, features]; weights keep their checkpoint dtype. A Backend instance
-// is used by one stage at a time (not thread-safe); it parallelises each op
-// internally over the threads it was given.
+// The handful of operations a decoder stage needs, behind one small interface
+// with a CPU and a CUDA implementation (ggml-backend is the model):
+//   - memory: Allocate() buffers the backend owns (host memory on the CPU,
+//     device memory on CUDA), accounted against the device's capacity, and
+//     PrepareWeight() to make a checkpoint tensor usable by the ops;
+//   - copies: f32 host rows in and out of activation buffers;
+//   - the decoder's ops, enqueued in order (CUDA: on one stream) and finished
+//     by the next Download() or Logits(), which also report the first error
+//     any op since the last report met (a failed launch, a device fault).
+//
+// Activation buffers hold row-major [rows, features] in activation_dtype():
+// f32 on the CPU, bf16 (or f16 for f16 checkpoints) on CUDA, where reductions
+// accumulate in f32. Stage code passes them as `void*` and never reads them.
+//
+// A step begins with BeginStep(), which tells the backend where each row of
+// the batch sits (its sequence chunk, position, RoPE angles); Rope, WriteKv
+// and Attention read that layout.
+//
+// A Backend instance is used by one stage at a time (not thread-safe); it
+// parallelises each op internally.
 #ifndef STRATA_RUNTIME_BACKEND_BACKEND_H_
 #define STRATA_RUNTIME_BACKEND_BACKEND_H_
 
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
+#include "absl/status/statusor.h"
 #include "runtime/dtype.h"
 
 namespace strata {
 
-// A row-major [rows, cols] weight matrix (or a vector when rows == 1).
+// A row-major [rows, cols] weight matrix (or a vector when rows == 1). Its
+// data is host memory for the CPU backend and device memory once prepared by
+// the CUDA backend.
 struct Weight {
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
+  int64_t bytes() const { return rows * cols * static_cast<int64_t>(DTypeSize(dtype)); }
+};
+
+// Memory a backend allocated; released when destroyed.
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  virtual void* data() const = 0;
+  virtual int64_t bytes() const = 0;
 };
 
 // One sequence's part of a batch, as attention sees it.
 struct AttentionChunk {
   int64_t row_begin = 0;  // first row of this chunk in the batch's q/out
   int64_t num_tokens = 0;
-  int64_t start_pos = 0;                 // position of the chunk's first token
-  const int32_t* block_table = nullptr;  // KV blocks of the sequence, in order
+  int64_t start_pos = 0;  // position of the chunk's first token
+  // Host copy of the sequence's KV blocks, in order; ceil((start_pos +
+  // num_tokens) / block_size) entries.
+  const int32_t* block_table = nullptr;
 };
 
 // A layer's paged KV storage: `num_blocks` blocks of [2][block_size][kv_dim]
-// floats (keys, then values).
+// elements of the backend's activation dtype (keys, then values).
 struct KvLayerView {
-  float* base = nullptr;
+  void* base = nullptr;
+  int64_t num_blocks = 0;
   int64_t block_size = 16;
   int64_t kv_dim = 0;
-  float* key(int32_t block, int64_t slot) const {
-    return base + (static_cast<int64_t>(block) * 2 * block_size + slot) * kv_dim;
+  // Element offset of (block, slot)'s key; its value is block_size * kv_dim further.
+  int64_t key_offset(int32_t block, int64_t slot) const {
+    return (static_cast<int64_t>(block) * 2 * block_size + slot) * kv_dim;
   }
-  float* value(int32_t block, int64_t slot) const { return key(block, slot) + block_size * kv_dim; }
+  int64_t value_offset(int32_t block, int64_t slot) const {
+    return key_offset(block, slot) + block_size * kv_dim;
+  }
 };
 
 struct AttentionShape {
@@ -51,42 +85,120 @@ struct AttentionShape {
   float scale = 1.0f;
 };
 
+// Where the rows of one step's batch sit. Host pointers, valid until the
+// step's last op has been enqueued.
+struct StepLayout {
+  std::span<const AttentionChunk> chunks;  // in row order, covering rows [0, rows)
+  int64_t rows = 0;
+  int64_t rope_half = 0;        // head_dim / 2
+  const float* cos = nullptr;   // [rows, rope_half]
+  const float* sin = nullptr;   // [rows, rope_half]
+  int64_t max_positions = 0;    // the longest chunk's start_pos + num_tokens
+};
+
+struct MemoryReport {
+  std::string device;         // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+  std::string uuid;           // the GPU's UUID; empty on the CPU
+  int64_t total_bytes = 0;    // the device's memory
+  int64_t free_bytes = 0;     // free on the device now (all processes)
+  int64_t used_bytes = 0;     // allocated by this backend
+  int64_t limit_bytes = 0;    // what this backend may allocate in all; 0 = no limit
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
   virtual int threads() const = 0;
+  virtual DType activation_dtype() const = 0;
   // A step ended: helper threads may sleep rather than spin until the next op.
   virtual void Rest() {}
 
+  // --- memory -------------------------------------------------------------
+  virtual MemoryReport Memory() const = 0;
+  // `bytes` of backend memory for `what` (named in the error). Fails with
+  // RESOURCE_EXHAUSTED, naming `what` and the accounted sizes, past the limit.
+  virtual absl::StatusOr<std::unique_ptr<Buffer>> Allocate(int64_t bytes,
+                                                           std::string_view what) = 0;
+  // A checkpoint tensor (host memory, usually memory-mapped) as the ops read
+  // it. The CPU uses it in place; CUDA copies it to the device, converting f32
+  // to the activation dtype. The result lives as long as the backend.
+  virtual absl::StatusOr<Weight> PrepareWeight(const Weight& host, std::string_view name) = 0;
+
+  // --- copies -------------------------------------------------------------
+  // dst[0, count) = host[0, count), converted to the activation dtype.
+  virtual void Upload(const float* host, int64_t count, void* dst) = 0;
+  // host[0, count) = src[0, count) as f32; waits for every op enqueued before.
+  virtual absl::Status Download(const void* src, int64_t count, float* host) = 0;
+  // dst row i = src row rows[i], for rows of `cols` elements.
+  virtual void GatherRows(const void* src, std::span<const int64_t> rows, int64_t cols,
+                          void* dst) = 0;
+
+  // --- one step -----------------------------------------------------------
+  virtual void BeginStep(const StepLayout& layout) = 0;
+
   // out[m, w.rows] = x[m, w.cols] · wᵀ (+ bias[w.rows] when bias != nullptr).
-  virtual void Linear(const float* x, int64_t m, const Weight& w, const float* bias,
-                      float* out) = 0;
-  // out[m, n] = x / rms(x) * weight; `weight` is a [n] vector.
-  virtual void RmsNorm(const float* x, int64_t m, int64_t n, const Weight& weight, float eps,
-                       float* out) = 0;
-  // out[i, :] = embedding row ids[i], converted to f32.
-  virtual void Embed(std::span<const int32_t> ids, const Weight& table, float* out) = 0;
+  virtual void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias,
+                      void* out) = 0;
+  // host_out[m, w.rows] = x · wᵀ as f32: the logits (rounded to the
+  // activation dtype first, as PyTorch's bf16 head does). Waits for the result.
+  virtual absl::Status Logits(const void* x, int64_t m, const Weight& w, float* host_out) = 0;
+  // out[m, n] = x / rms(x) * weight; `weight` is a [n] vector. out may be x.
+  virtual void RmsNorm(const void* x, int64_t m, int64_t n, const Weight& weight, float eps,
+                       void* out) = 0;
+  // acc += delta, then out = RmsNorm(acc): the residual add fused with the
+  // next norm.
+  virtual void AddRmsNorm(void* acc, const void* delta, int64_t m, int64_t n,
+                          const Weight& weight, float eps, void* out) = 0;
+  // out[i, :] = embedding row ids[i] (host ids).
+  virtual void Embed(std::span<const int32_t> ids, const Weight& table, void* out) = 0;
   // gate[i] = silu(gate[i]) * up[i].
-  virtual void SiluMul(float* gate, const float* up, int64_t count) = 0;
+  virtual void SiluMul(void* gate, const void* up, int64_t count) = 0;
   // acc[i] += x[i].
-  virtual void Add(float* acc, const float* x, int64_t count) = 0;
-  // Rotates each head of x [m, heads * head_dim] in place, half-split (GPT-NeoX)
-  // layout. cos/sin are [m, head_dim / 2].
-  virtual void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const float* cos,
-                    const float* sin) = 0;
-  // Stores k/v rows [m, kv_dim] of each chunk at their positions in the cache.
-  virtual void WriteKv(const float* k, const float* v, std::span<const AttentionChunk> chunks,
-                       const KvLayerView& kv) = 0;
-  // Causal attention of q [m, heads * head_dim] over each chunk's cached keys
-  // and values (positions 0 .. start_pos + i), into out [m, heads * head_dim].
-  virtual void Attention(const float* q, std::span<const AttentionChunk> chunks,
-                         const KvLayerView& kv, const AttentionShape& shape, float* out) = 0;
+  virtual void Add(void* acc, const void* x, int64_t count) = 0;
+  // Rotates each head of x [rows, heads * head_dim] in place by the step's
+  // angles, half-split (GPT-NeoX) layout.
+  virtual void Rope(void* x, int64_t heads, int64_t head_dim) = 0;
+  // Stores k/v rows [rows, kv_dim] of the step at their positions in the cache.
+  virtual void WriteKv(const void* k, const void* v, const KvLayerView& kv) = 0;
+  // Causal attention of q [rows, heads * head_dim] over each chunk's cached
+  // keys and values (positions 0 .. start_pos + i, or the sliding window), into
+  // out [rows, heads * head_dim].
+  virtual void Attention(const void* q, const KvLayerView& kv, const AttentionShape& shape,
+                         void* out) = 0;
+};
+
+// Which backend a stage runs on.
+struct BackendOptions {
+  // "cpu", or "cuda" / "cuda:N" for GPU N of the process's visible devices.
+  std::string device = "cpu";
+  int threads = 0;            // CPU threads; 0 = every core of the affinity mask
+  // CUDA: the most device memory the backend may allocate; 0 = the device's
+  // free memory at start minus `reserve_bytes`.
+  int64_t memory_limit_bytes = 0;
+  int64_t reserve_bytes = int64_t{1} << 30;  // CUDA: left free for the driver and cuBLASLt
+  // CUDA: the activation dtype for f32 checkpoints (bf16 or f16 checkpoints
+  // use their own).
+  DType cuda_activation_dtype = DType::kBF16;
 };
 
 // The CPU backend with `threads` workers (0: every core of the process's
-// affinity mask). Uses AVX2/FMA/F16C kernels when the CPU has them.
+// affinity mask). Uses AVX2/FMA/F16C or AVX-512 kernels when the CPU has them.
 std::unique_ptr<Backend> MakeCpuBackend(int threads);
+
+// The CUDA backend on `options.device`, or an error saying why not (built
+// without CUDA, no device, device index out of range). `weights_dtype` is the
+// checkpoint's dtype, which picks the activation dtype.
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options,
+                                                         DType weights_dtype);
+
+// Either of the above, by options.device.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options,
+                                                     DType weights_dtype);
+
+// Whether this build has the CUDA backend, and how many devices it sees (0
+// with `why` set when none is usable).
+int CudaDeviceCount(std::string* why);
 
 }  // namespace strata
 

@@ -56,7 +56,8 @@ TEST_P(LinearKernelTest, MatchesDoublePrecision) {
   // The whole backend (threads, bias) agrees with the kernel.
   auto backend = MakeCpuBackend(2);
   std::vector<float> bias(shape.n, 0.5f), out(shape.m * shape.n), plain(shape.m * shape.n);
-  backend->Linear(x.data(), shape.m, w, bias.data(), out.data());
+  Weight bias_w{DType::kF32, 1, static_cast<int64_t>(bias.size()), bias.data()};
+  backend->Linear(x.data(), shape.m, w, &bias_w, out.data());
   kernels.back()(x.data(), shape.m, w, 0, shape.n, plain.data(), shape.n);
   for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], plain[i] + 0.5f);
 }

@@ -1,8 +1,17 @@
-// The CPU implementation of Backend: f32 activations, weights read in their
-// checkpoint dtype straight from the memory-mapped file.
+// The CPU implementation of Backend: f32 activations in host memory, weights
+// read in their checkpoint dtype straight from the memory-mapped file.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include "runtime/backend/backend.h"
 #include "runtime/backend/cpu/kernels.h"
@@ -10,6 +19,38 @@
 
 namespace strata {
 namespace {
+
+// Anonymous mappings: zero pages that cost nothing until touched, so a KV
+// cache sized for the worst case only occupies what sequences use.
+class HostBuffer : public Buffer {
+ public:
+  HostBuffer(void* data, int64_t bytes, std::atomic<int64_t>* used)
+      : data_(data), bytes_(bytes), used_(used) {
+    used_->fetch_add(bytes_);
+  }
+  ~HostBuffer() override {
+    munmap(data_, static_cast<size_t>(bytes_));
+    used_->fetch_sub(bytes_);
+  }
+  void* data() const override { return data_; }
+  int64_t bytes() const override { return bytes_; }
+
+ private:
+  void* data_;
+  int64_t bytes_;
+  std::atomic<int64_t>* used_;
+};
+
+int64_t MemAvailableBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
 
 class CpuBackend : public Backend {
  public:
@@ -23,23 +64,89 @@ class CpuBackend : public Backend {
     return linear_rows_ == cpu::LinearRowsAvx2 ? "cpu-avx2" : "cpu-portable";
   }
   int threads() const override { return pool_.size(); }
+  DType activation_dtype() const override { return DType::kF32; }
   void Rest() override { pool_.Rest(); }
 
-  void Linear(const float* x, int64_t m, const Weight& w, const float* bias, float* out) override {
+  MemoryReport Memory() const override {
+    MemoryReport r;
+    r.device = "cpu";
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    r.total_bytes = pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+    r.free_bytes = MemAvailableBytes();
+    r.used_bytes = used_.load();
+    return r;
+  }
+
+  absl::StatusOr<std::unique_ptr<Buffer>> Allocate(int64_t bytes, std::string_view what) override {
+    if (bytes <= 0) bytes = 1;
+    void* p = mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cpu: cannot allocate ", bytes, " bytes for ", std::string(what), ": ", std::strerror(errno),
+          " (this backend holds ", used_.load(), " bytes)"));
+    }
+    return std::unique_ptr<Buffer>(new HostBuffer(p, bytes, &used_));
+  }
+
+  absl::StatusOr<Weight> PrepareWeight(const Weight& host, std::string_view) override {
+    return host;
+  }
+
+  void Upload(const float* host, int64_t count, void* dst) override {
+    std::copy_n(host, count, static_cast<float*>(dst));
+  }
+  absl::Status Download(const void* src, int64_t count, float* host) override {
+    std::copy_n(static_cast<const float*>(src), count, host);
+    return absl::OkStatus();
+  }
+  void GatherRows(const void* src, std::span<const int64_t> rows, int64_t cols,
+                  void* dst) override {
+    const float* s = static_cast<const float*>(src);
+    float* d = static_cast<float*>(dst);
+    for (size_t i = 0; i < rows.size(); ++i) std::copy_n(s + rows[i] * cols, cols, d + i * cols);
+  }
+
+  void BeginStep(const StepLayout& layout) override {
+    layout_ = layout;
+    row_chunk_.resize(layout.rows);  // capacity is kept across steps
+    for (size_t c = 0; c < layout.chunks.size(); ++c) {
+      const AttentionChunk& ch = layout.chunks[c];
+      for (int64_t i = 0; i < ch.num_tokens; ++i) row_chunk_[ch.row_begin + i] = c;
+    }
+  }
+
+  void Linear(const void* xv, int64_t m, const Weight& w, const Weight* bias,
+              void* outv) override {
+    const float* x = static_cast<const float*>(xv);
+    float* out = static_cast<float*>(outv);
     // Rows are split in multiples of 12 so both the 3- and 4-row tiles divide them.
     pool_.ParallelFor(w.rows, 12, [&](int64_t b, int64_t e, int) {
       linear_rows_(x, m, w, b, e, out, w.rows);
       if (bias != nullptr) {
         for (int64_t t = 0; t < m; ++t) {
           float* row = out + t * w.rows;
-          for (int64_t n = b; n < e; ++n) row[n] += bias[n];
+          for (int64_t n = b; n < e; ++n) row[n] += cpu::WeightAt(*bias, n);
         }
       }
     });
   }
 
-  void RmsNorm(const float* x, int64_t m, int64_t n, const Weight& weight, float eps,
-               float* out) override {
+  absl::Status Logits(const void* x, int64_t m, const Weight& w, float* host_out) override {
+    Linear(x, m, w, nullptr, host_out);
+    return absl::OkStatus();
+  }
+
+  void AddRmsNorm(void* acc, const void* delta, int64_t m, int64_t n, const Weight& weight,
+                  float eps, void* out) override {
+    Add(acc, delta, m * n);
+    RmsNorm(acc, m, n, weight, eps, out);
+  }
+
+  void RmsNorm(const void* xv, int64_t m, int64_t n, const Weight& weight, float eps,
+               void* outv) override {
+    const float* x = static_cast<const float*>(xv);
+    float* out = static_cast<float*>(outv);
     auto rows = [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
         const float* xr = x + t * n;
@@ -57,7 +164,8 @@ class CpuBackend : public Backend {
     }
   }
 
-  void Embed(std::span<const int32_t> ids, const Weight& table, float* out) override {
+  void Embed(std::span<const int32_t> ids, const Weight& table, void* outv) override {
+    float* out = static_cast<float*>(outv);
     const int64_t n = table.cols;
     for (size_t i = 0; i < ids.size(); ++i) {
       const int64_t base = static_cast<int64_t>(ids[i]) * n;
@@ -65,7 +173,9 @@ class CpuBackend : public Backend {
     }
   }
 
-  void SiluMul(float* gate, const float* up, int64_t count) override {
+  void SiluMul(void* gatev, const void* upv, int64_t count) override {
+    float* gate = static_cast<float*>(gatev);
+    const float* up = static_cast<const float*>(upv);
     pool_.ParallelFor(count, 4096, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i) {
         const float g = gate[i];
@@ -74,16 +184,18 @@ class CpuBackend : public Backend {
     });
   }
 
-  void Add(float* acc, const float* x, int64_t count) override {
+  void Add(void* accv, const void* xv, int64_t count) override {
+    float* acc = static_cast<float*>(accv);
+    const float* x = static_cast<const float*>(xv);
     for (int64_t i = 0; i < count; ++i) acc[i] += x[i];
   }
 
-  void Rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const float* cos,
-            const float* sin) override {
+  void Rope(void* xv, int64_t heads, int64_t head_dim) override {
+    float* x = static_cast<float*>(xv);
     const int64_t half = head_dim / 2;
-    for (int64_t t = 0; t < m; ++t) {
-      const float* c = cos + t * half;
-      const float* s = sin + t * half;
+    for (int64_t t = 0; t < layout_.rows; ++t) {
+      const float* c = layout_.cos + t * half;
+      const float* s = layout_.sin + t * half;
       for (int64_t h = 0; h < heads; ++h) {
         float* v = x + (t * heads + h) * head_dim;
         for (int64_t i = 0; i < half; ++i) {
@@ -95,32 +207,31 @@ class CpuBackend : public Backend {
     }
   }
 
-  void WriteKv(const float* k, const float* v, std::span<const AttentionChunk> chunks,
-               const KvLayerView& kv) override {
-    for (const AttentionChunk& ch : chunks) {
+  void WriteKv(const void* kp, const void* vp, const KvLayerView& kv) override {
+    const float* k = static_cast<const float*>(kp);
+    const float* v = static_cast<const float*>(vp);
+    float* base = static_cast<float*>(kv.base);
+    for (const AttentionChunk& ch : layout_.chunks) {
       for (int64_t i = 0; i < ch.num_tokens; ++i) {
         const int64_t pos = ch.start_pos + i;
         const int32_t block = ch.block_table[pos / kv.block_size];
         const int64_t slot = pos % kv.block_size;
         const int64_t row = ch.row_begin + i;
-        std::copy_n(k + row * kv.kv_dim, kv.kv_dim, kv.key(block, slot));
-        std::copy_n(v + row * kv.kv_dim, kv.kv_dim, kv.value(block, slot));
+        std::copy_n(k + row * kv.kv_dim, kv.kv_dim, base + kv.key_offset(block, slot));
+        std::copy_n(v + row * kv.kv_dim, kv.kv_dim, base + kv.value_offset(block, slot));
       }
     }
   }
 
-  void Attention(const float* q, std::span<const AttentionChunk> chunks, const KvLayerView& kv,
-                 const AttentionShape& shape, float* out) override {
-    const int64_t rows = chunks.empty() ? 0 : chunks.back().row_begin + chunks.back().num_tokens;
-    row_chunk_.resize(rows);  // capacity is kept across calls: no steady-state allocation
-    for (size_t c = 0; c < chunks.size(); ++c) {
-      for (int64_t i = 0; i < chunks[c].num_tokens; ++i) row_chunk_[chunks[c].row_begin + i] = c;
-    }
+  void Attention(const void* qv, const KvLayerView& kv, const AttentionShape& shape,
+                 void* outv) override {
+    const float* q = static_cast<const float*>(qv);
+    float* out = static_cast<float*>(outv);
     const int64_t heads = shape.num_heads;
-    pool_.ParallelFor(rows * heads, 1, [&](int64_t b, int64_t e, int thread) {
+    pool_.ParallelFor(layout_.rows * heads, 1, [&](int64_t b, int64_t e, int thread) {
       for (int64_t item = b; item < e; ++item) {
         const int64_t row = item / heads, h = item % heads;
-        AttendOne(q, chunks[row_chunk_[row]], row, h, kv, shape, &scores_[thread], out);
+        AttendOne(q, layout_.chunks[row_chunk_[row]], row, h, kv, shape, &scores_[thread], out);
       }
     });
   }
@@ -138,10 +249,12 @@ class CpuBackend : public Backend {
     const int64_t count = pos - first + 1;
     if (static_cast<int64_t>(scores->size()) < count) scores->resize(count);
     const float* qv = q + (row * shape.num_heads + h) * d;
+    const float* base = static_cast<const float*>(kv.base);
     float max_score = -INFINITY;
     for (int64_t j = 0; j < count; ++j) {
       const int64_t p = first + j;
-      const float* kr = kv.key(ch.block_table[p / kv.block_size], p % kv.block_size) + kv_off;
+      const float* kr =
+          base + kv.key_offset(ch.block_table[p / kv.block_size], p % kv.block_size) + kv_off;
       float s = 0;
       for (int64_t i = 0; i < d; ++i) s += qv[i] * kr[i];
       s *= shape.scale;
@@ -158,7 +271,8 @@ class CpuBackend : public Backend {
     const float inv = 1.0f / total;
     for (int64_t j = 0; j < count; ++j) {
       const int64_t p = first + j;
-      const float* vr = kv.value(ch.block_table[p / kv.block_size], p % kv.block_size) + kv_off;
+      const float* vr =
+          base + kv.value_offset(ch.block_table[p / kv.block_size], p % kv.block_size) + kv_off;
       const float wgt = (*scores)[j] * inv;
       for (int64_t i = 0; i < d; ++i) o[i] += wgt * vr[i];
     }
@@ -167,7 +281,9 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   cpu::LinearRowsFn linear_rows_;
   std::vector<std::vector<float>> scores_;  // per-thread softmax scratch
-  std::vector<size_t> row_chunk_;
+  std::vector<size_t> row_chunk_;  // the step's chunk of each row
+  StepLayout layout_;
+  std::atomic<int64_t> used_{0};
 };
 
 }  // namespace

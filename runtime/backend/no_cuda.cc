@@ -1,0 +1,19 @@
+// The CUDA entry points of a build without the CUDA toolkit (STRATA_CUDA=OFF).
+#include "runtime/backend/backend.h"
+
+namespace strata {
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options,
+                                                         DType) {
+  return absl::FailedPreconditionError(
+      "device \"" + options.device +
+      "\": this build has no CUDA backend (configure with -DSTRATA_CUDA=ON where the CUDA "
+      "toolkit is installed)");
+}
+
+int CudaDeviceCount(std::string* why) {
+  *why = "this build has no CUDA backend (STRATA_CUDA=OFF)";
+  return 0;
+}
+
+}  // namespace strata
