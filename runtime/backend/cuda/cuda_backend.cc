@@ -1,0 +1,576 @@
+// The CUDA implementation of Backend: weights and activations in bf16 (f16
+// for f16 checkpoints) in device memory, every op enqueued on one stream,
+// GEMMs through cuBLASLt and the rest through the kernels in this folder.
+//
+// Memory: every device allocation (weights, workspaces, KV cache, cuBLASLt
+// scratch, step staging) goes through one accounted allocator with a limit
+// fixed at start (options.memory_limit_bytes, or the device's free memory
+// less options.reserve_bytes); passing it is a RESOURCE_EXHAUSTED error that
+// names the allocation, never a failure later in a step.
+//
+// Errors of enqueued work (a failed launch, a device fault) are kept and
+// returned by the next Download() or Logits().
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/backend/backend.h"
+#include "runtime/backend/cuda/gemm.h"
+#include "runtime/backend/cuda/kernels.h"
+
+namespace strata {
+namespace {
+
+constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;
+// A flash-decoding split covers at least this many key positions.
+constexpr int64_t kMinSplitKeys = 128;
+
+std::string CudaErrorText(cudaError_t e) {
+  return absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e));
+}
+
+std::string FormatGiB(int64_t bytes) {
+  return absl::StrFormat("%.2f GiB", static_cast<double>(bytes) / (1 << 30));
+}
+
+// The device memory of one backend, with its accounting.
+class DeviceArena {
+ public:
+  DeviceArena(int device, std::string label, int64_t limit)
+      : device_(device), label_(std::move(label)), limit_(limit) {}
+  int64_t used() const { return used_; }
+  int64_t limit() const { return limit_; }
+
+  absl::StatusOr<void*> Allocate(int64_t bytes, const std::string& what) {
+    if (used_ + bytes > limit_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          label_, ": ", what, " needs ", FormatGiB(bytes), " but only ",
+          FormatGiB(limit_ - used_), " of this worker's ", FormatGiB(limit_),
+          " device budget are left (", FormatGiB(used_),
+          " already allocated); lower the KV cache or batch size, or give the stage fewer "
+          "layers"));
+    }
+    cudaSetDevice(device_);
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, static_cast<size_t>(std::max<int64_t>(bytes, 1)));
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear it: an allocation failure is not sticky
+      return absl::ResourceExhaustedError(absl::StrCat(label_, ": cudaMalloc of ",
+                                                       FormatGiB(bytes), " for ", what,
+                                                       " failed: ", CudaErrorText(e)));
+    }
+    used_ += bytes;
+    return p;
+  }
+  void Free(void* p, int64_t bytes) {
+    cudaSetDevice(device_);
+    cudaFree(p);
+    used_ -= bytes;
+  }
+
+ private:
+  int device_;
+  std::string label_;
+  int64_t limit_;
+  int64_t used_ = 0;
+};
+
+class DeviceBuffer : public Buffer {
+ public:
+  DeviceBuffer(DeviceArena* arena, void* data, int64_t bytes)
+      : arena_(arena), data_(data), bytes_(bytes) {}
+  ~DeviceBuffer() override { arena_->Free(data_, bytes_); }
+  void* data() const override { return data_; }
+  int64_t bytes() const override { return bytes_; }
+
+ private:
+  DeviceArena* arena_;
+  void* data_;
+  int64_t bytes_;
+};
+
+// Page-locked host memory, so copies to and from the device run async.
+class PinnedBuffer {
+ public:
+  ~PinnedBuffer() { Release(); }
+  char* data() const { return data_; }
+  int64_t bytes() const { return bytes_; }
+  // Grows to at least `bytes`; the old contents are dropped. The caller has
+  // synchronised with any copy still reading or writing the old memory.
+  absl::Status Reserve(int64_t bytes, const std::string& what) {
+    if (bytes <= bytes_) return absl::OkStatus();
+    Release();
+    const int64_t size = std::max<int64_t>(bytes, int64_t{1} << 20);
+    void* p = nullptr;
+    const cudaError_t e = cudaMallocHost(&p, static_cast<size_t>(size));
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cudaMallocHost of ", size, " bytes for ", what, " failed: ", CudaErrorText(e)));
+    }
+    data_ = static_cast<char*>(p);
+    bytes_ = size;
+    return absl::OkStatus();
+  }
+
+ private:
+  void Release() {
+    if (data_ != nullptr) cudaFreeHost(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+  char* data_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
+int64_t Align(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+std::string FormatUuid(const cudaUUID_t& uuid) {
+  const auto* b = reinterpret_cast<const unsigned char*>(uuid.bytes);
+  std::string s = "GPU-";
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+    absl::StrAppend(&s, absl::Hex(b[i], absl::kZeroPad2));
+  }
+  return s;
+}
+
+class CudaBackend : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<Backend>> Create(const BackendOptions& options,
+                                                         int device, DType act) {
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device \"", options.device, "\": ", CudaErrorText(e)));
+    }
+    cudaDeviceProp prop{};
+    e = cudaGetDeviceProperties(&prop, device);
+    if (e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device \"", options.device, "\": ", CudaErrorText(e)));
+    }
+    size_t free_bytes = 0, total_bytes = 0;
+    e = cudaMemGetInfo(&free_bytes, &total_bytes);
+    if (e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device \"", options.device, "\": ", CudaErrorText(e)));
+    }
+    const std::string label = absl::StrCat("cuda:", device, " (", prop.name, ")");
+    int64_t limit = options.memory_limit_bytes;
+    if (limit <= 0) limit = static_cast<int64_t>(free_bytes) - options.reserve_bytes;
+    if (limit <= 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          label, ": ", FormatGiB(static_cast<int64_t>(free_bytes)), " free of ",
+          FormatGiB(static_cast<int64_t>(total_bytes)), ", less the ",
+          FormatGiB(options.reserve_bytes), " reserve, leaves nothing for the stage"));
+    }
+    auto backend = std::unique_ptr<CudaBackend>(new CudaBackend(device, act, label, limit));
+    backend->sm_count_ = prop.multiProcessorCount;
+    backend->uuid_ = FormatUuid(prop.uuid);
+    e = cudaStreamCreateWithFlags(&backend->stream_, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(label, ": cannot create a stream: ", CudaErrorText(e)));
+    }
+    auto ws = backend->Allocate(kGemmWorkspaceBytes, "cuBLASLt workspace");
+    if (!ws.ok()) return ws.status();
+    backend->gemm_workspace_ = std::move(*ws);
+    auto gemm = cuda::Gemm::Create(backend->gemm_workspace_->data(), kGemmWorkspaceBytes);
+    if (!gemm.ok()) return gemm.status();
+    backend->gemm_ = std::move(*gemm);
+    return std::unique_ptr<Backend>(std::move(backend));
+  }
+
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    gemm_.reset();
+    weights_.clear();
+    step_device_.reset();
+    attention_workspace_.reset();
+    logits_device_.reset();
+    gemm_workspace_.reset();
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  std::string_view name() const override { return name_; }
+  int threads() const override { return 1; }
+  DType activation_dtype() const override { return act_; }
+
+  MemoryReport Memory() const override {
+    MemoryReport r;
+    r.device = label_;
+    r.uuid = uuid_;
+    cudaSetDevice(device_);
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) cudaGetLastError();
+    r.total_bytes = static_cast<int64_t>(total_bytes);
+    r.free_bytes = static_cast<int64_t>(free_bytes);
+    r.used_bytes = arena_.used();
+    r.limit_bytes = arena_.limit();
+    return r;
+  }
+
+  absl::StatusOr<std::unique_ptr<Buffer>> Allocate(int64_t bytes, std::string_view what) override {
+    auto p = arena_.Allocate(bytes, std::string(what));
+    if (!p.ok()) return p.status();
+    return std::unique_ptr<Buffer>(new DeviceBuffer(&arena_, *p, bytes));
+  }
+
+  absl::StatusOr<Weight> PrepareWeight(const Weight& host, std::string_view name) override {
+    Weight w = host;
+    w.dtype = act_;
+    const int64_t count = host.rows * host.cols;
+    const void* source = host.data;
+    std::vector<uint16_t> converted;
+    if (host.dtype != act_) {
+      converted.resize(static_cast<size_t>(count));
+      for (int64_t i = 0; i < count; ++i) converted[i] = FromF32(HostElement(host, i));
+      source = converted.data();
+    }
+    auto buffer = Allocate(w.bytes(), absl::StrCat("tensor ", std::string(name)));
+    if (!buffer.ok()) return buffer.status();
+    const cudaError_t e = cudaMemcpy((*buffer)->data(), source, static_cast<size_t>(w.bytes()),
+                                     cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+      return absl::InternalError(absl::StrCat(label_, ": copying tensor ", std::string(name),
+                                              " to the device: ", CudaErrorText(e)));
+    }
+    w.data = (*buffer)->data();
+    weights_.push_back(std::move(*buffer));
+    return w;
+  }
+
+  void Upload(const float* host, int64_t count, void* dst) override {
+    const int64_t bytes = count * 2;
+    if (!Record(ReserveIo(bytes))) return;
+    auto* staged = reinterpret_cast<uint16_t*>(io_pinned_.data());
+    for (int64_t i = 0; i < count; ++i) staged[i] = FromF32(host[i]);
+    Check(cudaMemcpyAsync(dst, staged, static_cast<size_t>(bytes), cudaMemcpyHostToDevice,
+                          stream_),
+          "upload of hidden states");
+  }
+
+  absl::Status Download(const void* src, int64_t count, float* host) override {
+    const int64_t bytes = count * 2;
+    if (Record(ReserveIo(bytes)) && bytes > 0) {
+      Check(cudaMemcpyAsync(io_pinned_.data(), src, static_cast<size_t>(bytes),
+                            cudaMemcpyDeviceToHost, stream_),
+            "download of hidden states");
+    }
+    absl::Status status = Finish();
+    if (!status.ok()) return status;
+    const auto* staged = reinterpret_cast<const uint16_t*>(io_pinned_.data());
+    for (int64_t i = 0; i < count; ++i) host[i] = ToF32(staged[i]);
+    return absl::OkStatus();
+  }
+
+  void GatherRows(const void* src, std::span<const int64_t> rows, int64_t cols,
+                  void* dst) override {
+    if (rows.empty()) return;
+    if (static_cast<int64_t>(rows.size()) > step_.rows) {
+      Record(absl::InternalError("GatherRows: more rows than the step has"));
+      return;
+    }
+    int32_t* staged = reinterpret_cast<int32_t*>(step_pinned_.data() + gather_offset_);
+    for (size_t i = 0; i < rows.size(); ++i) staged[i] = static_cast<int32_t>(rows[i]);
+    const int32_t* device_rows = UploadStepPart(gather_offset_, rows.size() * sizeof(int32_t));
+    cuda::LaunchGatherRows(act_, src, device_rows, static_cast<int64_t>(rows.size()), cols, dst,
+                           stream_);
+    CheckLaunch("gather rows");
+  }
+
+  void BeginStep(const StepLayout& layout) override {
+    cudaSetDevice(device_);
+    int64_t table_entries = 0;
+    for (const AttentionChunk& ch : layout.chunks) {
+      table_entries += (ch.start_pos + ch.num_tokens + 15) / 16 + 1;
+    }
+    // [row_pos | row_table | tables | cos | sin] are copied now; the ids and
+    // gather parts later, by Embed and GatherRows.
+    const int64_t rows = layout.rows, half = layout.rope_half;
+    const int64_t pos_off = 0;
+    const int64_t row_table_off = pos_off + Align(rows * 4);
+    const int64_t tables_off = row_table_off + Align(rows * 4);
+    const int64_t cos_off = tables_off + Align(table_entries * 4);
+    const int64_t sin_off = cos_off + Align(rows * half * 4);
+    ids_offset_ = sin_off + Align(rows * half * 4);
+    gather_offset_ = ids_offset_ + Align(rows * 4);
+    const int64_t total = gather_offset_ + Align(rows * 4);
+    if (!Record(ReserveStep(total))) {
+      step_ = {};
+      return;
+    }
+    char* h = step_pinned_.data();
+    auto* row_pos = reinterpret_cast<int32_t*>(h + pos_off);
+    auto* row_table = reinterpret_cast<int32_t*>(h + row_table_off);
+    auto* tables = reinterpret_cast<int32_t*>(h + tables_off);
+    int64_t next_table = 0;
+    for (const AttentionChunk& ch : layout.chunks) {
+      const int64_t blocks = (ch.start_pos + ch.num_tokens + 15) / 16;
+      std::copy_n(ch.block_table, blocks, tables + next_table);
+      for (int64_t i = 0; i < ch.num_tokens; ++i) {
+        row_pos[ch.row_begin + i] = static_cast<int32_t>(ch.start_pos + i);
+        row_table[ch.row_begin + i] = static_cast<int32_t>(next_table);
+      }
+      next_table += blocks;
+    }
+    std::copy_n(layout.cos, rows * half, reinterpret_cast<float*>(h + cos_off));
+    std::copy_n(layout.sin, rows * half, reinterpret_cast<float*>(h + sin_off));
+    char* d = static_cast<char*>(step_device_->data());
+    Check(cudaMemcpyAsync(d, h, static_cast<size_t>(ids_offset_), cudaMemcpyHostToDevice,
+                          stream_),
+          "upload of the step layout");
+    step_.row_pos = reinterpret_cast<const int32_t*>(d + pos_off);
+    step_.row_table = reinterpret_cast<const int32_t*>(d + row_table_off);
+    step_.tables = reinterpret_cast<const int32_t*>(d + tables_off);
+    step_.cos = reinterpret_cast<const float*>(d + cos_off);
+    step_.sin = reinterpret_cast<const float*>(d + sin_off);
+    step_.rows = static_cast<int32_t>(rows);
+    step_.half = static_cast<int32_t>(half);
+    max_positions_ = layout.max_positions;
+  }
+
+  void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias,
+              void* out) override {
+    Record(gemm_->Run(act_, x, m, w.data, w.rows, w.cols, bias ? bias->data : nullptr, out,
+                      stream_));
+  }
+
+  absl::Status Logits(const void* x, int64_t m, const Weight& w, float* host_out) override {
+    const int64_t count = m * w.rows;
+    if (Record(ReserveDevice(&logits_device_, count * 2, "logits"))) {
+      Linear(x, m, w, nullptr, logits_device_->data());
+      Download(logits_device_->data(), count, host_out).IgnoreError();  // reported below
+    }
+    return Finish();
+  }
+
+  void RmsNorm(const void* x, int64_t m, int64_t n, const Weight& weight, float eps,
+               void* out) override {
+    cuda::LaunchRmsNorm(act_, x, m, n, weight.data, eps, out, stream_);
+    CheckLaunch("RMSNorm");
+  }
+
+  void AddRmsNorm(void* acc, const void* delta, int64_t m, int64_t n, const Weight& weight,
+                  float eps, void* out) override {
+    cuda::LaunchAddRmsNorm(act_, acc, delta, m, n, weight.data, eps, out, stream_);
+    CheckLaunch("add + RMSNorm");
+  }
+
+  void Embed(std::span<const int32_t> ids, const Weight& table, void* out) override {
+    if (ids.empty()) return;
+    if (static_cast<int64_t>(ids.size()) > step_.rows) {
+      Record(absl::InternalError("Embed: more ids than the step has rows"));
+      return;
+    }
+    std::copy(ids.begin(), ids.end(),
+              reinterpret_cast<int32_t*>(step_pinned_.data() + ids_offset_));
+    const int32_t* device_ids = UploadStepPart(ids_offset_, ids.size() * sizeof(int32_t));
+    cuda::LaunchEmbed(act_, device_ids, static_cast<int64_t>(ids.size()), table.data, table.cols,
+                      out, stream_);
+    CheckLaunch("embedding");
+  }
+
+  void SiluMul(void* gate, const void* up, int64_t count) override {
+    cuda::LaunchSiluMul(act_, gate, up, count, stream_);
+    CheckLaunch("SiLU x up");
+  }
+
+  void Add(void* acc, const void* x, int64_t count) override {
+    cuda::LaunchAdd(act_, acc, x, count, stream_);
+    CheckLaunch("residual add");
+  }
+
+  void Rope(void* x, int64_t heads, int64_t head_dim) override {
+    cuda::LaunchRope(act_, x, step_, heads, head_dim, stream_);
+    CheckLaunch("RoPE");
+  }
+
+  void WriteKv(const void* k, const void* v, const KvLayerView& kv) override {
+    cuda::LaunchWriteKv(act_, k, v, step_, kv.base, kv.kv_dim, kv.block_size, stream_);
+    CheckLaunch("KV write");
+  }
+
+  void Attention(const void* q, const KvLayerView& kv, const AttentionShape& shape,
+                 void* out) override {
+    if (step_.rows == 0) return;
+    if (shape.head_dim > cuda::kMaxHeadDim) {
+      Record(absl::InvalidArgumentError(absl::StrCat("head_dim ", shape.head_dim,
+                                                     " exceeds the CUDA attention's limit of ",
+                                                     cuda::kMaxHeadDim)));
+      return;
+    }
+    cuda::AttentionParams p;
+    p.num_heads = shape.num_heads;
+    p.num_kv_heads = shape.num_kv_heads;
+    p.head_dim = shape.head_dim;
+    p.sliding_window = shape.sliding_window;
+    p.scale = shape.scale;
+    p.block_size = kv.block_size;
+    p.kv_dim = kv.kv_dim;
+    // Split the keys only while (row, head) pairs leave multiprocessors idle.
+    const int64_t pairs = static_cast<int64_t>(step_.rows) * shape.num_heads;
+    const int64_t target_blocks = 4 * static_cast<int64_t>(sm_count_);
+    int64_t splits = 1;
+    if (pairs < target_blocks) {
+      splits = std::min((max_positions_ + kMinSplitKeys - 1) / kMinSplitKeys,
+                        (target_blocks + pairs - 1) / pairs);
+      splits = std::max<int64_t>(splits, 1);
+    }
+    p.splits = static_cast<int>(splits);
+    p.split_len = static_cast<int>((max_positions_ + splits - 1) / splits);
+    const int64_t floats =
+        cuda::AttentionWorkspaceFloats(step_.rows, shape.num_heads, splits, shape.head_dim);
+    if (!Record(ReserveDevice(&attention_workspace_, floats * 4, "attention workspace"))) return;
+    cuda::LaunchAttention(act_, q, kv.base, step_, p,
+                          static_cast<float*>(attention_workspace_->data()), out, stream_);
+    CheckLaunch("attention");
+  }
+
+ private:
+  CudaBackend(int device, DType act, std::string label, int64_t limit)
+      : device_(device),
+        act_(act),
+        label_(label),
+        name_(absl::StrCat("cuda-", act == DType::kF16 ? "f16" : "bf16")),
+        arena_(device, std::move(label), limit) {}
+
+  uint16_t FromF32(float f) const { return act_ == DType::kF16 ? F32ToF16(f) : F32ToBf16(f); }
+  float ToF32(uint16_t h) const { return act_ == DType::kF16 ? F16ToF32(h) : Bf16ToF32(h); }
+  static float HostElement(const Weight& w, int64_t i) {
+    switch (w.dtype) {
+      case DType::kF32:
+        return static_cast<const float*>(w.data)[i];
+      case DType::kBF16:
+        return Bf16ToF32(static_cast<const uint16_t*>(w.data)[i]);
+      case DType::kF16:
+        return F16ToF32(static_cast<const uint16_t*>(w.data)[i]);
+    }
+    return 0.0f;
+  }
+
+  // Keeps the first error; true when `s` is OK.
+  bool Record(const absl::Status& s) {
+    if (!s.ok() && error_.ok()) error_ = s;
+    return s.ok();
+  }
+  void Check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) Record(absl::InternalError(absl::StrCat(label_, ": ", what, ": ",
+                                                                  CudaErrorText(e))));
+  }
+  void CheckLaunch(const char* what) { Check(cudaGetLastError(), what); }
+
+  // Waits for the stream and returns (and clears) the first error since the
+  // last call.
+  absl::Status Finish() {
+    Check(cudaStreamSynchronize(stream_), "step");
+    absl::Status s = error_;
+    error_ = absl::OkStatus();
+    return s;
+  }
+
+  // Grows a device scratch buffer; waits for enqueued work first, which may
+  // still read the old one.
+  absl::Status ReserveDevice(std::unique_ptr<Buffer>* buffer, int64_t bytes,
+                             const std::string& what) {
+    if (*buffer != nullptr && (*buffer)->bytes() >= bytes) return absl::OkStatus();
+    cudaStreamSynchronize(stream_);
+    const int64_t old = *buffer == nullptr ? 0 : (*buffer)->bytes();
+    buffer->reset();
+    auto grown = Allocate(std::max(bytes, old * 2), what);
+    if (!grown.ok()) return grown.status();
+    *buffer = std::move(*grown);
+    return absl::OkStatus();
+  }
+  absl::Status ReserveIo(int64_t bytes) {
+    if (bytes <= io_pinned_.bytes()) return absl::OkStatus();
+    cudaStreamSynchronize(stream_);
+    return io_pinned_.Reserve(bytes, "hidden-state staging");
+  }
+  absl::Status ReserveStep(int64_t bytes) {
+    if (bytes > step_pinned_.bytes()) {
+      cudaStreamSynchronize(stream_);
+      absl::Status s = step_pinned_.Reserve(bytes, "step layout staging");
+      if (!s.ok()) return s;
+    }
+    return ReserveDevice(&step_device_, bytes, "step layout");
+  }
+  const int32_t* UploadStepPart(int64_t offset, size_t bytes) {
+    char* d = static_cast<char*>(step_device_->data()) + offset;
+    Check(cudaMemcpyAsync(d, step_pinned_.data() + offset, bytes, cudaMemcpyHostToDevice,
+                          stream_),
+          "upload of step indices");
+    return reinterpret_cast<const int32_t*>(d);
+  }
+
+  int device_;
+  DType act_;
+  std::string label_, name_, uuid_;
+  int sm_count_ = 1;
+  mutable DeviceArena arena_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<Buffer> gemm_workspace_;
+  std::unique_ptr<cuda::Gemm> gemm_;
+  std::vector<std::unique_ptr<Buffer>> weights_;
+  absl::Status error_;
+
+  // The step's layout: host staging and its device copy.
+  PinnedBuffer step_pinned_, io_pinned_;
+  std::unique_ptr<Buffer> step_device_, attention_workspace_, logits_device_;
+  cuda::StepDevice step_;
+  int64_t ids_offset_ = 0, gather_offset_ = 0, max_positions_ = 0;
+};
+
+}  // namespace
+
+int CudaDeviceCount(std::string* why) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    *why = CudaErrorText(e);
+    return 0;
+  }
+  if (count == 0) *why = "no CUDA device is visible";
+  return count;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options,
+                                                         DType weights_dtype) {
+  int index = 0;
+  if (options.device != "cuda") {
+    const std::string n = options.device.substr(5);
+    if (!absl::SimpleAtoi(n, &index) || index < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device \"", options.device, "\": expected cuda or cuda:N with N a device index"));
+    }
+  }
+  std::string why;
+  const int count = CudaDeviceCount(&why);
+  if (count == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device \"", options.device, "\": no usable CUDA device (", why, ")"));
+  }
+  if (index >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("device \"", options.device, "\": only ",
+                                                   count, " CUDA device(s) are visible"));
+  }
+  DType act = options.cuda_activation_dtype;
+  if (weights_dtype == DType::kBF16 || weights_dtype == DType::kF16) act = weights_dtype;
+  if (act == DType::kF32) {
+    return absl::InvalidArgumentError("cuda_activation_dtype: must be bf16 or f16");
+  }
+  return CudaBackend::Create(options, index, act);
+}
+
+}  // namespace strata
