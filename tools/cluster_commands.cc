@@ -173,8 +173,10 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   f.String("address-file", &o.address_file, "write \"grpc-address metrics-address\" here");
   f.String("metrics-listen", &o.metrics_listen,
            "host:port for /metrics; port 0 picks one; empty = none (127.0.0.1:0)");
-  f.String("device", &o.device, "device name reported to the planner (cpu)");
-  f.String("capacity", &capacity, "memory this worker may use, e.g. 24GiB (physical memory)");
+  f.String("device", &o.device, "where the stage runs: cpu, cuda or cuda:N (cpu)");
+  f.String("capacity", &capacity,
+           "memory this worker may use, e.g. 24GiB (physical memory; on cuda the free device "
+           "memory)");
   f.String("reserve", &reserve, "memory kept free, e.g. 2GiB (a tenth of the capacity)");
   f.Float("speed", &o.speed, "relative speed for the planner (1)");
   f.Int("threads", &threads, "CPU threads; 0 = every core (0)");

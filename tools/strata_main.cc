@@ -41,7 +41,7 @@ commands:
 )";
 
 absl::Status Generate(const std::vector<std::string>& args) {
-  std::string model, prompt;
+  std::string model, prompt, device = "cpu";
   int64_t max_tokens = 64, top_k = 0, seed = 0, threads = 0, max_context = 0;
   double temperature = 0, top_p = 1, repetition_penalty = 1;
   bool ignore_eos = false, stats = false, help = false, chat = false;
@@ -58,6 +58,7 @@ absl::Status Generate(const std::vector<std::string>& args) {
   flags.Float("repetition-penalty", &repetition_penalty, "1 = off (1)");
   flags.Int("seed", &seed, "sampling seed (0)");
   flags.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence");
+  flags.String("device", &device, "where to run: cpu, cuda or cuda:N (cpu)");
   flags.Int("threads", &threads, "CPU threads; 0 = all available cores (0)");
   flags.Int("max-context", &max_context, "context length; 0 = the model's, capped at 8192");
   flags.Bool("stats", &stats, "print timing to stderr");
@@ -77,6 +78,7 @@ absl::Status Generate(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model));
   ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(model));
   StageOptions options;
+  options.device = device;
   options.threads = static_cast<int>(threads);
   options.max_context = max_context;
   options.max_sequences = 1;

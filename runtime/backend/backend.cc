@@ -1,18 +1,35 @@
 #include "runtime/backend/backend.h"
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace strata {
 
+absl::StatusOr<int> ParseCudaDevice(const std::string& device) {
+  if (device == "cuda") return 0;
+  int index = -1;
+  if (!absl::StartsWith(device, "cuda:") || !absl::SimpleAtoi(device.substr(5), &index) ||
+      index < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", device, "\": expected cpu, cuda or cuda:N"));
+  }
+  return index;
+}
+
+absl::StatusOr<MemoryReport> ProbeDevice(const std::string& device) {
+  if (device == "cpu") return MakeCpuBackend(1)->Memory();
+  absl::StatusOr<int> index = ParseCudaDevice(device);
+  if (!index.ok()) return index.status();
+  return ProbeCudaDevice(*index);
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options,
                                                      DType weights_dtype) {
   if (options.device == "cpu") return MakeCpuBackend(options.threads);
-  if (options.device == "cuda" || absl::StartsWith(options.device, "cuda:")) {
-    return MakeCudaBackend(options, weights_dtype);
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("device \"", options.device, "\": expected cpu, cuda or cuda:N"));
+  absl::StatusOr<int> index = ParseCudaDevice(options.device);
+  if (!index.ok()) return index.status();
+  return MakeCudaBackend(options, weights_dtype);
 }
 
 }  // namespace strata

@@ -200,6 +200,16 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& optio
 // with `why` set when none is usable).
 int CudaDeviceCount(std::string* why);
 
+// The index N of "cuda" (0) or "cuda:N"; INVALID_ARGUMENT naming `device`
+// otherwise.
+absl::StatusOr<int> ParseCudaDevice(const std::string& device);
+
+// What a worker reports to the planner before loading anything: the device's
+// name, UUID, total and free memory ("cpu": physical and available memory).
+// FAILED_PRECONDITION when the device is not usable.
+absl::StatusOr<MemoryReport> ProbeDevice(const std::string& device);
+absl::StatusOr<MemoryReport> ProbeCudaDevice(int index);
+
 }  // namespace strata
 
 #endif  // STRATA_RUNTIME_BACKEND_BACKEND_H_

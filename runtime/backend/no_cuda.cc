@@ -11,6 +11,11 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& o
       "toolkit is installed)");
 }
 
+absl::StatusOr<MemoryReport> ProbeCudaDevice(int index) {
+  return absl::FailedPreconditionError("device \"cuda:" + std::to_string(index) +
+                                       "\": this build has no CUDA backend");
+}
+
 int CudaDeviceCount(std::string* why) {
   *why = "this build has no CUDA backend (STRATA_CUDA=OFF)";
   return 0;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/backend/backend.h"
 #include "runtime/status_macros.h"
 #include "services/common/log.h"
 #include "services/common/metrics.h"
@@ -20,11 +21,6 @@
 namespace strata {
 namespace {
 
-int64_t PhysicalMemoryBytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : int64_t{16} << 30;
-}
-
 }  // namespace
 
 absl::Status RunWorker(const WorkerOptions& in) {
@@ -32,8 +28,18 @@ absl::Status RunWorker(const WorkerOptions& in) {
   if (options.id.empty()) options.id = absl::StrCat("worker-", getpid());
   SetLogName(options.id);
   if (options.coordinator.empty()) return absl::InvalidArgumentError("--coordinator: required");
-  if (options.capacity_bytes <= 0) options.capacity_bytes = PhysicalMemoryBytes();
+  // The device is probed before anything else, so a worker on a missing GPU
+  // fails at start, saying why, rather than at its first Load.
+  ASSIGN_OR_RETURN(const MemoryReport device_report, ProbeDevice(options.device));
+  if (options.capacity_bytes <= 0) {
+    options.capacity_bytes =
+        options.device == "cpu" ? device_report.total_bytes : device_report.free_bytes;
+  }
   if (options.reserve_bytes < 0) options.reserve_bytes = options.capacity_bytes / 10;
+  Log(absl::StrCat("device ", device_report.device, ": ", device_report.total_bytes >> 20,
+                   " MiB total, ", device_report.free_bytes >> 20, " MiB free; capacity ",
+                   options.capacity_bytes >> 20, " MiB, reserve ", options.reserve_bytes >> 20,
+                   " MiB"));
   if (!(options.speed > 0)) return absl::InvalidArgumentError("--speed: must be positive");
 
   // The attach stream carries step results from the service's threads and
@@ -148,6 +154,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
     reg.mutable_register_()->set_address(advertise);
     v1::Device* device = reg.mutable_register_()->mutable_device();
     device->set_name(options.device);
+    device->set_uuid(device_report.uuid);
     device->set_capacity_bytes(options.capacity_bytes);
     device->set_reserve_bytes(options.reserve_bytes);
     device->set_speed(options.speed);

@@ -25,8 +25,11 @@ struct WorkerOptions {
   std::string coordinator;                     // host:port of the coordinator (required)
   std::string address_file;                    // "grpc-address metrics-address" once listening
   std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
+  // Where the stage runs: "cpu", "cuda" or "cuda:N". On CUDA the stage's
+  // weights, KV cache and workspaces must fit in capacity - reserve, which the
+  // backend enforces.
   std::string device = "cpu";
-  int64_t capacity_bytes = 0;         // 0: the machine's physical memory
+  int64_t capacity_bytes = 0;         // 0: physical memory (cpu), free device memory (cuda)
   int64_t reserve_bytes = -1;         // -1: a tenth of the capacity
   double speed = 1.0;                 // relative to the other devices
   int threads = 0;                    // CPU threads; 0 = every core

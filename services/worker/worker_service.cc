@@ -133,6 +133,10 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
   if (!keep) {
     StageOptions so;
     so.threads = request->threads() > 0 ? request->threads() : options_.threads;
+    so.device = options_.device;
+    if (options_.device != "cpu") {
+      so.device_memory_bytes = options_.capacity_bytes - options_.reserve_bytes;
+    }
     so.max_batch_tokens = request->max_batch_tokens();
     so.max_context = request->max_context();
     so.max_sequences = request->max_sequences();

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "runtime/backend/backend.h"
 #include "runtime/chat_template.h"
 #include "runtime/tokenizer.h"
 #include "services/common/server.h"
@@ -473,6 +474,52 @@ TEST(ClusterTest, WorkerThatNeverRegistersIsAStartupTimeout) {
       << coordinator_out;
   EXPECT_NE(coordinator_out.find("lonely"), std::string::npos) << coordinator_out;
   EXPECT_NE(worker_out.find("went away"), std::string::npos) << worker_out;
+}
+
+// A worker asked for a device it cannot use stops at once, naming it, before
+// it registers; so does one given a device string that is not one.
+TEST(ClusterTest, WorkerOnAnUnusableDeviceSaysSoAtStart) {
+  std::string why;
+  const bool have_gpu = CudaDeviceCount(&why) > 0;
+  for (const std::string device : {"tpu0", "cuda:x", "cuda:0"}) {
+    if (device == "cuda:0" && have_gpu) continue;
+    std::string out;
+    const int rc = RunCommand(absl::StrCat(STRATA_BINARY, " worker --coordinator 127.0.0.1:1",
+                                           " --reconnect-timeout-ms 300 --device ", device),
+                              &out);
+    EXPECT_NE(rc, 0) << out;
+    EXPECT_NE(out.find("\"" + device + "\""), std::string::npos) << out;
+  }
+}
+
+// Two worker processes sharing one GPU, hidden states over gRPC, give the
+// same tokens as one worker on it (bf16 -> f32 on the wire -> bf16 is exact).
+TEST(ClusterTest, TwoWorkersSharingOneGpuMatchOneWorker) {
+  std::string why;
+  if (CudaDeviceCount(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
+  const std::string& model = TestModel("llama", "bf16");
+  const std::vector<std::string> flags = {"--worker-flags", "--device cuda:0 --capacity 4GiB"};
+  std::vector<std::vector<int32_t>> want;
+  {
+    auto one = Cluster::Start(model, 1, flags);
+    ASSERT_NE(one, nullptr);
+    auto stub = one->generation();
+    for (const char* prompt : kPrompts) {
+      const StreamResult got = Stream(*stub, TextRequest(prompt, 32));
+      ASSERT_EQ(got.code, 0) << got.message;
+      want.push_back(got.tokens);
+    }
+    EXPECT_EQ(one->Stop(), 0) << ReadFile(one->log_path());
+  }
+  auto two = Cluster::Start(model, 2, flags);
+  ASSERT_NE(two, nullptr);
+  auto stub = two->generation();
+  for (size_t i = 0; i < std::size(kPrompts); ++i) {
+    const StreamResult got = Stream(*stub, TextRequest(kPrompts[i], 32));
+    ASSERT_EQ(got.code, 0) << got.message;
+    EXPECT_EQ(got.tokens, want[i]) << kPrompts[i];
+  }
+  EXPECT_EQ(two->Stop(), 0) << ReadFile(two->log_path());
 }
 
 // Ctrl-C on `strata up` drains and ends every process it started.

@@ -19,7 +19,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/backend/backend.h"
@@ -545,26 +544,50 @@ int CudaDeviceCount(std::string* why) {
   return count;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options,
-                                                         DType weights_dtype) {
-  int index = 0;
-  if (options.device != "cuda") {
-    const std::string n = options.device.substr(5);
-    if (!absl::SimpleAtoi(n, &index) || index < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "device \"", options.device, "\": expected cuda or cuda:N with N a device index"));
-    }
-  }
+// The index of `device` if it names a usable device.
+absl::StatusOr<int> UsableDevice(const std::string& device) {
+  absl::StatusOr<int> index = ParseCudaDevice(device);
+  if (!index.ok()) return index.status();
   std::string why;
   const int count = CudaDeviceCount(&why);
   if (count == 0) {
     return absl::FailedPreconditionError(
-        absl::StrCat("device \"", options.device, "\": no usable CUDA device (", why, ")"));
+        absl::StrCat("device \"", device, "\": no usable CUDA device (", why, ")"));
   }
-  if (index >= count) {
-    return absl::InvalidArgumentError(absl::StrCat("device \"", options.device, "\": only ",
-                                                   count, " CUDA device(s) are visible"));
+  if (*index >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\": only ", count,
+                                                   " CUDA device(s) are visible"));
   }
+  return index;
+}
+
+absl::StatusOr<MemoryReport> ProbeCudaDevice(int index) {
+  const std::string device = absl::StrCat("cuda:", index);
+  absl::StatusOr<int> usable = UsableDevice(device);
+  if (!usable.ok()) return usable.status();
+  cudaDeviceProp prop{};
+  size_t free_bytes = 0, total_bytes = 0;
+  cudaError_t e = cudaSetDevice(index);
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, index);
+  if (e == cudaSuccess) e = cudaMemGetInfo(&free_bytes, &total_bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("device \"", device, "\": ", CudaErrorText(e)));
+  }
+  MemoryReport r;
+  r.device = absl::StrCat(device, " (", prop.name, ")");
+  r.uuid = FormatUuid(prop.uuid);
+  r.total_bytes = static_cast<int64_t>(total_bytes);
+  r.free_bytes = static_cast<int64_t>(free_bytes);
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options,
+                                                         DType weights_dtype) {
+  absl::StatusOr<int> usable = UsableDevice(options.device);
+  if (!usable.ok()) return usable.status();
+  const int index = *usable;
   DType act = options.cuda_activation_dtype;
   if (weights_dtype == DType::kBF16 || weights_dtype == DType::kF16) act = weights_dtype;
   if (act == DType::kF32) {
