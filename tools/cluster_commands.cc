@@ -25,28 +25,9 @@
 namespace strata {
 namespace {
 
-// Parses flags; prints usage and returns true in `*stop` for --help.
-absl::Status ParseOrHelp(FlagSet& flags, const std::vector<std::string>& args, const char* usage,
-                         bool* stop) {
-  bool help = false;
-  flags.Bool("help", &help, "this list");
-  RETURN_IF_ERROR(flags.Parse(args));
-  *stop = help;
-  if (help) std::cout << usage << "\n" << flags.Usage();
-  return absl::OkStatus();
-}
-
 absl::Status ModelOrDefault(std::string* model) {
   if (!model->empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(*model, DefaultModelDir());
-  return absl::OkStatus();
-}
-
-absl::Status IntIn(const char* flag, int64_t v, int64_t lo, int64_t hi) {
-  if (v < lo || v > hi) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", flag, ": must be in [", lo, ", ", hi, "], got ", v));
-  }
   return absl::OkStatus();
 }
 

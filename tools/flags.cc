@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <iostream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -103,6 +104,25 @@ std::string FlagSet::Usage() const {
     absl::StrAppend(&out, "  --", f.name, "  ", f.help, "  [$", EnvName(f.name), "]\n");
   }
   return out;
+}
+
+absl::Status ParseOrHelp(FlagSet& flags, const std::vector<std::string>& args, const char* usage,
+                         bool* stop) {
+  bool help = false;
+  flags.Bool("help", &help, "this list");
+  absl::Status parsed = flags.Parse(args);
+  if (!parsed.ok()) return parsed;
+  *stop = help;
+  if (help) std::cout << usage << "\n" << flags.Usage();
+  return absl::OkStatus();
+}
+
+absl::Status IntIn(const char* flag, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": must be in [", lo, ", ", hi, "], got ", v));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace strata

@@ -35,6 +35,13 @@ class FlagSet {
   std::vector<Flag> flags_;
 };
 
+// Parses flags, adding --help; prints `usage` and the flags and sets `*stop`
+// when --help was given.
+absl::Status ParseOrHelp(FlagSet& flags, const std::vector<std::string>& args, const char* usage,
+                         bool* stop);
+// INVALID_ARGUMENT naming --flag unless lo <= v <= hi.
+absl::Status IntIn(const char* flag, int64_t v, int64_t lo, int64_t hi);
+
 }  // namespace strata
 
 #endif  // STRATA_TOOLS_FLAGS_H_

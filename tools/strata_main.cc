@@ -32,6 +32,7 @@ commands:
   inspect     print a checkpoint's architecture, per-layer bytes and total bytes
   make-model  write a deterministic random-initialised test checkpoint
   plan        print the layer-to-device placement for a model and devices
+  logits      greedy-decode token ids and write every step's logits (parity checks)
   up          start a local cluster (coordinator, N workers, gateway) on loopback
   client      stream a completion from a running gateway
   coordinator run the coordinator (control plane and scheduler)
@@ -232,6 +233,8 @@ int Main(int argc, char** argv) {
     status = Inspect(args);
   } else if (command == "make-model") {
     status = MakeModelCommand(args);
+  } else if (command == "logits") {
+    status = LogitsCommand(args);
   } else if (command == "plan") {
     status = PlanCommand(args);
   } else if (command == "client") {
