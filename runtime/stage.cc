@@ -260,7 +260,8 @@ absl::Status Stage::Validate(const StageBatch& batch, int64_t* total_tokens) con
     return absl::InvalidArgumentError(absl::StrCat(
         "stage batch of ", total, " tokens exceeds max_batch_tokens ", options_.max_batch_tokens));
   }
-  if (!is_first() && static_cast<int64_t>(batch.hidden.size()) != total * config_.hidden_size) {
+  if (!is_first() && batch.recv_peer < 0 &&
+      static_cast<int64_t>(batch.hidden.size()) != total * config_.hidden_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "hidden states hold ", batch.hidden.size(), " floats; ", total, " tokens of hidden size ",
         config_.hidden_size, " need ", total * config_.hidden_size));
@@ -285,7 +286,37 @@ absl::Status Stage::ReserveKv(const StageBatch& batch) {
   return absl::OkStatus();
 }
 
+absl::Status Stage::JoinPeerGroup(const PeerGroup& group) {
+  in_peer_group_ = false;
+  RETURN_IF_ERROR(backend_->JoinPeerGroup(group));
+  in_peer_group_ = true;
+  return absl::OkStatus();
+}
+
+void Stage::LeavePeerGroup() {
+  backend_->LeavePeerGroup();
+  in_peer_group_ = false;
+}
+
 absl::Status Stage::Run(const StageBatch& batch, StageOutput* out) {
+  if ((batch.recv_peer >= 0 || batch.send_peer >= 0) && !in_peer_group_) {
+    return absl::FailedPreconditionError("recv_peer/send_peer: the stage joined no peer group");
+  }
+  // A peer's hidden states are received before anything can fail: the sender
+  // has already enqueued them, and a receive never posted would stall it.
+  if (batch.recv_peer >= 0) {
+    if (is_first()) return absl::InvalidArgumentError("recv_peer: the first stage embeds ids");
+    int64_t rows = 0;
+    for (const SequenceChunk& c : batch.chunks) rows += c.num_tokens;
+    if (rows > options_.max_batch_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stage batch of ", rows, " tokens exceeds max_batch_tokens ", options_.max_batch_tokens));
+    }
+    backend_->RecvFromPeer(x_, rows * config_.hidden_size, batch.recv_peer);
+  }
+  if (batch.send_peer >= 0 && is_last()) {
+    return absl::InvalidArgumentError("send_peer: the last stage returns logits");
+  }
   int64_t tokens = 0;
   RETURN_IF_ERROR(Validate(batch, &tokens));
   RETURN_IF_ERROR(ReserveKv(batch));
@@ -298,7 +329,7 @@ absl::Status Stage::Run(const StageBatch& batch, StageOutput* out) {
       ids_.insert(ids_.end(), c.token_ids.begin(), c.token_ids.end());
     }
     backend_->Embed(ids_, embedding_, x_);
-  } else {
+  } else if (batch.recv_peer < 0) {
     backend_->Upload(batch.hidden.data(), tokens * h, x_);
   }
   for (size_t l = 0; l < layers_.size(); ++l) RunLayer(layers_[l], static_cast<int64_t>(l), tokens);
@@ -307,6 +338,15 @@ absl::Status Stage::Run(const StageBatch& batch, StageOutput* out) {
   if (is_last()) {
     out->hidden.clear();
     status = ComputeHead(batch, out);
+  } else if (batch.send_peer >= 0) {
+    // Not waited for: the receiver posts its half once our step message
+    // reaches it, after this returns.
+    backend_->SendToPeer(x_, tokens * h, batch.send_peer);
+    out->hidden.clear();
+    status = backend_->TakeError();
+    out->logits.clear();
+    out->logits_row.clear();
+    out->vocab_size = 0;
   } else {
     out->hidden.resize(tokens * h);
     status = backend_->Download(x_, tokens * h, out->hidden.data());

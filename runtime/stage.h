@@ -51,10 +51,16 @@ struct StageBatch {
   std::vector<SequenceChunk> chunks;
   // Non-first stages: [total tokens, hidden_size] from the previous stage.
   std::span<const float> hidden;
+  // With a joined peer group (JoinPeerGroup): a non-first stage receives its
+  // hidden states from this rank instead of `hidden`, and a non-last stage
+  // sends its output to `send_peer` instead of returning it. -1: not used.
+  int recv_peer = -1;
+  int send_peer = -1;
 };
 
 struct StageOutput {
-  // Non-last stages: [total tokens, hidden_size] for the next stage.
+  // Non-last stages: [total tokens, hidden_size] for the next stage (empty
+  // when it went to batch.send_peer).
   std::vector<float> hidden;
   // Last stage: rows of vocab_size logits; chunk c's rows start at
   // logits_row[c] (kLast: one row, kAll: num_tokens rows, kNone: none).
@@ -72,6 +78,15 @@ class Stage {
   ~Stage();
 
   absl::Status Run(const StageBatch& batch, StageOutput* out);
+  // The GPUs' hidden-state transport for one map epoch (see PeerGroup);
+  // joining again replaces the previous group.
+  absl::Status JoinPeerGroup(const PeerGroup& group);
+  void LeavePeerGroup();
+  // Thread-safe, unlike the rest: ends the group's pending transfers so a
+  // step stuck on a dead peer returns.
+  void AbortPeerGroup() { backend_->AbortPeerGroup(); }
+  bool in_peer_group() const { return in_peer_group_; }
+
   // Drops a sequence's KV blocks; unknown ids are ignored.
   void Free(uint64_t seq_id) { kv_->Free(seq_id); }
   int64_t SequenceLength(uint64_t seq_id) const { return kv_->Length(seq_id); }
@@ -114,6 +129,7 @@ class Stage {
   Weight embedding_, final_norm_, lm_head_;
   std::vector<float> inv_freq_;
   int64_t weight_bytes_ = 0;
+  bool in_peer_group_ = false;
 
   // Activation workspaces in backend memory, sized for max_batch_tokens at load.
   std::vector<std::unique_ptr<Buffer>> buffers_;

@@ -1,10 +1,25 @@
 #include "runtime/backend/backend.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace strata {
+
+void Backend::SendToPeer(const void*, int64_t, int) {
+  std::fprintf(stderr, "strata: SendToPeer on backend %s without a peer group\n",
+               std::string(name()).c_str());
+  std::abort();
+}
+
+void Backend::RecvFromPeer(void*, int64_t, int) {
+  std::fprintf(stderr, "strata: RecvFromPeer on backend %s without a peer group\n",
+               std::string(name()).c_str());
+  std::abort();
+}
 
 absl::StatusOr<int> ParseCudaDevice(const std::string& device) {
   if (device == "cuda") return 0;

@@ -28,6 +28,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "runtime/dtype.h"
 
 namespace strata {
@@ -94,6 +95,16 @@ struct StepLayout {
   const float* cos = nullptr;   // [rows, rope_half]
   const float* sin = nullptr;   // [rows, rope_half]
   int64_t max_positions = 0;    // the longest chunk's start_pos + num_tokens
+};
+
+// The GPUs of one pipeline map epoch that move hidden states by NCCL: rank r
+// sends its stage's output to rank r + 1. The coordinator makes the id
+// (NewPeerGroupId) and hands each member its rank.
+struct PeerGroup {
+  std::string unique_id;  // an ncclUniqueId's bytes
+  int rank = 0;
+  int size = 0;
+  int timeout_ms = 30'000;  // for every member to join
 };
 
 struct MemoryReport {
@@ -166,6 +177,28 @@ class Backend {
   // out [rows, heads * head_dim].
   virtual void Attention(const void* q, const KvLayerView& kv, const AttentionShape& shape,
                          void* out) = 0;
+
+  // --- peer transport (CUDA with NCCL) ---------------------------------------
+  // Joins `group`, aborting the communicator of any group joined before;
+  // returns once every member joined, or fails after group.timeout_ms.
+  virtual absl::Status JoinPeerGroup(const PeerGroup&) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", std::string(name()), " backend has no peer transport"));
+  }
+  // Aborts the joined group's communicator (pending transfers end); a no-op
+  // without one.
+  virtual void LeavePeerGroup() {}
+  // Thread-safe: aborts the communicator from another thread, so that a step
+  // stuck on a peer that died returns (with an error). The group stays
+  // joined-but-dead until Join/LeavePeerGroup.
+  virtual void AbortPeerGroup() {}
+  // Enqueue sending / receiving `count` activations to / from rank `peer` of
+  // the joined group. Errors arrive with the next Download() or
+  // TakeError(). Calling either without a group is a broken invariant.
+  virtual void SendToPeer(const void* src, int64_t count, int peer);
+  virtual void RecvFromPeer(void* dst, int64_t count, int peer);
+  // The first error of enqueued work noticed so far, without waiting for it.
+  virtual absl::Status TakeError() { return absl::OkStatus(); }
 };
 
 // Which backend a stage runs on.
@@ -195,6 +228,15 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& o
 // Either of the above, by options.device.
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options,
                                                      DType weights_dtype);
+
+// A fresh ncclUniqueId for a PeerGroup. Its bootstrap root runs in this
+// process, which must stay up while the group's members join. No GPU needed;
+// FAILED_PRECONDITION when NCCL cannot be loaded ($STRATA_NCCL_LIBRARY names
+// libnccl.so.2 when it is not on the loader's path).
+absl::StatusOr<std::string> NewPeerGroupId();
+// Whether a worker on `device` can join a PeerGroup (a CUDA device and a
+// loadable NCCL); `why` says why not.
+bool PeerTransportAvailable(const std::string& device, std::string* why);
 
 // Whether this build has the CUDA backend, and how many devices it sees (0
 // with `why` set when none is usable).

@@ -16,6 +16,15 @@ absl::StatusOr<MemoryReport> ProbeCudaDevice(int index) {
                                        "\": this build has no CUDA backend");
 }
 
+absl::StatusOr<std::string> NewPeerGroupId() {
+  return absl::FailedPreconditionError("this build has no CUDA backend, hence no NCCL");
+}
+
+bool PeerTransportAvailable(const std::string&, std::string* why) {
+  *why = "this build has no CUDA backend";
+  return false;
+}
+
 int CudaDeviceCount(std::string* why) {
   *why = "this build has no CUDA backend (STRATA_CUDA=OFF)";
   return 0;

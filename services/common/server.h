@@ -34,6 +34,10 @@ struct ServerOptions {
 // answers at all, whatever the model's state: Kubernetes' liveness probe asks
 // it, so only a wedged process is restarted, never a loading or draining one.
 inline constexpr char kLivenessService[] = "strata.liveness";
+// Starts the message of a worker's Load that failed because its NCCL peer
+// group did not form; the coordinator then plans the epoch again over gRPC
+// instead of blaming the worker.
+inline constexpr char kPeerGroupError[] = "peer group: ";
 
 // A started gRPC server with the standard health service (initially
 // NOT_SERVING, but kLivenessService SERVING) and reflection. Thread-safe.

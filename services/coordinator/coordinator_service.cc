@@ -530,6 +530,27 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     info->set_reason(s.reason);
   }
 
+  // Hops between distinct GPUs of one host carry hidden states by NCCL; this
+  // process hosts the group's bootstrap. Without NCCL every hop stays gRPC.
+  std::vector<PeerCandidate> candidates;
+  for (const v1::StageInfo& s : map->stages()) {
+    const v1::Device& d = workers[s.stage()].device;
+    candidates.push_back({d.host(), d.uuid(), d.peer_transport()});
+  }
+  PeerLinks links = PlanPeerLinks(candidates);
+  std::string peer_group_id;
+  if (links.size > 0 && !peer_transport_disabled_) {
+    auto id = NewPeerGroupId();
+    if (id.ok()) {
+      peer_group_id = *std::move(id);
+      Log(absl::StrCat("epoch ", epoch, ": ", links.size,
+                       " workers move hidden states by NCCL"));
+    } else {
+      Log(absl::StrCat("hops stay on gRPC: ", id.status().message()));
+      peer_transport_disabled_ = true;
+    }
+  }
+
   // Load every stage at once; each returns when its layers are in memory.
   struct LoadOutcome {
     absl::Status status;
@@ -548,6 +569,13 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     req.set_max_batch_tokens(options_.max_batch_tokens);
     req.set_max_context(max_context_);
     req.set_max_sequences(budget_sequences);
+    if (!peer_group_id.empty() && links.rank[i] >= 0) {
+      req.set_peer_group_id(peer_group_id);
+      req.set_peer_rank(links.rank[i]);
+      req.set_peer_group_size(links.size);
+      req.set_send_to_peer(links.send[i]);
+      req.set_recv_from_peer(links.recv(i));
+    }
     // A worker that cannot reach its next stage points at that stage.
     const std::string next_worker =
         i + 1 < map->stages_size() ? map->stages(i + 1).worker_id() : std::string();
@@ -574,12 +602,21 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     }));
   }
   absl::Status first_error;
+  bool peer_failure = false;
   for (auto& f : loads) {
     LoadOutcome o = f.get();
+    peer_failure |= absl::StrContains(o.status.message(), kPeerGroupError);
     if (first_error.ok() && !o.status.ok()) {
       first_error = o.status;
       *failed_worker = o.worker;
     }
+  }
+  if (peer_failure) {
+    // No worker is to blame for a group that did not form; plan again over gRPC.
+    Log(absl::StrCat("NCCL peer group failed; hops use gRPC from now on: ",
+                     first_error.message()));
+    peer_transport_disabled_ = true;
+    failed_worker->clear();
   }
   RETURN_IF_ERROR(first_error);
   std::lock_guard<std::mutex> lock(mu_);
@@ -661,8 +698,10 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
     }
     v1::LayerMap map;
     std::string failed;
+    const bool peers_were_enabled = !peer_transport_disabled_;
     absl::Status st = PlanAndLoad(epoch, workers, &map, &failed);
     std::lock_guard<std::mutex> lock(mu_);
+    if (!st.ok() && peers_were_enabled && peer_transport_disabled_) continue;
     if (!st.ok() && !startup && EligibleLocked(Clock::now()) != planned_) {
       continue;  // a worker left (or came) while loading: that explains it; plan again
     }

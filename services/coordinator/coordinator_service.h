@@ -6,6 +6,7 @@
 #ifndef STRATA_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 #define STRATA_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -20,6 +21,8 @@
 #include "runtime/config.h"
 #include "services/common/metrics.h"
 #include "services/coordinator/coordinator.h"
+#include "runtime/backend/backend.h"
+#include "services/coordinator/peer_links.h"
 #include "services/coordinator/planner.h"
 #include "services/coordinator/scheduler.h"
 #include "strata/v1/coordinator.grpc.pb.h"
@@ -70,6 +73,8 @@ class CoordinatorService final : public v1::Coordinator::Service {
 
  private:
   using Clock = std::chrono::steady_clock;
+  // Set once a peer group failed to form: every later map uses gRPC hops.
+  std::atomic<bool> peer_transport_disabled_{false};
   struct WorkerRecord {
     std::string id, address;
     v1::Device device;

@@ -41,6 +41,15 @@ absl::Status RunWorker(const WorkerOptions& in) {
                    options.capacity_bytes >> 20, " MiB, reserve ", options.reserve_bytes >> 20,
                    " MiB"));
   if (!(options.speed > 0)) return absl::InvalidArgumentError("--speed: must be positive");
+  char hostname[256] = {};
+  gethostname(hostname, sizeof(hostname) - 1);
+  const std::string host = hostname;
+  std::string no_peers;
+  const bool peer_transport = PeerTransportAvailable(options.device, &no_peers);
+  if (options.device != "cpu") {
+    Log(peer_transport ? std::string("NCCL available for hidden states to GPUs of this host")
+                       : absl::StrCat("hidden states use gRPC only: ", no_peers));
+  }
 
   // The attach stream carries step results from the service's threads and
   // heartbeats from ours; gRPC allows one writer at a time.
@@ -155,6 +164,8 @@ absl::Status RunWorker(const WorkerOptions& in) {
     v1::Device* device = reg.mutable_register_()->mutable_device();
     device->set_name(options.device);
     device->set_uuid(device_report.uuid);
+    device->set_host(host);
+    device->set_peer_transport(peer_transport);
     device->set_capacity_bytes(options.capacity_bytes);
     device->set_reserve_bytes(options.reserve_bytes);
     device->set_speed(options.speed);

@@ -61,6 +61,11 @@ WorkerService::~WorkerService() {
   CloseNext();
 }
 
+void WorkerService::SetPeerStage(Stage* stage) {
+  std::lock_guard<std::mutex> lock(next_cancel_mu_);
+  peer_stage_ = stage;
+}
+
 void WorkerService::CloseNext() {
   {
     std::lock_guard<std::mutex> lock(next_cancel_mu_);
@@ -79,9 +84,11 @@ void WorkerService::DropAssignment() {
   {
     std::lock_guard<std::mutex> lock(next_cancel_mu_);
     if (next_cancel_ != nullptr) next_cancel_->TryCancel();
+    if (peer_stage_ != nullptr) peer_stage_->AbortPeerGroup();
   }
   std::lock_guard<std::mutex> lock(mu_);
   CloseNext();
+  SetPeerStage(nullptr);
   stage_.reset();
   loaded_key_.clear();
   history_.clear();
@@ -100,9 +107,11 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
                                  v1::LoadResponse* response) {
   const auto t0 = std::chrono::steady_clock::now();
   {
-    // A step may be blocked writing to a next stage that hangs, holding mu_.
+    // A step may be blocked writing to a next stage that hangs, or on an NCCL
+    // transfer with a peer that died, holding mu_.
     std::lock_guard<std::mutex> lock(next_cancel_mu_);
     if (next_cancel_ != nullptr) next_cancel_->TryCancel();
+    if (peer_stage_ != nullptr) peer_stage_->AbortPeerGroup();
   }
   std::lock_guard<std::mutex> lock(mu_);
   state_ = v1::WORKER_STATE_LOADING;
@@ -119,6 +128,7 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
   if (keep) {
     for (uint64_t id : stage_->kv_cache().SequenceIds()) stage_->Free(id);
   } else {
+    SetPeerStage(nullptr);
     stage_.reset();
     loaded_key_.clear();
   }
@@ -165,6 +175,28 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
     next_ = next_stub_->Forward(next_context_.get(), &next_summary_);
     std::lock_guard<std::mutex> cancel_lock(next_cancel_mu_);
     next_cancel_ = next_context_.get();
+  }
+  // The epoch's NCCL group replaces the last one (whose communicator was
+  // aborted above); without one every hop is gRPC.
+  SetPeerStage(nullptr);
+  recv_from_peer_ = send_to_peer_ = false;
+  peer_rank_ = -1;
+  if (!request->peer_group_id().empty()) {
+    PeerGroup group;
+    group.unique_id = request->peer_group_id();
+    group.rank = request->peer_rank();
+    group.size = request->peer_group_size();
+    group.timeout_ms = std::min(options_.connect_timeout_ms, kNextConnectTimeoutMs * 5);
+    const absl::Status joined = stage_->JoinPeerGroup(group);
+    if (!joined.ok()) {
+      return fail(absl::Status(joined.code(), absl::StrCat(kPeerGroupError, joined.message())));
+    }
+    SetPeerStage(stage_.get());
+    recv_from_peer_ = request->recv_from_peer();
+    send_to_peer_ = request->send_to_peer();
+    peer_rank_ = request->peer_rank();
+  } else if (stage_->in_peer_group()) {
+    stage_->LeavePeerGroup();
   }
   epoch_ = request->epoch();
   state_ = v1::WORKER_STATE_READY;
@@ -266,7 +298,11 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     to.logits = from.sample() ? LogitsMode::kLast : LogitsMode::kNone;
     total += to.num_tokens;
   }
-  if (!stage_->is_first()) {
+  batch_.recv_peer = recv_from_peer_ ? peer_rank_ - 1 : -1;
+  batch_.send_peer = send_to_peer_ ? peer_rank_ + 1 : -1;
+  if (!stage_->is_first() && recv_from_peer_) {
+    batch_.hidden = {};  // arrives by NCCL inside Run
+  } else if (!stage_->is_first()) {
     const size_t floats = step.hidden().size() / sizeof(float);
     if (step.hidden().size() % sizeof(float) != 0 ||
         static_cast<int64_t>(floats) != total * stage_->config().hidden_size) {
@@ -299,7 +335,7 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
   }
 
   if (!stage_->is_last()) {
-    step.set_hidden(out_.hidden.data(), out_.hidden.size() * sizeof(float));
+    step.set_hidden(out_.hidden.data(), out_.hidden.size() * sizeof(float));  // empty over NCCL
     step.add_compute_us(static_cast<uint32_t>(
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count()));
     if (!next_->Write(step)) {

@@ -69,6 +69,7 @@ class WorkerService final : public v1::Worker::Service {
   // Runs one step; on success either forwards it or fills `result`.
   absl::Status RunStep(v1::Step& step, v1::StepResult* result, bool* forwarded);
   void CloseNext();
+  void SetPeerStage(Stage* stage);
 
   const WorkerOptions options_;
   std::function<bool(const v1::StepResult&)> report_;
@@ -100,6 +101,13 @@ class WorkerService final : public v1::Worker::Service {
   // without holding mu_ (which the blocked step holds).
   std::mutex next_cancel_mu_;
   grpc::ClientContext* next_cancel_ = nullptr;
+  // The stage while it is in an NCCL peer group, so Load can abort a step
+  // stuck on a dead peer without mu_. Guarded by next_cancel_mu_.
+  Stage* peer_stage_ = nullptr;
+  // This epoch's NCCL hops (see LoadRequest).
+  bool recv_from_peer_ = false;
+  bool send_to_peer_ = false;
+  int peer_rank_ = -1;
   std::string loaded_key_;  // model, range and limits of the loaded stage
   // Last stage: every token each sequence has fed (for the repetition penalty).
   std::map<uint64_t, std::vector<int32_t>> history_;

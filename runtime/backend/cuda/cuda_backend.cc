@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "runtime/backend/backend.h"
 #include "runtime/backend/cuda/gemm.h"
 #include "runtime/backend/cuda/kernels.h"
+#include "runtime/backend/cuda/nccl_link.h"
 
 namespace strata {
 namespace {
@@ -191,6 +193,7 @@ class CudaBackend : public Backend {
 
   ~CudaBackend() override {
     cudaSetDevice(device_);
+    peers_.reset();  // aborts transfers a stream sync would otherwise wait on forever
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     gemm_.reset();
     weights_.clear();
@@ -347,11 +350,9 @@ class CudaBackend : public Backend {
 
   absl::Status Logits(const void* x, int64_t m, const Weight& w, float* host_out) override {
     const int64_t count = m * w.rows;
-    if (Record(ReserveDevice(&logits_device_, count * 2, "logits"))) {
-      Linear(x, m, w, nullptr, logits_device_->data());
-      Download(logits_device_->data(), count, host_out).IgnoreError();  // reported below
-    }
-    return Finish();
+    if (!Record(ReserveDevice(&logits_device_, count * 2, "logits"))) return Finish();
+    Linear(x, m, w, nullptr, logits_device_->data());
+    return Download(logits_device_->data(), count, host_out);
   }
 
   void RmsNorm(const void* x, int64_t m, int64_t n, const Weight& weight, float eps,
@@ -436,6 +437,48 @@ class CudaBackend : public Backend {
     CheckLaunch("attention");
   }
 
+  absl::Status JoinPeerGroup(const PeerGroup& group) override {
+    cudaSetDevice(device_);
+    LeavePeerGroup();
+    auto comm = cuda::PeerComm::Join(group, label_);
+    if (!comm.ok()) return comm.status();
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    peers_ = std::move(*comm);
+    return absl::OkStatus();
+  }
+
+  void LeavePeerGroup() override {
+    cudaSetDevice(device_);
+    std::unique_ptr<cuda::PeerComm> old;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu_);
+      old = std::move(peers_);
+    }
+  }
+
+  void AbortPeerGroup() override {
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    if (peers_ != nullptr) peers_->Abort();
+  }
+
+  void SendToPeer(const void* src, int64_t count, int peer) override {
+    if (peers_ == nullptr) Backend::SendToPeer(src, count, peer);
+    Record(peers_->Send(src, count, act_, peer, stream_));
+  }
+
+  void RecvFromPeer(void* dst, int64_t count, int peer) override {
+    if (peers_ == nullptr) Backend::RecvFromPeer(dst, count, peer);
+    Record(peers_->Recv(dst, count, act_, peer, stream_));
+  }
+
+  absl::Status TakeError() override {
+    const cudaError_t e = cudaStreamQuery(stream_);
+    if (e != cudaSuccess && e != cudaErrorNotReady) Check(e, "step");
+    absl::Status s = error_;
+    error_ = absl::OkStatus();
+    return s;
+  }
+
  private:
   CudaBackend(int device, DType act, std::string label, int64_t limit)
       : device_(device),
@@ -484,9 +527,8 @@ class CudaBackend : public Backend {
                              const std::string& what) {
     if (*buffer != nullptr && (*buffer)->bytes() >= bytes) return absl::OkStatus();
     cudaStreamSynchronize(stream_);
-    const int64_t old = *buffer == nullptr ? 0 : (*buffer)->bytes();
     buffer->reset();
-    auto grown = Allocate(std::max(bytes, old * 2), what);
+    auto grown = Allocate(bytes, what);
     if (!grown.ok()) return grown.status();
     *buffer = std::move(*grown);
     return absl::OkStatus();
@@ -521,6 +563,10 @@ class CudaBackend : public Backend {
   std::unique_ptr<Buffer> gemm_workspace_;
   std::unique_ptr<cuda::Gemm> gemm_;
   std::vector<std::unique_ptr<Buffer>> weights_;
+  // The step thread uses peers_; another thread may only Abort() it, under
+  // peers_mu_, which Join/Leave also take to replace it.
+  std::mutex peers_mu_;
+  std::unique_ptr<cuda::PeerComm> peers_;
   absl::Status error_;
 
   // The step's layout: host staging and its device copy.

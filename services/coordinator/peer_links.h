@@ -1,0 +1,31 @@
+// Which hops of a pipeline map carry hidden states by NCCL: pure planning
+// over the stages' devices, in pipeline order. A hop i -> i+1 uses NCCL when
+// both workers can (a CUDA device with NCCL), they run on the same host, and
+// their GPUs differ (two workers sharing one GPU keep gRPC). The workers on
+// such hops form one peer group, ranked in pipeline order.
+#ifndef STRATA_SERVICES_COORDINATOR_PEER_LINKS_H_
+#define STRATA_SERVICES_COORDINATOR_PEER_LINKS_H_
+
+#include <string>
+#include <vector>
+
+namespace strata {
+
+struct PeerCandidate {
+  std::string host;
+  std::string gpu_uuid;
+  bool capable = false;
+};
+
+struct PeerLinks {
+  std::vector<int> rank;   // per stage: its rank in the group, or -1
+  std::vector<bool> send;  // per stage: its output goes to the next stage by NCCL
+  int size = 0;            // members of the group; 0 when no hop uses NCCL
+  bool recv(size_t stage) const { return stage > 0 && send[stage - 1]; }
+};
+
+PeerLinks PlanPeerLinks(const std::vector<PeerCandidate>& stages);
+
+}  // namespace strata
+
+#endif  // STRATA_SERVICES_COORDINATOR_PEER_LINKS_H_
