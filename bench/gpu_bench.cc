@@ -94,7 +94,8 @@ absl::Status Run(int argc, char** argv) {
   for (absl::string_view b : absl::StrSplit(batches_flag, ',')) {
     int64_t v = 0;
     if (!absl::SimpleAtoi(b, &v) || v < 1 || v > 1024) {
-      return absl::InvalidArgumentError(absl::StrCat("--batches: bad size \"", std::string(b), "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--batches: bad size \"", std::string(b), "\""));
     }
     batches.push_back(v);
   }
@@ -194,8 +195,8 @@ absl::Status Run(int argc, char** argv) {
       model, memory.device, std::string(stage->backend().name()),
       static_cast<long long>(config.num_layers), static_cast<long long>(config.hidden_size),
       static_cast<long long>(step_bytes), static_cast<long long>(memory.used_bytes), copy_gbps,
-      static_cast<long long>(prefill_tokens), prefill_tokens / prefill_s, decode_json,
-      decode_gbps, decode_gbps / copy_gbps);
+      static_cast<long long>(prefill_tokens), prefill_tokens / prefill_s, decode_json, decode_gbps,
+      decode_gbps / copy_gbps);
   std::fprintf(stderr, "gpu_bench on %s (%s): prefill %.0f tok/s (%lld tokens)\n",
                memory.device.c_str(), std::string(stage->backend().name()).c_str(),
                prefill_tokens / prefill_s, static_cast<long long>(prefill_tokens));

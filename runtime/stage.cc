@@ -105,8 +105,9 @@ absl::Status Stage::AllocateWorkspaces(int64_t kv_blocks) {
   const int64_t h = config_.hidden_size;
   const int64_t elem = static_cast<int64_t>(DTypeSize(backend_->activation_dtype()));
   auto workspace = [&](int64_t elements, std::string_view what, void** out) -> absl::Status {
-    ASSIGN_OR_RETURN(std::unique_ptr<Buffer> b,
-                     backend_->Allocate(elements * elem, absl::StrCat("workspace ", std::string(what))));
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<Buffer> b,
+        backend_->Allocate(elements * elem, absl::StrCat("workspace ", std::string(what))));
     *out = b->data();
     buffers_.push_back(std::move(b));
     return absl::OkStatus();
@@ -126,11 +127,10 @@ absl::Status Stage::AllocateWorkspaces(int64_t kv_blocks) {
 
   const int64_t layers = end_ - begin_;
   const int64_t kv_bytes = KvCache::StorageBytes(layers, config_.kv_dim(), kv_blocks, elem);
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<Buffer> storage,
-      backend_->Allocate(kv_bytes, absl::StrCat("KV cache (", kv_blocks, " blocks of ",
-                                                KvCache::kBlockSize, " tokens, ", layers,
-                                                " layers)")));
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> storage,
+                   backend_->Allocate(kv_bytes, absl::StrCat("KV cache (", kv_blocks, " blocks of ",
+                                                             KvCache::kBlockSize, " tokens, ",
+                                                             layers, " layers)")));
   kv_ = std::make_unique<KvCache>(layers, config_.kv_dim(), kv_blocks, elem, std::move(storage));
   return absl::OkStatus();
 }

@@ -28,22 +28,22 @@
 namespace strata {
 
 struct StageOptions {
-  std::string device = "cpu";      // "cpu", "cuda" or "cuda:N" (see BackendOptions)
-  int threads = 0;                 // CPU threads; 0 = every available core
+  std::string device = "cpu";       // "cpu", "cuda" or "cuda:N" (see BackendOptions)
+  int threads = 0;                  // CPU threads; 0 = every available core
   int64_t device_memory_bytes = 0;  // CUDA: most to allocate; 0 = free memory less 1 GiB
-  int64_t max_batch_tokens = 512;  // tokens per Run(); workspaces are sized once for this
-  int64_t max_context = 0;         // per sequence; 0 = min(max_position_embeddings, 8192)
-  int64_t max_sequences = 4;       // sizes the default KV cache
-  int64_t kv_blocks = 0;           // 0 = max_sequences * ceil(max_context / 16)
+  int64_t max_batch_tokens = 512;   // tokens per Run(); workspaces are sized once for this
+  int64_t max_context = 0;          // per sequence; 0 = min(max_position_embeddings, 8192)
+  int64_t max_sequences = 4;        // sizes the default KV cache
+  int64_t kv_blocks = 0;            // 0 = max_sequences * ceil(max_context / 16)
 };
 
 enum class LogitsMode { kNone, kLast, kAll };
 
 struct SequenceChunk {
   uint64_t seq_id = 0;
-  int64_t start_pos = 0;   // must be <= the tokens the stage holds for seq_id
+  int64_t start_pos = 0;  // must be <= the tokens the stage holds for seq_id
   int64_t num_tokens = 0;
-  std::vector<int32_t> token_ids;        // first stage only: num_tokens ids
+  std::vector<int32_t> token_ids;         // first stage only: num_tokens ids
   LogitsMode logits = LogitsMode::kLast;  // last stage only
 };
 

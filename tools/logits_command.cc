@@ -34,8 +34,8 @@ absl::Status LogitsCommand(const std::vector<std::string>& args) {
   f.String("device", &device, "cpu, cuda or cuda:N (cpu)");
   f.String("out", &out_path, "file for the logits, f32 rows (required)");
   bool stop = false;
-  RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata logits --model DIR --ids 1,2,3 --out FILE",
-                              &stop));
+  RETURN_IF_ERROR(
+      ParseOrHelp(f, args, "usage: strata logits --model DIR --ids 1,2,3 --out FILE", &stop));
   if (stop) return absl::OkStatus();
   if (model.empty()) return absl::InvalidArgumentError("--model: required");
   if (out_path.empty()) return absl::InvalidArgumentError("--out: required");
@@ -82,10 +82,11 @@ absl::Status LogitsCommand(const std::vector<std::string>& args) {
   }
   out.close();
   if (!out) return absl::InternalError(absl::StrCat("writing ", out_path, " failed"));
-  std::printf("{\"prompt\":[%s],\"tokens\":[%s],\"vocab_size\":%lld,\"rows\":%lld,\"backend\":\"%s\"}\n",
-              absl::StrJoin(prompt, ",").c_str(), absl::StrJoin(tokens, ",").c_str(),
-              static_cast<long long>(config.vocab_size), static_cast<long long>(steps + 1),
-              std::string(pipeline->first().backend().name()).c_str());
+  std::printf(
+      "{\"prompt\":[%s],\"tokens\":[%s],\"vocab_size\":%lld,\"rows\":%lld,\"backend\":\"%s\"}\n",
+      absl::StrJoin(prompt, ",").c_str(), absl::StrJoin(tokens, ",").c_str(),
+      static_cast<long long>(config.vocab_size), static_cast<long long>(steps + 1),
+      std::string(pipeline->first().backend().name()).c_str());
   return absl::OkStatus();
 }
 

@@ -91,10 +91,10 @@ struct AttentionShape {
 struct StepLayout {
   std::span<const AttentionChunk> chunks;  // in row order, covering rows [0, rows)
   int64_t rows = 0;
-  int64_t rope_half = 0;        // head_dim / 2
-  const float* cos = nullptr;   // [rows, rope_half]
-  const float* sin = nullptr;   // [rows, rope_half]
-  int64_t max_positions = 0;    // the longest chunk's start_pos + num_tokens
+  int64_t rope_half = 0;       // head_dim / 2
+  const float* cos = nullptr;  // [rows, rope_half]
+  const float* sin = nullptr;  // [rows, rope_half]
+  int64_t max_positions = 0;   // the longest chunk's start_pos + num_tokens
 };
 
 // The GPUs of one pipeline map epoch that move hidden states by NCCL: rank r
@@ -108,12 +108,12 @@ struct PeerGroup {
 };
 
 struct MemoryReport {
-  std::string device;         // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
-  std::string uuid;           // the GPU's UUID; empty on the CPU
-  int64_t total_bytes = 0;    // the device's memory
-  int64_t free_bytes = 0;     // free on the device now (all processes)
-  int64_t used_bytes = 0;     // allocated by this backend
-  int64_t limit_bytes = 0;    // what this backend may allocate in all; 0 = no limit
+  std::string device;       // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+  std::string uuid;         // the GPU's UUID; empty on the CPU
+  int64_t total_bytes = 0;  // the device's memory
+  int64_t free_bytes = 0;   // free on the device now (all processes)
+  int64_t used_bytes = 0;   // allocated by this backend
+  int64_t limit_bytes = 0;  // what this backend may allocate in all; 0 = no limit
 };
 
 class Backend {
@@ -149,8 +149,7 @@ class Backend {
   virtual void BeginStep(const StepLayout& layout) = 0;
 
   // out[m, w.rows] = x[m, w.cols] · wᵀ (+ bias[w.rows] when bias != nullptr).
-  virtual void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias,
-                      void* out) = 0;
+  virtual void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias, void* out) = 0;
   // host_out[m, w.rows] = x · wᵀ as f32: the logits (rounded to the
   // activation dtype first, as PyTorch's bf16 head does). Waits for the result.
   virtual absl::Status Logits(const void* x, int64_t m, const Weight& w, float* host_out) = 0;
@@ -159,8 +158,8 @@ class Backend {
                        void* out) = 0;
   // acc += delta, then out = RmsNorm(acc): the residual add fused with the
   // next norm.
-  virtual void AddRmsNorm(void* acc, const void* delta, int64_t m, int64_t n,
-                          const Weight& weight, float eps, void* out) = 0;
+  virtual void AddRmsNorm(void* acc, const void* delta, int64_t m, int64_t n, const Weight& weight,
+                          float eps, void* out) = 0;
   // out[i, :] = embedding row ids[i] (host ids).
   virtual void Embed(std::span<const int32_t> ids, const Weight& table, void* out) = 0;
   // gate[i] = silu(gate[i]) * up[i].
@@ -205,7 +204,7 @@ class Backend {
 struct BackendOptions {
   // "cpu", or "cuda" / "cuda:N" for GPU N of the process's visible devices.
   std::string device = "cpu";
-  int threads = 0;            // CPU threads; 0 = every core of the affinity mask
+  int threads = 0;  // CPU threads; 0 = every core of the affinity mask
   // CUDA: the most device memory the backend may allocate; 0 = the device's
   // free memory at start minus `reserve_bytes`.
   int64_t memory_limit_bytes = 0;

@@ -3,8 +3,7 @@
 
 namespace strata {
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options,
-                                                         DType) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& options, DType) {
   return absl::FailedPreconditionError(
       "device \"" + options.device +
       "\": this build has no CUDA backend (configure with -DSTRATA_CUDA=ON where the CUDA "

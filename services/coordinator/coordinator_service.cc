@@ -543,8 +543,7 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     auto id = NewPeerGroupId();
     if (id.ok()) {
       peer_group_id = *std::move(id);
-      Log(absl::StrCat("epoch ", epoch, ": ", links.size,
-                       " workers move hidden states by NCCL"));
+      Log(absl::StrCat("epoch ", epoch, ": ", links.size, " workers move hidden states by NCCL"));
     } else {
       Log(absl::StrCat("hops stay on gRPC: ", id.status().message()));
       peer_transport_disabled_ = true;
@@ -613,8 +612,7 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
   }
   if (peer_failure) {
     // No worker is to blame for a group that did not form; plan again over gRPC.
-    Log(absl::StrCat("NCCL peer group failed; hops use gRPC from now on: ",
-                     first_error.message()));
+    Log(absl::StrCat("NCCL peer group failed; hops use gRPC from now on: ", first_error.message()));
     peer_transport_disabled_ = true;
     failed_worker->clear();
   }

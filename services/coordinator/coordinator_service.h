@@ -18,10 +18,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "runtime/backend/backend.h"
 #include "runtime/config.h"
 #include "services/common/metrics.h"
 #include "services/coordinator/coordinator.h"
-#include "runtime/backend/backend.h"
 #include "services/coordinator/peer_links.h"
 #include "services/coordinator/planner.h"
 #include "services/coordinator/scheduler.h"

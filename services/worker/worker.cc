@@ -19,9 +19,7 @@
 #include "strata/v1/coordinator.grpc.pb.h"
 
 namespace strata {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 absl::Status RunWorker(const WorkerOptions& in) {
   WorkerOptions options = in;

@@ -13,9 +13,9 @@
 #include "gtest/gtest.h"
 #include "runtime/backend/backend.h"
 #include "runtime/dtype.h"
+#include "runtime/generate.h"
 #include "runtime/kv_cache.h"
 #include "runtime/stage.h"
-#include "runtime/generate.h"
 #include "tests/test_util.h"
 
 namespace strata {
@@ -65,9 +65,8 @@ class BackendOpsTest : public ::testing::TestWithParam<std::string> {
 
   // A backend buffer holding `host`; `host` becomes the values it holds.
   void* Upload(std::vector<float>* host) {
-    auto b = backend_->Allocate(static_cast<int64_t>(host->size()) *
-                                    DTypeSize(backend_->activation_dtype()),
-                                "test input");
+    auto b = backend_->Allocate(
+        static_cast<int64_t>(host->size()) * DTypeSize(backend_->activation_dtype()), "test input");
     EXPECT_TRUE(b.ok()) << b.status();
     void* p = (*b)->data();
     buffers_.push_back(std::move(*b));
@@ -148,7 +147,8 @@ TestStep MakeStep(const std::vector<std::pair<int64_t, int64_t>>& spans, int64_t
     s.chunks.push_back({s.rows, tokens, start, nullptr});
     for (int64_t i = 0; i < tokens; ++i) {
       for (int64_t j = 0; j < half; ++j) {
-        const double angle = static_cast<double>(start + i) * std::pow(10000.0, -2.0 * j / (2 * half));
+        const double angle =
+            static_cast<double>(start + i) * std::pow(10000.0, -2.0 * j / (2 * half));
         s.cos.push_back(static_cast<float>(std::cos(angle)));
         s.sin.push_back(static_cast<float>(std::sin(angle)));
       }
@@ -424,8 +424,7 @@ TEST(CudaStageTest, DeviceErrorsNameTheDevice) {
   EXPECT_NE(small.status().message().find("device budget"), std::string::npos) << small.status();
 }
 
-class CudaStageParityTest : public ::testing::TestWithParam<std::pair<std::string, std::string>> {
-};
+class CudaStageParityTest : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
 
 // Greedy decoding of the tiny models on CUDA (bf16) against the CPU (f32):
 // the same tokens for 24 steps, logits within bf16 tolerance. Tiny random
@@ -476,15 +475,16 @@ TEST_P(CudaStageParityTest, GreedyTokensAndLogitsMatchTheCpu) {
   EXPECT_LE(max_err, 0.05 * max_logit + 0.05) << "largest logit " << max_logit;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, CudaStageParityTest,
-    ::testing::Values(std::make_pair("llama", "bf16"), std::make_pair("qwen2", "f16"),
-                      std::make_pair("mistral", "f32"), std::make_pair("hunyuan-dense", "bf16")),
-    [](const auto& info) {
-      std::string name = info.param.first + "_" + info.param.second;
-      for (char& c : name) c = c == '-' ? '_' : c;
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Models, CudaStageParityTest,
+                         ::testing::Values(std::make_pair("llama", "bf16"),
+                                           std::make_pair("qwen2", "f16"),
+                                           std::make_pair("mistral", "f32"),
+                                           std::make_pair("hunyuan-dense", "bf16")),
+                         [](const auto& info) {
+                           std::string name = info.param.first + "_" + info.param.second;
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace strata

@@ -28,9 +28,12 @@ TEST(PeerLinksTest, DistinctGpusOfOneHostFormOneGroupInPipelineOrder) {
 TEST(PeerLinksTest, SharedGpusOtherHostsAndCpuWorkersKeepGrpc) {
   // 0 -> 1: one GPU shared by two workers; 1 -> 2: NCCL; 2 -> 3: another
   // host; 3 -> 4: a CPU worker; 4 -> 5: no UUID reported.
-  const PeerLinks links =
-      PlanPeerLinks({Gpu("a", "GPU-0"), Gpu("a", "GPU-0"), Gpu("a", "GPU-1"), Gpu("b", "GPU-2"),
-                     {"b", "", false}, Gpu("b", "")});
+  const PeerLinks links = PlanPeerLinks({Gpu("a", "GPU-0"),
+                                         Gpu("a", "GPU-0"),
+                                         Gpu("a", "GPU-1"),
+                                         Gpu("b", "GPU-2"),
+                                         {"b", "", false},
+                                         Gpu("b", "")});
   EXPECT_EQ(links.send, (std::vector<bool>{false, true, false, false, false, false}));
   EXPECT_EQ(links.rank, (std::vector<int>{-1, 0, 1, -1, -1, -1}));
   EXPECT_EQ(links.size, 2);
@@ -68,7 +71,7 @@ TEST(PeerLinksTest, CpuStagesRefusePeerTransport) {
   EXPECT_NE(joined.message().find("cpu"), std::string::npos) << joined;
   // Without a group, a batch that asks for a peer is refused, not run.
   StageBatch batch;
-  batch.chunks.push_back({.seq_id = 1, .start_pos = 0, .num_tokens = 1});
+  batch.chunks.push_back({.seq_id = 1, .start_pos = 0, .num_tokens = 1, .token_ids = {}});
   batch.recv_peer = 0;
   StageOutput out;
   EXPECT_EQ((*stage)->Run(batch, &out).code(), absl::StatusCode::kFailedPrecondition);

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-
 #include "runtime/backend/backend.h"
 #include "runtime/backend/cpu/kernels.h"
 #include "runtime/backend/cpu/thread_pool.h"
@@ -82,9 +81,9 @@ class CpuBackend : public Backend {
     void* p = mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cpu: cannot allocate ", bytes, " bytes for ", std::string(what), ": ", std::strerror(errno),
-          " (this backend holds ", used_.load(), " bytes)"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cpu: cannot allocate ", bytes, " bytes for ", std::string(what), ": ",
+                       std::strerror(errno), " (this backend holds ", used_.load(), " bytes)"));
     }
     return std::unique_ptr<Buffer>(new HostBuffer(p, bytes, &used_));
   }
@@ -116,8 +115,7 @@ class CpuBackend : public Backend {
     }
   }
 
-  void Linear(const void* xv, int64_t m, const Weight& w, const Weight* bias,
-              void* outv) override {
+  void Linear(const void* xv, int64_t m, const Weight& w, const Weight* bias, void* outv) override {
     const float* x = static_cast<const float*>(xv);
     float* out = static_cast<float*>(outv);
     // Rows are split in multiples of 12 so both the 3- and 4-row tiles divide them.
@@ -281,7 +279,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   cpu::LinearRowsFn linear_rows_;
   std::vector<std::vector<float>> scores_;  // per-thread softmax scratch
-  std::vector<size_t> row_chunk_;  // the step's chunk of each row
+  std::vector<size_t> row_chunk_;           // the step's chunk of each row
   StepLayout layout_;
   std::atomic<int64_t> used_{0};
 };

@@ -120,8 +120,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // One block per (row, head): merges the splits and writes the output row.
 template <typename T>
-__global__ void AttentionMergeKernel(const float* part_acc, const float* part_ml,
-                                     AttentionParams p, T* out) {
+__global__ void AttentionMergeKernel(const float* part_acc, const float* part_ml, AttentionParams p,
+                                     T* out) {
   const int row = blockIdx.x, head = blockIdx.y;
   const int d = static_cast<int>(p.head_dim);
   const long long first_item = (static_cast<long long>(row) * p.num_heads + head) * p.splits;
@@ -159,8 +159,8 @@ void AttentionWithLanes(const void* q, const void* kv, const StepDevice& step,
   AttentionPartialKernel<T, E><<<grid, kWarps * 32, 0, stream>>>(
       static_cast<const T*>(q), static_cast<const T*>(kv), step, p, part_acc, part_ml);
   const dim3 merge_grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(p.num_heads));
-  AttentionMergeKernel<T><<<merge_grid, RowThreads(p.head_dim), 0, stream>>>(
-      part_acc, part_ml, p, static_cast<T*>(out));
+  AttentionMergeKernel<T><<<merge_grid, RowThreads(p.head_dim), 0, stream>>>(part_acc, part_ml, p,
+                                                                             static_cast<T*>(out));
 }
 
 template <typename T>
@@ -203,8 +203,8 @@ void LaunchAttention(DType dtype, const void* q, const void* kv_base, const Step
   }
 }
 
-void LaunchWriteKv(DType dtype, const void* k, const void* v, const StepDevice& step,
-                   void* kv_base, int64_t kv_dim, int64_t block_size, cudaStream_t stream) {
+void LaunchWriteKv(DType dtype, const void* k, const void* v, const StepDevice& step, void* kv_base,
+                   int64_t kv_dim, int64_t block_size, cudaStream_t stream) {
   if (dtype == DType::kF16) {
     WriteKv<__half>(k, v, step, kv_base, kv_dim, block_size, stream);
   } else {

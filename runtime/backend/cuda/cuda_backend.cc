@@ -53,9 +53,8 @@ class DeviceArena {
   absl::StatusOr<void*> Allocate(int64_t bytes, const std::string& what) {
     if (used_ + bytes > limit_) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          label_, ": ", what, " needs ", FormatGiB(bytes), " but only ",
-          FormatGiB(limit_ - used_), " of this worker's ", FormatGiB(limit_),
-          " device budget are left (", FormatGiB(used_),
+          label_, ": ", what, " needs ", FormatGiB(bytes), " but only ", FormatGiB(limit_ - used_),
+          " of this worker's ", FormatGiB(limit_), " device budget are left (", FormatGiB(used_),
           " already allocated); lower the KV cache or batch size, or give the stage fewer "
           "layers"));
     }
@@ -64,8 +63,8 @@ class DeviceArena {
     const cudaError_t e = cudaMalloc(&p, static_cast<size_t>(std::max<int64_t>(bytes, 1)));
     if (e != cudaSuccess) {
       cudaGetLastError();  // clear it: an allocation failure is not sticky
-      return absl::ResourceExhaustedError(absl::StrCat(label_, ": cudaMalloc of ",
-                                                       FormatGiB(bytes), " for ", what,
+      return absl::ResourceExhaustedError(absl::StrCat(label_, ": cudaMalloc of ", FormatGiB(bytes),
+                                                       " for ", what,
                                                        " failed: ", CudaErrorText(e)));
     }
     used_ += bytes;
@@ -114,8 +113,8 @@ class PinnedBuffer {
     const cudaError_t e = cudaMallocHost(&p, static_cast<size_t>(size));
     if (e != cudaSuccess) {
       cudaGetLastError();
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cudaMallocHost of ", size, " bytes for ", what, " failed: ", CudaErrorText(e)));
+      return absl::ResourceExhaustedError(absl::StrCat("cudaMallocHost of ", size, " bytes for ",
+                                                       what, " failed: ", CudaErrorText(e)));
     }
     data_ = static_cast<char*>(p);
     bytes_ = size;
@@ -146,8 +145,8 @@ std::string FormatUuid(const cudaUUID_t& uuid) {
 
 class CudaBackend : public Backend {
  public:
-  static absl::StatusOr<std::unique_ptr<Backend>> Create(const BackendOptions& options,
-                                                         int device, DType act) {
+  static absl::StatusOr<std::unique_ptr<Backend>> Create(const BackendOptions& options, int device,
+                                                         DType act) {
     cudaError_t e = cudaSetDevice(device);
     if (e != cudaSuccess) {
       return absl::FailedPreconditionError(
@@ -169,10 +168,10 @@ class CudaBackend : public Backend {
     int64_t limit = options.memory_limit_bytes;
     if (limit <= 0) limit = static_cast<int64_t>(free_bytes) - options.reserve_bytes;
     if (limit <= 0) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          label, ": ", FormatGiB(static_cast<int64_t>(free_bytes)), " free of ",
-          FormatGiB(static_cast<int64_t>(total_bytes)), ", less the ",
-          FormatGiB(options.reserve_bytes), " reserve, leaves nothing for the stage"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat(label, ": ", FormatGiB(static_cast<int64_t>(free_bytes)), " free of ",
+                       FormatGiB(static_cast<int64_t>(total_bytes)), ", less the ",
+                       FormatGiB(options.reserve_bytes), " reserve, leaves nothing for the stage"));
     }
     auto backend = std::unique_ptr<CudaBackend>(new CudaBackend(device, act, label, limit));
     backend->sm_count_ = prop.multiProcessorCount;
@@ -257,8 +256,7 @@ class CudaBackend : public Backend {
     if (!Record(ReserveIo(bytes))) return;
     auto* staged = reinterpret_cast<uint16_t*>(io_pinned_.data());
     for (int64_t i = 0; i < count; ++i) staged[i] = FromF32(host[i]);
-    Check(cudaMemcpyAsync(dst, staged, static_cast<size_t>(bytes), cudaMemcpyHostToDevice,
-                          stream_),
+    Check(cudaMemcpyAsync(dst, staged, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream_),
           "upload of hidden states");
   }
 
@@ -329,8 +327,7 @@ class CudaBackend : public Backend {
     std::copy_n(layout.cos, rows * half, reinterpret_cast<float*>(h + cos_off));
     std::copy_n(layout.sin, rows * half, reinterpret_cast<float*>(h + sin_off));
     char* d = static_cast<char*>(step_device_->data());
-    Check(cudaMemcpyAsync(d, h, static_cast<size_t>(ids_offset_), cudaMemcpyHostToDevice,
-                          stream_),
+    Check(cudaMemcpyAsync(d, h, static_cast<size_t>(ids_offset_), cudaMemcpyHostToDevice, stream_),
           "upload of the step layout");
     step_.row_pos = reinterpret_cast<const int32_t*>(d + pos_off);
     step_.row_table = reinterpret_cast<const int32_t*>(d + row_table_off);
@@ -342,10 +339,9 @@ class CudaBackend : public Backend {
     max_positions_ = layout.max_positions;
   }
 
-  void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias,
-              void* out) override {
-    Record(gemm_->Run(act_, x, m, w.data, w.rows, w.cols, bias ? bias->data : nullptr, out,
-                      stream_));
+  void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias, void* out) override {
+    Record(
+        gemm_->Run(act_, x, m, w.data, w.rows, w.cols, bias ? bias->data : nullptr, out, stream_));
   }
 
   absl::Status Logits(const void* x, int64_t m, const Weight& w, float* host_out) override {
@@ -507,8 +503,8 @@ class CudaBackend : public Backend {
     return s.ok();
   }
   void Check(cudaError_t e, const char* what) {
-    if (e != cudaSuccess) Record(absl::InternalError(absl::StrCat(label_, ": ", what, ": ",
-                                                                  CudaErrorText(e))));
+    if (e != cudaSuccess)
+      Record(absl::InternalError(absl::StrCat(label_, ": ", what, ": ", CudaErrorText(e))));
   }
   void CheckLaunch(const char* what) { Check(cudaGetLastError(), what); }
 
@@ -548,8 +544,7 @@ class CudaBackend : public Backend {
   }
   const int32_t* UploadStepPart(int64_t offset, size_t bytes) {
     char* d = static_cast<char*>(step_device_->data()) + offset;
-    Check(cudaMemcpyAsync(d, step_pinned_.data() + offset, bytes, cudaMemcpyHostToDevice,
-                          stream_),
+    Check(cudaMemcpyAsync(d, step_pinned_.data() + offset, bytes, cudaMemcpyHostToDevice, stream_),
           "upload of step indices");
     return reinterpret_cast<const int32_t*>(d);
   }
@@ -601,8 +596,8 @@ absl::StatusOr<int> UsableDevice(const std::string& device) {
         absl::StrCat("device \"", device, "\": no usable CUDA device (", why, ")"));
   }
   if (*index >= count) {
-    return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\": only ", count,
-                                                   " CUDA device(s) are visible"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", device, "\": only ", count, " CUDA device(s) are visible"));
   }
   return index;
 }

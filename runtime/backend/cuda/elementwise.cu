@@ -35,15 +35,15 @@ __global__ void GatherKernel(const T* src, const int32_t* rows, long long cols, 
 template <typename T>
 void Add(void* acc, const void* x, int64_t count, cudaStream_t stream) {
   if (count == 0) return;
-  AddKernel<T><<<GridFor(count), 256, 0, stream>>>(static_cast<T*>(acc),
-                                                   static_cast<const T*>(x), count);
+  AddKernel<T>
+      <<<GridFor(count), 256, 0, stream>>>(static_cast<T*>(acc), static_cast<const T*>(x), count);
 }
 
 template <typename T>
 void SiluMul(void* gate, const void* up, int64_t count, cudaStream_t stream) {
   if (count == 0) return;
-  SiluMulKernel<T><<<GridFor(count), 256, 0, stream>>>(static_cast<T*>(gate),
-                                                       static_cast<const T*>(up), count);
+  SiluMulKernel<T>
+      <<<GridFor(count), 256, 0, stream>>>(static_cast<T*>(gate), static_cast<const T*>(up), count);
 }
 
 template <typename T>

@@ -4,10 +4,11 @@
 
 #include <cstdlib>
 #include <mutex>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/backend/cuda/shared_library.h"
 
 namespace strata::cuda {
 namespace {
@@ -39,29 +40,18 @@ absl::StatusOr<const LtApi*> LoadLt() {
   static LtApi api;
   static absl::Status status;
   std::call_once(once, [] {
-    std::string tried;
-    void* lib = nullptr;
-    std::vector<std::string> candidates;
-    if (const char* env = std::getenv("STRATA_CUBLASLT_LIBRARY"); env != nullptr && *env) {
-      candidates.push_back(env);
-    } else {
-      candidates = {"libcublasLt.so.13", STRATA_CUBLASLT_BUILD_PATH};
-    }
-    for (const std::string& path : candidates) {
-      lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (lib != nullptr) break;
-      absl::StrAppend(&tried, tried.empty() ? "" : "; ", dlerror());
-    }
-    if (lib == nullptr) {
-      status = absl::FailedPreconditionError(absl::StrCat(
-          "cannot load cuBLASLt (set $STRATA_CUBLASLT_LIBRARY to its path): ", tried));
+    absl::StatusOr<void*> opened = OpenSharedLibrary(
+        "cuBLASLt", "STRATA_CUBLASLT_LIBRARY", {"libcublasLt.so.13", STRATA_CUBLASLT_BUILD_PATH});
+    if (!opened.ok()) {
+      status = opened.status();
       return;
     }
-#define STRATA_LT_RESOLVE(name)                                                        \
-  api.name = reinterpret_cast<decltype(api.name)>(dlsym(lib, #name));                  \
-  if (api.name == nullptr) {                                                           \
-    status = absl::FailedPreconditionError("cuBLASLt library lacks " #name);           \
-    return;                                                                            \
+    void* lib = *opened;
+#define STRATA_LT_RESOLVE(name)                                              \
+  api.name = reinterpret_cast<decltype(api.name)>(dlsym(lib, #name));        \
+  if (api.name == nullptr) {                                                 \
+    status = absl::FailedPreconditionError("cuBLASLt library lacks " #name); \
+    return;                                                                  \
   }
     STRATA_LT_RESOLVE(cublasLtCreate)
     STRATA_LT_RESOLVE(cublasLtDestroy)
@@ -90,12 +80,12 @@ absl::Status LtError(cublasStatus_t s, const std::string& what) {
                                           " (", lt->cublasLtGetStatusString(s), ")"));
 }
 
-#define STRATA_LT(call, what)                                    \
-  do {                                                           \
-    cublasStatus_t strata_lt_status = (call);                    \
-    if (strata_lt_status != CUBLAS_STATUS_SUCCESS) {             \
-      return LtError(strata_lt_status, what);                    \
-    }                                                            \
+#define STRATA_LT(call, what)                        \
+  do {                                               \
+    cublasStatus_t strata_lt_status = (call);        \
+    if (strata_lt_status != CUBLAS_STATUS_SUCCESS) { \
+      return LtError(strata_lt_status, what);        \
+    }                                                \
   } while (0)
 
 }  // namespace
@@ -144,18 +134,18 @@ absl::StatusOr<Gemm::Plan*> Gemm::PlanFor(const Key& key) {
             "matmul descriptor for " + shape);
   const cublasOperation_t transpose = CUBLAS_OP_T, keep = CUBLAS_OP_N;
   STRATA_LT(lt->cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose,
-                                           sizeof(transpose)),
+                                               sizeof(transpose)),
             "TRANSA");
   STRATA_LT(lt->cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &keep,
-                                           sizeof(keep)),
+                                               sizeof(keep)),
             "TRANSB");
   if (has_bias) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     STRATA_LT(lt->cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                             &epilogue, sizeof(epilogue)),
+                                                 &epilogue, sizeof(epilogue)),
               "bias epilogue");
     STRATA_LT(lt->cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                             &type, sizeof(type)),
+                                                 &type, sizeof(type)),
               "bias type");
   }
   STRATA_LT(lt->cublasLtMatrixLayoutCreate(&plan->a, type, k, n, k), "layout of the weight");
@@ -171,7 +161,7 @@ absl::StatusOr<Gemm::Plan*> Gemm::PlanFor(const Key& key) {
   int found = 0;
   if (st == CUBLAS_STATUS_SUCCESS) {
     st = lt->cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d,
-                                        pref, 1, &result, &found);
+                                            pref, 1, &result, &found);
   }
   lt->cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS) return LtError(st, "heuristic for " + shape);
@@ -184,20 +174,20 @@ absl::StatusOr<Gemm::Plan*> Gemm::PlanFor(const Key& key) {
   return raw;
 }
 
-absl::Status Gemm::Run(DType dtype, const void* x, int64_t m, const void* w, int64_t n,
-                       int64_t k, const void* bias, void* out, cudaStream_t stream) {
+absl::Status Gemm::Run(DType dtype, const void* x, int64_t m, const void* w, int64_t n, int64_t k,
+                       const void* bias, void* out, cudaStream_t stream) {
   if (m == 0) return absl::OkStatus();
   auto plan = PlanFor(Key{static_cast<int>(dtype), m, n, k, bias != nullptr});
   if (!plan.ok()) return plan.status();
   if (bias != nullptr) {
     STRATA_LT(lt->cublasLtMatmulDescSetAttribute((*plan)->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                             &bias, sizeof(bias)),
+                                                 &bias, sizeof(bias)),
               "bias pointer");
   }
   const float alpha = 1.0f, beta = 0.0f;
   STRATA_LT(lt->cublasLtMatmul(handle_, (*plan)->desc, &alpha, w, (*plan)->a, x, (*plan)->b, &beta,
-                           out, (*plan)->d, out, (*plan)->d, &(*plan)->algo, workspace_,
-                           workspace_bytes_, stream),
+                               out, (*plan)->d, out, (*plan)->d, &(*plan)->algo, workspace_,
+                               workspace_bytes_, stream),
             absl::StrCat("matmul [", m, ", ", k, "] x [", n, ", ", k, "]^T"));
   return absl::OkStatus();
 }

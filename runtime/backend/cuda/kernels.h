@@ -17,11 +17,11 @@ namespace strata::cuda {
 
 // The step layout on the device (see StepLayout in backend.h).
 struct StepDevice {
-  const int32_t* row_pos = nullptr;      // [rows] absolute position of each row
-  const int32_t* row_table = nullptr;    // [rows] offset of the row's block table in `tables`
-  const int32_t* tables = nullptr;       // the chunks' block tables, concatenated
-  const float* cos = nullptr;            // [rows, half]
-  const float* sin = nullptr;            // [rows, half]
+  const int32_t* row_pos = nullptr;    // [rows] absolute position of each row
+  const int32_t* row_table = nullptr;  // [rows] offset of the row's block table in `tables`
+  const int32_t* tables = nullptr;     // the chunks' block tables, concatenated
+  const float* cos = nullptr;          // [rows, half]
+  const float* sin = nullptr;          // [rows, half]
   int32_t rows = 0;
   int32_t half = 0;
 };
@@ -48,8 +48,8 @@ void LaunchRope(DType dtype, void* x, const StepDevice& step, int64_t heads, int
                 cudaStream_t stream);
 // Stores k/v [step.rows, kv_dim] into the paged cache of one layer: blocks of
 // [2][block_size][kv_dim] elements.
-void LaunchWriteKv(DType dtype, const void* k, const void* v, const StepDevice& step,
-                   void* kv_base, int64_t kv_dim, int64_t block_size, cudaStream_t stream);
+void LaunchWriteKv(DType dtype, const void* k, const void* v, const StepDevice& step, void* kv_base,
+                   int64_t kv_dim, int64_t block_size, cudaStream_t stream);
 
 struct AttentionParams {
   int64_t num_heads = 0;

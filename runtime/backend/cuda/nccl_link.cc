@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/backend/cuda/shared_library.h"
 
 namespace strata {
 namespace cuda {
@@ -32,29 +33,18 @@ absl::StatusOr<const NcclApi*> LoadNccl() {
   static NcclApi api;
   static absl::Status status;
   std::call_once(once, [] {
-    std::vector<std::string> candidates;
-    if (const char* env = std::getenv("STRATA_NCCL_LIBRARY"); env != nullptr && *env) {
-      candidates.push_back(env);
-    } else {
-      candidates = {"libnccl.so.2", STRATA_NCCL_BUILD_PATH};
-    }
-    void* lib = nullptr;
-    std::string tried;
-    for (const std::string& path : candidates) {
-      lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (lib != nullptr) break;
-      absl::StrAppend(&tried, tried.empty() ? "" : "; ", dlerror());
-    }
-    if (lib == nullptr) {
-      status = absl::FailedPreconditionError(
-          absl::StrCat("cannot load NCCL (set $STRATA_NCCL_LIBRARY to its path): ", tried));
+    absl::StatusOr<void*> opened =
+        OpenSharedLibrary("NCCL", "STRATA_NCCL_LIBRARY", {"libnccl.so.2", STRATA_NCCL_BUILD_PATH});
+    if (!opened.ok()) {
+      status = opened.status();
       return;
     }
-#define STRATA_NCCL_RESOLVE(name)                                              \
-  api.name = reinterpret_cast<decltype(api.name)>(dlsym(lib, #name));          \
-  if (api.name == nullptr) {                                                   \
-    status = absl::FailedPreconditionError("NCCL library lacks " #name);       \
-    return;                                                                    \
+    void* lib = *opened;
+#define STRATA_NCCL_RESOLVE(name)                                        \
+  api.name = reinterpret_cast<decltype(api.name)>(dlsym(lib, #name));    \
+  if (api.name == nullptr) {                                             \
+    status = absl::FailedPreconditionError("NCCL library lacks " #name); \
+    return;                                                              \
   }
     STRATA_NCCL_RESOLVE(ncclGetUniqueId)
     STRATA_NCCL_RESOLVE(ncclGetErrorString)
@@ -152,8 +142,7 @@ absl::Status PeerComm::Send(const void* src, int64_t count, DType dtype, int pee
                 "NCCL send", 30'000);
 }
 
-absl::Status PeerComm::Recv(void* dst, int64_t count, DType dtype, int peer,
-                            cudaStream_t stream) {
+absl::Status PeerComm::Recv(void* dst, int64_t count, DType dtype, int peer, cudaStream_t stream) {
   const NcclApi* api = *LoadNccl();
   ncclComm_t comm = comm_.load();
   if (comm == nullptr) return absl::UnavailableError(label_ + ": the peer group was aborted");
@@ -169,8 +158,7 @@ absl::StatusOr<std::string> NewPeerGroupId() {
   ncclUniqueId id;
   const ncclResult_t r = (*api)->ncclGetUniqueId(&id);
   if (r != ncclSuccess) {
-    return absl::UnavailableError(
-        absl::StrCat("ncclGetUniqueId: ", (*api)->ncclGetErrorString(r)));
+    return absl::UnavailableError(absl::StrCat("ncclGetUniqueId: ", (*api)->ncclGetErrorString(r)));
   }
   return std::string(reinterpret_cast<const char*>(&id), sizeof(id));
 }

@@ -9,8 +9,8 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -23,7 +23,7 @@ class PeerComm {
  public:
   // Joins `group` on the current device; waits until every member joined.
   static absl::StatusOr<std::unique_ptr<PeerComm>> Join(const PeerGroup& group,
-                                                       const std::string& label);
+                                                        const std::string& label);
   ~PeerComm();
   PeerComm(const PeerComm&) = delete;
   PeerComm& operator=(const PeerComm&) = delete;

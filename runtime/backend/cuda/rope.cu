@@ -29,9 +29,8 @@ __global__ void RopeKernel(T* x, StepDevice step, int heads, int head_dim) {
 template <typename T>
 void Rope(void* x, const StepDevice& step, int64_t heads, int64_t head_dim, cudaStream_t stream) {
   if (step.rows == 0) return;
-  RopeKernel<T><<<static_cast<unsigned>(step.rows), RowThreads(heads * head_dim / 2), 0,
-                  stream>>>(static_cast<T*>(x), step, static_cast<int>(heads),
-                            static_cast<int>(head_dim));
+  RopeKernel<T><<<static_cast<unsigned>(step.rows), RowThreads(heads * head_dim / 2), 0, stream>>>(
+      static_cast<T*>(x), step, static_cast<int>(heads), static_cast<int>(head_dim));
 }
 
 }  // namespace
