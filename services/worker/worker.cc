@@ -163,6 +163,8 @@ absl::Status RunWorker(const WorkerOptions& in) {
     device->set_name(options.device);
     device->set_uuid(device_report.uuid);
     device->set_host(host);
+    device->set_total_bytes(device_report.total_bytes);
+    device->set_free_bytes(device_report.free_bytes);
     device->set_peer_transport(peer_transport);
     device->set_capacity_bytes(options.capacity_bytes);
     device->set_reserve_bytes(options.reserve_bytes);
