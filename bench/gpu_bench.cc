@@ -86,9 +86,9 @@ absl::Status Run(int argc, char** argv) {
   flags.Int("prefill-tokens", &prefill_tokens, "tokens of the measured prefill (512)");
   RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
   if (model.empty()) return absl::InvalidArgumentError("--model: required");
-  if (prompt_tokens < 1 || decode_tokens < 1 || prefill_tokens < 1) {
+  if (prompt_tokens < 1 || decode_tokens < 3 || prefill_tokens < 1) {
     return absl::InvalidArgumentError(
-        "--prompt-tokens, --decode-tokens and --prefill-tokens must be positive");
+        "--prompt-tokens and --prefill-tokens must be positive, --decode-tokens at least 3");
   }
   std::vector<int64_t> batches;
   for (absl::string_view b : absl::StrSplit(batches_flag, ',')) {
@@ -171,10 +171,11 @@ absl::Status Run(int argc, char** argv) {
       }
     }
     for (int64_t s = 0; s < batch; ++s) stage->Free(static_cast<uint64_t>(s));
-    // The first step builds this batch shape's GEMM plans; leave it out.
+    // The first step of a shape builds its GEMM plans and sizes its buffers,
+    // the second records its CUDA graph; leave both out.
     double total = 0;
-    for (size_t i = 1; i < seconds.size(); ++i) total += seconds[i];
-    const double steps = static_cast<double>(seconds.size() - 1);
+    for (size_t i = 2; i < seconds.size(); ++i) total += seconds[i];
+    const double steps = static_cast<double>(seconds.size() - 2);
     rows.push_back({batch, batch * steps / total, total / steps * 1e3});
   }
 

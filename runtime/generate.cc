@@ -20,18 +20,18 @@ absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Create(
     expect = s->end();
   }
   if (!stages.back()->is_last()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stages end at layer ", expect, " but the model has ",
-                     stages.back()->config().num_layers));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "stages end at layer ", expect, " but the model has ", stages.back()->config().num_layers));
   }
   auto p = std::unique_ptr<LocalPipeline>(new LocalPipeline());
   p->stages_ = std::move(stages);
   return p;
 }
 
-absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(
-    const std::string& model_dir, const ModelConfig& config, const std::vector<int64_t>& cuts,
-    const StageOptions& options) {
+absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(const std::string& model_dir,
+                                                                   const ModelConfig& config,
+                                                                   const std::vector<int64_t>& cuts,
+                                                                   const StageOptions& options) {
   std::vector<std::unique_ptr<Stage>> stages;
   int64_t begin = 0;
   std::vector<int64_t> ends = cuts;
@@ -73,9 +73,12 @@ void LocalPipeline::Free(uint64_t seq_id) {
 
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kLength: return "length";
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kContext: return "context";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kContext:
+      return "context";
   }
   return "?";
 }
@@ -113,6 +116,11 @@ absl::StatusOr<GenerateResult> Generate(LocalPipeline& pipeline, const GenerateR
   SequenceChunk& chunk = batch.chunks[0];
   chunk.seq_id = seq;
 
+  // Greedy decoding takes the argmax where the logits are computed.
+  const LogitsMode head =
+      IsPlainGreedy(request.sampling.temperature, request.sampling.repetition_penalty)
+          ? LogitsMode::kGreedy
+          : LogitsMode::kLast;
   // Prefill in chunks no larger than the stage's batch limit.
   const auto t0 = Clock::now();
   const int64_t prompt_len = static_cast<int64_t>(request.prompt_ids.size());
@@ -122,7 +130,7 @@ absl::StatusOr<GenerateResult> Generate(LocalPipeline& pipeline, const GenerateR
     chunk.start_pos = pos;
     chunk.num_tokens = n;
     chunk.token_ids.assign(request.prompt_ids.begin() + pos, request.prompt_ids.begin() + pos + n);
-    chunk.logits = pos + n == prompt_len ? LogitsMode::kLast : LogitsMode::kNone;
+    chunk.logits = pos + n == prompt_len ? head : LogitsMode::kNone;
     RETURN_IF_ERROR(pipeline.Step(batch, &out));
   }
   auto t_first = Clock::now();
@@ -130,9 +138,11 @@ absl::StatusOr<GenerateResult> Generate(LocalPipeline& pipeline, const GenerateR
 
   int64_t pos = prompt_len;
   while (true) {
-    const int32_t token = sampler.Sample(
-        std::span<const float>(out.logits.data(), config.vocab_size), request.sampling, history,
-        pos);
+    const int32_t token =
+        head == LogitsMode::kGreedy
+            ? out.greedy[0]
+            : sampler.Sample(std::span<const float>(out.logits.data(), config.vocab_size),
+                             request.sampling, history, pos);
     result.tokens.push_back(token);
     history.push_back(token);
     if (on_token) on_token(token);
@@ -152,7 +162,7 @@ absl::StatusOr<GenerateResult> Generate(LocalPipeline& pipeline, const GenerateR
     chunk.start_pos = pos;
     chunk.num_tokens = 1;
     chunk.token_ids.assign(1, token);
-    chunk.logits = LogitsMode::kLast;
+    chunk.logits = head;
     RETURN_IF_ERROR(pipeline.Step(batch, &out));
     ++pos;
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <unordered_set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/arch/architecture.h"
 #include "runtime/model_layout.h"
@@ -320,6 +321,15 @@ absl::Status Stage::Run(const StageBatch& batch, StageOutput* out) {
   int64_t tokens = 0;
   RETURN_IF_ERROR(Validate(batch, &tokens));
   RETURN_IF_ERROR(ReserveKv(batch));
+  absl::Status status = Execute(batch, tokens, out);
+  if (!status.ok() && absl::StartsWith(status.message(), kStepNotRun)) {
+    status = Execute(batch, tokens, out);  // nothing ran; the backend runs it without a graph now
+  }
+  backend_->Rest();
+  return status;
+}
+
+absl::Status Stage::Execute(const StageBatch& batch, int64_t tokens, StageOutput* out) {
   BeginStep(batch, tokens);
 
   const int64_t h = config_.hidden_size;
@@ -354,7 +364,6 @@ absl::Status Stage::Run(const StageBatch& batch, StageOutput* out) {
     out->logits_row.clear();
     out->vocab_size = 0;
   }
-  backend_->Rest();
   return status;
 }
 
@@ -381,6 +390,16 @@ void Stage::BeginStep(const StageBatch& batch, int64_t tokens) {
   layout.cos = cos_.data();
   layout.sin = sin_.data();
   layout.max_positions = max_positions;
+  layout.logits_rows = 0;
+  if (is_last()) {
+    bool greedy = false, other = false;
+    for (const SequenceChunk& c : batch.chunks) {
+      if (c.logits == LogitsMode::kNone) continue;
+      layout.logits_rows += c.logits == LogitsMode::kAll ? c.num_tokens : 1;
+      (c.logits == LogitsMode::kGreedy ? greedy : other) = true;
+    }
+    layout.argmax_only = greedy && !other;
+  }
   backend_->BeginStep(layout);
 }
 
@@ -419,25 +438,51 @@ void Stage::RunLayer(const LayerWeights& w, int64_t local, int64_t t) {
 absl::Status Stage::ComputeHead(const StageBatch& batch, StageOutput* out) {
   const int64_t h = config_.hidden_size;
   out->logits_row.clear();
+  out->greedy.assign(batch.chunks.size(), -1);
   head_rows_.clear();
   int64_t row = 0;
+  bool greedy = false, other = false;
   for (const SequenceChunk& c : batch.chunks) {
     out->logits_row.push_back(static_cast<int64_t>(head_rows_.size()));
     if (c.logits == LogitsMode::kAll) {
       for (int64_t i = 0; i < c.num_tokens; ++i) head_rows_.push_back(row + i);
-    } else if (c.logits == LogitsMode::kLast) {
+      other = true;
+    } else if (c.logits != LogitsMode::kNone) {
       head_rows_.push_back(row + c.num_tokens - 1);
+      (c.logits == LogitsMode::kGreedy ? greedy : other) = true;
     }
     row += c.num_tokens;
   }
   const int64_t rows = static_cast<int64_t>(head_rows_.size());
-  out->vocab_size = config_.vocab_size;
-  out->logits.resize(rows * config_.vocab_size);
+  const int64_t vocab = config_.vocab_size;
+  out->vocab_size = vocab;
+  out->logits.clear();
   if (rows == 0) return backend_->Download(x_, 0, nullptr);
   backend_->GatherRows(x_, head_rows_, h, head_in_);
   backend_->RmsNorm(head_in_, rows, h, final_norm_, static_cast<float>(config_.rms_norm_eps),
                     normed_);
-  return backend_->Logits(normed_, rows, lm_head_, out->logits.data());
+  if (greedy && !other) {
+    greedy_ids_.resize(rows);
+    RETURN_IF_ERROR(backend_->Argmax(normed_, rows, lm_head_, greedy_ids_.data()));
+    for (size_t c = 0; c < batch.chunks.size(); ++c) {
+      if (batch.chunks[c].logits != LogitsMode::kGreedy) continue;
+      out->greedy[c] = greedy_ids_[out->logits_row[c]];
+      out->logits_row[c] = -1;
+    }
+    return absl::OkStatus();
+  }
+  out->logits.resize(rows * vocab);
+  RETURN_IF_ERROR(backend_->Logits(normed_, rows, lm_head_, out->logits.data()));
+  for (size_t c = 0; c < batch.chunks.size(); ++c) {
+    if (batch.chunks[c].logits != LogitsMode::kGreedy) continue;
+    const float* r = out->logits.data() + out->logits_row[c] * vocab;
+    out->greedy[c] = static_cast<int32_t>(std::max_element(r, r + vocab) - r);
+  }
+  return absl::OkStatus();
+}
+
+bool IsPlainGreedy(float temperature, float repetition_penalty) {
+  return temperature == 0.0f && repetition_penalty == 1.0f;
 }
 
 }  // namespace strata

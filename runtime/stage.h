@@ -37,7 +37,15 @@ struct StageOptions {
   int64_t kv_blocks = 0;            // 0 = max_sequences * ceil(max_context / 16)
 };
 
-enum class LogitsMode { kNone, kLast, kAll };
+// What the last stage returns for a chunk: nothing, the last position's
+// logits, every position's, or only the argmax of the last position's
+// (greedy decoding; computed where the logits are, so they need not be
+// copied out).
+enum class LogitsMode { kNone, kLast, kAll, kGreedy };
+
+// Whether `params` pick the argmax of the raw logits, so that kGreedy gives
+// exactly the token Sampler::Sample would.
+bool IsPlainGreedy(float temperature, float repetition_penalty);
 
 struct SequenceChunk {
   uint64_t seq_id = 0;
@@ -67,6 +75,9 @@ struct StageOutput {
   std::vector<float> logits;
   std::vector<int64_t> logits_row;
   int64_t vocab_size = 0;
+  // Last stage, per chunk: the kGreedy token, or -1. When every sampled chunk
+  // is kGreedy no logits are returned and their logits_row is -1.
+  std::vector<int32_t> greedy;
 };
 
 class Stage {
@@ -114,6 +125,8 @@ class Stage {
   absl::Status AllocateWorkspaces(int64_t kv_blocks);
   absl::Status Validate(const StageBatch& batch, int64_t* total_tokens) const;
   absl::Status ReserveKv(const StageBatch& batch);
+  // Everything of Run() after validation and KV reservation.
+  absl::Status Execute(const StageBatch& batch, int64_t tokens, StageOutput* out);
   void BeginStep(const StageBatch& batch, int64_t tokens);
   void RunLayer(const LayerWeights& w, int64_t local, int64_t tokens);
   absl::Status ComputeHead(const StageBatch& batch, StageOutput* out);
@@ -137,7 +150,7 @@ class Stage {
        *attn_ = nullptr, *proj_ = nullptr, *gate_ = nullptr, *up_ = nullptr, *head_in_ = nullptr;
   // Host-side step layout.
   std::vector<float> cos_, sin_;
-  std::vector<int32_t> ids_;
+  std::vector<int32_t> ids_, greedy_ids_;
   std::vector<int64_t> head_rows_;
   std::vector<AttentionChunk> attn_chunks_;
 };

@@ -95,7 +95,17 @@ struct StepLayout {
   const float* cos = nullptr;  // [rows, rope_half]
   const float* sin = nullptr;  // [rows, rope_half]
   int64_t max_positions = 0;   // the longest chunk's start_pos + num_tokens
+  // Rows of logits the step ends with (0 for a stage that is not the last);
+  // -1 when unknown. With it, a backend may replay decode steps of the same
+  // shape from a recorded graph.
+  int64_t logits_rows = -1;
+  bool argmax_only = false;  // the step ends with Argmax(), not Logits()
 };
+
+// The message prefix of a Download()/Logits() error that means no op of the
+// step ran (a graph capture failed) and the stage should run the step again;
+// the backend then runs it without a graph.
+inline constexpr char kStepNotRun[] = "step not run: ";
 
 // The GPUs of one pipeline map epoch that move hidden states by NCCL: rank r
 // sends its stage's output to rank r + 1. The coordinator makes the id
@@ -153,6 +163,10 @@ class Backend {
   // host_out[m, w.rows] = x · wᵀ as f32: the logits (rounded to the
   // activation dtype first, as PyTorch's bf16 head does). Waits for the result.
   virtual absl::Status Logits(const void* x, int64_t m, const Weight& w, float* host_out) = 0;
+  // host_ids[i] = the index of the largest of row i's logits (the first one
+  // on ties), as Logits() would give them, without copying the logits out:
+  // greedy decoding's sampler. Waits for the result.
+  virtual absl::Status Argmax(const void* x, int64_t m, const Weight& w, int32_t* host_ids) = 0;
   // out[m, n] = x / rms(x) * weight; `weight` is a [n] vector. out may be x.
   virtual void RmsNorm(const void* x, int64_t m, int64_t n, const Weight& weight, float eps,
                        void* out) = 0;
@@ -212,6 +226,9 @@ struct BackendOptions {
   // CUDA: the activation dtype for f32 checkpoints (bf16 or f16 checkpoints
   // use their own).
   DType cuda_activation_dtype = DType::kBF16;
+  // CUDA: replay decode steps of a shape seen before from a CUDA graph.
+  // STRATA_CUDA_GRAPHS=0 in the environment turns it off.
+  bool cuda_graphs = true;
 };
 
 // The CPU backend with `threads` workers (0: every core of the process's

@@ -295,7 +295,12 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     to.num_tokens = from.token_ids_size();
     to.token_ids.clear();
     if (stage_->is_first()) to.token_ids.assign(from.token_ids().begin(), from.token_ids().end());
-    to.logits = from.sample() ? LogitsMode::kLast : LogitsMode::kNone;
+    to.logits = LogitsMode::kNone;
+    if (from.sample()) {
+      const SamplingParams params = SamplingFromProto(from.sampling());
+      to.logits = IsPlainGreedy(params.temperature, params.repetition_penalty) ? LogitsMode::kGreedy
+                                                                               : LogitsMode::kLast;
+    }
     total += to.num_tokens;
   }
   batch_.recv_peer = recv_from_peer_ ? peer_rank_ - 1 : -1;
@@ -352,10 +357,13 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     if (static_cast<int64_t>(h.size()) > chunk.start_pos()) h.resize(chunk.start_pos());
     h.insert(h.end(), chunk.token_ids().begin(), chunk.token_ids().end());
     if (!chunk.sample()) continue;
-    const SamplingParams params = SamplingFromProto(chunk.sampling());
-    const float* row = out_.logits.data() + out_.logits_row[c] * vocab;
-    const int32_t token = sampler_.Sample(std::span<const float>(row, vocab), params, h,
-                                          chunk.start_pos() + chunk.token_ids_size());
+    int32_t token = out_.greedy[c];
+    if (token < 0) {
+      const SamplingParams params = SamplingFromProto(chunk.sampling());
+      const float* row = out_.logits.data() + out_.logits_row[c] * vocab;
+      token = sampler_.Sample(std::span<const float>(row, vocab), params, h,
+                              chunk.start_pos() + chunk.token_ids_size());
+    }
     v1::SampledToken* t = result->add_tokens();
     t->set_seq_id(chunk.seq_id());
     t->set_token_id(token);

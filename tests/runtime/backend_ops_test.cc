@@ -475,6 +475,56 @@ TEST_P(CudaStageParityTest, GreedyTokensAndLogitsMatchTheCpu) {
   EXPECT_LE(max_err, 0.05 * max_logit + 0.05) << "largest logit " << max_logit;
 }
 
+// Decode steps replayed from CUDA graphs give exactly the logits of running
+// every op one by one (STRATA_CUDA_GRAPHS=0), for one and for four sequences.
+TEST(CudaStageTest, GraphReplayIsBitIdenticalToEagerSteps) {
+  std::string why;
+  if (CudaDeviceCount(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
+  const std::string& dir = testing::TestModel("qwen2", "bf16");
+  auto config = LoadModelConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto run = [&](bool graphs, int sequences) {
+    setenv("STRATA_CUDA_GRAPHS", graphs ? "1" : "0", 1);
+    StageOptions options;
+    options.device = "cuda:0";
+    auto p = LocalPipeline::Load(dir, *config, {}, options);
+    EXPECT_TRUE(p.ok()) << p.status();
+    std::vector<float> all;
+    StageBatch batch;
+    StageOutput out;
+    for (int s = 0; s < sequences; ++s) {
+      StageBatch prefill;
+      std::vector<int32_t> prompt = {1, 17, 29 + s, 40};
+      prefill.chunks.push_back({.seq_id = static_cast<uint64_t>(s),
+                                .start_pos = 0,
+                                .num_tokens = 4,
+                                .token_ids = prompt});
+      EXPECT_TRUE((*p)->Step(prefill, &out).ok());
+      batch.chunks.push_back(
+          {.seq_id = static_cast<uint64_t>(s), .start_pos = 4, .num_tokens = 1, .token_ids = {7}});
+    }
+    for (int step = 0; step < 12; ++step) {
+      const absl::Status st = (*p)->Step(batch, &out);
+      EXPECT_TRUE(st.ok()) << st;
+      all.insert(all.end(), out.logits.begin(), out.logits.end());
+      for (int s = 0; s < sequences; ++s) {
+        const float* row = out.logits.data() + out.logits_row[s] * out.vocab_size;
+        batch.chunks[s].token_ids[0] =
+            static_cast<int32_t>(std::max_element(row, row + out.vocab_size) - row);
+        batch.chunks[s].start_pos += 1;
+      }
+    }
+    unsetenv("STRATA_CUDA_GRAPHS");
+    return all;
+  };
+  for (int sequences : {1, 4}) {
+    const std::vector<float> eager = run(false, sequences);
+    const std::vector<float> graphs = run(true, sequences);
+    ASSERT_EQ(eager.size(), graphs.size());
+    EXPECT_EQ(eager, graphs) << sequences << " sequence(s)";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, CudaStageParityTest,
                          ::testing::Values(std::make_pair("llama", "bf16"),
                                            std::make_pair("qwen2", "f16"),

@@ -164,6 +164,41 @@ TEST(StageTest, KvBlocksAreAllocatedPerSixteenTokensAndFreed) {
   EXPECT_TRUE((*stage)->Run(b, &out).ok());
 }
 
+// kGreedy returns the argmax of exactly the logits kLast returns, alone (no
+// logits copied out) and beside chunks that want logits.
+TEST(StageTest, GreedyChunksGetTheArgmaxOfTheirLogits) {
+  const std::string& dir = testing::TestModel("qwen2");
+  const ModelConfig config = Config(dir);
+  auto run = [&](LogitsMode a, LogitsMode b) {
+    auto stage = Stage::Load(dir, config, 0, config.num_layers, StageOptions{});
+    EXPECT_TRUE(stage.ok()) << stage.status();
+    StageBatch batch;
+    batch.chunks.push_back(
+        {.seq_id = 1, .start_pos = 0, .num_tokens = 9, .token_ids = Prompt(9, 1), .logits = a});
+    batch.chunks.push_back(
+        {.seq_id = 2, .start_pos = 0, .num_tokens = 5, .token_ids = Prompt(5, 2), .logits = b});
+    StageOutput out;
+    EXPECT_TRUE((*stage)->Run(batch, &out).ok());
+    return out;
+  };
+  const StageOutput logits = run(LogitsMode::kLast, LogitsMode::kLast);
+  auto argmax = [&](int c) {
+    const float* row = logits.logits.data() + logits.logits_row[c] * logits.vocab_size;
+    return static_cast<int32_t>(std::max_element(row, row + logits.vocab_size) - row);
+  };
+  EXPECT_EQ(logits.greedy, (std::vector<int32_t>{-1, -1}));
+
+  const StageOutput both = run(LogitsMode::kGreedy, LogitsMode::kGreedy);
+  EXPECT_TRUE(both.logits.empty());
+  EXPECT_EQ(both.greedy, (std::vector<int32_t>{argmax(0), argmax(1)}));
+  EXPECT_EQ(both.logits_row, (std::vector<int64_t>{-1, -1}));
+
+  const StageOutput mixed = run(LogitsMode::kGreedy, LogitsMode::kLast);
+  EXPECT_EQ(mixed.greedy, (std::vector<int32_t>{argmax(0), -1}));
+  ASSERT_EQ(mixed.logits.size(), logits.logits.size());
+  EXPECT_EQ(mixed.logits, logits.logits);
+}
+
 TEST(StageTest, RejectsBadBatches) {
   const std::string& dir = testing::TestModel("llama");
   const ModelConfig config = Config(dir);

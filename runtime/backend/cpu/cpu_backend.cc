@@ -135,6 +135,16 @@ class CpuBackend : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status Argmax(const void* x, int64_t m, const Weight& w, int32_t* host_ids) override {
+    logits_.resize(static_cast<size_t>(m * w.rows));
+    Linear(x, m, w, nullptr, logits_.data());
+    for (int64_t r = 0; r < m; ++r) {
+      const float* row = logits_.data() + r * w.rows;
+      host_ids[r] = static_cast<int32_t>(std::max_element(row, row + w.rows) - row);
+    }
+    return absl::OkStatus();
+  }
+
   void AddRmsNorm(void* acc, const void* delta, int64_t m, int64_t n, const Weight& weight,
                   float eps, void* out) override {
     Add(acc, delta, m * n);
@@ -280,6 +290,7 @@ class CpuBackend : public Backend {
   cpu::LinearRowsFn linear_rows_;
   std::vector<std::vector<float>> scores_;  // per-thread softmax scratch
   std::vector<size_t> row_chunk_;           // the step's chunk of each row
+  std::vector<float> logits_;               // Argmax's scratch
   StepLayout layout_;
   std::atomic<int64_t> used_{0};
 };

@@ -14,10 +14,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -175,6 +179,9 @@ class CudaBackend : public Backend {
     }
     auto backend = std::unique_ptr<CudaBackend>(new CudaBackend(device, act, label, limit));
     backend->sm_count_ = prop.multiProcessorCount;
+    const char* graphs_env = std::getenv("STRATA_CUDA_GRAPHS");
+    backend->graphs_enabled_ =
+        options.cuda_graphs && !(graphs_env != nullptr && std::string(graphs_env) == "0");
     backend->uuid_ = FormatUuid(prop.uuid);
     e = cudaStreamCreateWithFlags(&backend->stream_, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
@@ -194,6 +201,7 @@ class CudaBackend : public Backend {
     cudaSetDevice(device_);
     peers_.reset();  // aborts transfers a stream sync would otherwise wait on forever
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    DropGraphs();
     gemm_.reset();
     weights_.clear();
     step_device_.reset();
@@ -256,22 +264,44 @@ class CudaBackend : public Backend {
     if (!Record(ReserveIo(bytes))) return;
     auto* staged = reinterpret_cast<uint16_t*>(io_pinned_.data());
     for (int64_t i = 0; i < count; ++i) staged[i] = FromF32(host[i]);
+    if (Replaying()) return;  // the graph copies the staged rows
     Check(cudaMemcpyAsync(dst, staged, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream_),
           "upload of hidden states");
   }
 
   absl::Status Download(const void* src, int64_t count, float* host) override {
-    const int64_t bytes = count * 2;
-    if (Record(ReserveIo(bytes)) && bytes > 0) {
-      Check(cudaMemcpyAsync(io_pinned_.data(), src, static_cast<size_t>(bytes),
-                            cudaMemcpyDeviceToHost, stream_),
-            "download of hidden states");
-    }
-    absl::Status status = Finish();
+    absl::Status status = EndStep(src, count * 2);
     if (!status.ok()) return status;
     const auto* staged = reinterpret_cast<const uint16_t*>(io_pinned_.data());
     for (int64_t i = 0; i < count; ++i) host[i] = ToF32(staged[i]);
     return absl::OkStatus();
+  }
+
+  // Copies `bytes` from `src` into the pinned staging buffer as the step's
+  // last op, runs the step's graph when it has one, and waits.
+  absl::Status EndStep(const void* src, int64_t bytes) {
+    if (!Replaying() && Record(ReserveIo(bytes)) && bytes > 0) {
+      Check(cudaMemcpyAsync(io_pinned_.data(), src, static_cast<size_t>(bytes),
+                            cudaMemcpyDeviceToHost, stream_),
+            "copy of the step's output to the host");
+    }
+    if (graph_mode_ == GraphMode::kCapture) {
+      absl::Status captured = EndCapture();
+      if (!captured.ok()) {
+        Finish().IgnoreError();  // the layout copy before the capture; its errors are moot
+        return absl::AbortedError(absl::StrCat(kStepNotRun, captured.message()));
+      }
+    }
+    if (graph_mode_ != GraphMode::kEager) {
+      graph_mode_ = GraphMode::kEager;
+      auto it = graphs_.find(graph_key_);
+      if (it == graphs_.end()) {  // dropped mid-step: nothing ran
+        Finish().IgnoreError();
+        return absl::AbortedError(absl::StrCat(kStepNotRun, "the decode graph was dropped"));
+      }
+      Check(cudaGraphLaunch(it->second, stream_), "decode graph launch");
+    }
+    return Finish();
   }
 
   void GatherRows(const void* src, std::span<const int64_t> rows, int64_t cols,
@@ -283,6 +313,7 @@ class CudaBackend : public Backend {
     }
     int32_t* staged = reinterpret_cast<int32_t*>(step_pinned_.data() + gather_offset_);
     for (size_t i = 0; i < rows.size(); ++i) staged[i] = static_cast<int32_t>(rows[i]);
+    if (Replaying()) return;
     const int32_t* device_rows = UploadStepPart(gather_offset_, rows.size() * sizeof(int32_t));
     cuda::LaunchGatherRows(act_, src, device_rows, static_cast<int64_t>(rows.size()), cols, dst,
                            stream_);
@@ -291,21 +322,31 @@ class CudaBackend : public Backend {
 
   void BeginStep(const StepLayout& layout) override {
     cudaSetDevice(device_);
+    graph_mode_ = GraphMode::kEager;
+    bool decode = graphs_enabled_ && layout.logits_rows >= 0 && peers_ == nullptr;
+    for (const AttentionChunk& ch : layout.chunks) decode &= ch.num_tokens == 1;
+    split_positions_ = layout.max_positions;
+    if (decode) {
+      split_positions_ = 256;
+      while (split_positions_ < layout.max_positions) split_positions_ *= 2;
+    }
+    // [row_pos | row_table | cos | sin | ids | gather | tables]: every offset
+    // depends on the rows alone, so a graph's pointers stay valid; the block
+    // tables come last, with room for split_positions_ each on decode steps.
+    const int64_t rows = layout.rows, half = layout.rope_half;
     int64_t table_entries = 0;
     for (const AttentionChunk& ch : layout.chunks) {
-      table_entries += (ch.start_pos + ch.num_tokens + 15) / 16 + 1;
+      table_entries +=
+          (std::max(ch.start_pos + ch.num_tokens, decode ? split_positions_ : 0) + 15) / 16;
     }
-    // [row_pos | row_table | tables | cos | sin] are copied now; the ids and
-    // gather parts later, by Embed and GatherRows.
-    const int64_t rows = layout.rows, half = layout.rope_half;
     const int64_t pos_off = 0;
     const int64_t row_table_off = pos_off + Align(rows * 4);
-    const int64_t tables_off = row_table_off + Align(rows * 4);
-    const int64_t cos_off = tables_off + Align(table_entries * 4);
+    const int64_t cos_off = row_table_off + Align(rows * 4);
     const int64_t sin_off = cos_off + Align(rows * half * 4);
     ids_offset_ = sin_off + Align(rows * half * 4);
     gather_offset_ = ids_offset_ + Align(rows * 4);
-    const int64_t total = gather_offset_ + Align(rows * 4);
+    const int64_t tables_off = gather_offset_ + Align(rows * 4);
+    const int64_t total = tables_off + Align(table_entries * 4);
     if (!Record(ReserveStep(total))) {
       step_ = {};
       return;
@@ -327,7 +368,8 @@ class CudaBackend : public Backend {
     std::copy_n(layout.cos, rows * half, reinterpret_cast<float*>(h + cos_off));
     std::copy_n(layout.sin, rows * half, reinterpret_cast<float*>(h + sin_off));
     char* d = static_cast<char*>(step_device_->data());
-    Check(cudaMemcpyAsync(d, h, static_cast<size_t>(ids_offset_), cudaMemcpyHostToDevice, stream_),
+    // Outside any graph: replays read the layout from the same device memory.
+    Check(cudaMemcpyAsync(d, h, static_cast<size_t>(total), cudaMemcpyHostToDevice, stream_),
           "upload of the step layout");
     step_.row_pos = reinterpret_cast<const int32_t*>(d + pos_off);
     step_.row_table = reinterpret_cast<const int32_t*>(d + row_table_off);
@@ -336,29 +378,54 @@ class CudaBackend : public Backend {
     step_.sin = reinterpret_cast<const float*>(d + sin_off);
     step_.rows = static_cast<int32_t>(rows);
     step_.half = static_cast<int32_t>(half);
-    max_positions_ = layout.max_positions;
+    if (decode) StartGraphStep(layout);
   }
 
   void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias, void* out) override {
+    if (Replaying()) return;
     Record(
         gemm_->Run(act_, x, m, w.data, w.rows, w.cols, bias ? bias->data : nullptr, out, stream_));
   }
 
   absl::Status Logits(const void* x, int64_t m, const Weight& w, float* host_out) override {
     const int64_t count = m * w.rows;
-    if (!Record(ReserveDevice(&logits_device_, count * 2, "logits"))) return Finish();
+    if (!Replaying() && !Record(ReserveDevice(&logits_device_, count * 2, "logits"))) {
+      return EndStep(nullptr, 0);  // reports the error (and ends a capture)
+    }
     Linear(x, m, w, nullptr, logits_device_->data());
     return Download(logits_device_->data(), count, host_out);
   }
 
+  absl::Status Argmax(const void* x, int64_t m, const Weight& w, int32_t* host_ids) override {
+    const int64_t count = m * w.rows;
+    // The ids sit after the logits, in the same buffer.
+    const int64_t ids_at = Align(count * 2);
+    if (!Replaying() &&
+        !Record(ReserveDevice(&logits_device_, ids_at + m * 4, "logits and argmax"))) {
+      return EndStep(nullptr, 0);  // reports the error (and ends a capture)
+    }
+    auto* ids = reinterpret_cast<int32_t*>(static_cast<char*>(logits_device_->data()) + ids_at);
+    Linear(x, m, w, nullptr, logits_device_->data());
+    if (!Replaying()) {
+      cuda::LaunchArgmaxRows(act_, logits_device_->data(), m, w.rows, ids, stream_);
+      CheckLaunch("argmax");
+    }
+    absl::Status status = EndStep(ids, m * 4);
+    if (!status.ok()) return status;
+    std::memcpy(host_ids, io_pinned_.data(), static_cast<size_t>(m) * 4);
+    return absl::OkStatus();
+  }
+
   void RmsNorm(const void* x, int64_t m, int64_t n, const Weight& weight, float eps,
                void* out) override {
+    if (Replaying()) return;
     cuda::LaunchRmsNorm(act_, x, m, n, weight.data, eps, out, stream_);
     CheckLaunch("RMSNorm");
   }
 
   void AddRmsNorm(void* acc, const void* delta, int64_t m, int64_t n, const Weight& weight,
                   float eps, void* out) override {
+    if (Replaying()) return;
     cuda::LaunchAddRmsNorm(act_, acc, delta, m, n, weight.data, eps, out, stream_);
     CheckLaunch("add + RMSNorm");
   }
@@ -371,6 +438,7 @@ class CudaBackend : public Backend {
     }
     std::copy(ids.begin(), ids.end(),
               reinterpret_cast<int32_t*>(step_pinned_.data() + ids_offset_));
+    if (Replaying()) return;
     const int32_t* device_ids = UploadStepPart(ids_offset_, ids.size() * sizeof(int32_t));
     cuda::LaunchEmbed(act_, device_ids, static_cast<int64_t>(ids.size()), table.data, table.cols,
                       out, stream_);
@@ -378,28 +446,32 @@ class CudaBackend : public Backend {
   }
 
   void SiluMul(void* gate, const void* up, int64_t count) override {
+    if (Replaying()) return;
     cuda::LaunchSiluMul(act_, gate, up, count, stream_);
     CheckLaunch("SiLU x up");
   }
 
   void Add(void* acc, const void* x, int64_t count) override {
+    if (Replaying()) return;
     cuda::LaunchAdd(act_, acc, x, count, stream_);
     CheckLaunch("residual add");
   }
 
   void Rope(void* x, int64_t heads, int64_t head_dim) override {
+    if (Replaying()) return;
     cuda::LaunchRope(act_, x, step_, heads, head_dim, stream_);
     CheckLaunch("RoPE");
   }
 
   void WriteKv(const void* k, const void* v, const KvLayerView& kv) override {
+    if (Replaying()) return;
     cuda::LaunchWriteKv(act_, k, v, step_, kv.base, kv.kv_dim, kv.block_size, stream_);
     CheckLaunch("KV write");
   }
 
   void Attention(const void* q, const KvLayerView& kv, const AttentionShape& shape,
                  void* out) override {
-    if (step_.rows == 0) return;
+    if (step_.rows == 0 || Replaying()) return;
     if (shape.head_dim > cuda::kMaxHeadDim) {
       Record(absl::InvalidArgumentError(absl::StrCat("head_dim ", shape.head_dim,
                                                      " exceeds the CUDA attention's limit of ",
@@ -419,12 +491,12 @@ class CudaBackend : public Backend {
     const int64_t target_blocks = 4 * static_cast<int64_t>(sm_count_);
     int64_t splits = 1;
     if (pairs < target_blocks) {
-      splits = std::min((max_positions_ + kMinSplitKeys - 1) / kMinSplitKeys,
+      splits = std::min((split_positions_ + kMinSplitKeys - 1) / kMinSplitKeys,
                         (target_blocks + pairs - 1) / pairs);
       splits = std::max<int64_t>(splits, 1);
     }
     p.splits = static_cast<int>(splits);
-    p.split_len = static_cast<int>((max_positions_ + splits - 1) / splits);
+    p.split_len = static_cast<int>((split_positions_ + splits - 1) / splits);
     const int64_t floats =
         cuda::AttentionWorkspaceFloats(step_.rows, shape.num_heads, splits, shape.head_dim);
     if (!Record(ReserveDevice(&attention_workspace_, floats * 4, "attention workspace"))) return;
@@ -508,6 +580,54 @@ class CudaBackend : public Backend {
   }
   void CheckLaunch(const char* what) { Check(cudaGetLastError(), what); }
 
+  void StartGraphStep(const StepLayout& layout) {
+    graph_key_ = {layout.rows, static_cast<int64_t>(layout.chunks.size()),
+                  layout.argmax_only ? -layout.logits_rows - 1 : layout.logits_rows,
+                  split_positions_};
+    if (graphs_.count(graph_key_) > 0) {
+      graph_mode_ = GraphMode::kReplay;
+      return;
+    }
+    // The first step of a shape sizes the buffers; capture from the second.
+    if (uncapturable_.count(graph_key_) > 0 || seen_.insert(graph_key_).second) return;
+    if (!error_.ok()) return;  // an error waits to be reported by this step
+    const cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      uncapturable_.insert(graph_key_);
+      return;
+    }
+    graph_mode_ = GraphMode::kCapture;
+  }
+
+  // Ends the capture begun by StartGraphStep and instantiates the graph.
+  // On failure nothing of the step ran, and its shape runs eagerly from now.
+  absl::Status EndCapture() {
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    graph_mode_ = GraphMode::kEager;
+    absl::Status status = error_;  // an op that failed while capturing
+    error_ = absl::OkStatus();
+    cudaGraphExec_t exec = nullptr;
+    if (e == cudaSuccess && status.ok()) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (e != cudaSuccess || !status.ok()) {
+      cudaGetLastError();
+      uncapturable_.insert(graph_key_);
+      return status.ok() ? absl::InternalError(absl::StrCat(
+                               label_, ": capturing a decode step: ", CudaErrorText(e)))
+                         : status;
+    }
+    graphs_[graph_key_] = exec;
+    graph_mode_ = GraphMode::kCapture;  // Download launches it once now
+    return absl::OkStatus();
+  }
+
+  void DropGraphs() {
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    graphs_.clear();
+  }
+
   // Waits for the stream and returns (and clears) the first error since the
   // last call.
   absl::Status Finish() {
@@ -522,7 +642,11 @@ class CudaBackend : public Backend {
   absl::Status ReserveDevice(std::unique_ptr<Buffer>* buffer, int64_t bytes,
                              const std::string& what) {
     if (*buffer != nullptr && (*buffer)->bytes() >= bytes) return absl::OkStatus();
+    if (graph_mode_ == GraphMode::kCapture) {
+      return absl::InternalError(what + " would grow inside a graph capture");
+    }
     cudaStreamSynchronize(stream_);
+    DropGraphs();  // they point into the old buffer
     buffer->reset();
     auto grown = Allocate(bytes, what);
     if (!grown.ok()) return grown.status();
@@ -531,12 +655,17 @@ class CudaBackend : public Backend {
   }
   absl::Status ReserveIo(int64_t bytes) {
     if (bytes <= io_pinned_.bytes()) return absl::OkStatus();
+    if (graph_mode_ == GraphMode::kCapture) {
+      return absl::InternalError("hidden-state staging would grow inside a graph capture");
+    }
     cudaStreamSynchronize(stream_);
+    DropGraphs();
     return io_pinned_.Reserve(bytes, "hidden-state staging");
   }
   absl::Status ReserveStep(int64_t bytes) {
     if (bytes > step_pinned_.bytes()) {
       cudaStreamSynchronize(stream_);
+      DropGraphs();
       absl::Status s = step_pinned_.Reserve(bytes, "step layout staging");
       if (!s.ok()) return s;
     }
@@ -568,7 +697,24 @@ class CudaBackend : public Backend {
   PinnedBuffer step_pinned_, io_pinned_;
   std::unique_ptr<Buffer> step_device_, attention_workspace_, logits_device_;
   cuda::StepDevice step_;
-  int64_t ids_offset_ = 0, gather_offset_ = 0, max_positions_ = 0;
+  int64_t ids_offset_ = 0, gather_offset_ = 0;
+  // Positions the attention splits are cut for: the step's longest sequence,
+  // rounded up to a power of two for decode steps so a graph covers many.
+  int64_t split_positions_ = 0;
+
+  // CUDA graphs of decode steps. The first step of a shape runs eagerly and
+  // sizes every scratch buffer; the second is captured; later ones only stage
+  // their host inputs (ids, rows, hidden states) into the pinned buffers the
+  // graph copies from, then launch it. Moving any buffer drops every graph.
+  enum class GraphMode { kEager, kCapture, kReplay };
+  // rows, chunks, logits rows (-rows - 1 for Argmax steps), split positions
+  using GraphKey = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+  bool Replaying() const { return graph_mode_ == GraphMode::kReplay; }
+  bool graphs_enabled_ = true;
+  GraphMode graph_mode_ = GraphMode::kEager;
+  GraphKey graph_key_;
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  std::set<GraphKey> seen_, uncapturable_;
 };
 
 }  // namespace

@@ -42,6 +42,10 @@ void LaunchEmbed(DType dtype, const int32_t* ids, int64_t count, const void* tab
 // dst[i, :] = src[rows[i], :]; rows on the device.
 void LaunchGatherRows(DType dtype, const void* src, const int32_t* rows, int64_t count,
                       int64_t cols, void* dst, cudaStream_t stream);
+// ids[r] = the index of the largest element of row r of x [m, n] (the
+// first one on ties); one block per row.
+void LaunchArgmaxRows(DType dtype, const void* x, int64_t m, int64_t n, int32_t* ids,
+                      cudaStream_t stream);
 // x [step.rows, heads * head_dim] rotated in place by the step's angles
 // (half-split layout).
 void LaunchRope(DType dtype, void* x, const StepDevice& step, int64_t heads, int64_t head_dim,
