@@ -323,6 +323,13 @@ class CudaBackend : public Backend {
   void BeginStep(const StepLayout& layout) override {
     cudaSetDevice(device_);
     graph_mode_ = GraphMode::kEager;
+    if (unsynced_) {
+      // The last step ended with an NCCL send and was not waited for; its
+      // copies may still read the pinned staging this step overwrites. The
+      // send's receiver already has its step header, so this wait ends.
+      Check(cudaStreamSynchronize(stream_), "the previous step");
+      unsynced_ = false;
+    }
     bool decode = graphs_enabled_ && layout.logits_rows >= 0 && peers_ == nullptr;
     for (const AttentionChunk& ch : layout.chunks) decode &= ch.num_tokens == 1;
     split_positions_ = layout.max_positions;
@@ -540,6 +547,7 @@ class CudaBackend : public Backend {
   }
 
   absl::Status TakeError() override {
+    unsynced_ = true;
     const cudaError_t e = cudaStreamQuery(stream_);
     if (e != cudaSuccess && e != cudaErrorNotReady) Check(e, "step");
     absl::Status s = error_;
@@ -711,6 +719,7 @@ class CudaBackend : public Backend {
   using GraphKey = std::tuple<int64_t, int64_t, int64_t, int64_t>;
   bool Replaying() const { return graph_mode_ == GraphMode::kReplay; }
   bool graphs_enabled_ = true;
+  bool unsynced_ = false;  // the last step returned without waiting (TakeError)
   GraphMode graph_mode_ = GraphMode::kEager;
   GraphKey graph_key_;
   std::map<GraphKey, cudaGraphExec_t> graphs_;
