@@ -133,7 +133,15 @@ absl::Status Stage::AllocateWorkspaces(int64_t kv_blocks) {
                                                              KvCache::kBlockSize, " tokens, ",
                                                              layers, " layers)")));
   kv_ = std::make_unique<KvCache>(layers, config_.kv_dim(), kv_blocks, elem, std::move(storage));
-  return absl::OkStatus();
+  Backend::StepLimits limits;
+  limits.max_rows = t;
+  limits.max_positions = max_context_;
+  limits.rope_half = config_.head_dim / 2;
+  limits.num_heads = config_.num_heads;
+  limits.head_dim = config_.head_dim;
+  limits.hidden = h;
+  limits.vocab = is_last() ? config_.vocab_size : 0;
+  return backend_->ReserveScratch(limits);
 }
 
 absl::Status Stage::LoadWeights() {

@@ -146,6 +146,20 @@ class Backend {
   // to the activation dtype. The result lives as long as the backend.
   virtual absl::StatusOr<Weight> PrepareWeight(const Weight& host, std::string_view name) = 0;
 
+  // The largest step the stage will run, so a backend can size its own
+  // scratch (staging, attention partials, logits) at load, where running out
+  // is an error naming what did not fit, rather than growing it mid-run.
+  struct StepLimits {
+    int64_t max_rows = 0;         // tokens per step
+    int64_t max_positions = 0;    // context per sequence
+    int64_t rope_half = 0;
+    int64_t num_heads = 0;
+    int64_t head_dim = 0;
+    int64_t hidden = 0;
+    int64_t vocab = 0;            // 0 for a stage without the LM head
+  };
+  virtual absl::Status ReserveScratch(const StepLimits&) { return absl::OkStatus(); }
+
   // --- copies -------------------------------------------------------------
   // dst[0, count) = host[0, count), converted to the activation dtype.
   virtual void Upload(const float* host, int64_t count, void* dst) = 0;

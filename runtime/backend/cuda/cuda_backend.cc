@@ -353,7 +353,7 @@ class CudaBackend : public Backend {
     ids_offset_ = sin_off + Align(rows * half * 4);
     gather_offset_ = ids_offset_ + Align(rows * 4);
     const int64_t tables_off = gather_offset_ + Align(rows * 4);
-    const int64_t total = tables_off + Align(table_entries * 4);
+    const int64_t total = StepLayoutBytes(rows, half, table_entries);
     if (!Record(ReserveStep(total))) {
       step_ = {};
       return;
@@ -386,6 +386,33 @@ class CudaBackend : public Backend {
     step_.rows = static_cast<int32_t>(rows);
     step_.half = static_cast<int32_t>(half);
     if (decode) StartGraphStep(layout);
+  }
+
+  // Bytes of the step layout for `rows` rows and `table_entries` KV blocks.
+  static int64_t StepLayoutBytes(int64_t rows, int64_t half, int64_t table_entries) {
+    return 4 * Align(rows * 4) + 2 * Align(rows * half * 4) + Align(table_entries * 4);
+  }
+
+  absl::Status ReserveScratch(const StepLimits& l) override {
+    cudaSetDevice(device_);
+    // Decode steps round the context up to a power of two (>= 256) for their
+    // block tables and attention splits.
+    int64_t positions = 256;
+    while (positions < l.max_positions) positions *= 2;
+    const int64_t tables = l.max_rows * ((positions + 15) / 16);
+    absl::Status s = ReserveStep(StepLayoutBytes(l.max_rows, l.rope_half, tables));
+    // Attention partials: rows * heads * splits stays below this (see Attention).
+    const int64_t items = 4 * static_cast<int64_t>(sm_count_) + l.max_rows * l.num_heads;
+    if (s.ok()) {
+      s = ReserveDevice(&attention_workspace_, items * (l.head_dim + 2) * 4,
+                        "attention workspace");
+    }
+    if (s.ok() && l.vocab > 0) {
+      s = ReserveDevice(&logits_device_, Align(l.max_rows * l.vocab * 2) + l.max_rows * 4,
+                        "logits and argmax");
+    }
+    if (s.ok()) s = ReserveIo(l.max_rows * std::max(l.hidden, l.vocab) * 2);
+    return s;
   }
 
   void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias, void* out) override {
