@@ -3,6 +3,8 @@
 // compare with the single-process generator.
 #include <grpcpp/generic/generic_stub.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "runtime/backend/backend.h"
 #include "runtime/chat_template.h"
+#include "runtime/config.h"
 #include "runtime/tokenizer.h"
 #include "services/common/server.h"
 #include "tests/proto/health.grpc.pb.h"
@@ -490,6 +493,65 @@ TEST(ClusterTest, WorkerOnAnUnusableDeviceSaysSoAtStart) {
     EXPECT_NE(rc, 0) << out;
     EXPECT_NE(out.find("\"" + device + "\""), std::string::npos) << out;
   }
+}
+
+// A Load that puts a CPU worker into an NCCL peer group fails with the
+// "peer group: " prefix the coordinator reads as "plan again over gRPC", and
+// the worker keeps serving Loads without one. A real worker process, ended
+// with SIGTERM.
+TEST(ClusterTest, CpuWorkerRefusesAPeerGroupSoTheCoordinatorFallsBackToGrpc) {
+  const std::string dir = FreshDir("peer-group");
+  const std::string addr_file = dir + "/worker.addr";
+  const std::string model = TestModel("llama");
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl(STRATA_BINARY, STRATA_BINARY, "worker", "--coordinator", "127.0.0.1:1",
+          "--reconnect-timeout-ms", "60000", "--connect-timeout-ms", "60000", "--address-file",
+          addr_file.c_str(), "--metrics-listen", "", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::string address;
+  for (int i = 0; i < 1000 && address.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    address = ReadFile(addr_file);
+  }
+  address = address.substr(0, address.find(' '));
+  auto load = [&](bool with_group) {
+    auto stub = v1::Worker::NewStub(Dial(address));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::LoadRequest req;
+    req.set_epoch(with_group ? 1 : 2);
+    req.set_model_dir(model);
+    req.set_layer_begin(0);
+    req.set_layer_end(LoadModelConfig(model)->num_layers);
+    req.set_max_batch_tokens(64);
+    req.set_max_context(128);
+    req.set_max_sequences(2);
+    if (with_group) {
+      req.set_peer_group_id(std::string(128, '\x01'));
+      req.set_peer_rank(1);
+      req.set_peer_group_size(2);
+      req.set_recv_from_peer(true);
+    }
+    v1::LoadResponse resp;
+    return stub->Load(&ctx, req, &resp);
+  };
+  if (!address.empty()) {
+    const grpc::Status refused = load(true);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << refused.error_message();
+    EXPECT_EQ(refused.error_message().rfind(kPeerGroupError, 0), 0u) << refused.error_message();
+    EXPECT_NE(refused.error_message().find("no peer transport"), std::string::npos)
+        << refused.error_message();
+    const grpc::Status plain = load(false);
+    EXPECT_TRUE(plain.ok()) << plain.error_message();
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_FALSE(address.empty()) << "the worker wrote no address file";
 }
 
 // Two worker processes sharing one GPU, hidden states over gRPC, give the
