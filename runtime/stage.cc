@@ -141,6 +141,7 @@ absl::Status Stage::AllocateWorkspaces(int64_t kv_blocks) {
   limits.head_dim = config_.head_dim;
   limits.hidden = h;
   limits.vocab = is_last() ? config_.vocab_size : 0;
+  limits.max_logits_rows = std::min(t, std::max<int64_t>(64, options_.max_sequences));
   return backend_->ReserveScratch(limits);
 }
 

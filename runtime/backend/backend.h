@@ -150,13 +150,16 @@ class Backend {
   // scratch (staging, attention partials, logits) at load, where running out
   // is an error naming what did not fit, rather than growing it mid-run.
   struct StepLimits {
-    int64_t max_rows = 0;         // tokens per step
-    int64_t max_positions = 0;    // context per sequence
+    int64_t max_rows = 0;       // tokens per step
+    int64_t max_positions = 0;  // context per sequence
     int64_t rope_half = 0;
     int64_t num_heads = 0;
     int64_t head_dim = 0;
     int64_t hidden = 0;
-    int64_t vocab = 0;            // 0 for a stage without the LM head
+    int64_t vocab = 0;  // 0 for a stage without the LM head
+    // Logits rows a step usually ends with (one per sequence); a rarer step
+    // with more (every position's logits) grows the scratch when it comes.
+    int64_t max_logits_rows = 0;
   };
   virtual absl::Status ReserveScratch(const StepLimits&) { return absl::OkStatus(); }
 

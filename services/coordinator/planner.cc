@@ -345,10 +345,12 @@ absl::StatusOr<PlanInput> PlanInputForModel(const std::string& model_dir, const 
   in.kv_bytes_per_layer =
       budget.concurrency * context * 2 * config.kv_dim() * budget.kv_element_bytes;
   // f32 activations of one full batch: residual, norm, q/k/v, attention,
-  // projection, gate and up (the stage's workspaces), plus one logits row per token.
+  // projection, gate and up (the stage's workspaces), plus logits rows for
+  // every sequence of a decode step (at least 64, as the stage reserves).
   const int64_t per_token = 3 * config.hidden_size + config.q_dim() * 2 + config.kv_dim() * 2 +
                             config.intermediate_size * 2;
-  in.workspace_bytes = budget.max_batch_tokens * per_token * 4 + config.vocab_size * 4 * 64;
+  in.workspace_bytes = budget.max_batch_tokens * per_token * 4 +
+                       config.vocab_size * 4 * std::max<int64_t>(64, budget.concurrency);
   in.devices = devices;
   return in;
 }

@@ -404,14 +404,14 @@ class CudaBackend : public Backend {
     // Attention partials: rows * heads * splits stays below this (see Attention).
     const int64_t items = 4 * static_cast<int64_t>(sm_count_) + l.max_rows * l.num_heads;
     if (s.ok()) {
-      s = ReserveDevice(&attention_workspace_, items * (l.head_dim + 2) * 4,
-                        "attention workspace");
+      s = ReserveDevice(&attention_workspace_, items * (l.head_dim + 2) * 4, "attention workspace");
     }
     if (s.ok() && l.vocab > 0) {
-      s = ReserveDevice(&logits_device_, Align(l.max_rows * l.vocab * 2) + l.max_rows * 4,
+      s = ReserveDevice(&logits_device_,
+                        Align(l.max_logits_rows * l.vocab * 2) + l.max_logits_rows * 4,
                         "logits and argmax");
     }
-    if (s.ok()) s = ReserveIo(l.max_rows * std::max(l.hidden, l.vocab) * 2);
+    if (s.ok()) s = ReserveIo(std::max(l.max_rows * l.hidden, l.max_logits_rows * l.vocab) * 2);
     return s;
   }
 
