@@ -36,6 +36,19 @@ inline uint16_t F32ToBf16(float f) {
 float F16ToF32(uint16_t h);
 uint16_t F32ToF16(float f);
 
+// Element `i` of an array of `dtype` elements, as f32.
+inline float ElementAsF32(DType dtype, const void* data, int64_t i) {
+  switch (dtype) {
+    case DType::kF32:
+      return static_cast<const float*>(data)[i];
+    case DType::kBF16:
+      return Bf16ToF32(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF16:
+      return F16ToF32(static_cast<const uint16_t*>(data)[i]);
+  }
+  return 0.0f;
+}
+
 }  // namespace strata
 
 #endif  // STRATA_RUNTIME_DTYPE_H_

@@ -35,19 +35,7 @@ Weight AsWeight(const TensorView& t) {
 
 std::vector<float> ToF32(const TensorView& t) {
   std::vector<float> out(t.numel());
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    switch (t.dtype) {
-      case DType::kF32:
-        out[i] = static_cast<const float*>(t.data)[i];
-        break;
-      case DType::kBF16:
-        out[i] = Bf16ToF32(static_cast<const uint16_t*>(t.data)[i]);
-        break;
-      case DType::kF16:
-        out[i] = F16ToF32(static_cast<const uint16_t*>(t.data)[i]);
-        break;
-    }
-  }
+  for (int64_t i = 0; i < t.numel(); ++i) out[i] = ElementAsF32(t.dtype, t.data, i);
   return out;
 }
 
@@ -151,9 +139,6 @@ absl::Status Stage::LoadWeights() {
     weight_bytes_ += static_cast<int64_t>(t.nbytes);
     return t;
   };
-  auto prepare = [&](const Weight& host, const std::string& name) -> absl::StatusOr<Weight> {
-    return backend_->PrepareWeight(host, name);
-  };
   auto bias = [&](const TensorView& t, const std::string& name, std::vector<float>* host,
                   Weight* out) -> absl::Status {
     *host = ToF32(t);
@@ -161,7 +146,7 @@ absl::Status Stage::LoadWeights() {
     w.rows = 1;
     w.cols = static_cast<int64_t>(host->size());
     w.data = host->data();
-    ASSIGN_OR_RETURN(*out, prepare(w, name));
+    ASSIGN_OR_RETURN(*out, backend_->PrepareWeight(w, name));
     return absl::OkStatus();
   };
   for (int64_t l = begin_; l < end_; ++l) {
@@ -197,7 +182,7 @@ absl::Status Stage::LoadWeights() {
       else if (suffix == config_.traits->k_norm_tensor)
         target = &w.k_norm;
       if (target != nullptr) {
-        ASSIGN_OR_RETURN(*target, prepare(AsWeight(t), spec.name));
+        ASSIGN_OR_RETURN(*target, backend_->PrepareWeight(AsWeight(t), spec.name));
       } else if (suffix == "self_attn.q_proj.bias") {
         RETURN_IF_ERROR(bias(t, spec.name, &w.q_bias_f32, &w.q_bias));
       } else if (suffix == "self_attn.k_proj.bias") {
@@ -210,18 +195,18 @@ absl::Status Stage::LoadWeights() {
   if (is_first() || (is_last() && config_.tie_word_embeddings)) {
     const TensorSpec spec = EmbeddingTensor(config_);
     ASSIGN_OR_RETURN(TensorView t, get(spec));
-    ASSIGN_OR_RETURN(embedding_, prepare(AsWeight(t), spec.name));
+    ASSIGN_OR_RETURN(embedding_, backend_->PrepareWeight(AsWeight(t), spec.name));
   }
   if (is_last()) {
     const TensorSpec norm_spec = FinalNormTensor(config_);
     ASSIGN_OR_RETURN(TensorView norm, get(norm_spec));
-    ASSIGN_OR_RETURN(final_norm_, prepare(AsWeight(norm), norm_spec.name));
+    ASSIGN_OR_RETURN(final_norm_, backend_->PrepareWeight(AsWeight(norm), norm_spec.name));
     if (config_.tie_word_embeddings) {
       lm_head_ = embedding_;
     } else {
       const TensorSpec head_spec = LmHeadTensor(config_);
       ASSIGN_OR_RETURN(TensorView head, get(head_spec));
-      ASSIGN_OR_RETURN(lm_head_, prepare(AsWeight(head), head_spec.name));
+      ASSIGN_OR_RETURN(lm_head_, backend_->PrepareWeight(AsWeight(head), head_spec.name));
     }
   }
   return absl::OkStatus();

@@ -5,17 +5,10 @@
 
 namespace strata::cpu {
 
-float WeightAt(const Weight& w, int64_t i) {
-  switch (w.dtype) {
-    case DType::kF32: return static_cast<const float*>(w.data)[i];
-    case DType::kBF16: return Bf16ToF32(static_cast<const uint16_t*>(w.data)[i]);
-    case DType::kF16: return F16ToF32(static_cast<const uint16_t*>(w.data)[i]);
-  }
-  return 0;
-}
+float WeightAt(const Weight& w, int64_t i) { return ElementAsF32(w.dtype, w.data, i); }
 
-void LinearRowsPortable(const float* x, int64_t m, const Weight& w, int64_t n_begin,
-                        int64_t n_end, float* out, int64_t ldo) {
+void LinearRowsPortable(const float* x, int64_t m, const Weight& w, int64_t n_begin, int64_t n_end,
+                        float* out, int64_t ldo) {
   const int64_t k = w.cols;
   // Eight lanes per partial sum, reduced per k-block, mirroring the AVX2 kernel.
   for (int64_t n = n_begin; n < n_end; ++n) {

@@ -243,7 +243,8 @@ class CudaBackend : public Backend {
     std::vector<uint16_t> converted;
     if (host.dtype != act_) {
       converted.resize(static_cast<size_t>(count));
-      for (int64_t i = 0; i < count; ++i) converted[i] = FromF32(HostElement(host, i));
+      for (int64_t i = 0; i < count; ++i)
+        converted[i] = FromF32(ElementAsF32(host.dtype, host.data, i));
       source = converted.data();
     }
     auto buffer = Allocate(w.bytes(), absl::StrCat("tensor ", std::string(name)));
@@ -592,17 +593,6 @@ class CudaBackend : public Backend {
 
   uint16_t FromF32(float f) const { return act_ == DType::kF16 ? F32ToF16(f) : F32ToBf16(f); }
   float ToF32(uint16_t h) const { return act_ == DType::kF16 ? F16ToF32(h) : Bf16ToF32(h); }
-  static float HostElement(const Weight& w, int64_t i) {
-    switch (w.dtype) {
-      case DType::kF32:
-        return static_cast<const float*>(w.data)[i];
-      case DType::kBF16:
-        return Bf16ToF32(static_cast<const uint16_t*>(w.data)[i]);
-      case DType::kF16:
-        return F16ToF32(static_cast<const uint16_t*>(w.data)[i]);
-    }
-    return 0.0f;
-  }
 
   // Keeps the first error; true when `s` is OK.
   bool Record(const absl::Status& s) {
