@@ -137,6 +137,43 @@ TEST(StrataCliTest, BadInputsGetClearErrors) {
   EXPECT_NE(out.find("/nonexistent/model/config.json"), std::string::npos) << out;
 }
 
+// `strata logits` writes one f32 row per step; its greedy tokens are the
+// argmax of those rows; bad flags name the flag.
+TEST(StrataCliTest, LogitsWritesEveryStepAndChecksItsFlags) {
+  const std::string& model = testing::TestModel("llama");
+  const std::string out_file = testing::FreshDir("logits") + "/logits.f32";
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(), " logits --model ", model,
+                                             " --ids 1,5,9 --steps 4 --out ", out_file),
+                                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("\"prompt\":[1,5,9]"), std::string::npos) << out;
+  const std::string bytes = testing::ReadFile(out_file);
+  const size_t vocab_at = out.find("\"vocab_size\":");
+  ASSERT_NE(vocab_at, std::string::npos) << out;
+  const int64_t vocab = std::stoll(out.substr(vocab_at + 13));
+  ASSERT_EQ(bytes.size(), static_cast<size_t>(5 * vocab * 4));
+  const size_t tokens_at = out.find("\"tokens\":[");
+  ASSERT_NE(tokens_at, std::string::npos) << out;
+  const int32_t first = std::stoi(out.substr(tokens_at + 10));
+  const float* row = reinterpret_cast<const float*>(bytes.data());
+  EXPECT_EQ(std::max_element(row, row + vocab) - row, first);
+
+  for (const auto& [flags, named] : std::vector<std::pair<std::string, std::string>>{
+           {"--ids 1,x,3 --out /tmp/x", "--ids: \"x\""},
+           {"--ids 1,2", "--out: required"},
+           {"--out /tmp/x", "--ids: required"},
+           {"--ids 1 --out /tmp/x --device tpu", "\"tpu\""},
+           {"--ids 1 --out /tmp/x --steps -1", "--steps"}}) {
+    std::string bad;
+    EXPECT_NE(
+        testing::RunCommand(absl::StrCat(Strata(), " logits --model ", model, " ", flags), &bad), 0)
+        << flags;
+    EXPECT_NE(bad.find(named), std::string::npos) << flags << ": " << bad;
+  }
+}
+
 TEST(StrataCliTest, MakeModelWritesShardsWithAnIndex) {
   const std::string dir = testing::FreshDir("sharded");
   std::string out;
