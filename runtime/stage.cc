@@ -343,8 +343,9 @@ absl::Status Stage::Execute(const StageBatch& batch, int64_t tokens, StageOutput
     out->hidden.clear();
     status = ComputeHead(batch, out);
   } else if (batch.send_peer >= 0) {
-    // Not waited for: the receiver posts its half once our step message
-    // reaches it, after this returns.
+    // Enqueued, not waited for: the receiver posts its half once our step
+    // header reaches it, after this returns; the next step waits for it
+    // (see runtime/backend/peer_link.h).
     backend_->SendToPeer(x_, tokens * h, batch.send_peer);
     out->hidden.clear();
     status = backend_->TakeError();
@@ -385,6 +386,8 @@ void Stage::BeginStep(const StageBatch& batch, int64_t tokens) {
   layout.sin = sin_.data();
   layout.max_positions = max_positions;
   layout.logits_rows = 0;
+  layout.peer_recv = batch.recv_peer >= 0;
+  layout.peer_send = batch.send_peer >= 0;
   if (is_last()) {
     bool greedy = false, other = false;
     for (const SequenceChunk& c : batch.chunks) {

@@ -100,6 +100,10 @@ struct StepLayout {
   // shape from a recorded graph.
   int64_t logits_rows = -1;
   bool argmax_only = false;  // the step ends with Argmax(), not Logits()
+  // The hidden states arrive by RecvFromPeer (enqueued before BeginStep) /
+  // leave by SendToPeer (the step's last op).
+  bool peer_recv = false;
+  bool peer_send = false;
 };
 
 // The message prefix of a Download()/Logits() error that means no op of the

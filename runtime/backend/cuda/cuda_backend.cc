@@ -30,6 +30,7 @@
 #include "runtime/backend/cuda/gemm.h"
 #include "runtime/backend/cuda/kernels.h"
 #include "runtime/backend/cuda/nccl_link.h"
+#include "runtime/backend/peer_link.h"
 
 namespace strata {
 namespace {
@@ -37,6 +38,8 @@ namespace {
 constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;
 // A flash-decoding split covers at least this many key positions.
 constexpr int64_t kMinSplitKeys = 128;
+// How long a hop's NCCL send or receive may take before it counts as broken.
+constexpr int kHopTimeoutMs = 30'000;
 
 std::string CudaErrorText(cudaError_t e) {
   return absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e));
@@ -199,7 +202,7 @@ class CudaBackend : public Backend {
 
   ~CudaBackend() override {
     cudaSetDevice(device_);
-    peers_.reset();  // aborts transfers a stream sync would otherwise wait on forever
+    link_.reset();  // aborts transfers a stream sync would otherwise wait on forever
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     DropGraphs();
     gemm_.reset();
@@ -286,23 +289,30 @@ class CudaBackend : public Backend {
                             cudaMemcpyDeviceToHost, stream_),
             "copy of the step's output to the host");
     }
+    absl::Status launched = RunGraphPart();
+    if (!launched.ok()) {
+      Finish().IgnoreError();  // the layout copy before the capture; its errors are moot
+      return launched;
+    }
+    return Finish();
+  }
+
+  // Ends the part of the step a graph holds: finishes a capture, and launches
+  // the captured or replayed graph. kStepNotRun when nothing of it ran.
+  absl::Status RunGraphPart() {
     if (graph_mode_ == GraphMode::kCapture) {
       absl::Status captured = EndCapture();
-      if (!captured.ok()) {
-        Finish().IgnoreError();  // the layout copy before the capture; its errors are moot
-        return absl::AbortedError(absl::StrCat(kStepNotRun, captured.message()));
-      }
+      if (!captured.ok()) return absl::AbortedError(absl::StrCat(kStepNotRun, captured.message()));
     }
     if (graph_mode_ != GraphMode::kEager) {
       graph_mode_ = GraphMode::kEager;
       auto it = graphs_.find(graph_key_);
       if (it == graphs_.end()) {  // dropped mid-step: nothing ran
-        Finish().IgnoreError();
         return absl::AbortedError(absl::StrCat(kStepNotRun, "the decode graph was dropped"));
       }
       Check(cudaGraphLaunch(it->second, stream_), "decode graph launch");
     }
-    return Finish();
+    return absl::OkStatus();
   }
 
   void GatherRows(const void* src, std::span<const int64_t> rows, int64_t cols,
@@ -327,11 +337,19 @@ class CudaBackend : public Backend {
     if (unsynced_) {
       // The last step ended with an NCCL send and was not waited for; its
       // copies may still read the pinned staging this step overwrites. The
-      // send's receiver already has its step header, so this wait ends.
-      Check(cudaStreamSynchronize(stream_), "the previous step");
+      // send's receiver has had the step header since, so the send ends (or
+      // its deadline passes, a broken hop). Everything of that step precedes
+      // its send on the stream.
+      if (link_ != nullptr) {
+        Record(link_->WaitSend());
+      } else {
+        Check(cudaStreamSynchronize(stream_), "the previous step");
+      }
       unsynced_ = false;
     }
-    bool decode = graphs_enabled_ && layout.logits_rows >= 0 && peers_ == nullptr;
+    // Decode steps of a peer group use graphs too: the receive is enqueued
+    // before the graph, the send after it (SendToPeer).
+    bool decode = graphs_enabled_ && layout.logits_rows >= 0;
     for (const AttentionChunk& ch : layout.chunks) decode &= ch.num_tokens == 1;
     split_positions_ = layout.max_positions;
     if (decode) {
@@ -543,35 +561,52 @@ class CudaBackend : public Backend {
   absl::Status JoinPeerGroup(const PeerGroup& group) override {
     cudaSetDevice(device_);
     LeavePeerGroup();
-    auto comm = cuda::PeerComm::Join(group, label_);
+    auto comm = cuda::NcclCommunicator::Join(group, act_, stream_, label_);
     if (!comm.ok()) return comm.status();
+    PeerLink::Options options;
+    options.rank = group.rank;
+    options.size = group.size;
+    options.join_timeout_ms = group.timeout_ms;
+    options.transfer_timeout_ms = kHopTimeoutMs;
+    options.label = label_;
+    auto link = PeerLink::Join(std::move(*comm), options);
+    if (!link.ok()) return link.status();
     std::lock_guard<std::mutex> lock(peers_mu_);
-    peers_ = std::move(*comm);
+    link_ = std::move(*link);
     return absl::OkStatus();
   }
 
   void LeavePeerGroup() override {
     cudaSetDevice(device_);
-    std::unique_ptr<cuda::PeerComm> old;
+    std::unique_ptr<PeerLink> old;
     {
       std::lock_guard<std::mutex> lock(peers_mu_);
-      old = std::move(peers_);
+      old = std::move(link_);
     }
+    old.reset();  // aborts it: pending transfers end
+    unsynced_ = false;
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   }
 
   void AbortPeerGroup() override {
     std::lock_guard<std::mutex> lock(peers_mu_);
-    if (peers_ != nullptr) peers_->Abort();
+    if (link_ != nullptr) link_->Abort();
   }
 
   void SendToPeer(const void* src, int64_t count, int peer) override {
-    if (peers_ == nullptr) Backend::SendToPeer(src, count, peer);
-    Record(peers_->Send(src, count, act_, peer, stream_));
+    if (link_ == nullptr) Backend::SendToPeer(src, count, peer);
+    // The layers first (a decode graph ends here), then the send behind them.
+    absl::Status ran = RunGraphPart();
+    if (!ran.ok()) {
+      Record(ran);  // kStepNotRun: the stage runs the step again, eagerly
+      return;
+    }
+    Record(link_->Send(src, count, peer));
   }
 
   void RecvFromPeer(void* dst, int64_t count, int peer) override {
-    if (peers_ == nullptr) Backend::RecvFromPeer(dst, count, peer);
-    Record(peers_->Recv(dst, count, act_, peer, stream_));
+    if (link_ == nullptr) Backend::RecvFromPeer(dst, count, peer);
+    Record(link_->Recv(dst, count, peer));
   }
 
   absl::Status TakeError() override {
@@ -608,7 +643,7 @@ class CudaBackend : public Backend {
   void StartGraphStep(const StepLayout& layout) {
     graph_key_ = {layout.rows, static_cast<int64_t>(layout.chunks.size()),
                   layout.argmax_only ? -layout.logits_rows - 1 : layout.logits_rows,
-                  split_positions_};
+                  split_positions_, (layout.peer_recv ? 1 : 0) | (layout.peer_send ? 2 : 0)};
     if (graphs_.count(graph_key_) > 0) {
       graph_mode_ = GraphMode::kReplay;
       return;
@@ -654,8 +689,10 @@ class CudaBackend : public Backend {
   }
 
   // Waits for the stream and returns (and clears) the first error since the
-  // last call.
+  // last call. A receive from a peer is waited for first, with its deadline:
+  // the stream could otherwise wait on a dead peer forever.
   absl::Status Finish() {
+    if (link_ != nullptr && link_->recv_pending()) Record(link_->WaitRecv());
     Check(cudaStreamSynchronize(stream_), "step");
     absl::Status s = error_;
     error_ = absl::OkStatus();
@@ -712,10 +749,11 @@ class CudaBackend : public Backend {
   std::unique_ptr<Buffer> gemm_workspace_;
   std::unique_ptr<cuda::Gemm> gemm_;
   std::vector<std::unique_ptr<Buffer>> weights_;
-  // The step thread uses peers_; another thread may only Abort() it, under
-  // peers_mu_, which Join/Leave also take to replace it.
+  // The step thread uses link_; another thread may only Abort() it, under
+  // peers_mu_, which Join/Leave also take to replace it (PeerLink itself
+  // keeps the communicator alive until the call in it has left).
   std::mutex peers_mu_;
-  std::unique_ptr<cuda::PeerComm> peers_;
+  std::unique_ptr<PeerLink> link_;
   absl::Status error_;
 
   // The step's layout: host staging and its device copy.
@@ -732,8 +770,9 @@ class CudaBackend : public Backend {
   // their host inputs (ids, rows, hidden states) into the pinned buffers the
   // graph copies from, then launch it. Moving any buffer drops every graph.
   enum class GraphMode { kEager, kCapture, kReplay };
-  // rows, chunks, logits rows (-rows - 1 for Argmax steps), split positions
-  using GraphKey = std::tuple<int64_t, int64_t, int64_t, int64_t>;
+  // rows, chunks, logits rows (-rows - 1 for Argmax steps), split positions,
+  // peer hops (1: the hidden states arrive by NCCL, 2: they leave by NCCL)
+  using GraphKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int>;
   bool Replaying() const { return graph_mode_ == GraphMode::kReplay; }
   bool graphs_enabled_ = true;
   bool unsynced_ = false;  // the last step returned without waiting (TakeError)

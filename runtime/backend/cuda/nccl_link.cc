@@ -25,6 +25,8 @@ struct NcclApi {
   STRATA_NCCL_FN(ncclCommAbort)
   STRATA_NCCL_FN(ncclSend)
   STRATA_NCCL_FN(ncclRecv)
+  STRATA_NCCL_FN(ncclGroupStart)
+  STRATA_NCCL_FN(ncclGroupEnd)
 #undef STRATA_NCCL_FN
 };
 
@@ -53,6 +55,8 @@ absl::StatusOr<const NcclApi*> LoadNccl() {
     STRATA_NCCL_RESOLVE(ncclCommAbort)
     STRATA_NCCL_RESOLVE(ncclSend)
     STRATA_NCCL_RESOLVE(ncclRecv)
+    STRATA_NCCL_RESOLVE(ncclGroupStart)
+    STRATA_NCCL_RESOLVE(ncclGroupEnd)
 #undef STRATA_NCCL_RESOLVE
   });
   if (!status.ok()) return status;
@@ -71,10 +75,16 @@ ncclDataType_t NcclType(DType dtype) {
   return ncclBfloat16;
 }
 
+std::string CudaErrorText(cudaError_t e) {
+  return absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e));
+}
+
+int OpIndex(PeerOp op) { return static_cast<int>(op); }
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<PeerComm>> PeerComm::Join(const PeerGroup& group,
-                                                         const std::string& label) {
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Join(
+    const PeerGroup& group, DType dtype, cudaStream_t stream, const std::string& label) {
   auto api = LoadNccl();
   if (!api.ok()) return api.status();
   if (group.unique_id.size() != sizeof(ncclUniqueId)) {
@@ -91,63 +101,122 @@ absl::StatusOr<std::unique_ptr<PeerComm>> PeerComm::Join(const PeerGroup& group,
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;  // so a member that never comes can be waited for, then aborted
   ncclComm_t comm = nullptr;
-  ncclResult_t r = (*api)->ncclCommInitRankConfig(&comm, group.size, id, group.rank, &config);
-  auto peer = std::unique_ptr<PeerComm>(new PeerComm(comm, group.rank, label));
+  const ncclResult_t r = (*api)->ncclCommInitRankConfig(&comm, group.size, id, group.rank, &config);
   if (r != ncclSuccess && r != ncclInProgress) {
-    peer->comm_.store(nullptr);
+    if (comm != nullptr) (*api)->ncclCommAbort(comm);
     return absl::UnavailableError(absl::StrCat(label, ": joining peer group as rank ", group.rank,
                                                " of ", group.size, ": ",
                                                (*api)->ncclGetErrorString(r)));
   }
-  absl::Status joined = peer->Settle(r, "joining the peer group", group.timeout_ms);
-  if (!joined.ok()) return joined;  // the destructor aborts the half-made communicator
-  return peer;
-}
-
-PeerComm::~PeerComm() { Abort(); }
-
-void PeerComm::Abort() {
-  ncclComm_t comm = comm_.exchange(nullptr);
-  if (comm != nullptr) (*LoadNccl())->ncclCommAbort(comm);
-}
-
-absl::Status PeerComm::Settle(ncclResult_t r, const char* what, int timeout_ms) {
-  const NcclApi* api = *LoadNccl();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (r == ncclInProgress) {
+  auto self = std::unique_ptr<NcclCommunicator>(new NcclCommunicator(comm, dtype, stream));
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(group.timeout_ms);
+  for (;;) {
+    absl::StatusOr<bool> done = self->CallDone();
+    if (!done.ok()) {
+      return absl::UnavailableError(absl::StrCat(label, ": joining peer group as rank ",
+                                                 group.rank, " of ", group.size, ": ",
+                                                 done.status().message()));
+    }
+    if (*done) break;
     if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(label_, ": ", what, " did not finish within ", timeout_ms, " ms"));
+      return absl::DeadlineExceededError(absl::StrCat(
+          label, ": joining peer group as rank ", group.rank, " of ", group.size,
+          " did not finish within ", group.timeout_ms, " ms"));  // the destructor aborts it
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));
-    ncclResult_t state = ncclSuccess;
-    ncclComm_t comm = comm_.load();
-    if (comm == nullptr) return absl::UnavailableError(label_ + ": the peer group was aborted");
-    const ncclResult_t q = api->ncclCommGetAsyncError(comm, &state);
-    r = q != ncclSuccess ? q : state;
   }
-  if (r != ncclSuccess) {
-    return absl::UnavailableError(
-        absl::StrCat(label_, ": ", what, ": ", api->ncclGetErrorString(r)));
+  for (cudaEvent_t& e : self->done_) {
+    const cudaError_t c = cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+    if (c != cudaSuccess) {
+      return absl::InternalError(absl::StrCat(label, ": cudaEventCreate: ", CudaErrorText(c)));
+    }
   }
+  const cudaError_t c = cudaMalloc(&self->scratch_, 2 * sizeof(float));
+  if (c != cudaSuccess) {
+    cudaGetLastError();
+    return absl::ResourceExhaustedError(
+        absl::StrCat(label, ": the peer group's warm-up scratch: ", CudaErrorText(c)));
+  }
+  return self;
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  Abort();
+  for (cudaEvent_t e : done_) {
+    if (e != nullptr) cudaEventDestroy(e);
+  }
+  if (scratch_ != nullptr) cudaFree(scratch_);
+}
+
+void NcclCommunicator::Abort() {
+  if (comm_ == nullptr) return;
+  (*LoadNccl())->ncclCommAbort(comm_);  // also ends its kernels still on the stream
+  comm_ = nullptr;
+}
+
+absl::StatusOr<bool> NcclCommunicator::CallDone() {
+  const NcclApi* api = *LoadNccl();
+  if (comm_ == nullptr) return absl::UnavailableError("the communicator was aborted");
+  ncclResult_t state = ncclSuccess;
+  const ncclResult_t q = api->ncclCommGetAsyncError(comm_, &state);
+  const ncclResult_t r = q != ncclSuccess ? q : state;
+  if (r == ncclInProgress) return false;
+  if (r != ncclSuccess) return absl::UnavailableError(api->ncclGetErrorString(r));
+  return true;
+}
+
+absl::Status NcclCommunicator::Enqueue(const PeerTransfer& t) {
+  const NcclApi* api = *LoadNccl();
+  if (comm_ == nullptr) return absl::UnavailableError("the communicator was aborted");
+  const ncclDataType_t type = NcclType(dtype_);
+  ncclResult_t r = ncclSuccess;
+  switch (t.op) {
+    case PeerOp::kSend:
+      r = api->ncclSend(t.src, static_cast<size_t>(t.count), type, t.to, comm_, stream_);
+      break;
+    case PeerOp::kRecv:
+      r = api->ncclRecv(t.dst, static_cast<size_t>(t.count), type, t.from, comm_, stream_);
+      break;
+    case PeerOp::kWarmUp: {
+      // One group, so both neighbours' connections form in one go.
+      char* scratch = static_cast<char*>(scratch_);
+      r = api->ncclGroupStart();
+      if (r == ncclSuccess && t.from >= 0) {
+        r = api->ncclRecv(scratch + DTypeSize(dtype_), 1, type, t.from, comm_, stream_);
+      }
+      if (r == ncclSuccess && t.to >= 0) r = api->ncclSend(scratch, 1, type, t.to, comm_, stream_);
+      const ncclResult_t end = api->ncclGroupEnd();
+      if (r == ncclSuccess) r = end;
+      break;
+    }
+  }
+  if (r != ncclSuccess && r != ncclInProgress) return absl::UnavailableError(api->ncclGetErrorString(r));
+  record_[OpIndex(t.op)] = true;
   return absl::OkStatus();
 }
 
-absl::Status PeerComm::Send(const void* src, int64_t count, DType dtype, int peer,
-                            cudaStream_t stream) {
-  const NcclApi* api = *LoadNccl();
-  ncclComm_t comm = comm_.load();
-  if (comm == nullptr) return absl::UnavailableError(label_ + ": the peer group was aborted");
-  return Settle(api->ncclSend(src, static_cast<size_t>(count), NcclType(dtype), peer, comm, stream),
-                "NCCL send", 30'000);
+absl::StatusOr<bool> NcclCommunicator::Enqueued() {
+  absl::StatusOr<bool> done = CallDone();
+  if (!done.ok() || !*done) return done;
+  // Only now are the transfers on the stream: mark where they end.
+  for (int op = 0; op < 3; ++op) {
+    if (!record_[op]) continue;
+    record_[op] = false;
+    const cudaError_t e = cudaEventRecord(done_[op], stream_);
+    if (e != cudaSuccess) return absl::InternalError(absl::StrCat("cudaEventRecord: ", CudaErrorText(e)));
+  }
+  return true;
 }
 
-absl::Status PeerComm::Recv(void* dst, int64_t count, DType dtype, int peer, cudaStream_t stream) {
-  const NcclApi* api = *LoadNccl();
-  ncclComm_t comm = comm_.load();
-  if (comm == nullptr) return absl::UnavailableError(label_ + ": the peer group was aborted");
-  return Settle(api->ncclRecv(dst, static_cast<size_t>(count), NcclType(dtype), peer, comm, stream),
-                "NCCL receive", 30'000);
+absl::StatusOr<bool> NcclCommunicator::Finished(PeerOp op) {
+  absl::StatusOr<bool> enqueued = Enqueued();
+  if (!enqueued.ok() || !*enqueued) return enqueued;
+  const cudaError_t e = cudaEventQuery(done_[OpIndex(op)]);
+  if (e == cudaErrorNotReady) return false;
+  if (e != cudaSuccess) return absl::InternalError(CudaErrorText(e));
+  // A transfer the peer broke off shows as the communicator's error.
+  return CallDone();
 }
 
 }  // namespace cuda

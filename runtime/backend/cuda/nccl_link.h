@@ -1,49 +1,50 @@
-// NCCL for the CUDA backend's peer transport: the library is opened with
-// dlopen ($STRATA_NCCL_LIBRARY, libnccl.so.2, then the toolkit's copy), so
-// processes that never use it do not load it. A PeerComm is one non-blocking
-// communicator of a PeerGroup; destroying it aborts it, which also ends
-// transfers still pending on its stream.
+// NCCL behind PeerLink's Communicator (see runtime/backend/peer_link.h for
+// the protocol). The library is opened with dlopen ($STRATA_NCCL_LIBRARY,
+// libnccl.so.2, then the toolkit's copy), so processes that never use it do
+// not load it. Communicators are non-blocking, so a member that never comes
+// is waited for with a deadline and then aborted, never forever.
 #ifndef STRATA_RUNTIME_BACKEND_CUDA_NCCL_LINK_H_
 #define STRATA_RUNTIME_BACKEND_CUDA_NCCL_LINK_H_
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include <atomic>
-#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "runtime/backend/backend.h"
+#include "runtime/backend/peer_link.h"
 
 namespace strata::cuda {
 
-class PeerComm {
+class NcclCommunicator : public Communicator {
  public:
-  // Joins `group` on the current device; waits until every member joined.
-  static absl::StatusOr<std::unique_ptr<PeerComm>> Join(const PeerGroup& group,
-                                                        const std::string& label);
-  ~PeerComm();
-  PeerComm(const PeerComm&) = delete;
-  PeerComm& operator=(const PeerComm&) = delete;
+  // Joins `group` on the current device, transfers of `dtype` enqueued on
+  // `stream`; waits (up to group.timeout_ms) until every member joined.
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Join(const PeerGroup& group,
+                                                                DType dtype, cudaStream_t stream,
+                                                                const std::string& label);
+  ~NcclCommunicator() override;
 
-  // Enqueue a point-to-point transfer of `count` elements of `dtype` on `stream`.
-  absl::Status Send(const void* src, int64_t count, DType dtype, int peer, cudaStream_t stream);
-  absl::Status Recv(void* dst, int64_t count, DType dtype, int peer, cudaStream_t stream);
-  int rank() const { return rank_; }
-  // Aborts the communicator now; later transfers fail. Safe from any thread.
-  void Abort();
+  absl::Status Enqueue(const PeerTransfer& t) override;
+  absl::StatusOr<bool> Enqueued() override;
+  absl::StatusOr<bool> Finished(PeerOp op) override;
+  void Abort() override;
 
  private:
-  PeerComm(ncclComm_t comm, int rank, std::string label)
-      : comm_(comm), rank_(rank), label_(std::move(label)) {}
-  // Waits out ncclInProgress (non-blocking communicators return it).
-  absl::Status Settle(ncclResult_t r, const char* what, int timeout_ms);
+  NcclCommunicator(ncclComm_t comm, DType dtype, cudaStream_t stream)
+      : comm_(comm), dtype_(dtype), stream_(stream) {}
+  // The state of the communicator's last call: true when done.
+  absl::StatusOr<bool> CallDone();
 
-  std::atomic<ncclComm_t> comm_;
-  int rank_;
-  std::string label_;
+  ncclComm_t comm_;
+  DType dtype_;
+  cudaStream_t stream_;
+  // One event per PeerOp, recorded on the stream once its enqueue finished.
+  cudaEvent_t done_[3] = {nullptr, nullptr, nullptr};
+  bool record_[3] = {false, false, false};
+  void* scratch_ = nullptr;  // the warm-up's two elements (send, receive)
 };
 
 }  // namespace strata::cuda
