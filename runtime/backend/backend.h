@@ -26,6 +26,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -278,6 +279,9 @@ bool PeerTransportAvailable(const std::string& device, std::string* why);
 // Whether this build has the CUDA backend, and how many devices it sees (0
 // with `why` set when none is usable).
 int CudaDeviceCount(std::string* why);
+// The UUIDs of the CUDA devices this process sees, in CUDA's order (after
+// CUDA_VISIBLE_DEVICES), formatted GPU-xxxxxxxx-...; empty without any.
+std::vector<std::string> VisibleCudaUuids();
 
 // The index N of "cuda" (0) or "cuda:N"; INVALID_ARGUMENT naming `device`
 // otherwise.

@@ -24,6 +24,8 @@ bool PeerTransportAvailable(const std::string&, std::string* why) {
   return false;
 }
 
+std::vector<std::string> VisibleCudaUuids() { return {}; }
+
 int CudaDeviceCount(std::string* why) {
   *why = "this build has no CUDA backend (STRATA_CUDA=OFF)";
   return 0;

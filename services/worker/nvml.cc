@@ -39,6 +39,10 @@ struct Nvml::Api {
   const char* (*error_string)(NvmlReturn) = nullptr;
   NvmlReturn (*count)(unsigned int*) = nullptr;
   NvmlReturn (*by_index)(unsigned int, NvmlDevice*) = nullptr;
+  NvmlReturn (*by_uuid)(const char*, NvmlDevice*) = nullptr;
+  NvmlReturn (*index_of)(NvmlDevice, unsigned int*) = nullptr;
+  // Optional (drivers before MIG lack it): a MIG instance's parent GPU.
+  NvmlReturn (*mig_parent)(NvmlDevice, NvmlDevice*) = nullptr;
   NvmlReturn (*uuid)(NvmlDevice, char*, unsigned int) = nullptr;
   NvmlReturn (*name)(NvmlDevice, char*, unsigned int) = nullptr;
   NvmlReturn (*utilization)(NvmlDevice, NvmlUtilization*) = nullptr;
@@ -51,7 +55,7 @@ struct Nvml::Api {
 namespace {
 
 template <typename F>
-bool Resolve(void* handle, const char* symbol, F* out, std::string* why) {
+bool ResolveSymbol(void* handle, const char* symbol, F* out, std::string* why) {
   *out = reinterpret_cast<F>(dlsym(handle, symbol));
   if (*out == nullptr) *why = absl::StrCat("NVML has no ", symbol);
   return *out != nullptr;
@@ -69,21 +73,25 @@ std::unique_ptr<Nvml> Nvml::Open(std::string* why) {
     return nullptr;
   }
   void* h = api->handle;
-  const bool resolved = Resolve(h, "nvmlInit_v2", &api->init, why) &&
-                        Resolve(h, "nvmlShutdown", &api->shutdown, why) &&
-                        Resolve(h, "nvmlErrorString", &api->error_string, why) &&
-                        Resolve(h, "nvmlDeviceGetCount_v2", &api->count, why) &&
-                        Resolve(h, "nvmlDeviceGetHandleByIndex_v2", &api->by_index, why) &&
-                        Resolve(h, "nvmlDeviceGetUUID", &api->uuid, why) &&
-                        Resolve(h, "nvmlDeviceGetName", &api->name, why) &&
-                        Resolve(h, "nvmlDeviceGetUtilizationRates", &api->utilization, why) &&
-                        Resolve(h, "nvmlDeviceGetMemoryInfo", &api->memory, why) &&
-                        Resolve(h, "nvmlDeviceGetPowerUsage", &api->power, why) &&
-                        Resolve(h, "nvmlDeviceGetTemperature", &api->temperature, why);
+  const bool resolved = ResolveSymbol(h, "nvmlInit_v2", &api->init, why) &&
+                        ResolveSymbol(h, "nvmlShutdown", &api->shutdown, why) &&
+                        ResolveSymbol(h, "nvmlErrorString", &api->error_string, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetCount_v2", &api->count, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetHandleByIndex_v2", &api->by_index, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetHandleByUUID", &api->by_uuid, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetIndex", &api->index_of, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetUUID", &api->uuid, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetName", &api->name, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetUtilizationRates", &api->utilization, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetMemoryInfo", &api->memory, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetPowerUsage", &api->power, why) &&
+                        ResolveSymbol(h, "nvmlDeviceGetTemperature", &api->temperature, why);
   if (!resolved) {
     dlclose(h);
     return nullptr;
   }
+  api->mig_parent = reinterpret_cast<decltype(api->mig_parent)>(
+      dlsym(h, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle"));
   if (const NvmlReturn rc = api->init(); rc != 0) {
     *why = absl::StrCat("nvmlInit: ", api->error_string(rc));
     dlclose(h);
@@ -105,35 +113,105 @@ Nvml::~Nvml() {
   dlclose(api_->handle);
 }
 
-std::vector<int> Nvml::VisibleDevices() const {
-  std::vector<int> all;
-  for (unsigned int i = 0; i < api_->devices; ++i) all.push_back(static_cast<int>(i));
+std::optional<GpuRef> Nvml::ByUuid(const std::string& uuid) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  // CUDA formats every device's UUID as GPU-...; a MIG instance's is MIG-...
+  // to NVML.
+  std::vector<std::string> names = {uuid};
+  if (absl::StartsWith(uuid, "GPU-")) names.push_back("MIG-" + uuid.substr(4));
+  for (const std::string& name : names) {
+    NvmlDevice device = nullptr;
+    if (api_->by_uuid(name.c_str(), &device) != 0) continue;
+    GpuRef gpu;
+    gpu.uuid = name;
+    unsigned int index = 0;
+    NvmlDevice parent = nullptr;
+    if (api_->index_of(device, &index) != 0 &&
+        !(api_->mig_parent != nullptr && api_->mig_parent(device, &parent) == 0 &&
+          api_->index_of(parent, &index) == 0)) {
+      continue;
+    }
+    gpu.index = static_cast<int>(index);
+    return gpu;
+  }
+  return std::nullopt;
+}
+
+std::vector<GpuRef> Nvml::All() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<GpuRef> all;
+  for (unsigned int i = 0; i < api_->devices; ++i) {
+    NvmlDevice device = nullptr;
+    char text[kStringBuffer] = {};
+    if (api_->by_index(i, &device) != 0 || api_->uuid(device, text, kStringBuffer) != 0) continue;
+    all.push_back({static_cast<int>(i), text});
+  }
+  return all;
+}
+
+std::vector<GpuRef> Nvml::Resolve(const std::vector<std::string>& cuda_uuids,
+                                  std::string* why) const {
+  std::vector<GpuRef> chosen;
+  auto missing = [&](absl::string_view entry, absl::string_view reason) {
+    absl::StrAppend(why, why->empty() ? "" : "; ", "\"", entry, "\": ", reason);
+  };
+  if (!cuda_uuids.empty()) {
+    for (const std::string& uuid : cuda_uuids) {
+      if (auto gpu = ByUuid(uuid)) {
+        chosen.push_back(*gpu);
+      } else {
+        missing(uuid, "CUDA's device is unknown to NVML");
+      }
+    }
+    return chosen;
+  }
+  const std::vector<GpuRef> all = All();
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
   if (visible == nullptr) return all;
-  std::vector<int> chosen;
+  const char* order = std::getenv("CUDA_DEVICE_ORDER");
+  const bool pci_order = order != nullptr && std::string(order) == "PCI_BUS_ID";
   for (absl::string_view entry : absl::StrSplit(visible, ',', absl::SkipWhitespace())) {
     entry = absl::StripAsciiWhitespace(entry);
     int index = 0;
     if (absl::SimpleAtoi(entry, &index)) {
-      if (index >= 0 && index < static_cast<int>(api_->devices)) chosen.push_back(index);
+      if (!pci_order) {
+        missing(entry, "an index in CUDA's order, which is not NVML's without CUDA_DEVICE_ORDER=PCI_BUS_ID");
+      } else if (index < 0 || index >= static_cast<int>(all.size())) {
+        missing(entry, "no such GPU");
+      } else {
+        chosen.push_back(all[index]);
+      }
       continue;
     }
-    for (const int i : all) {  // a UUID or a unique prefix of one, as CUDA accepts
-      if (absl::StartsWith(Read(i).uuid, entry)) chosen.push_back(i);
+    if (absl::StartsWith(entry, "MIG-")) {
+      if (auto gpu = ByUuid(std::string(entry))) {
+        chosen.push_back(*gpu);
+      } else {
+        missing(entry, "no such MIG instance");
+      }
+      continue;
+    }
+    std::vector<GpuRef> matches;  // a UUID or a unique prefix of one, as CUDA accepts
+    for (const GpuRef& gpu : all) {
+      if (absl::StartsWith(gpu.uuid, entry)) matches.push_back(gpu);
+    }
+    if (matches.size() == 1) {
+      chosen.push_back(matches[0]);
+    } else {
+      missing(entry, matches.empty() ? "no GPU has this UUID" : "the prefix names several GPUs");
     }
   }
   return chosen;
 }
 
-GpuSample Nvml::Read(int index) const {
+GpuSample Nvml::Read(const GpuRef& gpu) const {
   std::lock_guard<std::mutex> lock(mu_);
   GpuSample s;
-  s.index = index;
+  s.index = gpu.index;
+  s.uuid = gpu.uuid;
   NvmlDevice device = nullptr;
-  if (api_->by_index(static_cast<unsigned int>(index), &device) != 0) return s;
+  if (api_->by_uuid(gpu.uuid.c_str(), &device) != 0) return s;
   char text[kStringBuffer] = {};
-  if (api_->uuid(device, text, kStringBuffer) == 0) s.uuid = text;
-  std::memset(text, 0, sizeof(text));
   if (api_->name(device, text, kStringBuffer) == 0) s.name = text;
   NvmlUtilization util{};
   if (api_->utilization(device, &util) == 0) s.utilization = util.gpu / 100.0;
@@ -148,8 +226,9 @@ GpuSample Nvml::Read(int index) const {
   return s;
 }
 
-GpuCollector::GpuCollector(std::unique_ptr<Nvml> nvml, std::string worker)
-    : nvml_(std::move(nvml)), worker_(std::move(worker)), devices_(nvml_->VisibleDevices()) {}
+GpuCollector::GpuCollector(std::unique_ptr<Nvml> nvml, std::string worker,
+                           std::vector<GpuRef> devices)
+    : nvml_(std::move(nvml)), worker_(std::move(worker)), devices_(std::move(devices)) {}
 
 void GpuCollector::SetModel(const std::string& model) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -180,7 +259,7 @@ std::vector<prometheus::MetricFamily> GpuCollector::Collect() const {
     model = model_;
   }
   std::vector<GpuSample> samples;
-  for (const int i : devices_) samples.push_back(nvml_->Read(i));
+  for (const GpuRef& gpu : devices_) samples.push_back(nvml_->Read(gpu));
   std::vector<prometheus::MetricFamily> families;
   for (const Series& series : kSeries) {
     prometheus::MetricFamily family;

@@ -62,7 +62,10 @@ absl::Status RunWorker(const WorkerOptions& in) {
     worker_metrics = std::make_unique<WorkerMetrics>(metrics->registry(), options.id);
     std::string why;
     if (auto nvml = Nvml::Open(&why)) {
-      worker_metrics->gpus = std::make_shared<GpuCollector>(std::move(nvml), options.id);
+      std::vector<GpuRef> gpus = nvml->Resolve(VisibleCudaUuids(), &why);
+      if (!why.empty()) Log(absl::StrCat("GPU series: left out ", why));
+      worker_metrics->gpus =
+          std::make_shared<GpuCollector>(std::move(nvml), options.id, std::move(gpus));
       metrics->Add(worker_metrics->gpus);
     } else {
       Log(absl::StrCat("no GPU series: ", why));

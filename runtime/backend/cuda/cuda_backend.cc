@@ -796,6 +796,20 @@ int CudaDeviceCount(std::string* why) {
   return count;
 }
 
+std::vector<std::string> VisibleCudaUuids() {
+  std::string why;
+  std::vector<std::string> uuids;
+  for (int i = 0, n = CudaDeviceCount(&why); i < n; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+      cudaGetLastError();
+      continue;
+    }
+    uuids.push_back(FormatUuid(prop.uuid));
+  }
+  return uuids;
+}
+
 // The index of `device` if it names a usable device.
 absl::StatusOr<int> UsableDevice(const std::string& device) {
   absl::StatusOr<int> index = ParseCudaDevice(device);
