@@ -248,6 +248,11 @@ struct BackendOptions {
   // CUDA: the activation dtype for f32 checkpoints (bf16 or f16 checkpoints
   // use their own).
   DType cuda_activation_dtype = DType::kBF16;
+  // CUDA: the attention kernels, "v1" (flash-decoding for every row) or "v2"
+  // (decode blocks per KV head group with 16-byte loads; tensor-core tiles
+  // for prefill; runtime/backend/cuda/attention_v2.cu). STRATA_CUDA_ATTENTION
+  // in the environment overrides it. v2 is unverified on a GPU so far.
+  std::string cuda_attention = "v1";
   // CUDA: replay decode steps of a shape seen before from a CUDA graph.
   // STRATA_CUDA_GRAPHS=0 in the environment turns it off.
   bool cuda_graphs = true;

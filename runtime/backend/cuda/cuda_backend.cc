@@ -182,6 +182,16 @@ class CudaBackend : public Backend {
     }
     auto backend = std::unique_ptr<CudaBackend>(new CudaBackend(device, act, label, limit));
     backend->sm_count_ = prop.multiProcessorCount;
+    const char* attention_env = std::getenv("STRATA_CUDA_ATTENTION");
+    backend->attention_v2_ = options.cuda_attention == "v2";
+    if (attention_env != nullptr && *attention_env != '\0') {
+      const std::string chosen = attention_env;
+      if (chosen != "v1" && chosen != "v2") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "STRATA_CUDA_ATTENTION=\"", chosen, "\": expected v1 or v2"));
+      }
+      backend->attention_v2_ = chosen == "v2";
+    }
     const char* graphs_env = std::getenv("STRATA_CUDA_GRAPHS");
     backend->graphs_enabled_ =
         options.cuda_graphs && !(graphs_env != nullptr && std::string(graphs_env) == "0");
@@ -371,7 +381,9 @@ class CudaBackend : public Backend {
     const int64_t sin_off = cos_off + Align(rows * half * 4);
     ids_offset_ = sin_off + Align(rows * half * 4);
     gather_offset_ = ids_offset_ + Align(rows * 4);
-    const int64_t tables_off = gather_offset_ + Align(rows * 4);
+    const int64_t decode_rows_off = gather_offset_ + Align(rows * 4);
+    const int64_t tiles_off = decode_rows_off + Align(rows * 4);
+    const int64_t tables_off = tiles_off + Align(rows * sizeof(cuda::v2::PrefillTile));
     const int64_t total = StepLayoutBytes(rows, half, table_entries);
     if (!Record(ReserveStep(total))) {
       step_ = {};
@@ -382,8 +394,10 @@ class CudaBackend : public Backend {
     auto* row_table = reinterpret_cast<int32_t*>(h + row_table_off);
     auto* tables = reinterpret_cast<int32_t*>(h + tables_off);
     int64_t next_table = 0;
+    spans_.clear();
     for (const AttentionChunk& ch : layout.chunks) {
       const int64_t blocks = (ch.start_pos + ch.num_tokens + 15) / 16;
+      spans_.push_back({ch.row_begin, ch.num_tokens, ch.start_pos, next_table});
       std::copy_n(ch.block_table, blocks, tables + next_table);
       for (int64_t i = 0; i < ch.num_tokens; ++i) {
         row_pos[ch.row_begin + i] = static_cast<int32_t>(ch.start_pos + i);
@@ -391,6 +405,11 @@ class CudaBackend : public Backend {
       }
       next_table += blocks;
     }
+    // The v2 attention's work: decode rows and prefill tiles.
+    int32_t n_decode = 0, n_tiles = 0;
+    cuda::v2::PlanWork(spans_.data(), static_cast<int64_t>(spans_.size()),
+                       reinterpret_cast<int32_t*>(h + decode_rows_off), &n_decode,
+                       reinterpret_cast<cuda::v2::PrefillTile*>(h + tiles_off), &n_tiles);
     std::copy_n(layout.cos, rows * half, reinterpret_cast<float*>(h + cos_off));
     std::copy_n(layout.sin, rows * half, reinterpret_cast<float*>(h + sin_off));
     char* d = static_cast<char*>(step_device_->data());
@@ -404,12 +423,17 @@ class CudaBackend : public Backend {
     step_.sin = reinterpret_cast<const float*>(d + sin_off);
     step_.rows = static_cast<int32_t>(rows);
     step_.half = static_cast<int32_t>(half);
+    step_.decode_rows = reinterpret_cast<const int32_t*>(d + decode_rows_off);
+    step_.tiles = reinterpret_cast<const cuda::v2::PrefillTile*>(d + tiles_off);
+    step_.n_decode = n_decode;
+    step_.n_tiles = n_tiles;
     if (decode) StartGraphStep(layout);
   }
 
   // Bytes of the step layout for `rows` rows and `table_entries` KV blocks.
   static int64_t StepLayoutBytes(int64_t rows, int64_t half, int64_t table_entries) {
-    return 4 * Align(rows * 4) + 2 * Align(rows * half * 4) + Align(table_entries * 4);
+    return 5 * Align(rows * 4) + Align(rows * static_cast<int64_t>(sizeof(cuda::v2::PrefillTile))) +
+           2 * Align(rows * half * 4) + Align(table_entries * 4);
   }
 
   absl::Status ReserveScratch(const StepLimits& l) override {
@@ -531,6 +555,11 @@ class CudaBackend : public Backend {
                                                      cuda::kMaxHeadDim)));
       return;
     }
+    if (attention_v2_ &&
+        cuda::v2::Supported(shape.head_dim, shape.num_heads, shape.num_kv_heads)) {
+      AttentionV2(q, kv, shape, out);
+      return;
+    }
     cuda::AttentionParams p;
     p.num_heads = shape.num_heads;
     p.num_kv_heads = shape.num_kv_heads;
@@ -556,6 +585,45 @@ class CudaBackend : public Backend {
     cuda::LaunchAttention(act_, q, kv.base, step_, p,
                           static_cast<float*>(attention_workspace_->data()), out, stream_);
     CheckLaunch("attention");
+  }
+
+  // The v2 kernels: decode rows by (row, KV head, split) blocks, the splits
+  // cut from each row's own length; prefill tiles by tensor-core blocks.
+  void AttentionV2(const void* q, const KvLayerView& kv, const AttentionShape& shape, void* out) {
+    cuda::AttentionParams p;
+    p.num_heads = shape.num_heads;
+    p.num_kv_heads = shape.num_kv_heads;
+    p.head_dim = shape.head_dim;
+    p.sliding_window = shape.sliding_window;
+    p.scale = shape.scale;
+    p.block_size = kv.block_size;
+    p.kv_dim = kv.kv_dim;
+    int64_t splits = 1;
+    if (step_.n_decode > 0) {
+      // Split the keys only while (row, KV head) blocks leave multiprocessors
+      // idle, and no further than the workspace reserved at load holds.
+      const int64_t blocks = static_cast<int64_t>(step_.n_decode) * shape.num_kv_heads;
+      const int64_t target_blocks = 4 * static_cast<int64_t>(sm_count_);
+      if (blocks < target_blocks) {
+        splits = std::min((split_positions_ + kMinSplitKeys - 1) / kMinSplitKeys,
+                          (target_blocks + blocks - 1) / blocks);
+      }
+      const int64_t per_split = cuda::AttentionWorkspaceFloats(step_.n_decode, shape.num_heads, 1,
+                                                               shape.head_dim);
+      const int64_t held = attention_workspace_ != nullptr ? attention_workspace_->bytes() / 4 : 0;
+      splits = std::max<int64_t>(1, std::min(splits, held / per_split));
+      if (!Record(ReserveDevice(&attention_workspace_, splits * per_split * 4,
+                                "attention workspace"))) {
+        return;
+      }
+    }
+    p.splits = static_cast<int>(splits);
+    cuda::LaunchAttentionV2(act_, q, kv.base, step_, p,
+                            attention_workspace_ != nullptr
+                                ? static_cast<float*>(attention_workspace_->data())
+                                : nullptr,
+                            out, stream_);
+    CheckLaunch("attention (v2)");
   }
 
   absl::Status JoinPeerGroup(const PeerGroup& group) override {
@@ -775,6 +843,8 @@ class CudaBackend : public Backend {
   using GraphKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int>;
   bool Replaying() const { return graph_mode_ == GraphMode::kReplay; }
   bool graphs_enabled_ = true;
+  bool attention_v2_ = false;  // STRATA_CUDA_ATTENTION=v2
+  std::vector<cuda::v2::ChunkSpan> spans_;  // BeginStep's scratch
   bool unsynced_ = false;  // the last step returned without waiting (TakeError)
   GraphMode graph_mode_ = GraphMode::kEager;
   GraphKey graph_key_;

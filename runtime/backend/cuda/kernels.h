@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "runtime/backend/cuda/attention_v2_plan.h"
 #include "runtime/dtype.h"
 
 namespace strata::cuda {
@@ -24,6 +25,12 @@ struct StepDevice {
   const float* sin = nullptr;          // [rows, half]
   int32_t rows = 0;
   int32_t half = 0;
+  // How the v2 attention kernels share the rows (v2::PlanWork): single-token
+  // rows [n_decode] and prefill tiles [n_tiles].
+  const int32_t* decode_rows = nullptr;
+  const v2::PrefillTile* tiles = nullptr;
+  int32_t n_decode = 0;
+  int32_t n_tiles = 0;
 };
 
 // out[m, n] = x / rms(x) * weight[n]. out may alias x.
@@ -75,6 +82,16 @@ int64_t AttentionWorkspaceFloats(int64_t rows, int64_t heads, int64_t splits, in
 void LaunchAttention(DType dtype, const void* q, const void* kv_base, const StepDevice& step,
                      const AttentionParams& params, float* workspace, void* out,
                      cudaStream_t stream);
+
+// The same attention by the v2 kernels (attention_v2.cu), for shapes
+// v2::Supported() takes: decode rows (step.decode_rows) by blocks of
+// (row, KV head, split) with `params.splits` cut from each row's own length,
+// merged through `workspace` (AttentionWorkspaceFloats(n_decode, heads,
+// splits, head_dim) floats); prefill tiles (step.tiles) by tensor-core
+// blocks of (tile, head) writing `out` directly. params.split_len is unused.
+void LaunchAttentionV2(DType dtype, const void* q, const void* kv_base, const StepDevice& step,
+                       const AttentionParams& params, float* workspace, void* out,
+                       cudaStream_t stream);
 
 }  // namespace strata::cuda
 
