@@ -231,7 +231,9 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   f.Int("startup-timeout-ms", &startup, "for registration and loading (120000)");
   f.String("log-dir", &o.log_dir, "where the processes log (a new folder under /tmp)");
   f.String("address-file", &address_file, "write \"role address\" lines here once serving");
-  f.String("worker-flags", &worker_flags, "extra flags for every worker, space-separated");
+  f.String("worker-flags", &worker_flags,
+           "extra flags for every worker, space-separated; {i} is the worker's index "
+           "(--device cuda:{i})");
   req.Declare(f);
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, args,

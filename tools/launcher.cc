@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
 #include "runtime/status_macros.h"
 #include "services/common/server.h"
@@ -172,7 +173,11 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
                                       file(name),
                                       "--threads",
                                       std::to_string(o.threads)};
-    wargs.insert(wargs.end(), o.worker_flags.begin(), o.worker_flags.end());
+    // "{i}" in a flag is the worker's index: --device cuda:{i} spreads the
+    // workers over the GPUs.
+    for (const std::string& flag : o.worker_flags) {
+      wargs.push_back(absl::StrReplaceAll(flag, {{"{i}", std::to_string(i)}}));
+    }
     ASSIGN_OR_RETURN(Child * w, Spawn(o.binary, name, wargs));
     workers.push_back(w);
   }

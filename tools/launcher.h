@@ -35,7 +35,7 @@ struct UpOptions {
   int max_pending = 256;  // gateway queue bound
   int startup_timeout_ms = 120'000;
   std::string log_dir;                    // default: a fresh folder under /tmp
-  std::vector<std::string> worker_flags;  // extra flags for every worker
+  std::vector<std::string> worker_flags;  // extra flags for every worker; {i}: its index
 };
 
 class LocalCluster {

@@ -29,7 +29,8 @@ class BackendOpsTest : public ::testing::TestWithParam<std::string> {
       if (CudaDeviceCount(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
     }
     BackendOptions options;
-    options.device = GetParam();
+    options.device = GetParam() == "cuda_v2" ? "cuda" : GetParam();
+    if (GetParam() == "cuda_v2") options.cuda_attention = "v2";
     options.threads = 2;
     auto b = MakeBackend(options, DType::kBF16);
     ASSERT_TRUE(b.ok()) << b.status();
@@ -106,6 +107,9 @@ class BackendOpsTest : public ::testing::TestWithParam<std::string> {
           << what << " element " << i;
     }
   }
+
+  void CheckAttention(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t prefill,
+                      int64_t window);
 
   std::unique_ptr<Backend> backend_;
   std::vector<std::unique_ptr<Buffer>> buffers_;
@@ -283,8 +287,13 @@ TEST_P(BackendOpsTest, RopeRotatesEveryHeadByItsRowsPosition) {
 // Attention over a paged cache filled by an earlier step: a prefill chunk, a
 // decode token deep into a long sequence (several flash-decoding splits on
 // CUDA), GQA, with and without a sliding window.
-TEST_P(BackendOpsTest, PagedAttentionMatchesSoftmaxOverTheCachedPositions) {
-  const int64_t heads = 4, kv_heads = 2, head_dim = 32, kv_dim = kv_heads * head_dim;
+// Sequence A: 300 cached tokens, then one decode token at position 300.
+// Sequence B: a prefill of `prefill` tokens from position 0 (more than 64
+// spans several of the v2 kernels' tiles). Keys and values as the backend
+// holds them; a float64 softmax over the cached positions is the reference.
+void BackendOpsTest::CheckAttention(int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                    int64_t prefill, int64_t window) {
+  const int64_t kv_dim = kv_heads * head_dim, rows = 1 + prefill;
   const int64_t num_blocks = 64, elem = DTypeSize(backend_->activation_dtype());
   auto storage =
       backend_->Allocate(KvCache::StorageBytes(1, kv_dim, num_blocks, elem), "test KV cache");
@@ -295,80 +304,96 @@ TEST_P(BackendOpsTest, PagedAttentionMatchesSoftmaxOverTheCachedPositions) {
   kv.block_size = 16;
   kv.kv_dim = kv_dim;
 
-  for (int64_t window : {int64_t{0}, int64_t{50}}) {
-    std::vector<int32_t> free_blocks;
-    for (int32_t b = num_blocks - 1; b >= 0; --b) free_blocks.push_back((b * 37) % num_blocks);
-    // Sequence A: 300 cached tokens, then one decode token. Sequence B: a
-    // 21-token prefill from position 0.
-    TestStep fill = MakeStep({{0, 300}}, head_dim / 2, &free_blocks);
-    std::vector<float> k_fill = Random(300 * kv_dim), v_fill = Random(300 * kv_dim);
-    backend_->BeginStep(fill.layout(head_dim / 2));
-    backend_->WriteKv(Upload(&k_fill), Upload(&v_fill), kv);
+  std::vector<int32_t> free_blocks;
+  for (int32_t b = num_blocks - 1; b >= 0; --b) free_blocks.push_back((b * 37) % num_blocks);
+  TestStep fill = MakeStep({{0, 300}}, head_dim / 2, &free_blocks);
+  std::vector<float> k_fill = Random(300 * kv_dim), v_fill = Random(300 * kv_dim);
+  backend_->BeginStep(fill.layout(head_dim / 2));
+  backend_->WriteKv(Upload(&k_fill), Upload(&v_fill), kv);
 
-    TestStep step;
-    step.tables = {fill.tables[0], {}};
-    const int64_t blocks_b = 2;
-    for (int64_t b = 0; b < blocks_b; ++b) {
-      step.tables[1].push_back(free_blocks.back());
-      free_blocks.pop_back();
-    }
-    // Sequence A's decode at position 300 lands in its 19th block, already held.
-    step.chunks = {{0, 1, 300, step.tables[0].data()}, {1, 21, 0, step.tables[1].data()}};
-    step.rows = 22;
-    step.max_positions = 301;
-    step.cos.assign(22 * head_dim / 2, 1.0f);
-    step.sin.assign(22 * head_dim / 2, 0.0f);
-    backend_->BeginStep(step.layout(head_dim / 2));
-    std::vector<float> q = Random(22 * heads * head_dim), k = Random(22 * kv_dim),
-                       v = Random(22 * kv_dim);
-    void* qd = Upload(&q);
-    backend_->WriteKv(Upload(&k), Upload(&v), kv);
-    void* out = Output(22 * heads * head_dim);
-    AttentionShape shape;
-    shape.num_heads = heads;
-    shape.num_kv_heads = kv_heads;
-    shape.head_dim = head_dim;
-    shape.sliding_window = window;
-    shape.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    backend_->Attention(qd, kv, shape, out);
+  TestStep step;
+  step.tables = {fill.tables[0], {}};
+  const int64_t blocks_b = (prefill + 15) / 16;
+  for (int64_t b = 0; b < blocks_b; ++b) {
+    step.tables[1].push_back(free_blocks.back());
+    free_blocks.pop_back();
+  }
+  // Sequence A's decode at position 300 lands in its 19th block, already held.
+  step.chunks = {{0, 1, 300, step.tables[0].data()}, {1, prefill, 0, step.tables[1].data()}};
+  step.rows = rows;
+  step.max_positions = 301;
+  step.cos.assign(rows * head_dim / 2, 1.0f);
+  step.sin.assign(rows * head_dim / 2, 0.0f);
+  backend_->BeginStep(step.layout(head_dim / 2));
+  std::vector<float> q = Random(rows * heads * head_dim), k = Random(rows * kv_dim),
+                     v = Random(rows * kv_dim);
+  void* qd = Upload(&q);
+  backend_->WriteKv(Upload(&k), Upload(&v), kv);
+  void* out = Output(rows * heads * head_dim);
+  AttentionShape shape;
+  shape.num_heads = heads;
+  shape.num_kv_heads = kv_heads;
+  shape.head_dim = head_dim;
+  shape.sliding_window = window;
+  shape.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  backend_->Attention(qd, kv, shape, out);
 
-    // Keys/values by (sequence, position), as the backend holds them.
-    auto key = [&](int seq, int64_t pos, int64_t i) -> double {
-      if (seq == 0) return pos < 300 ? k_fill[pos * kv_dim + i] : k[0 * kv_dim + i];
-      return k[(1 + pos) * kv_dim + i];
-    };
-    auto value = [&](int seq, int64_t pos, int64_t i) -> double {
-      if (seq == 0) return pos < 300 ? v_fill[pos * kv_dim + i] : v[0 * kv_dim + i];
-      return v[(1 + pos) * kv_dim + i];
-    };
-    std::vector<double> want(22 * heads * head_dim);
-    for (int64_t row = 0; row < 22; ++row) {
-      const int seq = row == 0 ? 0 : 1;
-      const int64_t pos = row == 0 ? 300 : row - 1;
-      const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
-      for (int64_t h = 0; h < heads; ++h) {
-        const int64_t off = (h / (heads / kv_heads)) * head_dim;
-        std::vector<double> scores;
-        double max_score = -INFINITY;
-        for (int64_t p = first; p <= pos; ++p) {
-          double s = 0;
-          for (int64_t i = 0; i < head_dim; ++i) {
-            s += double(q[(row * heads + h) * head_dim + i]) * key(seq, p, off + i);
-          }
-          scores.push_back(s * shape.scale);
-          max_score = std::max(max_score, scores.back());
-        }
-        double total = 0;
-        for (double& s : scores) total += (s = std::exp(s - max_score));
+  auto key = [&](int seq, int64_t pos, int64_t i) -> double {
+    if (seq == 0) return pos < 300 ? k_fill[pos * kv_dim + i] : k[0 * kv_dim + i];
+    return k[(1 + pos) * kv_dim + i];
+  };
+  auto value = [&](int seq, int64_t pos, int64_t i) -> double {
+    if (seq == 0) return pos < 300 ? v_fill[pos * kv_dim + i] : v[0 * kv_dim + i];
+    return v[(1 + pos) * kv_dim + i];
+  };
+  std::vector<double> want(rows * heads * head_dim);
+  for (int64_t row = 0; row < rows; ++row) {
+    const int seq = row == 0 ? 0 : 1;
+    const int64_t pos = row == 0 ? 300 : row - 1;
+    const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t off = (h / (heads / kv_heads)) * head_dim;
+      std::vector<double> scores;
+      double max_score = -INFINITY;
+      for (int64_t p = first; p <= pos; ++p) {
+        double s = 0;
         for (int64_t i = 0; i < head_dim; ++i) {
-          double acc = 0;
-          for (int64_t p = first; p <= pos; ++p) acc += scores[p - first] * value(seq, p, off + i);
-          want[(row * heads + h) * head_dim + i] = acc / total;
+          s += double(q[(row * heads + h) * head_dim + i]) * key(seq, p, off + i);
         }
+        scores.push_back(s * shape.scale);
+        max_score = std::max(max_score, scores.back());
+      }
+      double total = 0;
+      for (double& s : scores) total += (s = std::exp(s - max_score));
+      for (int64_t i = 0; i < head_dim; ++i) {
+        double acc = 0;
+        for (int64_t p = first; p <= pos; ++p) acc += scores[p - first] * value(seq, p, off + i);
+        want[(row * heads + h) * head_dim + i] = acc / total;
       }
     }
-    ExpectNear(Read(out, 22 * heads * head_dim), want,
-               "attention, window " + std::to_string(window));
+  }
+  ExpectNear(Read(out, rows * heads * head_dim), want,
+             "attention, " + std::to_string(heads) + "/" + std::to_string(kv_heads) +
+                 " heads of " + std::to_string(head_dim) + ", window " + std::to_string(window));
+}
+
+TEST_P(BackendOpsTest, PagedAttentionMatchesSoftmaxOverTheCachedPositions) {
+  for (int64_t window : {int64_t{0}, int64_t{50}}) {
+    CheckAttention(4, 2, 32, 21, window);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// The shapes of published models (GQA groups of 7 and 8, head_dim 64 and
+// 128; the v2 kernels' paths) and prefills over several 64-row tiles.
+TEST_P(BackendOpsTest, PagedAttentionOfGroupedHeadsAndLongPrefills) {
+  for (int64_t window : {int64_t{0}, int64_t{50}}) {
+    CheckAttention(8, 1, 64, 130, window);
+    if (HasFatalFailure()) return;
+    CheckAttention(28, 4, 128, 150, window);
+    if (HasFatalFailure()) return;
+    CheckAttention(4, 4, 16, 70, window);
+    if (HasFatalFailure()) return;
   }
 }
 
@@ -382,7 +407,8 @@ TEST_P(BackendOpsTest, MemoryIsAccounted) {
   EXPECT_EQ(backend_->Memory().used_bytes, before.used_bytes);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, BackendOpsTest, ::testing::Values("cpu", "cuda"),
+// cuda_v2: the CUDA backend with STRATA_CUDA_ATTENTION=v2's kernels.
+INSTANTIATE_TEST_SUITE_P(Backends, BackendOpsTest, ::testing::Values("cpu", "cuda", "cuda_v2"),
                          [](const auto& info) { return info.param; });
 
 // --- whole stages on CUDA against the CPU ----------------------------------
@@ -429,10 +455,14 @@ class CudaStageParityTest : public ::testing::TestWithParam<std::pair<std::strin
 // Greedy decoding of the tiny models on CUDA (bf16) against the CPU (f32):
 // the same tokens for 24 steps, logits within bf16 tolerance. Tiny random
 // models have well-separated logits, so bf16 rounding does not flip argmaxes.
-TEST_P(CudaStageParityTest, GreedyTokensAndLogitsMatchTheCpu) {
-  std::string why;
-  if (CudaDeviceCount(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
-  const auto& [flavour, dtype] = GetParam();
+// Sets STRATA_CUDA_ATTENTION for the backends made in its scope.
+class AttentionVersion {
+ public:
+  explicit AttentionVersion(const char* version) { setenv("STRATA_CUDA_ATTENTION", version, 1); }
+  ~AttentionVersion() { unsetenv("STRATA_CUDA_ATTENTION"); }
+};
+
+void ExpectParityWithTheCpu(const std::string& flavour, const std::string& dtype) {
   const std::string& dir = testing::TestModel(flavour, dtype);
   auto config = LoadModelConfig(dir);
   ASSERT_TRUE(config.ok()) << config.status();
@@ -473,6 +503,17 @@ TEST_P(CudaStageParityTest, GreedyTokensAndLogitsMatchTheCpu) {
   }
   // bf16 keeps 8 significant bits; errors compound over the layers.
   EXPECT_LE(max_err, 0.05 * max_logit + 0.05) << "largest logit " << max_logit;
+}
+
+TEST_P(CudaStageParityTest, GreedyTokensAndLogitsMatchTheCpu) {
+  std::string why;
+  if (CudaDeviceCount(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
+  for (const char* version : {"v1", "v2"}) {
+    SCOPED_TRACE(std::string("attention ") + version);
+    AttentionVersion attention(version);
+    ExpectParityWithTheCpu(GetParam().first, GetParam().second);
+    if (HasFatalFailure()) return;
+  }
 }
 
 // Decode steps replayed from CUDA graphs give exactly the logits of running
@@ -517,11 +558,14 @@ TEST(CudaStageTest, GraphReplayIsBitIdenticalToEagerSteps) {
     unsetenv("STRATA_CUDA_GRAPHS");
     return all;
   };
-  for (int sequences : {1, 4}) {
-    const std::vector<float> eager = run(false, sequences);
-    const std::vector<float> graphs = run(true, sequences);
-    ASSERT_EQ(eager.size(), graphs.size());
-    EXPECT_EQ(eager, graphs) << sequences << " sequence(s)";
+  for (const char* version : {"v1", "v2"}) {
+    AttentionVersion attention(version);
+    for (int sequences : {1, 4}) {
+      const std::vector<float> eager = run(false, sequences);
+      const std::vector<float> graphs = run(true, sequences);
+      ASSERT_EQ(eager.size(), graphs.size());
+      EXPECT_EQ(eager, graphs) << sequences << " sequence(s), attention " << version;
+    }
   }
 }
 

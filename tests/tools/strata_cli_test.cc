@@ -257,5 +257,23 @@ TEST(StrataCliTest, GenerateChatUsesTheModelsTemplate) {
   EXPECT_NE(out.find("no chat_template; send a prompt instead"), std::string::npos) << out;
 }
 
+// `strata up --worker-flags` puts each worker's index where it says {i}
+// (--device cuda:{i} spreads a local cluster over the GPUs). Here the
+// devices are unusable on purpose, so each worker's log names its own.
+TEST(StrataCliTest, UpGivesEachWorkerItsIndexInWorkerFlags) {
+  const std::string logs = testing::FreshDir("worker-flags");
+  std::string out;
+  const int rc = testing::RunCommand(
+      absl::StrCat(Strata(), " up --model ", testing::TestModel("llama"),
+                   " --workers 2 --worker-flags '--device tpu{i}' --prompt hi --max-tokens 1",
+                   " --startup-timeout-ms 3000 --log-dir ", logs),
+      &out);
+  EXPECT_NE(rc, 0) << out;
+  for (int i = 0; i < 2; ++i) {
+    const std::string log = testing::ReadFile(absl::StrCat(logs, "/worker-", i, ".log"));
+    EXPECT_NE(log.find(absl::StrCat("device \"tpu", i, "\"")), std::string::npos) << log;
+  }
+}
+
 }  // namespace
 }  // namespace strata

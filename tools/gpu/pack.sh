@@ -9,7 +9,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="${STRATA_BUILD_DIR:-$root/build}"
 stage="$(mktemp -d)/strata-gpu"
 mkdir -p "$stage/bin" "$stage/lib" "$root/.gpu"
-bins=("$build/tools/strata" "$build/bench/gpu_bench" "$build/tests/runtime_backend_ops_test")
+bins=("$build/tools/strata" "$build/bench/gpu_bench" "$build/tests/runtime_backend_ops_test"
+      "$build/tests/runtime_peer_link_test" "$build/tests/runtime_attention_v2_test")
 for b in "${bins[@]}"; do
   cp "$b" "$stage/bin/"
   ldd "$b" | awk '/=> \//{print $3}' | while read -r lib; do
