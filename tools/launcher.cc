@@ -15,8 +15,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "runtime/status_macros.h"
 #include "services/common/server.h"
 #include "strata/v1/coordinator.grpc.pb.h"

@@ -95,34 +95,32 @@ absl::Status PeerLink::Start(const PeerTransfer& t, const std::string& what, int
 }
 
 absl::Status PeerLink::Send(const void* src, int64_t count, int peer) {
-  if (send_pending_) {
-    absl::Status s = WaitSend();
-    if (!s.ok()) return s;
-  }
   PeerTransfer t;
   t.op = PeerOp::kSend;
   t.src = src;
   t.count = count;
   t.to = peer;
-  absl::Status s = Start(t, absl::StrCat("the send of ", count, " elements to rank ", peer),
-                         options_.transfer_timeout_ms);
-  send_pending_ = s.ok();
-  return s;
+  return Transfer(t, absl::StrCat("the send of ", count, " elements to rank ", peer));
 }
 
 absl::Status PeerLink::Recv(void* dst, int64_t count, int peer) {
-  if (recv_pending_) {
-    absl::Status s = WaitRecv();
-    if (!s.ok()) return s;
-  }
   PeerTransfer t;
   t.op = PeerOp::kRecv;
   t.dst = dst;
   t.count = count;
   t.from = peer;
-  absl::Status s = Start(t, absl::StrCat("the receive of ", count, " elements from rank ", peer),
-                         options_.transfer_timeout_ms);
-  recv_pending_ = s.ok();
+  return Transfer(t, absl::StrCat("the receive of ", count, " elements from rank ", peer));
+}
+
+absl::Status PeerLink::Transfer(const PeerTransfer& t, const std::string& what) {
+  const bool send = t.op == PeerOp::kSend;
+  bool& pending = send ? send_pending_ : recv_pending_;
+  if (pending) {  // the last one of this direction first
+    absl::Status s = send ? WaitSend() : WaitRecv();
+    if (!s.ok()) return s;
+  }
+  absl::Status s = Start(t, what, options_.transfer_timeout_ms);
+  pending = s.ok();
   return s;
 }
 

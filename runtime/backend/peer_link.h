@@ -75,7 +75,7 @@ class PeerLink {
   struct Options {
     int rank = 0;
     int size = 0;
-    int join_timeout_ms = 30'000;     // the warm-up, with every member
+    int join_timeout_ms = 30'000;      // the warm-up, with every member
     int transfer_timeout_ms = 30'000;  // an enqueue, a send or a receive
     std::string label;                 // names the device in errors
   };
@@ -109,6 +109,8 @@ class PeerLink {
   template <typename Poll>
   absl::Status WaitFor(Poll done, const std::string& what, int timeout_ms);
   absl::Status Start(const PeerTransfer& t, const std::string& what, int timeout_ms);
+  // Send or Recv: waits for the last transfer of its direction, then starts.
+  absl::Status Transfer(const PeerTransfer& t, const std::string& what);
 
   mutable std::mutex mu_;
   std::unique_ptr<Communicator> comm_ ABSL_GUARDED_BY(mu_);

@@ -175,7 +175,9 @@ std::vector<GpuRef> Nvml::Resolve(const std::vector<std::string>& cuda_uuids,
     int index = 0;
     if (absl::SimpleAtoi(entry, &index)) {
       if (!pci_order) {
-        missing(entry, "an index in CUDA's order, which is not NVML's without CUDA_DEVICE_ORDER=PCI_BUS_ID");
+        missing(
+            entry,
+            "an index in CUDA's order, which is not NVML's without CUDA_DEVICE_ORDER=PCI_BUS_ID");
       } else if (index < 0 || index >= static_cast<int>(all.size())) {
         missing(entry, "no such GPU");
       } else {

@@ -169,14 +169,16 @@ void EmulateDecode(const Step& s, const Case& c, const std::vector<int32_t>& dec
             }
             gmax[group * hpk + g] = run_max[0];
             gsum[group * hpk + g] = run_sum[0];
-            std::copy(acc.begin(), acc.end(), gacc.begin() + (static_cast<size_t>(group) * hpk + g) * d);
+            std::copy(acc.begin(), acc.end(),
+                      gacc.begin() + (static_cast<size_t>(group) * hpk + g) * d);
           }
           float m = -kInf, total = 0.0f;
           for (int gr = 0; gr < groups; ++gr) {
             if (gsum[gr * hpk + g] > 0.0f) m = std::max(m, gmax[gr * hpk + g]);
           }
           for (int gr = 0; gr < groups; ++gr) {
-            if (gsum[gr * hpk + g] > 0.0f) total += gsum[gr * hpk + g] * std::exp(gmax[gr * hpk + g] - m);
+            if (gsum[gr * hpk + g] > 0.0f)
+              total += gsum[gr * hpk + g] * std::exp(gmax[gr * hpk + g] - m);
           }
           const int64_t item = v2::PartialItem(index, head, split, heads, splits);
           for (int dim = 0; dim < d; ++dim) {
@@ -208,7 +210,8 @@ void EmulateDecode(const Step& s, const Case& c, const std::vector<int32_t>& dec
       for (int dim = 0; dim < d; ++dim) {
         float a = 0.0f;
         for (int sp = 0; sp < splits; ++sp) {
-          if (ml[2 * sp + 1] > 0.0f) a += part_acc[(first + sp) * d + dim] * std::exp(ml[2 * sp] - max_all);
+          if (ml[2 * sp + 1] > 0.0f)
+            a += part_acc[(first + sp) * d + dim] * std::exp(ml[2 * sp] - max_all);
         }
         (*out)[(static_cast<int64_t>(row) * heads + head) * d + dim] = Bf16(a * inv);
       }
@@ -310,9 +313,9 @@ void ExpectMatches(const Case& c, uint32_t seed) {
   // Inputs are exact bf16; what remains is P's and the output's bf16
   // rounding (2^-9 relative) and f32 sums.
   const int64_t row = worst_at / (c.heads * c.head_dim);
-  EXPECT_LE(worst, 8e-3) << "heads " << c.heads << "/" << c.kv_heads << ", head_dim "
-                         << c.head_dim << ", window " << c.window << ", splits " << c.splits
-                         << ": row " << row << " (position " << s.row_pos[row] << ")";
+  EXPECT_LE(worst, 8e-3) << "heads " << c.heads << "/" << c.kv_heads << ", head_dim " << c.head_dim
+                         << ", window " << c.window << ", splits " << c.splits << ": row " << row
+                         << " (position " << s.row_pos[row] << ")";
 }
 
 TEST(AttentionV2PlanTest, EveryRowIsADecodeRowOrInExactlyOneTile) {

@@ -373,8 +373,8 @@ void BackendOpsTest::CheckAttention(int64_t heads, int64_t kv_heads, int64_t hea
     }
   }
   ExpectNear(Read(out, rows * heads * head_dim), want,
-             "attention, " + std::to_string(heads) + "/" + std::to_string(kv_heads) +
-                 " heads of " + std::to_string(head_dim) + ", window " + std::to_string(window));
+             "attention, " + std::to_string(heads) + "/" + std::to_string(kv_heads) + " heads of " +
+                 std::to_string(head_dim) + ", window " + std::to_string(window));
 }
 
 TEST_P(BackendOpsTest, PagedAttentionMatchesSoftmaxOverTheCachedPositions) {

@@ -49,8 +49,9 @@ class FakeWorld {
     auto& r = recvs_[pair];
     while (!s.empty() && !r.empty()) {
       connected_.insert(pair);
-      std::memcpy(r.front()->dst, s.front()->src,
-                  static_cast<size_t>(std::min(s.front()->count, r.front()->count)) * sizeof(float));
+      std::memcpy(
+          r.front()->dst, s.front()->src,
+          static_cast<size_t>(std::min(s.front()->count, r.front()->count)) * sizeof(float));
       s.front()->done = r.front()->done = true;
       s.pop_front();
       r.pop_front();
@@ -284,7 +285,8 @@ TEST_F(PeerLinkTest, TheFirstHopOfAnEpochCarriesItsDataThroughAThreeStagePipelin
   for (int r = 0; r < 3; ++r) EXPECT_TRUE(errors[r].ok()) << "rank " << r << ": " << errors[r];
   for (int step = 0; step < kSteps; ++step) {
     for (int i = 0; i < kCount; ++i) {
-      ASSERT_EQ(received[step][i], step * 1000.0f + i + 0.5f) << "step " << step << " element " << i;
+      ASSERT_EQ(received[step][i], step * 1000.0f + i + 0.5f)
+          << "step " << step << " element " << i;
     }
   }
   EXPECT_EQ(misuse_.load(), 0);
@@ -339,8 +341,8 @@ TEST_F(PeerLinkTest, AbortFromAnotherThreadEndsAStuckWaitAndNeverOverlapsACall) 
     std::atomic<int> misuse{0};
     std::vector<std::unique_ptr<PeerLink>> links(2);
     std::thread peer([&] {
-      auto l = PeerLink::Join(std::make_unique<FakeCommunicator>(&world, 0, &misuse),
-                              OptionsFor(0, 2));
+      auto l =
+          PeerLink::Join(std::make_unique<FakeCommunicator>(&world, 0, &misuse), OptionsFor(0, 2));
       if (l.ok()) links[0] = std::move(*l);
     });
     auto self = PeerLink::Join(std::make_unique<FakeCommunicator>(&world, 1, &misuse),

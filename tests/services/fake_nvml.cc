@@ -1,9 +1,9 @@
 // A stand-in for libnvidia-ml.so.1 on machines without an NVIDIA driver: two
 // GPUs with fixed readings, and one MIG instance on GPU 1 (found only by its
 // UUID, with no index of its own and no utilisation, as NVML has it),
-// exporting the NVML entry points the worker uses with NVML's C ABI. Tests point STRATA_NVML_LIBRARY at it to check the
-// worker's dlopen path, CUDA_VISIBLE_DEVICES narrowing and labels; the real
-// library is exercised on the device machine.
+// exporting the NVML entry points the worker uses with NVML's C ABI. Tests point
+// STRATA_NVML_LIBRARY at it to check the worker's dlopen path, CUDA_VISIBLE_DEVICES narrowing and
+// labels; the real library is exercised on the device machine.
 #include <cstdio>
 #include <cstring>
 

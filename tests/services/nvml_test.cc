@@ -43,8 +43,8 @@ TEST_F(NvmlTest, CudasDevicesAreFoundByUuidInCudasOrder) {
   // CUDA put GPU 1 first (a faster GPU, say): device 0 is NVML's GPU 1.
   std::string why;
   auto gpus = nvml_->Resolve({kGpu1, kGpu0}, &why);
-  EXPECT_EQ(Uuids(gpus), (std::vector<std::string>{std::string("1=") + kGpu1,
-                                                  std::string("0=") + kGpu0}));
+  EXPECT_EQ(Uuids(gpus),
+            (std::vector<std::string>{std::string("1=") + kGpu1, std::string("0=") + kGpu0}));
   EXPECT_EQ(why, "");
   // CUDA_VISIBLE_DEVICES is CUDA's to apply: given CUDA's list, an index
   // entry is not read again as an NVML index.
@@ -74,7 +74,8 @@ TEST_F(NvmlTest, AnUnknownCudaDeviceIsLeftOutAndNamed) {
 TEST_F(NvmlTest, WithoutCudaTheVisibleDevicesAreReadByUuid) {
   std::string why;
   EXPECT_EQ(nvml_->Resolve({}, &why).size(), 2u);  // nothing set: every GPU
-  setenv("CUDA_VISIBLE_DEVICES", "GPU-fa4e0000-0000-0000-0000-000000000001,MIG-fa4e0000-0000-0000-0000-0000000001a1", 1);
+  setenv("CUDA_VISIBLE_DEVICES",
+         "GPU-fa4e0000-0000-0000-0000-000000000001,MIG-fa4e0000-0000-0000-0000-0000000001a1", 1);
   EXPECT_EQ(Uuids(nvml_->Resolve({}, &why)),
             (std::vector<std::string>{std::string("1=") + kGpu1, std::string("1=") + kMig}));
   EXPECT_EQ(why, "");
@@ -84,8 +85,7 @@ TEST_F(NvmlTest, WithoutCudaTheVisibleDevicesAreReadByUuid) {
   EXPECT_NE(why.find("CUDA_DEVICE_ORDER"), std::string::npos) << why;
   setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID", 1);
   why.clear();
-  EXPECT_EQ(Uuids(nvml_->Resolve({}, &why)),
-            (std::vector<std::string>{std::string("1=") + kGpu1}));
+  EXPECT_EQ(Uuids(nvml_->Resolve({}, &why)), (std::vector<std::string>{std::string("1=") + kGpu1}));
   // A prefix must name one GPU.
   setenv("CUDA_VISIBLE_DEVICES", "GPU-fa4e", 1);
   EXPECT_TRUE(nvml_->Resolve({}, &why).empty());

@@ -10,6 +10,7 @@
 // so one key's row is read by the warp as one contiguous run.
 #include <math_constants.h>
 
+#include "runtime/backend/cuda/attention_merge.cuh"
 #include "runtime/backend/cuda/device_math.cuh"
 #include "runtime/backend/cuda/kernels.h"
 
@@ -123,28 +124,9 @@ template <typename T>
 __global__ void AttentionMergeKernel(const float* part_acc, const float* part_ml, AttentionParams p,
                                      T* out) {
   const int row = blockIdx.x, head = blockIdx.y;
-  const int d = static_cast<int>(p.head_dim);
   const long long first_item = (static_cast<long long>(row) * p.num_heads + head) * p.splits;
-  const float* ml = part_ml + first_item * 2;
-  float max_all = -CUDART_INF_F;
-  for (int s = 0; s < p.splits; ++s) {
-    if (ml[2 * s + 1] > 0.0f) max_all = fmaxf(max_all, ml[2 * s]);
-  }
-  float total = 0.0f;
-  for (int s = 0; s < p.splits; ++s) {
-    if (ml[2 * s + 1] > 0.0f) total += ml[2 * s + 1] * expf(ml[2 * s] - max_all);
-  }
-  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-  T* o = out + (static_cast<long long>(row) * p.num_heads + head) * d;
-  for (int dim = threadIdx.x; dim < d; dim += blockDim.x) {
-    float a = 0.0f;
-    for (int s = 0; s < p.splits; ++s) {
-      if (ml[2 * s + 1] > 0.0f) {
-        a += part_acc[(first_item + s) * d + dim] * expf(ml[2 * s] - max_all);
-      }
-    }
-    o[dim] = FromFloat<T>(a * inv);
-  }
+  MergeSplits(part_acc, part_ml, first_item, p.splits, static_cast<int>(p.head_dim),
+              out + (static_cast<long long>(row) * p.num_heads + head) * p.head_dim);
 }
 
 template <typename T, int E>

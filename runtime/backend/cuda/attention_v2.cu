@@ -23,6 +23,7 @@
 
 #include <cstdint>
 
+#include "runtime/backend/cuda/attention_merge.cuh"
 #include "runtime/backend/cuda/attention_v2_plan.h"
 #include "runtime/backend/cuda/device_math.cuh"
 #include "runtime/backend/cuda/kernels.h"
@@ -60,8 +61,7 @@ __global__ void __launch_bounds__(v2::kDecodeThreads)
   int begin = 0, end = 0;
   v2::SplitRange(v2::FirstKey(pos, p.sliding_window), pos + 1, p.splits, split, &begin, &end);
 
-  float qf[kGroupMax][v2::kVec], acc[kGroupMax][v2::kVec], run_max[kGroupMax],
-      run_sum[kGroupMax];
+  float qf[kGroupMax][v2::kVec], acc[kGroupMax][v2::kVec], run_max[kGroupMax], run_sum[kGroupMax];
 #pragma unroll
   for (int g = 0; g < kGroupMax; ++g) {
     const int head = kv_head * heads_per_kv + (g < heads_per_kv ? g : 0);
@@ -144,7 +144,8 @@ __global__ void __launch_bounds__(v2::kDecodeThreads)
     const int g = i / d, dim = i % d;
     float a = 0.0f;
     for (int gr = 0; gr < kGroups; ++gr) {
-      if (group_sum[gr][g] > 0.0f) a += group_acc[gr][g][dim] * expf(group_max[gr][g] - head_max[g]);
+      if (group_sum[gr][g] > 0.0f)
+        a += group_acc[gr][g][dim] * expf(group_max[gr][g] - head_max[g]);
     }
     const int64_t item = v2::PartialItem(index, kv_head * heads_per_kv + g, split,
                                          static_cast<int>(p.num_heads), p.splits);
@@ -162,26 +163,9 @@ __global__ void DecodeMergeKernel(const float* part_acc, const float* part_ml, S
                                   AttentionParams p, T* out) {
   const int index = blockIdx.x, head = blockIdx.y;
   const int row = step.decode_rows[index];
-  const int d = static_cast<int>(p.head_dim);
   const int64_t first = v2::PartialItem(index, head, 0, static_cast<int>(p.num_heads), p.splits);
-  const float* ml = part_ml + first * 2;
-  float max_all = -CUDART_INF_F;
-  for (int s = 0; s < p.splits; ++s) {
-    if (ml[2 * s + 1] > 0.0f) max_all = fmaxf(max_all, ml[2 * s]);
-  }
-  float total = 0.0f;
-  for (int s = 0; s < p.splits; ++s) {
-    if (ml[2 * s + 1] > 0.0f) total += ml[2 * s + 1] * expf(ml[2 * s] - max_all);
-  }
-  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-  T* o = out + (static_cast<int64_t>(row) * p.num_heads + head) * d;
-  for (int dim = threadIdx.x; dim < d; dim += blockDim.x) {
-    float a = 0.0f;
-    for (int s = 0; s < p.splits; ++s) {
-      if (ml[2 * s + 1] > 0.0f) a += part_acc[(first + s) * d + dim] * expf(ml[2 * s] - max_all);
-    }
-    o[dim] = FromFloat<T>(a * inv);
-  }
+  MergeSplits(part_acc, part_ml, first, p.splits, static_cast<int>(p.head_dim),
+              out + (static_cast<int64_t>(row) * p.num_heads + head) * p.head_dim);
 }
 
 // The prefill block's shared memory.
@@ -339,8 +323,8 @@ void LaunchDecode(const T* q, const T* kv, const StepDevice& step, const Attenti
   DecodePartialKernel<T, L, kGroupMax>
       <<<grid, v2::kDecodeThreads, 0, stream>>>(q, kv, step, p, part_acc, part_ml);
   const dim3 merge(static_cast<unsigned>(step.n_decode), static_cast<unsigned>(p.num_heads));
-  DecodeMergeKernel<T><<<merge, RowThreads(p.head_dim), 0, stream>>>(part_acc, part_ml, step, p,
-                                                                      out);
+  DecodeMergeKernel<T>
+      <<<merge, RowThreads(p.head_dim), 0, stream>>>(part_acc, part_ml, step, p, out);
 }
 
 template <typename T, int L>
@@ -357,8 +341,8 @@ void DecodeByGroup(const T* q, const T* kv, const StepDevice& step, const Attent
 }
 
 template <typename T, int kDim>
-void LaunchPrefill(const T* q, const T* kv, const StepDevice& step, const AttentionParams& p, T* out,
-                   cudaStream_t stream) {
+void LaunchPrefill(const T* q, const T* kv, const StepDevice& step, const AttentionParams& p,
+                   T* out, cudaStream_t stream) {
   const size_t bytes = sizeof(PrefillShared<T, kDim>);
   // Above 48 KB a kernel must ask for its dynamic shared memory.
   cudaFuncSetAttribute(PrefillKernel<T, kDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,

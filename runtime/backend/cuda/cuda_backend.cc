@@ -187,8 +187,8 @@ class CudaBackend : public Backend {
     if (attention_env != nullptr && *attention_env != '\0') {
       const std::string chosen = attention_env;
       if (chosen != "v1" && chosen != "v2") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "STRATA_CUDA_ATTENTION=\"", chosen, "\": expected v1 or v2"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("STRATA_CUDA_ATTENTION=\"", chosen, "\": expected v1 or v2"));
       }
       backend->attention_v2_ = chosen == "v2";
     }
@@ -555,19 +555,11 @@ class CudaBackend : public Backend {
                                                      cuda::kMaxHeadDim)));
       return;
     }
-    if (attention_v2_ &&
-        cuda::v2::Supported(shape.head_dim, shape.num_heads, shape.num_kv_heads)) {
+    if (attention_v2_ && cuda::v2::Supported(shape.head_dim, shape.num_heads, shape.num_kv_heads)) {
       AttentionV2(q, kv, shape, out);
       return;
     }
-    cuda::AttentionParams p;
-    p.num_heads = shape.num_heads;
-    p.num_kv_heads = shape.num_kv_heads;
-    p.head_dim = shape.head_dim;
-    p.sliding_window = shape.sliding_window;
-    p.scale = shape.scale;
-    p.block_size = kv.block_size;
-    p.kv_dim = kv.kv_dim;
+    cuda::AttentionParams p = ParamsOf(shape, kv);
     // Split the keys only while (row, head) pairs leave multiprocessors idle.
     const int64_t pairs = static_cast<int64_t>(step_.rows) * shape.num_heads;
     const int64_t target_blocks = 4 * static_cast<int64_t>(sm_count_);
@@ -587,9 +579,7 @@ class CudaBackend : public Backend {
     CheckLaunch("attention");
   }
 
-  // The v2 kernels: decode rows by (row, KV head, split) blocks, the splits
-  // cut from each row's own length; prefill tiles by tensor-core blocks.
-  void AttentionV2(const void* q, const KvLayerView& kv, const AttentionShape& shape, void* out) {
+  static cuda::AttentionParams ParamsOf(const AttentionShape& shape, const KvLayerView& kv) {
     cuda::AttentionParams p;
     p.num_heads = shape.num_heads;
     p.num_kv_heads = shape.num_kv_heads;
@@ -598,6 +588,13 @@ class CudaBackend : public Backend {
     p.scale = shape.scale;
     p.block_size = kv.block_size;
     p.kv_dim = kv.kv_dim;
+    return p;
+  }
+
+  // The v2 kernels: decode rows by (row, KV head, split) blocks, the splits
+  // cut from each row's own length; prefill tiles by tensor-core blocks.
+  void AttentionV2(const void* q, const KvLayerView& kv, const AttentionShape& shape, void* out) {
+    cuda::AttentionParams p = ParamsOf(shape, kv);
     int64_t splits = 1;
     if (step_.n_decode > 0) {
       // Split the keys only while (row, KV head) blocks leave multiprocessors
@@ -608,8 +605,8 @@ class CudaBackend : public Backend {
         splits = std::min((split_positions_ + kMinSplitKeys - 1) / kMinSplitKeys,
                           (target_blocks + blocks - 1) / blocks);
       }
-      const int64_t per_split = cuda::AttentionWorkspaceFloats(step_.n_decode, shape.num_heads, 1,
-                                                               shape.head_dim);
+      const int64_t per_split =
+          cuda::AttentionWorkspaceFloats(step_.n_decode, shape.num_heads, 1, shape.head_dim);
       const int64_t held = attention_workspace_ != nullptr ? attention_workspace_->bytes() / 4 : 0;
       splits = std::max<int64_t>(1, std::min(splits, held / per_split));
       if (!Record(ReserveDevice(&attention_workspace_, splits * per_split * 4,
@@ -843,9 +840,9 @@ class CudaBackend : public Backend {
   using GraphKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int>;
   bool Replaying() const { return graph_mode_ == GraphMode::kReplay; }
   bool graphs_enabled_ = true;
-  bool attention_v2_ = false;  // STRATA_CUDA_ATTENTION=v2
+  bool attention_v2_ = false;               // STRATA_CUDA_ATTENTION=v2
   std::vector<cuda::v2::ChunkSpan> spans_;  // BeginStep's scratch
-  bool unsynced_ = false;  // the last step returned without waiting (TakeError)
+  bool unsynced_ = false;                   // the last step returned without waiting (TakeError)
   GraphMode graph_mode_ = GraphMode::kEager;
   GraphKey graph_key_;
   std::map<GraphKey, cudaGraphExec_t> graphs_;

@@ -83,8 +83,10 @@ int OpIndex(PeerOp op) { return static_cast<int>(op); }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Join(
-    const PeerGroup& group, DType dtype, cudaStream_t stream, const std::string& label) {
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Join(const PeerGroup& group,
+                                                                         DType dtype,
+                                                                         cudaStream_t stream,
+                                                                         const std::string& label) {
   auto api = LoadNccl();
   if (!api.ok()) return api.status();
   if (group.unique_id.size() != sizeof(ncclUniqueId)) {
@@ -114,8 +116,8 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Join(
   for (;;) {
     absl::StatusOr<bool> done = self->CallDone();
     if (!done.ok()) {
-      return absl::UnavailableError(absl::StrCat(label, ": joining peer group as rank ",
-                                                 group.rank, " of ", group.size, ": ",
+      return absl::UnavailableError(absl::StrCat(label, ": joining peer group as rank ", group.rank,
+                                                 " of ", group.size, ": ",
                                                  done.status().message()));
     }
     if (*done) break;
@@ -191,7 +193,8 @@ absl::Status NcclCommunicator::Enqueue(const PeerTransfer& t) {
       break;
     }
   }
-  if (r != ncclSuccess && r != ncclInProgress) return absl::UnavailableError(api->ncclGetErrorString(r));
+  if (r != ncclSuccess && r != ncclInProgress)
+    return absl::UnavailableError(api->ncclGetErrorString(r));
   record_[OpIndex(t.op)] = true;
   return absl::OkStatus();
 }
@@ -204,7 +207,8 @@ absl::StatusOr<bool> NcclCommunicator::Enqueued() {
     if (!record_[op]) continue;
     record_[op] = false;
     const cudaError_t e = cudaEventRecord(done_[op], stream_);
-    if (e != cudaSuccess) return absl::InternalError(absl::StrCat("cudaEventRecord: ", CudaErrorText(e)));
+    if (e != cudaSuccess)
+      return absl::InternalError(absl::StrCat("cudaEventRecord: ", CudaErrorText(e)));
   }
   return true;
 }

@@ -22,8 +22,8 @@ class NcclCommunicator : public Communicator {
  public:
   // Joins `group` on the current device, transfers of `dtype` enqueued on
   // `stream`; waits (up to group.timeout_ms) until every member joined.
-  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Join(const PeerGroup& group,
-                                                                DType dtype, cudaStream_t stream,
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Join(const PeerGroup& group, DType dtype,
+                                                                cudaStream_t stream,
                                                                 const std::string& label);
   ~NcclCommunicator() override;
 
