@@ -18,6 +18,9 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
   if (!(p.top_p > 0 && p.top_p <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", p.top_p));
   }
+  if (!(p.min_p >= 0 && p.min_p <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("min_p must be in [0, 1], got ", p.min_p));
+  }
   if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty)) {
     return absl::InvalidArgumentError(
         absl::StrCat("repetition_penalty must be a finite number > 0, got ",
@@ -40,24 +43,30 @@ double UniformAt(uint64_t seed, int64_t position) {
   return static_cast<double>(bits >> 11) * 0x1.0p-53;
 }
 
-int32_t Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
-                        std::span<const int32_t> history, int64_t position) {
+void Sampler::Penalise(std::span<const float> logits, const SamplingParams& p,
+                       std::span<const int32_t> history) {
   const int64_t vocab = static_cast<int64_t>(logits.size());
   scores_.assign(logits.begin(), logits.end());
-  if (p.repetition_penalty != 1.0f) {
-    // Each distinct id once, as torch.gather/scatter over input_ids does.
-    for (int32_t id : history) {
-      if (id < 0 || id >= vocab) continue;
-      const float s = logits[id];
-      scores_[id] = s < 0 ? s * p.repetition_penalty : s / p.repetition_penalty;
-    }
+  if (p.repetition_penalty == 1.0f) return;
+  // Each distinct id once, as torch.gather/scatter over input_ids does.
+  for (int32_t id : history) {
+    if (id < 0 || id >= vocab) continue;
+    const float s = logits[id];
+    scores_[id] = s < 0 ? s * p.repetition_penalty : s / p.repetition_penalty;
   }
+}
+
+const std::vector<std::pair<double, int32_t>>& Sampler::Distribution(
+    std::span<const float> logits, const SamplingParams& p, std::span<const int32_t> history) {
+  Penalise(logits, p, history);
+  distribution_.clear();
   if (p.temperature == 0.0f) {
-    return static_cast<int32_t>(std::max_element(scores_.begin(), scores_.end()) -
-                                scores_.begin());
+    const auto top = std::max_element(scores_.begin(), scores_.end());
+    distribution_.emplace_back(1.0, static_cast<int32_t>(top - scores_.begin()));
+    return distribution_;
   }
   candidates_.clear();
-  for (int64_t i = 0; i < vocab; ++i) {
+  for (size_t i = 0; i < scores_.size(); ++i) {
     candidates_.emplace_back(scores_[i] / p.temperature, static_cast<int32_t>(i));
   }
   // Highest score first; ties by id so the order is deterministic.
@@ -72,12 +81,14 @@ int32_t Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
     keep = p.top_k;
     while (keep < candidates_.size() && candidates_[keep].first == kth) ++keep;
   }
-  candidates_.resize(keep);
-  const float max_score = candidates_.front().first;
+  // Weights relative to the top token's (softmax's numerator); the
+  // distribution is their share of the total.
+  const double max_score = candidates_.front().first;
   double total = 0;
-  for (auto& c : candidates_) {
-    c.first = std::exp(c.first - max_score);
-    total += c.first;
+  for (size_t i = 0; i < keep; ++i) {
+    const double w = std::exp(static_cast<double>(candidates_[i].first) - max_score);
+    distribution_.emplace_back(w, candidates_[i].second);
+    total += w;
   }
   if (p.top_p < 1.0f) {
     // transformers sorts ascending and removes tokens whose cumulative
@@ -85,22 +96,41 @@ int32_t Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
     // lower-probability remainder exceeds 1 - top_p, and at least one.
     double below = total;  // probability mass of this token and all lower ones
     size_t cut = 0;
-    for (size_t i = 0; i < candidates_.size(); ++i) {
+    for (size_t i = 0; i < distribution_.size(); ++i) {
       if (below / total <= 1.0 - p.top_p && i > 0) break;
-      below -= candidates_[i].first;
+      below -= distribution_[i].first;
       cut = i + 1;
     }
-    candidates_.resize(cut);
-    total = 0;
-    for (const auto& c : candidates_) total += c.first;
+    distribution_.resize(cut);
   }
-  const double target = UniformAt(p.seed, position) * total;
+  if (p.min_p > 0.0f) {
+    // Below min_p x the top token's probability: the top token's weight is 1.
+    size_t cut = 1;
+    while (cut < distribution_.size() && distribution_[cut].first >= p.min_p) ++cut;
+    distribution_.resize(cut);
+  }
+  while (distribution_.size() > 1 && distribution_.back().first == 0.0) distribution_.pop_back();
+  total = 0;
+  for (const auto& d : distribution_) total += d.first;
+  for (auto& d : distribution_) d.first /= total;
+  return distribution_;
+}
+
+int32_t Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
+                        std::span<const int32_t> history, int64_t position) {
+  if (p.temperature == 0.0f) {
+    Penalise(logits, p, history);
+    return static_cast<int32_t>(std::max_element(scores_.begin(), scores_.end()) -
+                                scores_.begin());
+  }
+  const auto& d = Distribution(logits, p, history);
+  const double target = UniformAt(p.seed, position);
   double acc = 0;
-  for (const auto& c : candidates_) {
-    acc += c.first;
-    if (target < acc) return c.second;
+  for (const auto& [probability, id] : d) {
+    acc += probability;
+    if (target < acc) return id;
   }
-  return candidates_.back().second;
+  return d.back().second;
 }
 
 }  // namespace strata

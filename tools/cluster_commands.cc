@@ -45,7 +45,7 @@ absl::Status BytesFlag(const char* flag, const std::string& text, int64_t* out) 
 struct RequestFlags {
   std::string prompt;
   int64_t max_tokens = 64, top_k = 0, seed = 0;
-  double temperature = 0, top_p = 1, repetition_penalty = 1;
+  double temperature = 0, top_p = 1, repetition_penalty = 1, min_p = 0;
   std::string stop;  // comma-separated
   bool ignore_eos = false;
   bool chat = false;
@@ -57,6 +57,7 @@ struct RequestFlags {
     f.Float("temperature", &temperature, "0 = greedy (0)");
     f.Int("top-k", &top_k, "keep the k most likely tokens; 0 = off (0)");
     f.Float("top-p", &top_p, "nucleus sampling mass; 1 = off (1)");
+    f.Float("min-p", &min_p, "drop tokens below min-p x the top probability; 0 = off (0)");
     f.Float("repetition-penalty", &repetition_penalty, "1 = off (1)");
     f.Int("seed", &seed, "sampling seed (0)");
     f.String("stop", &stop, "stop sequences, comma-separated");
@@ -86,6 +87,7 @@ struct RequestFlags {
     r.mutable_sampling()->set_temperature(static_cast<float>(temperature));
     r.mutable_sampling()->set_top_k(static_cast<int32_t>(top_k));
     r.mutable_sampling()->set_top_p(static_cast<float>(top_p));
+    r.mutable_sampling()->set_min_p(static_cast<float>(min_p));
     r.mutable_sampling()->set_repetition_penalty(static_cast<float>(repetition_penalty));
     r.mutable_sampling()->set_seed(static_cast<uint64_t>(seed));
     r.set_ignore_eos(ignore_eos);

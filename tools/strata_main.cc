@@ -44,7 +44,7 @@ commands:
 absl::Status Generate(const std::vector<std::string>& args) {
   std::string model, prompt, device = "cpu";
   int64_t max_tokens = 64, top_k = 0, seed = 0, threads = 0, max_context = 0;
-  double temperature = 0, top_p = 1, repetition_penalty = 1;
+  double temperature = 0, top_p = 1, repetition_penalty = 1, min_p = 0;
   bool ignore_eos = false, stats = false, help = false, chat = false;
   std::string system;
   FlagSet flags;
@@ -56,6 +56,7 @@ absl::Status Generate(const std::vector<std::string>& args) {
   flags.Float("temperature", &temperature, "0 = greedy (0)");
   flags.Int("top-k", &top_k, "keep the k most likely tokens; 0 = off (0)");
   flags.Float("top-p", &top_p, "nucleus sampling mass; 1 = off (1)");
+  flags.Float("min-p", &min_p, "drop tokens below min-p x the top probability; 0 = off (0)");
   flags.Float("repetition-penalty", &repetition_penalty, "1 = off (1)");
   flags.Int("seed", &seed, "sampling seed (0)");
   flags.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence");
@@ -104,6 +105,7 @@ absl::Status Generate(const std::vector<std::string>& args) {
   request.sampling.temperature = static_cast<float>(temperature);
   request.sampling.top_k = static_cast<int32_t>(top_k);
   request.sampling.top_p = static_cast<float>(top_p);
+  request.sampling.min_p = static_cast<float>(min_p);
   request.sampling.repetition_penalty = static_cast<float>(repetition_penalty);
   request.sampling.seed = static_cast<uint64_t>(seed);
 

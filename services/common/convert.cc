@@ -9,6 +9,7 @@ SamplingParams SamplingFromProto(const v1::SamplingParameters& p) {
   s.top_p = p.has_top_p() ? p.top_p() : 1.0f;
   s.repetition_penalty = p.has_repetition_penalty() ? p.repetition_penalty() : 1.0f;
   s.seed = p.seed();
+  s.min_p = p.min_p();
   return s;
 }
 
@@ -19,6 +20,7 @@ v1::SamplingParameters SamplingToProto(const SamplingParams& s) {
   p.set_top_p(s.top_p);
   p.set_repetition_penalty(s.repetition_penalty);
   p.set_seed(s.seed);
+  p.set_min_p(s.min_p);
   return p;
 }
 
