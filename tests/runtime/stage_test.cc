@@ -276,5 +276,34 @@ TEST(GenerateTest, StopsAtTheContextAndReplaysIdentically) {
   EXPECT_EQ(again->tokens, first->tokens);
 }
 
+// A chunk that ends exactly at the context runs; one token more is
+// OUT_OF_RANGE, and the stage's KV is unchanged by the refusal.
+TEST(StageTest, AChunkEndingAtTheContextRunsAndOnePastItIsRefused) {
+  const std::string& dir = testing::TestModel("llama");
+  auto config = LoadModelConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  StageOptions o;
+  o.threads = 1;
+  o.max_context = 40;
+  o.max_sequences = 1;
+  o.max_batch_tokens = 64;
+  auto stage = Stage::Load(dir, *config, 0, config->num_layers, o);
+  ASSERT_TRUE(stage.ok()) << stage.status();
+  StageOutput out;
+  StageBatch over;
+  over.chunks.push_back({.seq_id = 1, .start_pos = 0, .num_tokens = 41,
+                         .token_ids = std::vector<int32_t>(41, 5)});
+  const absl::Status refused = (*stage)->Run(over, &out);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kOutOfRange) << refused;
+  EXPECT_EQ((*stage)->kv_cache().free_blocks(), (*stage)->kv_cache().total_blocks());
+  StageBatch exact;
+  exact.chunks.push_back({.seq_id = 1, .start_pos = 0, .num_tokens = 40,
+                          .token_ids = std::vector<int32_t>(40, 5)});
+  const absl::Status ran = (*stage)->Run(exact, &out);
+  EXPECT_TRUE(ran.ok()) << ran;
+  EXPECT_EQ((*stage)->kv_cache().Length(1), 40);
+  EXPECT_EQ((*stage)->kv_cache().free_blocks(), 0);  // 40 tokens fill the 3 blocks budgeted
+}
+
 }  // namespace
 }  // namespace strata

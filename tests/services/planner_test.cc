@@ -127,6 +127,32 @@ TEST(PlannerTest, SmallDeviceIsLimitedByMemory) {
   EXPECT_NE(plan->stages[0].reason.find("layer 6"), std::string::npos) << plan->stages[0].reason;
 }
 
+// A device whose usable memory equals a stage's need to the byte holds the
+// stage; one byte less and the plan does not fit.
+TEST(PlannerTest, AnExactFitIsTakenAndOneByteLessIsNot) {
+  PlanInput in = Uniform(6, 100 * kMiB, {{"gpu0", 64LL << 30, kMiB, 1.0}});
+  auto roomy = PlanPlacement(in);
+  ASSERT_TRUE(roomy.ok()) << roomy.status();
+  const int64_t need = roomy->stages[0].need_bytes;
+  in.devices[0].capacity_bytes = need + kMiB;  // usable = capacity - reserve = need
+  auto exact = PlanPlacement(in);
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  EXPECT_EQ(exact->stages[0].need_bytes, exact->stages[0].usable_bytes);
+  EXPECT_TRUE(PlanFromRanges(in, {{0, 6}}).ok());
+  in.devices[0].capacity_bytes -= 1;
+  EXPECT_FALSE(PlanPlacement(in).ok());
+  EXPECT_FALSE(PlanFromRanges(in, {{0, 6}}).ok());
+
+  // Two devices, the second sized exactly for the last two layers and the head.
+  PlanInput two = Uniform(6, 100 * kMiB, {{"a", 64LL << 30, 0, 1.0}, {"b", 64LL << 30, 0, 1.0}});
+  auto split = PlanFromRanges(two, {{0, 4}, {4, 6}});
+  ASSERT_TRUE(split.ok()) << split.status();
+  two.devices[1].capacity_bytes = split->stages[1].need_bytes;
+  EXPECT_TRUE(PlanFromRanges(two, {{0, 4}, {4, 6}}).ok());
+  two.devices[1].capacity_bytes -= 1;
+  EXPECT_FALSE(PlanFromRanges(two, {{0, 4}, {4, 6}}).ok());
+}
+
 TEST(PlannerTest, DoesNotFitListsEveryDevice) {
   PlanInput in = Uniform(
       8, 1024 * kMiB, {{"gpu0", 3LL << 30, 512 * kMiB, 1.0}, {"gpu1", 3LL << 30, 512 * kMiB, 1.0}});

@@ -181,5 +181,59 @@ TEST(SchedulerTest, AFailedStepFailsItsRequests) {
   EXPECT_TRUE(s.idle());
 }
 
+// The KV budget reached exactly: max_sequences requests all run at once;
+// one more waits until one of them ends.
+TEST(SchedulerTest, TheSequenceBudgetIsFilledExactlyAndNotPassed) {
+  Scheduler s(Options(4, 64));
+  for (int r = 1; r <= 4; ++r) s.Submit(Spec(r, 3, 2, true));
+  auto step = s.NextStep();
+  ASSERT_TRUE(step.has_value());
+  EXPECT_EQ(step->chunks.size(), 4u);
+  EXPECT_EQ(s.running(), 4);
+  EXPECT_EQ(s.queued(), 0);
+  s.Submit(Spec(5, 3, 2, true));
+  s.OnResult(step->step_id, Answer(*step, 7));
+  step = s.NextStep();
+  ASSERT_TRUE(step.has_value());
+  EXPECT_EQ(s.running(), 4);
+  EXPECT_EQ(s.queued(), 1);
+  for (const PlannedChunk& c : step->chunks) EXPECT_NE(c.seq_id, 5u);
+  auto out = s.OnResult(step->step_id, Answer(*step, 7));  // each reaches max_tokens 2
+  EXPECT_EQ(out.size(), 4u);
+  step = s.NextStep();
+  ASSERT_TRUE(step.has_value());
+  EXPECT_EQ(s.running(), 1);
+  EXPECT_EQ(s.queued(), 0);
+  ASSERT_EQ(step->chunks.size(), 1u);
+  EXPECT_EQ(step->drops.size(), 4u);
+}
+
+// The context filled exactly: a prompt of context - 1 tokens gets exactly one
+// token, and no sequence is ever fed past the context.
+TEST(SchedulerTest, TheContextIsFilledExactlyAndNotPassed) {
+  for (int prompt : {63, 60, 1}) {
+    Scheduler s(Options(4, 16));  // max_context 64
+    s.Submit(Spec(1, prompt, 1000, true));
+    int64_t generated = 0, fed_end = 0;
+    bool finished = false;
+    while (!finished) {
+      auto step = s.NextStep();
+      ASSERT_TRUE(step.has_value()) << "prompt " << prompt;
+      for (const PlannedChunk& c : step->chunks) {
+        fed_end = std::max<int64_t>(fed_end, c.start_pos + static_cast<int64_t>(c.token_ids.size()));
+      }
+      for (const Emission& e : s.OnResult(step->step_id, Answer(*step, 7))) {
+        generated += static_cast<int64_t>(e.tokens.size());
+        if (e.finish != Finish::kNone) {
+          EXPECT_EQ(e.finish, Finish::kLength);
+          finished = true;
+        }
+      }
+    }
+    EXPECT_EQ(prompt + generated, 64) << "prompt " << prompt;
+    EXPECT_EQ(fed_end, 63) << "prompt " << prompt;  // the last token is sampled, never fed
+  }
+}
+
 }  // namespace
 }  // namespace strata
