@@ -151,6 +151,21 @@ TEST(PlannerTest, AnExactFitIsTakenAndOneByteLessIsNot) {
   EXPECT_TRUE(PlanFromRanges(two, {{0, 4}, {4, 6}}).ok());
   two.devices[1].capacity_bytes -= 1;
   EXPECT_FALSE(PlanFromRanges(two, {{0, 4}, {4, 6}}).ok());
+
+  // When nothing fits, the report marks the overloaded device, not the one
+  // that fits exactly (two layers on two devices: one split only).
+  PlanInput pair = Uniform(2, 100 * kMiB, {{"a", 64LL << 30, 0, 1.0}, {"b", 64LL << 30, 0, 1.0}});
+  auto one_each = PlanFromRanges(pair, {{0, 1}, {1, 2}});
+  ASSERT_TRUE(one_each.ok()) << one_each.status();
+  pair.devices[0].capacity_bytes = one_each->stages[0].need_bytes - 1;
+  pair.devices[1].capacity_bytes = one_each->stages[1].need_bytes;
+  auto none = PlanPlacement(pair);
+  ASSERT_FALSE(none.ok());
+  const std::string msg(none.status().message());
+  const size_t line_b = msg.find("device 1 (b)");
+  ASSERT_NE(line_b, std::string::npos) << msg;
+  EXPECT_NE(msg.substr(0, line_b).find("does not fit"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("<-- does not fit", line_b), std::string::npos) << msg;
 }
 
 TEST(PlannerTest, DoesNotFitListsEveryDevice) {
