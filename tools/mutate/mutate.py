@@ -32,6 +32,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRATCH = os.path.join(ROOT, "build-mutate")
 SRC = os.path.join(SCRATCH, "src")
 BUILD = os.path.join(SCRATCH, "build")
+# Test binaries that run the `strata` executable, which must be rebuilt too.
+NEEDS_STRATA = {"services_cluster_test", "services_failover_test", "services_metrics_test",
+                "services_planner_test", "strata_cli_test"}
 
 
 class Mutation:
@@ -41,8 +44,10 @@ class Mutation:
                              f"got {len(fields)}")
         self.id, self.kind, self.file, self.pattern, self.replacement, tests = fields[:6]
         self.note = fields[6] if len(fields) > 6 else ""
-        self.pattern = self.pattern.replace("\\t", "\t").replace("\\n", "\n")
-        self.replacement = self.replacement.replace("\\t", "\t").replace("\\n", "\n")
+        # {NL} stands for a newline and {TAB} for a tab; everything else,
+        # backslashes included, is the source's text as it stands.
+        self.pattern = self.pattern.replace("{NL}", "\n").replace("{TAB}", "\t")
+        self.replacement = self.replacement.replace("{NL}", "\n").replace("{TAB}", "\t")
         self.tests = [t.strip() for t in tests.split(",") if t.strip()]
         self.line = line
 
@@ -101,6 +106,12 @@ def configure():
                        "-DSTRATA_CUDA=OFF"], 600)
         if rc != 0:
             sys.exit("configure failed:\n" + out)
+    # The reference tokenizers and templates (npm) that bash tools/test
+    # installed into build/: the reference tests read them from the build dir.
+    npm = os.path.join(ROOT, "build", "reference-npm")
+    link = os.path.join(BUILD, "reference-npm")
+    if os.path.isdir(npm) and not os.path.exists(link):
+        os.symlink(npm, link)
 
 
 def targets_of(tests):
@@ -110,7 +121,7 @@ def targets_of(tests):
             continue
         binary = t.split(":", 1)[0]
         targets.add(binary)
-        if binary.startswith("services_") or binary.startswith("strata_cli"):
+        if binary in NEEDS_STRATA:
             targets.add("strata")  # they start the real binary
     return sorted(targets)
 
