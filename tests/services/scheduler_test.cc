@@ -43,7 +43,7 @@ TEST(SchedulerTest, PrefillChunksHaveFixedBoundariesAndOnlyTheLastSamples) {
   s.Submit(Spec(1, 20, 4));
   std::vector<int64_t> starts, sizes;
   std::vector<bool> samples;
-  while (true) {
+  for (int guard = 0; guard < 100; ++guard) {
     auto step = s.NextStep();
     ASSERT_TRUE(step.has_value());
     ASSERT_EQ(step->chunks.size(), 1u);
@@ -116,7 +116,8 @@ TEST(SchedulerTest, FinishesOnEosLengthAndContextAndDropsEverywhere) {
   step = s.NextStep();
   EXPECT_EQ(step->drops, std::vector<uint64_t>{1});
   int generated = 1;
-  while (true) {
+  for (int guard = 0; guard < 100; ++guard) {  // bounded: a broken finish must not hang
+    ASSERT_TRUE(step.has_value());
     auto out = s.OnResult(step->step_id, Answer(*step, 9));
     ++generated;
     if (!out.empty() && out[0].finish != Finish::kNone) {
@@ -129,8 +130,9 @@ TEST(SchedulerTest, FinishesOnEosLengthAndContextAndDropsEverywhere) {
   // Context: 60 prompt tokens in a 64-token context leave room for 4.
   s.Submit(Spec(3, 60, 100));
   int tokens = 0;
-  while (true) {
+  for (int guard = 0; guard < 100; ++guard) {
     step = s.NextStep();
+    ASSERT_TRUE(step.has_value());
     auto out = s.OnResult(step->step_id, Answer(*step, 9));
     tokens += out.empty() ? 0 : 1;
     if (!out.empty() && out[0].finish != Finish::kNone) {

@@ -100,12 +100,13 @@ def run(cmd, timeout, **kw):
 
 
 def configure():
+    # Every run: the synced CMakeLists may name new targets, which a build of
+    # several targets at once would not see if make re-ran cmake itself.
     os.makedirs(BUILD, exist_ok=True)
-    if not os.path.exists(os.path.join(BUILD, "CMakeCache.txt")):
-        rc, out = run(["cmake", "-S", SRC, "-B", BUILD, "-DCMAKE_BUILD_TYPE=Release",
-                       "-DSTRATA_CUDA=OFF"], 600)
-        if rc != 0:
-            sys.exit("configure failed:\n" + out)
+    rc, out = run(["cmake", "-S", SRC, "-B", BUILD, "-DCMAKE_BUILD_TYPE=Release",
+                   "-DSTRATA_CUDA=OFF"], 600)
+    if rc != 0:
+        sys.exit("configure failed:\n" + out)
     # The reference tokenizers and templates (npm) that bash tools/test
     # installed into build/: the reference tests read them from the build dir.
     npm = os.path.join(ROOT, "build", "reference-npm")
@@ -165,7 +166,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--list", default=os.path.join(ROOT, "tools", "mutate", "mutations.tsv"))
     ap.add_argument("--only", default="", help="comma-separated mutation ids")
-    ap.add_argument("--timeout", type=int, default=900, help="per build and per test run, seconds")
+    ap.add_argument("--timeout", type=int, default=120,
+                    help="per test run, seconds (a hang counts as caught); builds get 20 minutes")
     args = ap.parse_args()
     mutations = read_list(args.list)
     if args.only:
@@ -202,7 +204,7 @@ def main():
         try:
             with open(path, "w") as f:
                 f.write(original.replace(m.pattern, m.replacement))
-            rc, out = build(targets_of(m.tests), args.timeout)
+            rc, out = build(targets_of(m.tests), 1200)
             if rc != 0:
                 outcome, by = "CAUGHT", "the compiler"
             else:
