@@ -146,6 +146,35 @@ TEST_F(TrainedTokenizerTest, NfcNormalisesBeforeSplitting) {
   EXPECT_EQ((*t)->Decode(*(*t)->Encode("cafe\xCC\x81", false)), "caf\xC3\xA9");
 }
 
+// model.ignore_merges (Llama 3's tokenizer sets it): a piece that is itself
+// a vocabulary token encodes as that token, even where no merge builds it;
+// without it, the merges decide.
+TEST_F(TrainedTokenizerTest, IgnoreMergesTakesAWholeVocabularyToken) {
+  const std::string text = HfTokenizerJson(*vocab_, SplitPattern::kQwen2, true, Specials()).Dump();
+  const int32_t id = static_cast<int32_t>(vocab_->tokens.size()) + 3;  // after the specials
+  const size_t vocab_at = text.find("\"vocab\":{");
+  const size_t dropout_at = text.find("\"dropout\":null");
+  ASSERT_NE(vocab_at, std::string::npos);
+  ASSERT_NE(dropout_at, std::string::npos);
+  for (bool ignore : {false, true}) {
+    std::string edited = text;
+    edited.insert(vocab_at + 9, absl::StrCat("\"qzxj\":", id, ","));
+    edited.insert(dropout_at, absl::StrCat("\"ignore_merges\":", ignore ? "true" : "false", ","));
+    const std::string dir = testing::FreshDir("bpe_ignore_merges");
+    testing::WriteFile(dir + "/tokenizer.json", edited);
+    auto t = LoadTokenizer(dir);
+    ASSERT_TRUE(t.ok()) << t.status();
+    auto ids = (*t)->Encode("qzxj", false);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    if (ignore) {
+      EXPECT_EQ(*ids, std::vector<int32_t>{id});
+    } else {
+      EXPECT_GT(ids->size(), 1u);
+    }
+    EXPECT_EQ((*t)->Decode(*ids), "qzxj");
+  }
+}
+
 TEST_F(TrainedTokenizerTest, MalformedFilesAreRefusedByName) {
   const Json good = HfTokenizerJson(*vocab_, SplitPattern::kQwen2, true, Specials());
   auto with = [&](const std::string& from, const std::string& to) {

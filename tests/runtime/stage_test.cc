@@ -216,6 +216,8 @@ TEST(StageTest, RejectsBadBatches) {
             absl::StatusCode::kInvalidArgument);  // fewer ids than tokens
   EXPECT_EQ(run({.seq_id = 1, .start_pos = 5, .num_tokens = 1, .token_ids = {1}}).code(),
             absl::StatusCode::kInvalidArgument);  // gap after the cached tokens
+  EXPECT_EQ(run({.seq_id = 1, .start_pos = 1, .num_tokens = 1, .token_ids = {1}}).code(),
+            absl::StatusCode::kInvalidArgument);  // the smallest gap: one position
   EXPECT_EQ(run({.seq_id = 1, .start_pos = 0, .num_tokens = 0, .token_ids = {}}).code(),
             absl::StatusCode::kInvalidArgument);
   absl::Status too_long =
@@ -303,6 +305,41 @@ TEST(StageTest, AChunkEndingAtTheContextRunsAndOnePastItIsRefused) {
   EXPECT_TRUE(ran.ok()) << ran;
   EXPECT_EQ((*stage)->kv_cache().Length(1), 40);
   EXPECT_EQ((*stage)->kv_cache().free_blocks(), 0);  // 40 tokens fill the 3 blocks budgeted
+}
+
+// Reservation is all or nothing: a batch whose sequences together need more
+// blocks than are free is refused whole, and no sequence's blocks change,
+// even when its first chunks alone would fit.
+TEST(StageTest, AReservationThatDoesNotFitChangesNothing) {
+  const std::string& dir = testing::TestModel("llama");
+  auto config = LoadModelConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  StageOptions o;
+  o.threads = 1;
+  o.max_batch_tokens = 64;
+  o.max_context = 64;
+  o.kv_blocks = 4;
+  auto stage = Stage::Load(dir, *config, 0, config->num_layers, o);
+  ASSERT_TRUE(stage.ok()) << stage.status();
+  StageOutput out;
+  StageBatch first;  // sequence 1: 16 tokens, one full block
+  first.chunks.push_back({.seq_id = 1, .start_pos = 0, .num_tokens = 16,
+                          .token_ids = std::vector<int32_t>(16, 5), .logits = LogitsMode::kNone});
+  ASSERT_TRUE((*stage)->Run(first, &out).ok());
+  const KvCache& kv = (*stage)->kv_cache();
+  ASSERT_EQ(kv.free_blocks(), 3);
+  // Its next token needs a second block; sequence 2's 40 tokens need three.
+  StageBatch both;
+  both.chunks.push_back({.seq_id = 1, .start_pos = 16, .num_tokens = 1, .token_ids = {7},
+                         .logits = LogitsMode::kNone});
+  both.chunks.push_back({.seq_id = 2, .start_pos = 0, .num_tokens = 40,
+                         .token_ids = std::vector<int32_t>(40, 5), .logits = LogitsMode::kNone});
+  const absl::Status s = (*stage)->Run(both, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(kv.free_blocks(), 3);
+  EXPECT_EQ(kv.Length(1), 16);
+  EXPECT_EQ(kv.BlockTable(1).size(), 1u);
+  EXPECT_FALSE(kv.Has(2));
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ class GatewayValidationTest : public ::testing::Test {
   }
   v1::GenerateRequest Tokens(int count, int32_t id = 5) {
     v1::GenerateRequest r;
+    r.mutable_prompt_tokens();  // set, even when empty
     for (int i = 0; i < count; ++i) r.mutable_prompt_tokens()->add_ids(id);
     return r;
   }
@@ -122,6 +123,8 @@ TEST_F(GatewayValidationTest, ATextPromptIsTokenizedWithItsBos) {
   ASSERT_TRUE(tokenizer_->bos_id().has_value());
   EXPECT_EQ(with->prompt_ids(0), *tokenizer_->bos_id());
   EXPECT_FALSE(ValidateAndTokenize(v1::GenerateRequest(), *tokenizer_, model_).ok());
+  r.set_prompt("");  // no text and no BOS: nothing to generate from
+  ExpectRefused(r, absl::StatusCode::kInvalidArgument, "encodes to no tokens");
 }
 
 }  // namespace

@@ -115,6 +115,32 @@ TEST(PlannerTest, FasterDeviceTakesMoreLayers) {
   EXPECT_GT(fast, slow);
 }
 
+// Speed counts wherever the fast device sits: here last, where the LM head
+// already weighs on it.
+TEST(PlannerTest, AFasterLastDeviceStillTakesMoreLayers) {
+  PlanInput in =
+      Uniform(12, 100 * kMiB, {{"slow", 64LL << 30, 0, 1.0}, {"fast", 64LL << 30, 0, 3.0}});
+  auto plan = PlanPlacement(in);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_GT(plan->stages[1].end - plan->stages[1].begin,
+            plan->stages[0].end - plan->stages[0].begin);
+}
+
+// What a stage needs is its weights, its layers' KV budget and the
+// workspace, exactly.
+TEST(PlannerTest, NeedIsWeightsPlusKvPlusWorkspace) {
+  PlanInput in = Uniform(6, 100 * kMiB, {{"a", 64LL << 30, 0, 1.0}, {"b", 64LL << 30, 0, 1.0}});
+  auto plan = PlanFromRanges(in, {{0, 2}, {2, 6}});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  for (const StagePlan& s : plan->stages) {
+    EXPECT_EQ(s.kv_bytes, (s.end - s.begin) * in.kv_bytes_per_layer);
+    EXPECT_EQ(s.need_bytes, s.weight_bytes + s.kv_bytes + in.workspace_bytes);
+  }
+  EXPECT_EQ(plan->stages[0].weight_bytes, 2 * 100 * kMiB + in.embedding_bytes);
+  EXPECT_EQ(plan->stages[1].weight_bytes,
+            4 * 100 * kMiB + in.final_norm_bytes + in.lm_head_bytes);
+}
+
 TEST(PlannerTest, SmallDeviceIsLimitedByMemory) {
   // Device 1 can hold only two layers plus its KV and workspace.
   PlanInput in = Uniform(8, 100 * kMiB, {{"big", 8LL << 30, 0, 1.0}, {"small", 0, 0, 1.0}});

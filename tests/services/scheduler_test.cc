@@ -237,5 +237,46 @@ TEST(SchedulerTest, TheContextIsFilledExactlyAndNotPassed) {
   }
 }
 
+// A failover replay forgets a sequence cancelled while its step was in the
+// lost pipeline: it is neither replayed nor left running.
+TEST(SchedulerTest, ReplayForgetsASequenceCancelledInFlight) {
+  Scheduler s(Options(4, 64));
+  s.Submit(Spec(1, 3, 10, true));
+  s.Submit(Spec(2, 3, 10, true));
+  auto step = s.NextStep();
+  ASSERT_TRUE(step.has_value());
+  s.Cancel(1, 1);  // its step is in flight
+  s.Rewind();      // and the pipeline is lost
+  EXPECT_EQ(s.running(), 1);
+  step = s.NextStep();
+  ASSERT_TRUE(step.has_value());
+  ASSERT_EQ(step->chunks.size(), 1u);
+  EXPECT_EQ(step->chunks[0].start_pos, 0);  // sequence 2 replayed from its first token
+  for (int guard = 0; guard < 100 && !s.idle(); ++guard) {
+    ASSERT_TRUE(step.has_value());
+    s.OnResult(step->step_id, Answer(*step, 9));
+    step = s.NextStep();
+    if (!step.has_value()) break;
+  }
+  if (step.has_value()) s.OnResult(step->step_id, Answer(*step, 9));
+  EXPECT_TRUE(s.idle());
+}
+
+// More decode-ready sequences than a step has tokens: each step stays within
+// max_batch_tokens (the stages refuse bigger ones).
+TEST(SchedulerTest, DecodeStepsStayWithinTheBatch) {
+  Scheduler s(Options(8, 4));
+  for (int r = 1; r <= 8; ++r) s.Submit(Spec(r, 1, 6, true));
+  for (int guard = 0; guard < 200 && !s.idle(); ++guard) {
+    auto step = s.NextStep();
+    ASSERT_TRUE(step.has_value());
+    int64_t tokens = 0;
+    for (const PlannedChunk& c : step->chunks) tokens += static_cast<int64_t>(c.token_ids.size());
+    ASSERT_LE(tokens, 4) << "step " << step->step_id;
+    s.OnResult(step->step_id, Answer(*step, 9));
+  }
+  EXPECT_TRUE(s.idle());
+}
+
 }  // namespace
 }  // namespace strata
