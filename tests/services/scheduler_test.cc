@@ -265,8 +265,15 @@ TEST(SchedulerTest, ReplayForgetsASequenceCancelledInFlight) {
 // More decode-ready sequences than a step has tokens: each step stays within
 // max_batch_tokens (the stages refuse bigger ones).
 TEST(SchedulerTest, DecodeStepsStayWithinTheBatch) {
-  Scheduler s(Options(8, 4));
+  Scheduler s(Options(8, 4, /*inflight=*/2));
   for (int r = 1; r <= 8; ++r) s.Submit(Spec(r, 1, 6, true));
+  // Two prefill steps in flight at once make all eight decode-ready together.
+  auto a = s.NextStep(), b = s.NextStep();
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  ASSERT_EQ(a->chunks.size() + b->chunks.size(), 8u);
+  s.OnResult(a->step_id, Answer(*a, 9));
+  s.OnResult(b->step_id, Answer(*b, 9));
+  s.set_max_inflight_steps(1);  // one step may now take every sequence
   for (int guard = 0; guard < 200 && !s.idle(); ++guard) {
     auto step = s.NextStep();
     ASSERT_TRUE(step.has_value());
