@@ -23,8 +23,7 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
   }
   if (!(p.repetition_penalty > 0) || !std::isfinite(p.repetition_penalty)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("repetition_penalty must be a finite number > 0, got ",
-                     p.repetition_penalty));
+        absl::StrCat("repetition_penalty must be a finite number > 0, got ", p.repetition_penalty));
   }
   return absl::OkStatus();
 }
@@ -120,8 +119,7 @@ int32_t Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
                         std::span<const int32_t> history, int64_t position) {
   if (p.temperature == 0.0f) {
     Penalise(logits, p, history);
-    return static_cast<int32_t>(std::max_element(scores_.begin(), scores_.end()) -
-                                scores_.begin());
+    return static_cast<int32_t>(std::max_element(scores_.begin(), scores_.end()) - scores_.begin());
   }
   const auto& d = Distribution(logits, p, history);
   const double target = UniformAt(p.seed, position);

@@ -1,9 +1,8 @@
 // Token selection at the last stage, with the semantics of Hugging Face
 // generate(): repetition penalty over prompt and generated ids, then
-// temperature, top-k, top-p, min-p (transformers' order), then a draw. Temperature 0 is greedy (argmax
-// after the penalty). The draw's randomness is a pure function of
-// (seed, position), so replaying a sequence reproduces its tokens.
-// A Sampler holds scratch buffers: one per thread.
+// temperature, top-k, top-p, min-p (transformers' order), then a draw. Temperature 0 is greedy
+// (argmax after the penalty). The draw's randomness is a pure function of (seed, position), so
+// replaying a sequence reproduces its tokens. A Sampler holds scratch buffers: one per thread.
 #ifndef STRATA_RUNTIME_SAMPLER_H_
 #define STRATA_RUNTIME_SAMPLER_H_
 
@@ -17,9 +16,9 @@
 namespace strata {
 
 struct SamplingParams {
-  float temperature = 0.0f;        // 0: greedy
-  int32_t top_k = 0;               // 0: off
-  float top_p = 1.0f;              // 1: off
+  float temperature = 0.0f;         // 0: greedy
+  int32_t top_k = 0;                // 0: off
+  float top_p = 1.0f;               // 1: off
   float repetition_penalty = 1.0f;  // 1: off
   uint64_t seed = 0;
   float min_p = 0.0f;  // 0: off; drops tokens below min_p x the top token's probability

@@ -46,12 +46,24 @@ std::vector<float> RandomLogits(int64_t vocab, int kind, std::mt19937& rng) {
   for (float& x : v) {
     const float z = normal(rng);
     switch (kind % 6) {
-      case 0: x = 3.0f * z; break;                       // ordinary
-      case 1: x = std::round(2.0f * z) / 2.0f; break;    // many ties
-      case 2: x = 20.0f * z; break;                      // peaked
-      case 3: x = 1e-30f * z; break;                     // nearly uniform, tiny values
-      case 4: x = z > 1.5f ? 1e30f : (z < -1.5f ? -1e30f : z); break;  // huge values
-      case 5: x = z < -0.5f ? -std::numeric_limits<float>::infinity() : 4.0f * z; break;
+      case 0:
+        x = 3.0f * z;
+        break;  // ordinary
+      case 1:
+        x = std::round(2.0f * z) / 2.0f;
+        break;  // many ties
+      case 2:
+        x = 20.0f * z;
+        break;  // peaked
+      case 3:
+        x = 1e-30f * z;
+        break;  // nearly uniform, tiny values
+      case 4:
+        x = z > 1.5f ? 1e30f : (z < -1.5f ? -1e30f : z);
+        break;  // huge values
+      case 5:
+        x = z < -0.5f ? -std::numeric_limits<float>::infinity() : 4.0f * z;
+        break;
     }
   }
   if (kind % 6 == 5) v[rng() % vocab] = 1.0f;  // never every one -inf
@@ -134,11 +146,11 @@ std::vector<double> Reference(const std::vector<Case>& cases) {
   logits.close();
   const char* python = std::getenv("STRATA_PYTHON");
   std::string output;
-  const int rc = testing::RunCommand(
-      absl::StrCat(python != nullptr ? python : "/usr/bin/python3", " ", STRATA_SOURCE_DIR,
-                   "/tests/reference/sampling_reference.py ", dir, "/cases.json ", dir,
-                   "/logits.f32 ", dir, "/probs.f64"),
-      &output);
+  const int rc =
+      testing::RunCommand(absl::StrCat(python != nullptr ? python : "/usr/bin/python3", " ",
+                                       STRATA_SOURCE_DIR, "/tests/reference/sampling_reference.py ",
+                                       dir, "/cases.json ", dir, "/logits.f32 ", dir, "/probs.f64"),
+                          &output);
   EXPECT_EQ(rc, 0) << output;
   std::vector<double> probs(total, -1.0);
   std::ifstream in(dir + "/probs.f64", std::ios::binary);
@@ -162,8 +174,8 @@ TEST(SamplerReferenceTest, DistributionsEqualTransformersSemantics) {
       ASSERT_EQ(w > 0, g > 0) << Describe(c) << ": token " << id << " has probability " << g
                               << ", the reference's is " << w;
       ASSERT_LE(std::abs(g - w), 1e-6 * w + 1e-300)
-          << Describe(c) << ": token " << id << " has probability " << g
-          << ", the reference's is " << w;
+          << Describe(c) << ": token " << id << " has probability " << g << ", the reference's is "
+          << w;
     }
     at += vocab;
     ++checked;
@@ -205,7 +217,8 @@ TEST(SamplerReferenceTest, DrawsFollowTheReferenceDistribution) {
   for (const Case& c : cases) {
     const int64_t vocab = static_cast<int64_t>(c.logits.size());
     std::vector<int64_t> counts(vocab, 0);
-    for (int64_t pos = 0; pos < kDraws; ++pos) ++counts[sampler.Sample(c.logits, c.params, c.history, pos)];
+    for (int64_t pos = 0; pos < kDraws; ++pos)
+      ++counts[sampler.Sample(c.logits, c.params, c.history, pos)];
     // Bins of expected count >= 5; the rest pooled into one.
     double chi2 = 0, pooled_expected = 0, pooled_seen = 0;
     int bins = 0;

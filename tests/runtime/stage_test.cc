@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "runtime/generate.h"
+#include "runtime/status_macros.h"
 #include "tests/test_util.h"
 
 namespace strata {
@@ -280,27 +281,33 @@ TEST(GenerateTest, StopsAtTheContextAndReplaysIdentically) {
 
 // A chunk that ends exactly at the context runs; one token more is
 // OUT_OF_RANGE, and the stage's KV is unchanged by the refusal.
-TEST(StageTest, AChunkEndingAtTheContextRunsAndOnePastItIsRefused) {
+// The whole tiny llama as one stage, one thread, batches of up to 64 tokens
+// and a context of `context`; `kv_blocks` 0 sizes the cache for one sequence.
+absl::StatusOr<std::unique_ptr<Stage>> WholeTinyLlama(int64_t context, int64_t kv_blocks) {
   const std::string& dir = testing::TestModel("llama");
-  auto config = LoadModelConfig(dir);
-  ASSERT_TRUE(config.ok()) << config.status();
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   StageOptions o;
   o.threads = 1;
-  o.max_context = 40;
+  o.max_context = context;
   o.max_sequences = 1;
   o.max_batch_tokens = 64;
-  auto stage = Stage::Load(dir, *config, 0, config->num_layers, o);
+  o.kv_blocks = kv_blocks;
+  return Stage::Load(dir, config, 0, config.num_layers, o);
+}
+
+TEST(StageTest, AChunkEndingAtTheContextRunsAndOnePastItIsRefused) {
+  auto stage = WholeTinyLlama(/*context=*/40, /*kv_blocks=*/0);
   ASSERT_TRUE(stage.ok()) << stage.status();
   StageOutput out;
   StageBatch over;
-  over.chunks.push_back({.seq_id = 1, .start_pos = 0, .num_tokens = 41,
-                         .token_ids = std::vector<int32_t>(41, 5)});
+  over.chunks.push_back(
+      {.seq_id = 1, .start_pos = 0, .num_tokens = 41, .token_ids = std::vector<int32_t>(41, 5)});
   const absl::Status refused = (*stage)->Run(over, &out);
   EXPECT_EQ(refused.code(), absl::StatusCode::kOutOfRange) << refused;
   EXPECT_EQ((*stage)->kv_cache().free_blocks(), (*stage)->kv_cache().total_blocks());
   StageBatch exact;
-  exact.chunks.push_back({.seq_id = 1, .start_pos = 0, .num_tokens = 40,
-                          .token_ids = std::vector<int32_t>(40, 5)});
+  exact.chunks.push_back(
+      {.seq_id = 1, .start_pos = 0, .num_tokens = 40, .token_ids = std::vector<int32_t>(40, 5)});
   const absl::Status ran = (*stage)->Run(exact, &out);
   EXPECT_TRUE(ran.ok()) << ran;
   EXPECT_EQ((*stage)->kv_cache().Length(1), 40);
@@ -311,29 +318,30 @@ TEST(StageTest, AChunkEndingAtTheContextRunsAndOnePastItIsRefused) {
 // blocks than are free is refused whole, and no sequence's blocks change,
 // even when its first chunks alone would fit.
 TEST(StageTest, AReservationThatDoesNotFitChangesNothing) {
-  const std::string& dir = testing::TestModel("llama");
-  auto config = LoadModelConfig(dir);
-  ASSERT_TRUE(config.ok()) << config.status();
-  StageOptions o;
-  o.threads = 1;
-  o.max_batch_tokens = 64;
-  o.max_context = 64;
-  o.kv_blocks = 4;
-  auto stage = Stage::Load(dir, *config, 0, config->num_layers, o);
+  auto stage = WholeTinyLlama(/*context=*/64, /*kv_blocks=*/4);
   ASSERT_TRUE(stage.ok()) << stage.status();
   StageOutput out;
   StageBatch first;  // sequence 1: 16 tokens, one full block
-  first.chunks.push_back({.seq_id = 1, .start_pos = 0, .num_tokens = 16,
-                          .token_ids = std::vector<int32_t>(16, 5), .logits = LogitsMode::kNone});
+  first.chunks.push_back({.seq_id = 1,
+                          .start_pos = 0,
+                          .num_tokens = 16,
+                          .token_ids = std::vector<int32_t>(16, 5),
+                          .logits = LogitsMode::kNone});
   ASSERT_TRUE((*stage)->Run(first, &out).ok());
   const KvCache& kv = (*stage)->kv_cache();
   ASSERT_EQ(kv.free_blocks(), 3);
   // Its next token needs a second block; sequence 2's 40 tokens need three.
   StageBatch both;
-  both.chunks.push_back({.seq_id = 1, .start_pos = 16, .num_tokens = 1, .token_ids = {7},
+  both.chunks.push_back({.seq_id = 1,
+                         .start_pos = 16,
+                         .num_tokens = 1,
+                         .token_ids = {7},
                          .logits = LogitsMode::kNone});
-  both.chunks.push_back({.seq_id = 2, .start_pos = 0, .num_tokens = 40,
-                         .token_ids = std::vector<int32_t>(40, 5), .logits = LogitsMode::kNone});
+  both.chunks.push_back({.seq_id = 2,
+                         .start_pos = 0,
+                         .num_tokens = 40,
+                         .token_ids = std::vector<int32_t>(40, 5),
+                         .logits = LogitsMode::kNone});
   const absl::Status s = (*stage)->Run(both, &out);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_EQ(kv.free_blocks(), 3);

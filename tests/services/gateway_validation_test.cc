@@ -29,7 +29,8 @@ class GatewayValidationTest : public ::testing::Test {
     return r;
   }
   // OK, or the error's code and a field name in its message.
-  void ExpectRefused(const v1::GenerateRequest& r, absl::StatusCode code, const std::string& field) {
+  void ExpectRefused(const v1::GenerateRequest& r, absl::StatusCode code,
+                     const std::string& field) {
     auto got = ValidateAndTokenize(r, *tokenizer_, model_);
     ASSERT_FALSE(got.ok()) << r.ShortDebugString();
     EXPECT_EQ(got.status().code(), code) << got.status();

@@ -70,8 +70,8 @@ class KvPropertyTest : public ::testing::Test {
           << "stage " << s << " step " << step << ": sequence " << seq;
       for (int32_t b : table) {
         ASSERT_TRUE(b >= 0 && b < kv.total_blocks()) << "block " << b;
-        ASSERT_TRUE(held.insert(b).second) << "stage " << s << " step " << step << ": block " << b
-                                           << " held twice";
+        ASSERT_TRUE(held.insert(b).second)
+            << "stage " << s << " step " << step << ": block " << b << " held twice";
       }
       count += static_cast<int64_t>(table.size());
     }

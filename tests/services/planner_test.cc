@@ -137,8 +137,7 @@ TEST(PlannerTest, NeedIsWeightsPlusKvPlusWorkspace) {
     EXPECT_EQ(s.need_bytes, s.weight_bytes + s.kv_bytes + in.workspace_bytes);
   }
   EXPECT_EQ(plan->stages[0].weight_bytes, 2 * 100 * kMiB + in.embedding_bytes);
-  EXPECT_EQ(plan->stages[1].weight_bytes,
-            4 * 100 * kMiB + in.final_norm_bytes + in.lm_head_bytes);
+  EXPECT_EQ(plan->stages[1].weight_bytes, 4 * 100 * kMiB + in.final_norm_bytes + in.lm_head_bytes);
 }
 
 TEST(PlannerTest, SmallDeviceIsLimitedByMemory) {

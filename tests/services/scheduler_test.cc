@@ -222,7 +222,8 @@ TEST(SchedulerTest, TheContextIsFilledExactlyAndNotPassed) {
       auto step = s.NextStep();
       ASSERT_TRUE(step.has_value()) << "prompt " << prompt;
       for (const PlannedChunk& c : step->chunks) {
-        fed_end = std::max<int64_t>(fed_end, c.start_pos + static_cast<int64_t>(c.token_ids.size()));
+        fed_end =
+            std::max<int64_t>(fed_end, c.start_pos + static_cast<int64_t>(c.token_ids.size()));
       }
       for (const Emission& e : s.OnResult(step->step_id, Answer(*step, 7))) {
         generated += static_cast<int64_t>(e.tokens.size());
