@@ -12,7 +12,9 @@
 #   3. a Qwen2.5-1.5B-shaped model made by transformers: greedy tokens and
 #      logits against transformers, with v1 and with v2;
 #   4. gpu_bench (prefill, batch 1/8/32 decode, bandwidth) with v1 and v2;
-#   5. with two GPUs or more: a 2-worker local cluster, one worker per GPU
+#   5. two workers sharing GPU 0 (gRPC hop) whose completion must equal one
+#      worker's, and each worker's NVML series (utilisation, memory, UUID);
+#   6. with two GPUs or more: a 2-worker local cluster, one worker per GPU
 #      (an NCCL hop), whose completion must equal `strata generate` on one GPU.
 # Every output goes to $OUT (default .gpu/verify); the summary is printed last
 # and the exit status is that of the first failed step.
@@ -59,6 +61,35 @@ for v in v1 v2; do
 done
 step bench_transformers bash -c '"$0" "$1/bench/hf_generate_bench.py" --model "$2" > "$3"' \
   "$python" "$root" "$model" "$out/bench_transformers.json"
+
+# (e) two workers sharing GPU 0 against one, (f) the workers' NVML series,
+# from one cluster that keeps serving while it is asked.
+one_gpu_cluster() {
+  local want got addr gateway
+  addr="$out/cluster-1gpu/addresses"
+  mkdir -p "$out/cluster-1gpu"
+  want="$("$strata" generate --model "$model" --device cuda:0 --prompt "The old lighthouse" \
+    --max-tokens 48)" || return 1
+  "$strata" up --model "$model" --workers 2 --worker-flags "--device cuda:0 --capacity 20GiB" \
+    --address-file "$addr" --log-dir "$out/cluster-1gpu" &
+  local up=$!
+  for _ in $(seq 300); do [[ -s "$addr" ]] && grep -q '^gateway' "$addr" && break; sleep 0.2; done
+  gateway="$(awk '$1 == "gateway" {print $2}' "$addr")"
+  got="$("$strata" client --address "$gateway" "The old lighthouse" --max-tokens 48)" || got="(failed)"
+  echo "one worker:  $want"
+  echo "two workers: $got"
+  local ok=0
+  [[ "$want" == "$got" ]] || ok=1
+  for m in $(awk '$1 ~ /^worker/ {print $4}' "$addr"); do
+    echo "== $m"
+    curl -s "http://$m/metrics" | grep -E '^strata_worker_gpu_(utilization_ratio|memory_used_bytes)' | tee -a "$out/nvml.txt"
+  done
+  grep -q 'UUID="GPU-' "$out/nvml.txt" || ok=1
+  kill -TERM $up  # SIGINT is ignored by jobs a script starts in the background
+  wait $up || true
+  return $ok
+}
+step one_gpu_two_workers_and_nvml one_gpu_cluster
 
 if ((gpus >= 2)); then
   two_gpus() {
