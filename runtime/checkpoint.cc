@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -114,7 +115,15 @@ class SafetensorsFile {
       for (const Json& d : shape->array()) {
         if (!d.is_integer() || d.int_value() < 0) return bad("shape has a non-integer entry");
         e.shape.push_back(d.int_value());
-        numel *= static_cast<uint64_t>(d.int_value());
+        const auto n = static_cast<uint64_t>(d.int_value());
+        // More elements than the data section has bytes cannot be right, and
+        // checking here keeps the product from overflowing.
+        if (n != 0 && numel > data_size / n) {
+          return bad(absl::StrCat("shape ", value.Find("shape")->Dump(),
+                                  " describes more elements than the file's ", data_size,
+                                  " data bytes"));
+        }
+        numel *= n;
       }
       const Json& b = offsets->array()[0];
       const Json& en = offsets->array()[1];
@@ -136,6 +145,22 @@ class SafetensorsFile {
                                 numel * DTypeSize(e.dtype)));
       }
       entries_.emplace(name, std::move(e));
+    }
+    // No two tensors may share bytes: one written would change the other.
+    std::vector<std::pair<const std::string*, const Entry*>> by_offset;
+    for (const auto& [name, e] : entries_) {
+      if (e.end > e.begin) by_offset.emplace_back(&name, &e);
+    }
+    std::sort(by_offset.begin(), by_offset.end(),
+              [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
+    for (size_t i = 1; i < by_offset.size(); ++i) {
+      const auto& [prev_name, prev] = by_offset[i - 1];
+      const auto& [name, e] = by_offset[i];
+      if (e->begin < prev->end) {
+        return absl::DataLossError(absl::StrCat(
+            "tensor `", *name, "` in ", label_, ": data_offsets [", e->begin, ", ", e->end,
+            ") overlap those of tensor `", *prev_name, "` [", prev->begin, ", ", prev->end, ")"));
+      }
     }
     return absl::OkStatus();
   }

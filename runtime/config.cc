@@ -16,8 +16,7 @@ bool ModelConfig::IsEos(int64_t id) const {
   return false;
 }
 
-absl::StatusOr<int64_t> RequireInt(const Json& json, const char* field,
-                                   const std::string& source) {
+absl::StatusOr<int64_t> RequireInt(const Json& json, const char* field, const std::string& source) {
   const Json* v = json.Find(field);
   if (v == nullptr || v->is_null()) {
     return absl::InvalidArgumentError(
@@ -63,8 +62,8 @@ absl::Status ParseTokenIds(const Json& json, const char* field, const std::strin
     }
     if (out->size() == v->array().size()) return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      source, ": field \"", field, "\" must be an integer or a list of integers"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, ": field \"", field, "\" must be an integer or a list of integers"));
 }
 
 // rope_scaling (older configs) or rope_parameters (newer transformers).
@@ -99,8 +98,7 @@ absl::Status ParseRope(const Json& json, const std::string& source, ModelConfig*
     s.kind = RopeScaling::Kind::kLlama3;
     s.low_freq_factor = NumberOr(*rope, "low_freq_factor", 1.0);
     s.high_freq_factor = NumberOr(*rope, "high_freq_factor", 4.0);
-    s.original_max_position_embeddings =
-        IntOr(*rope, "original_max_position_embeddings", 8192);
+    s.original_max_position_embeddings = IntOr(*rope, "original_max_position_embeddings", 8192);
     if (s.high_freq_factor <= s.low_freq_factor) {
       return absl::InvalidArgumentError(absl::StrCat(
           source, ": ", field, ".high_freq_factor must exceed ", field, ".low_freq_factor"));
@@ -124,34 +122,54 @@ absl::Status ParseRope(const Json& json, const std::string& source, ModelConfig*
   return absl::OkStatus();
 }
 
+// Token ids must name tokens of the vocabulary (checked again after
+// generation_config.json overrides them).
+absl::Status ValidateTokenIds(const ModelConfig& c, const std::string& source) {
+  auto inside = [&](int64_t id, const char* field) -> absl::Status {
+    if (id >= 0 && id < c.vocab_size) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", field, "\" is ", id,
+                                                   ", outside the vocabulary [0, ", c.vocab_size,
+                                                   ")"));
+  };
+  if (c.bos_token_id) RETURN_IF_ERROR(inside(*c.bos_token_id, "bos_token_id"));
+  for (int64_t id : c.eos_token_ids) RETURN_IF_ERROR(inside(id, "eos_token_id"));
+  return absl::OkStatus();
+}
+
 absl::Status Validate(const ModelConfig& c, const std::string& source) {
-  auto positive = [&](int64_t v, const char* field) -> absl::Status {
-    if (v > 0) return absl::OkStatus();
+  // Each size at most 2^24 (the number of layers and heads at most 4096), so
+  // every product of two sizes, and its bytes, fits in 64 bits.
+  auto positive = [&](int64_t v, const char* field, int64_t most = int64_t{1} << 24) {
+    if (v > 0 && v <= most) return absl::OkStatus();
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": field \"", field, "\" must be positive, got ", v));
+        absl::StrCat(source, ": field \"", field, "\" must be in [1, ", most, "], got ", v));
   };
   RETURN_IF_ERROR(positive(c.hidden_size, "hidden_size"));
-  RETURN_IF_ERROR(positive(c.num_layers, "num_hidden_layers"));
-  RETURN_IF_ERROR(positive(c.num_heads, "num_attention_heads"));
-  RETURN_IF_ERROR(positive(c.num_kv_heads, "num_key_value_heads"));
+  RETURN_IF_ERROR(positive(c.num_layers, "num_hidden_layers", 4096));
+  RETURN_IF_ERROR(positive(c.num_heads, "num_attention_heads", 4096));
+  RETURN_IF_ERROR(positive(c.num_kv_heads, "num_key_value_heads", 4096));
   RETURN_IF_ERROR(positive(c.head_dim, "head_dim"));
   RETURN_IF_ERROR(positive(c.intermediate_size, "intermediate_size"));
   RETURN_IF_ERROR(positive(c.vocab_size, "vocab_size"));
   RETURN_IF_ERROR(positive(c.max_position_embeddings, "max_position_embeddings"));
   if (c.num_heads % c.num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": num_attention_heads (", c.num_heads,
-        ") must be a multiple of num_key_value_heads (", c.num_kv_heads, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": num_attention_heads (", c.num_heads,
+                                                   ") must be a multiple of num_key_value_heads (",
+                                                   c.num_kv_heads, ")"));
   }
   if (c.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": head_dim (", c.head_dim, ") must be even for RoPE"));
   }
-  if (!(c.rms_norm_eps > 0) || !(c.rope_theta > 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": rms_norm_eps and rope_theta must be positive"));
+  if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": field \"rms_norm_eps\" must be a positive finite number, got ", c.rms_norm_eps));
   }
-  return absl::OkStatus();
+  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": field \"rope_theta\" must be a positive finite number, got ", c.rope_theta));
+  }
+  return ValidateTokenIds(c, source);
 }
 
 }  // namespace
@@ -164,23 +182,22 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const Json& json, const std::string
   const Json* archs = json.Find("architectures");
   if (archs == nullptr || !archs->is_array() || archs->array().empty() ||
       !archs->array()[0].is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": missing required field \"architectures\" (a list of class names)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": missing required field \"architectures\" (a list of class names)"));
   }
   c.architecture = archs->array()[0].string_value();
   c.traits = FindArchitecture(c.architecture);
   if (c.traits == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": architecture \"", c.architecture,
-                                                   "\" is not supported (supported: ",
-                                                   SupportedArchitectures(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": architecture \"", c.architecture,
+                     "\" is not supported (supported: ", SupportedArchitectures(), ")"));
   }
   ASSIGN_OR_RETURN(c.hidden_size, RequireInt(json, "hidden_size", source));
   ASSIGN_OR_RETURN(c.num_layers, RequireInt(json, "num_hidden_layers", source));
   ASSIGN_OR_RETURN(c.num_heads, RequireInt(json, "num_attention_heads", source));
   ASSIGN_OR_RETURN(c.intermediate_size, RequireInt(json, "intermediate_size", source));
   ASSIGN_OR_RETURN(c.vocab_size, RequireInt(json, "vocab_size", source));
-  ASSIGN_OR_RETURN(c.max_position_embeddings,
-                   RequireInt(json, "max_position_embeddings", source));
+  ASSIGN_OR_RETURN(c.max_position_embeddings, RequireInt(json, "max_position_embeddings", source));
   c.num_kv_heads = IntOr(json, "num_key_value_heads", c.num_heads);
   c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
   if (const Json* hd = json.Find("head_dim"); hd != nullptr && hd->is_integer()) {
@@ -189,10 +206,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const Json& json, const std::string
   c.rms_norm_eps = NumberOr(json, "rms_norm_eps", 1e-6);
   c.rope_theta = NumberOr(json, "rope_theta", 10000.0);
   c.tie_word_embeddings = BoolOr(json, "tie_word_embeddings", false);
-  if (const Json* act = json.Find("hidden_act"); act != nullptr && act->is_string() &&
-                                                 act->string_value() != "silu") {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": hidden_act \"",
-                                                   act->string_value(),
+  if (const Json* act = json.Find("hidden_act");
+      act != nullptr && act->is_string() && act->string_value() != "silu") {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": hidden_act \"", act->string_value(),
                                                    "\" is not supported (only silu)"));
   }
   const Json* dtype = json.Find("torch_dtype");
@@ -226,6 +242,7 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
       config.bos_token_id = bos->int_value();
     }
     RETURN_IF_ERROR(ParseTokenIds(gen, "eos_token_id", gen_path, &config.eos_token_ids));
+    RETURN_IF_ERROR(ValidateTokenIds(config, gen_path));
   }
   return config;
 }

@@ -200,18 +200,11 @@ class Parser {
       *out = Json::Null();
       return true;
     }
-    // Python's json module writes these for non-finite floats; accept them.
-    if (Consume("NaN")) {
-      *out = Json::Number(NAN);
-      return true;
-    }
-    if (Consume("Infinity")) {
-      *out = Json::Number(INFINITY);
-      return true;
-    }
-    if (Consume("-Infinity")) {
-      *out = Json::Number(-INFINITY);
-      return true;
+    // Python's json module writes NaN and Infinity for non-finite floats;
+    // JSON has no such values, and no model file needs them.
+    if (text_.substr(pos_, 3) == "NaN" || text_.substr(pos_, 8) == "Infinity" ||
+        text_.substr(pos_, 9) == "-Infinity") {
+      return Fail("NaN and Infinity are not JSON");
     }
     if (c == '-' || (c >= '0' && c <= '9')) return ParseNumber(out);
     return Fail(absl::StrCat("unexpected character '", std::string(1, c), "'"));
@@ -304,7 +297,12 @@ class Parser {
     while (true) {
       if (pos_ >= text_.size()) return Fail("unterminated string");
       char c = text_[pos_++];
-      if (c == '"') return true;
+      if (c == '"') {
+        // Escapes write well-formed UTF-8; raw bytes must be too (RFC 8259).
+        size_t bad = 0;
+        if (!unicode::IsValidUtf8(*out, &bad)) return Fail("invalid UTF-8 in a string");
+        return true;
+      }
       if (static_cast<unsigned char>(c) < 0x20) return Fail("control character in string");
       if (c != '\\') {
         out->push_back(c);
@@ -362,6 +360,10 @@ class Parser {
     size_t start = pos_;
     bool is_integer = true;
     if (text_[pos_] == '-') ++pos_;
+    if (pos_ + 1 < text_.size() && text_[pos_] == '0' && text_[pos_ + 1] >= '0' &&
+        text_[pos_ + 1] <= '9') {
+      return Fail("number with a leading zero");
+    }
     auto digits = [&] {
       size_t d = pos_;
       while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
@@ -388,8 +390,13 @@ class Parser {
         *out = Json::Integer(v);
         return true;
       }
+      // Past 64 bits (Llama 3's tokenizer_config.json has a model_max_length
+      // of 10^30): a number, not an integer, so a field that needs an
+      // integer refuses it by name, and int_value() clamps it.
     }
-    *out = Json::Number(std::strtod(token.c_str(), nullptr));
+    const double d = std::strtod(token.c_str(), nullptr);
+    if (!std::isfinite(d)) return Fail("number " + token + " is out of range");
+    *out = Json::Number(d);
     return true;
   }
 
@@ -401,6 +408,15 @@ class Parser {
 };
 
 }  // namespace
+
+int64_t Json::int_value() const {
+  if (is_integer_) return int_;
+  if (std::isnan(double_)) return 0;
+  // 2^63 is exactly representable; anything at or past it does not fit.
+  if (double_ >= 9223372036854775808.0) return INT64_MAX;
+  if (double_ <= -9223372036854775808.0) return INT64_MIN;
+  return static_cast<int64_t>(double_);
+}
 
 std::string Json::Dump() const {
   std::string out;

@@ -41,7 +41,10 @@ class Json {
 
   bool bool_value() const { return bool_; }
   double number_value() const { return is_integer_ ? static_cast<double>(int_) : double_; }
-  int64_t int_value() const { return is_integer_ ? int_ : static_cast<int64_t>(double_); }
+  // An integer's value; a non-integral number's, truncated and clamped to
+  // the int64 range (never the undefined conversion of an out-of-range
+  // double); 0 for NaN.
+  int64_t int_value() const;
   const std::string& string_value() const { return string_; }
   const std::vector<Json>& array() const { return array_; }
   const std::map<std::string, Json>& object() const { return object_; }

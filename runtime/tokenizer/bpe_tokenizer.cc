@@ -18,6 +18,11 @@
 namespace strata {
 namespace {
 
+// Token ids may leave gaps (reserved special tokens) past the entries a file
+// lists, but no more than this: every id is bounded by what the file can
+// describe before anything is sized by it.
+constexpr int64_t kReservedIdGap = 1024;
+
 // GPT-2's reversible byte <-> printable character map: printable Latin-1
 // bytes stand for themselves, the other 68 bytes for U+0100 onwards.
 struct ByteAlphabet {
@@ -378,12 +383,22 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfBpeTokenizer(const Json& tokeni
   if (vocab == nullptr || !vocab->is_object() || vocab->object().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": model.vocab is missing or empty"));
   }
+  // Ids are bounded by what the file describes (its vocabulary entries and
+  // added tokens, with room for reserved gaps) before anything is sized by
+  // them: an id of 2^30 would otherwise allocate gigabytes.
+  const Json* added_list = tokenizer.Find("added_tokens");
+  const int64_t id_limit = static_cast<int64_t>(vocab->object().size()) +
+                           (added_list != nullptr && added_list->is_array()
+                                ? static_cast<int64_t>(added_list->array().size())
+                                : 0) +
+                           kReservedIdGap;
   std::vector<std::string> tokens;
   absl::flat_hash_map<absl::string_view, int32_t> ids;  // vocabulary string -> id
   for (const auto& [token, id] : vocab->object()) {
-    if (!id.is_integer() || id.int_value() < 0 || id.int_value() > (1 << 30)) {
+    if (!id.is_integer() || id.int_value() < 0 || id.int_value() >= id_limit) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ": model.vocab[\"", token, "\"] is not a valid id"));
+          absl::StrCat(path, ": model.vocab[\"", token, "\"] is ", id.Dump(), ", not an id below ",
+                       id_limit, " (the file's vocabulary and added tokens describe no more)"));
     }
     auto bytes = UnmapBytes(token);
     if (!bytes) {
@@ -438,9 +453,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfBpeTokenizer(const Json& tokeni
       const Json* id = a.Find("id");
       const Json* content = a.Find("content");
       if (id == nullptr || !id->is_integer() || content == nullptr || !content->is_string() ||
-          id->int_value() < 0 || id->int_value() > (1 << 30)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": added_tokens entry ", a.Dump().substr(0, 200), " is malformed"));
+          id->int_value() < 0 || id->int_value() >= id_limit) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": added_tokens entry ", a.Dump().substr(0, 200),
+            " is malformed (it needs a string content and an id below ", id_limit, ")"));
       }
       for (const char* flag : {"lstrip", "rstrip", "single_word"}) {
         const Json* v = a.Find(flag);
@@ -479,19 +495,28 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTiktokenTokenizer(const std::stri
                                                                  SplitPattern pattern) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(std::move(line));
+  // A rank is bounded by the lines the file has (ranks are dense), before
+  // anything is sized by it.
+  const int64_t rank_limit = static_cast<int64_t>(lines.size()) + kReservedIdGap;
   std::vector<std::string> tokens;
-  std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
+  for (int number = 1; number <= static_cast<int>(lines.size()); ++number) {
+    std::string& line = lines[number - 1];
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     const size_t space = line.find(' ');
     int64_t rank = -1;
     std::string bytes;
     if (space == std::string::npos || !absl::SimpleAtoi(line.substr(space + 1), &rank) ||
-        rank < 0 || rank > (1 << 30) || !absl::Base64Unescape(line.substr(0, space), &bytes) ||
-        bytes.empty()) {
+        !absl::Base64Unescape(line.substr(0, space), &bytes) || bytes.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ":", number, ": expected \"<base64 token> <rank>\""));
+    }
+    if (rank < 0 || rank >= rank_limit) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", number, ": rank ", rank,
+                                                     " is not below ", rank_limit,
+                                                     " (the file has ", lines.size(), " lines)"));
     }
     if (static_cast<size_t>(rank) >= tokens.size()) tokens.resize(rank + 1);
     if (!tokens[rank].empty()) {
@@ -517,12 +542,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTiktokenTokenizer(const std::stri
     }
     if (const Json* decoder = tokenizer_config.Find("added_tokens_decoder");
         decoder != nullptr && decoder->is_object()) {
+      // Added ids follow the ranks, with room for reserved gaps.
+      const int64_t id_limit = static_cast<int64_t>(tokens.size()) +
+                               static_cast<int64_t>(decoder->object().size()) + kReservedIdGap;
       for (const auto& [key, entry] : decoder->object()) {
         int32_t id = -1;
         auto content = TokenString(&entry);
-        if (!absl::SimpleAtoi(key, &id) || id < 0 || !content) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "tokenizer_config.json: added_tokens_decoder[\"", key, "\"] is malformed"));
+        if (!absl::SimpleAtoi(key, &id) || id < 0 || id >= id_limit || !content) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("tokenizer_config.json: added_tokens_decoder[\"", key,
+                           "\"] is malformed (it needs a content and an id below ", id_limit, ")"));
         }
         const Json* special = entry.Find("special");
         added.push_back(

@@ -1,32 +1,12 @@
 #include <algorithm>
 
 #include "runtime/tokenizer.h"
+#include "runtime/tokenizer/unicode.h"
 
 namespace strata {
 namespace {
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
-// Expected length of a UTF-8 sequence from its lead byte; 0 if not a lead.
-int SequenceLength(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if (lead >= 0xC2 && lead <= 0xDF) return 2;
-  if (lead >= 0xE0 && lead <= 0xEF) return 3;
-  if (lead >= 0xF0 && lead <= 0xF4) return 4;
-  return 0;
-}
-
-// Whether byte `i` (1-based within the sequence) may follow `lead`; encodes
-// the overlong / surrogate / >U+10FFFF exclusions of RFC 3629.
-bool ValidContinuation(unsigned char lead, int i, unsigned char b) {
-  if ((b & 0xC0) != 0x80) return false;
-  if (i != 1) return true;
-  if (lead == 0xE0) return b >= 0xA0;
-  if (lead == 0xED) return b <= 0x9F;
-  if (lead == 0xF0) return b >= 0x90;
-  if (lead == 0xF4) return b <= 0x8F;
-  return true;
-}
 
 }  // namespace
 
@@ -34,15 +14,16 @@ size_t TakeCompleteUtf8(std::string_view bytes, std::string* out) {
   size_t i = 0;
   while (i < bytes.size()) {
     const unsigned char lead = static_cast<unsigned char>(bytes[i]);
-    const int len = SequenceLength(lead);
+    const int len = unicode::Utf8SequenceLength(lead);
     if (len == 0) {
       out->append(kReplacement);
       ++i;
       continue;
     }
     int have = 1;
-    while (have < len && i + have < bytes.size() &&
-           ValidContinuation(lead, have, static_cast<unsigned char>(bytes[i + have]))) {
+    while (
+        have < len && i + have < bytes.size() &&
+        unicode::Utf8ValidContinuation(lead, have, static_cast<unsigned char>(bytes[i + have]))) {
       ++have;
     }
     if (have == len) {

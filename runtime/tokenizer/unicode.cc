@@ -85,6 +85,42 @@ std::vector<Char> Decode(std::string_view text) {
   return chars;
 }
 
+int Utf8SequenceLength(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) return 3;
+  if (lead >= 0xF0 && lead <= 0xF4) return 4;
+  return 0;
+}
+
+bool Utf8ValidContinuation(unsigned char lead, int i, unsigned char b) {
+  if ((b & 0xC0) != 0x80) return false;
+  if (i != 1) return true;
+  if (lead == 0xE0) return b >= 0xA0;
+  if (lead == 0xED) return b <= 0x9F;
+  if (lead == 0xF0) return b >= 0x90;
+  if (lead == 0xF4) return b <= 0x8F;
+  return true;
+}
+
+bool IsValidUtf8(std::string_view text, size_t* bad_at) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    const int len = Utf8SequenceLength(lead);
+    bool ok = len > 0 && i + len <= text.size();
+    for (int k = 1; ok && k < len; ++k) {
+      ok = Utf8ValidContinuation(lead, k, static_cast<unsigned char>(text[i + k]));
+    }
+    if (!ok) {
+      if (bad_at != nullptr) *bad_at = i;
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
 void AppendUtf8(char32_t cp, std::string* out) {
   if (cp < 0x80) {
     out->push_back(static_cast<char>(cp));

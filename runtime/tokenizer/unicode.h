@@ -26,6 +26,16 @@ std::vector<Char> Decode(std::string_view text);
 // Appends `cp` as UTF-8.
 void AppendUtf8(char32_t cp, std::string* out);
 
+// UTF-8 as RFC 3629 defines it: the length of a sequence from its lead byte
+// (0 for a byte that cannot lead), and whether byte `i` (1-based) of a
+// sequence may follow `lead` (no overlong forms, surrogates or code points
+// past U+10FFFF).
+int Utf8SequenceLength(unsigned char lead);
+bool Utf8ValidContinuation(unsigned char lead, int i, unsigned char b);
+// Whether `text` is entirely well-formed UTF-8; `bad_at` gets the offset of
+// the first byte that is not.
+bool IsValidUtf8(std::string_view text, size_t* bad_at = nullptr);
+
 // Category tests as regex engines define \p{..} and \s.
 bool IsLetter(char32_t cp);      // \p{L}
 bool IsNumber(char32_t cp);      // \p{N}

@@ -175,6 +175,38 @@ TEST_F(TrainedTokenizerTest, IgnoreMergesTakesAWholeVocabularyToken) {
   }
 }
 
+// Ids and ranks are bounded by what the file describes before anything is
+// sized by them: each of these crashed the process (bad_alloc, length_error).
+TEST_F(TrainedTokenizerTest, HugeIdsAndRanksAreRefusedNotAllocated) {
+  const std::string text = HfTokenizerJson(*vocab_, SplitPattern::kQwen2, true, Specials()).Dump();
+  auto hf = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    const size_t at = t.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at == std::string::npos) return std::string();
+    t.replace(at, from.size(), to);
+    const std::string dir = testing::FreshDir("bpe_huge");
+    testing::WriteFile(dir + "/tokenizer.json", t);
+    return Error(dir);
+  };
+  // A vocabulary id of 2^30.
+  std::string e = hf("\"vocab\":{", "\"vocab\":{\"qzxj\":1073741824,");
+  EXPECT_NE(e.find("model.vocab[\"qzxj\"] is 1073741824"), std::string::npos) << e;
+  EXPECT_NE(e.find("tokenizer.json"), std::string::npos) << e;
+  // An added token's id of 2^30.
+  const std::string first_added = absl::StrCat("\"id\":", Specials()[0].id);
+  e = hf(first_added, "\"id\":1073741824");
+  EXPECT_NE(e.find("added_tokens entry"), std::string::npos) << e;
+  // A tiktoken rank of 2^30, and an added_tokens_decoder id of 2^31 - 1.
+  const std::string ranks = TiktokenRanks(*vocab_);
+  e = Error(TiktokenFolder(ranks + "cXp4ag== 1073741824\n", "{}"));
+  EXPECT_NE(e.find("rank 1073741824 is not below"), std::string::npos) << e;
+  EXPECT_NE(e.find("vocab.tiktoken:"), std::string::npos) << e;
+  e = Error(TiktokenFolder(
+      ranks, R"({"added_tokens_decoder": {"2147483647": {"content": "<x>", "special": true}}})"));
+  EXPECT_NE(e.find("added_tokens_decoder[\"2147483647\"]"), std::string::npos) << e;
+}
+
 TEST_F(TrainedTokenizerTest, MalformedFilesAreRefusedByName) {
   const Json good = HfTokenizerJson(*vocab_, SplitPattern::kQwen2, true, Specials());
   auto with = [&](const std::string& from, const std::string& to) {

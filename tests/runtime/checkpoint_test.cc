@@ -99,6 +99,84 @@ TEST(JsonTest, RoundTripsAndKeepsLargeIntegersExact) {
   EXPECT_FALSE(ParseJson(std::string(1000, '['), "t").ok());  // depth bound, no stack overflow
 }
 
+// What JSON forbids is refused by name, before any value is used.
+TEST(JsonTest, RefusesWhatJsonForbids) {
+  struct Bad {
+    std::string text, why;
+  };
+  const std::vector<Bad> bad = {
+      {"[01]", "leading zero"},
+      {"[-012]", "leading zero"},
+      {"[NaN]", "NaN and Infinity"},
+      {"{\"eps\": Infinity}", "NaN and Infinity"},
+      {"[-Infinity]", "NaN and Infinity"},
+      {"[1e400]", "out of range"},
+      {"[\"\xC3\x28\"]", "invalid UTF-8"},      // a lead byte without its continuation
+      {"[\"\xED\xA0\x80\"]", "invalid UTF-8"},  // an encoded surrogate
+      {"[\"\xC0\xAF\"]", "invalid UTF-8"},      // an overlong '/'
+      {"{\"\xFF\": 1}", "invalid UTF-8"},       // in a key too
+  };
+  for (const Bad& b : bad) {
+    auto j = ParseJson(b.text, "file.json");
+    ASSERT_FALSE(j.ok()) << b.text;
+    EXPECT_TRUE(Contains(j.status(), b.why)) << b.text << ": " << j.status();
+    EXPECT_TRUE(Contains(j.status(), "file.json")) << j.status();
+  }
+  for (const char* good : {"[0]", "[-0]", "[0.5]", "[-0.0e5]", "[9223372036854775807]",
+                           "[-9223372036854775808]", "[\"\xE6\x9D\xB1\xF0\x9F\x98\x80\"]"}) {
+    EXPECT_TRUE(ParseJson(good, "file.json").ok()) << good;
+  }
+  // An integer past 64 bits is a number, not an integer (real files have
+  // them: Llama 3's model_max_length is 10^30), and reads as the nearest
+  // int64; any non-integral number read as an integer is clamped, never
+  // undefined.
+  auto big = ParseJson("[9223372036854775808, -9223372036854775809]", "t");
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_FALSE(big->array()[0].is_integer());
+  EXPECT_EQ(big->array()[0].int_value(), INT64_MAX);
+  EXPECT_EQ(big->array()[1].int_value(), INT64_MIN);
+  EXPECT_EQ(ParseJson("[1e300]", "t")->array()[0].int_value(), INT64_MAX);
+  EXPECT_EQ(ParseJson("[-1e300]", "t")->array()[0].int_value(), INT64_MIN);
+  EXPECT_EQ(ParseJson("[2.7]", "t")->array()[0].int_value(), 2);
+}
+
+// Absurd config values are refused by field: non-finite or non-positive
+// eps, token ids outside the vocabulary, sizes whose products would overflow.
+TEST(ConfigTest, AbsurdValuesAreRefusedByName) {
+  struct Case {
+    std::string from, to, field;
+  };
+  const std::vector<Case> cases = {
+      {"\"eos_token_id\": [2, 7]", "\"eos_token_id\": -9223372036854775808", "eos_token_id"},
+      {"\"eos_token_id\": [2, 7]", "\"eos_token_id\": [2, 100]", "eos_token_id"},
+      {"\"eos_token_id\": [2, 7]", "\"eos_token_id\": 7, \"bos_token_id\": 100", "bos_token_id"},
+      {"\"eos_token_id\": [2, 7]", "\"eos_token_id\": 7, \"rms_norm_eps\": 0", "rms_norm_eps"},
+      {"\"eos_token_id\": [2, 7]", "\"eos_token_id\": 7, \"rms_norm_eps\": -1e-6", "rms_norm_eps"},
+      {"\"eos_token_id\": [2, 7]", "\"eos_token_id\": 7, \"rms_norm_eps\": 1e400", "out of range"},
+      {"\"eos_token_id\": [2, 7]", "\"eos_token_id\": 7, \"rope_theta\": 1e999", "out of range"},
+      {"\"hidden_size\": 64", "\"hidden_size\": 1099511627776", "hidden_size"},
+      {"\"vocab_size\": 100", "\"vocab_size\": 4611686018427387904", "vocab_size"},
+      {"\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000", "num_hidden_layers"},
+      {"\"hidden_size\": 64", "\"hidden_size\": 18446744073709551616", "hidden_size"},
+  };
+  for (const Case& c : cases) {
+    std::string text = kLlama;
+    ASSERT_NE(text.find(c.from), std::string::npos) << c.from;
+    text.replace(text.find(c.from), c.from.size(), c.to);
+    auto config = ParseText(text);
+    ASSERT_FALSE(config.ok()) << c.to;
+    EXPECT_TRUE(Contains(config.status(), c.field)) << c.to << ": " << config.status();
+    EXPECT_TRUE(Contains(config.status(), "config.json")) << config.status();
+  }
+  // generation_config.json's ids are held to the vocabulary too.
+  const std::string dir = testing::CopyModel(testing::TestModel("llama"), "gen-eos");
+  testing::WriteFile(dir + "/generation_config.json", "{\"eos_token_id\": 1000000}");
+  auto config = LoadModelConfig(dir);
+  ASSERT_FALSE(config.ok());
+  EXPECT_TRUE(Contains(config.status(), "generation_config.json")) << config.status();
+  EXPECT_TRUE(Contains(config.status(), "eos_token_id")) << config.status();
+}
+
 class BadCheckpointTest : public ::testing::Test {
  protected:
   std::string Copy() { return testing::CopyModel(testing::TestModel("llama"), "bad"); }
@@ -163,6 +241,49 @@ TEST_F(BadCheckpointTest, UnknownDtypeIsNamed) {
   absl::Status s = LoadAll(dir);
   EXPECT_TRUE(Contains(s, "I64")) << s;
   EXPECT_TRUE(Contains(s, "model.safetensors")) << s;
+}
+
+// Rewrites the header of the safetensors file at `path`, replacing `from`
+// with `to`, and keeps its data section.
+void EditHeader(const std::string& path, const std::string& from, const std::string& to) {
+  const std::string file = testing::ReadFile(path);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<uint8_t>(file[i])) << (8 * i);
+  std::string header = file.substr(8, n);
+  const size_t at = header.find(from);
+  ASSERT_NE(at, std::string::npos) << from;
+  header.replace(at, from.size(), to);
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+  testing::WriteFile(path, out + header + file.substr(8 + n));
+}
+
+TEST_F(BadCheckpointTest, OverlappingTensorsAreRefused) {
+  const std::string dir = Copy();
+  // lm_head.weight moved onto the embedding's bytes (the same size).
+  EditHeader(dir + "/model.safetensors", "\"lm_head.weight\":{\"data_offsets\":[821504,952576]",
+             "\"lm_head.weight\":{\"data_offsets\":[0,131072]");
+  if (HasFatalFailure()) return;
+  absl::Status s = LoadAll(dir);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_TRUE(Contains(s, "overlap")) << s;
+  EXPECT_TRUE(Contains(s, "lm_head.weight")) << s;
+  EXPECT_TRUE(Contains(s, "model.embed_tokens.weight")) << s;
+  EXPECT_TRUE(Contains(s, "model.safetensors")) << s;
+}
+
+TEST_F(BadCheckpointTest, AShapeWhoseElementCountOverflowsIsRefused) {
+  const std::string dir = Copy();
+  // 2^32 x 2^32 x 16 elements: the product wraps to 0 in 64 bits.
+  EditHeader(dir + "/model.safetensors",
+             "\"dtype\":\"F32\",\"shape\":[512,64]},\"model.embed_tokens.weight\"",
+             "\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16]},"
+             "\"model.embed_tokens.weight\"");
+  if (HasFatalFailure()) return;
+  absl::Status s = LoadAll(dir);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_TRUE(Contains(s, "lm_head.weight")) << s;
+  EXPECT_TRUE(Contains(s, "more elements than")) << s;
 }
 
 TEST_F(BadCheckpointTest, MissingFilesAreNamed) {
