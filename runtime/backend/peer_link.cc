@@ -95,21 +95,13 @@ absl::Status PeerLink::Start(const PeerTransfer& t, const std::string& what, int
 }
 
 absl::Status PeerLink::Send(const void* src, int64_t count, int peer) {
-  PeerTransfer t;
-  t.op = PeerOp::kSend;
-  t.src = src;
-  t.count = count;
-  t.to = peer;
-  return Transfer(t, absl::StrCat("the send of ", count, " elements to rank ", peer));
+  return Transfer({.op = PeerOp::kSend, .src = src, .count = count, .to = peer},
+                  absl::StrCat("the send of ", count, " elements to rank ", peer));
 }
 
 absl::Status PeerLink::Recv(void* dst, int64_t count, int peer) {
-  PeerTransfer t;
-  t.op = PeerOp::kRecv;
-  t.dst = dst;
-  t.count = count;
-  t.from = peer;
-  return Transfer(t, absl::StrCat("the receive of ", count, " elements from rank ", peer));
+  return Transfer({.op = PeerOp::kRecv, .dst = dst, .count = count, .from = peer},
+                  absl::StrCat("the receive of ", count, " elements from rank ", peer));
 }
 
 absl::Status PeerLink::Transfer(const PeerTransfer& t, const std::string& what) {

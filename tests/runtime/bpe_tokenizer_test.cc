@@ -93,6 +93,17 @@ class TrainedTokenizerTest : public ::testing::Test {
     testing::WriteFile(dir + "/tokenizer_config.json", config);
     return dir;
   }
+  // The error of loading the trained tokenizer.json with `from` replaced by `to`.
+  static std::string EditedHfError(const std::string& from, const std::string& to) {
+    std::string text = HfTokenizerJson(*vocab_, SplitPattern::kQwen2, true, Specials()).Dump();
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at == std::string::npos) return "";
+    text.replace(at, from.size(), to);
+    const std::string dir = testing::FreshDir("bpe_bad");
+    testing::WriteFile(dir + "/tokenizer.json", text);
+    return Error(dir);
+  }
   static std::string Error(const std::string& dir) {
     auto t = LoadTokenizer(dir);
     EXPECT_FALSE(t.ok()) << dir;
@@ -178,17 +189,7 @@ TEST_F(TrainedTokenizerTest, IgnoreMergesTakesAWholeVocabularyToken) {
 // Ids and ranks are bounded by what the file describes before anything is
 // sized by them: each of these crashed the process (bad_alloc, length_error).
 TEST_F(TrainedTokenizerTest, HugeIdsAndRanksAreRefusedNotAllocated) {
-  const std::string text = HfTokenizerJson(*vocab_, SplitPattern::kQwen2, true, Specials()).Dump();
-  auto hf = [&](const std::string& from, const std::string& to) {
-    std::string t = text;
-    const size_t at = t.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    if (at == std::string::npos) return std::string();
-    t.replace(at, from.size(), to);
-    const std::string dir = testing::FreshDir("bpe_huge");
-    testing::WriteFile(dir + "/tokenizer.json", t);
-    return Error(dir);
-  };
+  const auto& hf = EditedHfError;
   // A vocabulary id of 2^30.
   std::string e = hf("\"vocab\":{", "\"vocab\":{\"qzxj\":1073741824,");
   EXPECT_NE(e.find("model.vocab[\"qzxj\"] is 1073741824"), std::string::npos) << e;
@@ -208,16 +209,7 @@ TEST_F(TrainedTokenizerTest, HugeIdsAndRanksAreRefusedNotAllocated) {
 }
 
 TEST_F(TrainedTokenizerTest, MalformedFilesAreRefusedByName) {
-  const Json good = HfTokenizerJson(*vocab_, SplitPattern::kQwen2, true, Specials());
-  auto with = [&](const std::string& from, const std::string& to) {
-    std::string text = good.Dump();
-    const size_t at = text.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    text.replace(at, from.size(), to);
-    const std::string dir = testing::FreshDir("bpe_bad");
-    testing::WriteFile(dir + "/tokenizer.json", text);
-    return Error(dir);
-  };
+  const auto& with = EditedHfError;
   std::string e = with("\"type\":\"BPE\"", "\"type\":\"Unigram\"");
   EXPECT_NE(e.find("tokenizer.json: model.type must be \"BPE\""), std::string::npos) << e;
   e = with("\"Regex\":\"", "\"Regex\":\"\\\\w+|");

@@ -407,9 +407,11 @@ class CudaBackend : public Backend {
     }
     // The v2 attention's work: decode rows and prefill tiles.
     int32_t n_decode = 0, n_tiles = 0;
-    cuda::v2::PlanWork(spans_.data(), static_cast<int64_t>(spans_.size()),
-                       reinterpret_cast<int32_t*>(h + decode_rows_off), &n_decode,
-                       reinterpret_cast<cuda::v2::PrefillTile*>(h + tiles_off), &n_tiles);
+    if (attention_v2_) {
+      cuda::v2::PlanWork(spans_.data(), static_cast<int64_t>(spans_.size()),
+                         reinterpret_cast<int32_t*>(h + decode_rows_off), &n_decode,
+                         reinterpret_cast<cuda::v2::PrefillTile*>(h + tiles_off), &n_tiles);
+    }
     std::copy_n(layout.cos, rows * half, reinterpret_cast<float*>(h + cos_off));
     std::copy_n(layout.sin, rows * half, reinterpret_cast<float*>(h + sin_off));
     char* d = static_cast<char*>(step_device_->data());
