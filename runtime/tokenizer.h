@@ -40,6 +40,16 @@ class Tokenizer {
   virtual std::optional<int32_t> bos_id() const = 0;
   // Whether Encode callers should add BOS by default (tokenizer_config.json).
   virtual bool add_bos_by_default() const = 0;
+  // The most bytes of input text one token can stand for (its longest piece
+  // or control-token text, times 4 where normalisation may shrink the text),
+  // and whether the tokenizer may drop whitespace altogether.
+  virtual int64_t MaxInputBytesPerToken() const = 0;
+  virtual bool CollapsesWhitespace() const { return false; }
+
+  // A lower bound on the tokens Encode(text) gives (BOS not counted), from
+  // one pass over the bytes and no allocation: so a prompt that cannot fit a
+  // context is refused before it is tokenized.
+  int64_t MinTokens(std::string_view text) const;
 };
 
 // A control or added token as it may be written in text ("<s>", "<|im_end|>").
@@ -55,6 +65,7 @@ class TokenTextMatcher {
   explicit TokenTextMatcher(std::vector<TokenText> tokens);
   // The longest token text at `text[at...]`, or nullptr.
   const TokenText* Match(std::string_view text, size_t at) const;
+  size_t longest() const { return tokens_.empty() ? 0 : tokens_[0].text.size(); }
 
  private:
   std::vector<TokenText> tokens_;               // longest first

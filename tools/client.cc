@@ -1,6 +1,8 @@
 #include "tools/client.h"
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/server.h"
@@ -9,8 +11,21 @@
 namespace strata {
 
 absl::Status StreamCompletion(const ClientOptions& options, std::FILE* out) {
-  auto stub = v1::Generation::NewStub(Dial(options.address));
+  std::shared_ptr<grpc::Channel> channel;
+  if (options.tls_ca.empty()) {
+    channel = Dial(options.address);
+  } else {
+    std::ifstream f(options.tls_ca);
+    std::stringstream ca;
+    ca << f.rdbuf();
+    if (!f) return absl::InvalidArgumentError(absl::StrCat("--tls-ca: cannot read ", options.tls_ca));
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ca.str();
+    channel = grpc::CreateChannel(options.address, grpc::SslCredentials(ssl));
+  }
+  auto stub = v1::Generation::NewStub(channel);
   grpc::ClientContext ctx;
+  if (!options.api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + options.api_key);
   if (options.timeout_ms > 0) {
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(options.timeout_ms));

@@ -17,6 +17,8 @@ struct ClientOptions {
   int timeout_ms = 0;       // the call's deadline; 0 = none
   bool echo_prompt = true;  // print the prompt before the completion
   bool stats = false;       // finish reason, token counts and timing to stderr
+  std::string api_key;      // "authorization: Bearer KEY"; empty: none
+  std::string tls_ca;       // TLS to the gateway, trusting this CA file; empty: plaintext
 };
 
 absl::Status StreamCompletion(const ClientOptions& options, std::FILE* out);

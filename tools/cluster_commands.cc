@@ -41,6 +41,15 @@ absl::Status BytesFlag(const char* flag, const std::string& text, int64_t* out) 
   return absl::OkStatus();
 }
 
+// --tls-cert, --tls-key, --tls-ca: this process's mutual TLS.
+void DeclareTls(FlagSet& f, TlsFiles* tls) {
+  f.String("tls-cert", &tls->cert,
+           "this process's certificate (PEM), signed by the cluster CA; with --tls-key and "
+           "--tls-ca turns on mutual TLS (none: plaintext)");
+  f.String("tls-key", &tls->key, "its private key (PEM)");
+  f.String("tls-ca", &tls->ca, "the cluster CA's certificate (PEM); peers must chain to it");
+}
+
 // The request flags shared by `client` and `up --prompt`.
 struct RequestFlags {
   std::string prompt;
@@ -122,6 +131,19 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   f.Int("heartbeat-ms", &heartbeat, "how often workers send a heartbeat (200)");
   f.Int("heartbeat-timeout-ms", &heartbeat_timeout,
         "a worker silent this long is lost: hung or stopped (1000)");
+  int64_t registrations = o.registrations_per_minute, admit = o.admit_delay_ms,
+          prune = o.prune_after_ms, watchdog = o.step_watchdog_ms;
+  f.Int("registrations-per-minute", &registrations,
+        "worker registrations taken per minute, as a burst too; more are told to retry (120)");
+  f.Int("admit-delay-ms", &admit,
+        "a worker joining a serving cluster is planned in once attached this long (1000)");
+  f.Int("prune-after-ms", &prune, "a lost worker outside the map is forgotten after (300000)");
+  f.Int("max-queued", &o.max_queued, "requests waiting for a KV slot, over all gateways (4096)");
+  f.Int("step-watchdog-ms", &watchdog,
+        "a step not back within max(this, factor x recent p99) is blamed on its stage (5000)");
+  f.Float("step-watchdog-factor", &o.step_watchdog_factor,
+          "the step deadline as a multiple of the recent p99 step latency (20)");
+  DeclareTls(f, &o.tls);
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata coordinator [flags]", &stop));
   if (stop) return absl::OkStatus();
@@ -139,6 +161,18 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("heartbeat-timeout-ms", heartbeat_timeout, 2 * heartbeat, INT32_MAX));
   o.heartbeat_ms = static_cast<int>(heartbeat);
   o.heartbeat_timeout_ms = static_cast<int>(heartbeat_timeout);
+  RETURN_IF_ERROR(IntIn("registrations-per-minute", registrations, 1, 1'000'000));
+  RETURN_IF_ERROR(IntIn("admit-delay-ms", admit, 0, INT32_MAX));
+  RETURN_IF_ERROR(IntIn("prune-after-ms", prune, 0, INT32_MAX));
+  RETURN_IF_ERROR(IntIn("max-queued", o.max_queued, 1, 1'000'000));
+  RETURN_IF_ERROR(IntIn("step-watchdog-ms", watchdog, 100, INT32_MAX));
+  if (!(o.step_watchdog_factor >= 1 && o.step_watchdog_factor <= 1e6)) {
+    return absl::InvalidArgumentError("--step-watchdog-factor: must be in [1, 1e6]");
+  }
+  o.registrations_per_minute = static_cast<int>(registrations);
+  o.admit_delay_ms = static_cast<int>(admit);
+  o.prune_after_ms = static_cast<int>(prune);
+  o.step_watchdog_ms = static_cast<int>(watchdog);
   RETURN_IF_ERROR(ModelOrDefault(&o.model_dir));
   return RunCoordinator(o);
 }
@@ -168,6 +202,11 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
         "how long to keep registering again after the coordinator went away (30000)");
   f.Int("drain-timeout-ms", &drain, "on SIGTERM, how long to wait to be planned out (30000)");
   f.Int("debug-step-delay-ms", &delay, "fault injection: sleep before every step (0)");
+  f.Int("debug-stall-step", &o.debug_stall_step,
+        "fault injection: the Nth step received never finishes while heartbeats go on (0: off)");
+  f.String("model-root", &o.model_root,
+           "Load may only name model folders inside this one (default: any)");
+  DeclareTls(f, &o.tls);
   bool stop = false;
   RETURN_IF_ERROR(
       ParseOrHelp(f, args, "usage: strata worker --coordinator HOST:PORT [flags]", &stop));
@@ -176,6 +215,7 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(BytesFlag("reserve", reserve, &o.reserve_bytes));
   RETURN_IF_ERROR(IntIn("threads", threads, 0, 1024));
   RETURN_IF_ERROR(IntIn("debug-step-delay-ms", delay, 0, 60'000));
+  RETURN_IF_ERROR(IntIn("debug-stall-step", o.debug_stall_step, 0, INT64_MAX));
   RETURN_IF_ERROR(IntIn("connect-timeout-ms", connect, 1, INT32_MAX));
   RETURN_IF_ERROR(IntIn("reconnect-timeout-ms", reconnect, 1, INT32_MAX));
   o.reconnect_timeout_ms = static_cast<int>(reconnect);
@@ -200,6 +240,13 @@ absl::Status GatewayCommand(const std::vector<std::string>& args) {
   f.Int("max-pending", &pending, "requests in flight through this gateway (256)");
   f.Int("connect-timeout-ms", &connect, "to reach the coordinator (30000)");
   f.Int("drain-timeout-ms", &drain, "how long open streams may finish on shutdown (30000)");
+  DeclareTls(f, &o.tls);
+  f.String("public-tls-cert", &o.public_tls_cert,
+           "certificate (PEM) of the public port, for clients outside the cluster (none: "
+           "plaintext)");
+  f.String("public-tls-key", &o.public_tls_key, "its private key (PEM)");
+  f.String("api-key-file", &o.api_key_file,
+           "API keys, one per line: clients must send \"authorization: Bearer KEY\" (none: open)");
   bool stop = false;
   RETURN_IF_ERROR(
       ParseOrHelp(f, args, "usage: strata gateway --coordinator HOST:PORT [flags]", &stop));
@@ -236,6 +283,13 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   f.String("worker-flags", &worker_flags,
            "extra flags for every worker, space-separated; {i} is the worker's index "
            "(--device cuda:{i})");
+  std::string coordinator_flags;
+  f.String("coordinator-flags", &coordinator_flags,
+           "extra flags for the coordinator, space-separated");
+  f.Bool("insecure", &o.insecure,
+         "plaintext between the processes; without it they use mutual TLS with certificates "
+         "made for this run in <log-dir>/certs");
+  f.String("api-key-file", &o.api_key_file, "API keys the gateway requires (none: open)");
   req.Declare(f);
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, args,
@@ -259,6 +313,9 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   o.startup_timeout_ms = static_cast<int>(startup);
   for (absl::string_view w : absl::StrSplit(worker_flags, ' ', absl::SkipEmpty())) {
     o.worker_flags.emplace_back(w);
+  }
+  for (absl::string_view w : absl::StrSplit(coordinator_flags, ' ', absl::SkipEmpty())) {
+    o.coordinator_flags.emplace_back(w);
   }
   absl::StatusOr<v1::GenerateRequest> request = req.Build();
   if (!request.ok()) return request.status();
@@ -322,6 +379,10 @@ absl::Status ClientCommand(const std::vector<std::string>& args) {
   f.Int("timeout-ms", &timeout, "deadline for the whole call; 0 = none");
   f.Bool("stats", &o.stats, "print token counts and timing to stderr");
   f.Bool("no-echo", &quiet, "do not print the prompt before the completion");
+  f.String("api-key", &o.api_key, "sent as \"authorization: Bearer KEY\"");
+  f.String("tls-ca", &o.tls_ca,
+           "connect with TLS, trusting this CA certificate (PEM) for the gateway's (none: "
+           "plaintext)");
   req.Declare(f);
   // `strata client "prompt"`: a lone positional argument is the prompt.
   // It may stand anywhere; every other word is a flag or a flag's value.
@@ -331,7 +392,7 @@ absl::Status ClientCommand(const std::vector<std::string>& args) {
     const bool after_valued_flag =
         i > 0 && args[i - 1].rfind("--", 0) == 0 && args[i - 1].find('=') == std::string::npos &&
         args[i - 1] != "--stats" && args[i - 1] != "--no-echo" && args[i - 1] != "--ignore-eos" &&
-        args[i - 1] != "--help" && args[i - 1] != "--chat";
+        args[i - 1] != "--help" && args[i - 1] != "--chat" && args[i - 1] != "--insecure";
     if (!is_flag && !after_valued_flag && req.prompt.empty()) {
       req.prompt = args[i];
     } else {
@@ -349,6 +410,41 @@ absl::Status ClientCommand(const std::vector<std::string>& args) {
   o.echo_prompt = !quiet;
   ASSIGN_OR_RETURN(o.request, req.Build());
   return StreamCompletion(o, stdout);
+}
+
+absl::Status CertsCommand(const std::vector<std::string>& args) {
+  std::string out, hosts, names;
+  int64_t workers = 2, days = 365;
+  FlagSet f;
+  f.String("out", &out, "folder for ca.crt/ca.key and NAME.crt/NAME.key (required)");
+  f.Int("workers", &workers, "worker certificates worker-0 ... worker-(N-1) (2)");
+  f.String("worker-names", &names,
+           "worker names instead of worker-<i>, comma-separated (e.g. the pods' names)");
+  f.String("hosts", &hosts,
+           "DNS names and IPs the servers are reached at, comma-separated (localhost and "
+           "127.0.0.1 always)");
+  f.Int("days", &days, "validity (365)");
+  bool stop = false;
+  RETURN_IF_ERROR(ParseOrHelp(
+      f, args,
+      "usage: strata certs --out DIR [--workers N] [--hosts a,b]\n"
+      "Makes a cluster CA (or reuses the one in DIR) and, signed by it, certificates for the "
+      "coordinator, the gateway, an operator and each worker.",
+      &stop));
+  if (stop) return absl::OkStatus();
+  if (out.empty()) return absl::InvalidArgumentError("--out: required");
+  RETURN_IF_ERROR(IntIn("workers", workers, 0, 4096));
+  RETURN_IF_ERROR(IntIn("days", days, 1, 3650));
+  std::vector<CertRequest> certs = ClusterCertRequests(names.empty() ? static_cast<int>(workers) : 0);
+  for (absl::string_view n : absl::StrSplit(names, ',', absl::SkipEmpty())) {
+    RETURN_IF_ERROR(ParseIdentityUri(IdentityUri(Role::kWorker, n)).status());
+    certs.push_back({Role::kWorker, std::string(n)});
+  }
+  std::vector<std::string> host_list = absl::StrSplit(hosts, ',', absl::SkipEmpty());
+  RETURN_IF_ERROR(MakeCertificates(out, certs, host_list, static_cast<int>(days)));
+  std::fprintf(stderr, "strata certs: %zu certificate(s) and the CA in %s\n", certs.size(),
+               out.c_str());
+  return absl::OkStatus();
 }
 
 absl::Status PlanCommand(const std::vector<std::string>& args) {

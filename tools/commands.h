@@ -16,6 +16,7 @@ absl::Status GatewayCommand(const std::vector<std::string>& args);
 absl::Status UpCommand(const std::vector<std::string>& args);
 absl::Status ClientCommand(const std::vector<std::string>& args);
 absl::Status PlanCommand(const std::vector<std::string>& args);
+absl::Status CertsCommand(const std::vector<std::string>& args);
 absl::Status LogitsCommand(const std::vector<std::string>& args);
 
 }  // namespace strata

@@ -133,6 +133,20 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
   }
   const std::string listen = absl::StrCat(o.host, ":0");
   auto file = [&](const std::string& name) { return absl::StrCat(log_dir_, "/", name, ".addr"); };
+  // Mutual TLS unless asked not to: a CA of this run signs one certificate
+  // per process; each flag list below gets its own.
+  auto tls_flags = [&](const std::string& name) -> std::vector<std::string> {
+    if (o.insecure) return {};
+    return {"--tls-cert", absl::StrCat(cert_dir_, "/", name, ".crt"), "--tls-key",
+            absl::StrCat(cert_dir_, "/", name, ".key"), "--tls-ca", cert_dir_ + "/ca.crt"};
+  };
+  if (!o.insecure) {
+    cert_dir_ = log_dir_ + "/certs";
+    RETURN_IF_ERROR(MakeCertificates(cert_dir_, ClusterCertRequests(o.workers), {o.host}, 30));
+    ASSIGN_OR_RETURN(operator_security_,
+                     TransportSecurity::Mutual({cert_dir_ + "/operator.crt",
+                                                cert_dir_ + "/operator.key", cert_dir_ + "/ca.crt"}));
+  }
   for (const char* n : {"coordinator", "gateway"}) std::filesystem::remove(file(n));
 
   std::vector<std::string> args = {"coordinator",
@@ -155,6 +169,8 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
                                    "--startup-timeout-ms",
                                    std::to_string(o.startup_timeout_ms)};
   if (!o.layers.empty()) args.insert(args.end(), {"--layers", o.layers});
+  for (std::string& flag : tls_flags("coordinator")) args.push_back(std::move(flag));
+  args.insert(args.end(), o.coordinator_flags.begin(), o.coordinator_flags.end());
   ASSIGN_OR_RETURN(Child * coord, Spawn(o.binary, "coordinator", args));
   ASSIGN_OR_RETURN(coordinator_, WaitAddress(coord, file("coordinator"), 30'000));
 
@@ -172,7 +188,10 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
                                       "--address-file",
                                       file(name),
                                       "--threads",
-                                      std::to_string(o.threads)};
+                                      std::to_string(o.threads),
+                                      "--model-root",
+                                      o.model_dir};
+    for (std::string& flag : tls_flags(name)) wargs.push_back(std::move(flag));
     // "{i}" in a flag is the worker's index: --device cuda:{i} spreads the
     // workers over the GPUs.
     for (const std::string& flag : o.worker_flags) {
@@ -188,7 +207,7 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
   }
 
   // Wait for the coordinator to plan, load and serve.
-  auto stub = v1::Coordinator::NewStub(Dial(coordinator_));
+  auto stub = v1::Coordinator::NewStub(Dial(coordinator_, operator_security_.get()));
   const auto deadline = Clock::now() + std::chrono::milliseconds(o.startup_timeout_ms + 5000);
   while (true) {
     RETURN_IF_ERROR(CheckChildren());
@@ -203,10 +222,12 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 
-  ASSIGN_OR_RETURN(Child * gw, Spawn(o.binary, "gateway",
-                                     {"gateway", "--coordinator", coordinator_, "--listen", listen,
-                                      "--address-file", file("gateway"), "--max-pending",
-                                      std::to_string(o.max_pending)}));
+  std::vector<std::string> gargs = {"gateway",          "--coordinator", coordinator_,
+                                    "--listen",         listen,          "--address-file",
+                                    file("gateway"),    "--max-pending", std::to_string(o.max_pending)};
+  for (std::string& flag : tls_flags("gateway")) gargs.push_back(std::move(flag));
+  if (!o.api_key_file.empty()) gargs.insert(gargs.end(), {"--api-key-file", o.api_key_file});
+  ASSIGN_OR_RETURN(Child * gw, Spawn(o.binary, "gateway", gargs));
   ASSIGN_OR_RETURN(gateway_, WaitAddress(gw, file("gateway"), 30'000));
   return absl::OkStatus();
 }

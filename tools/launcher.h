@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "services/common/tls.h"
 #include "strata/v1/coordinator.pb.h"
 
 namespace strata {
@@ -36,6 +37,12 @@ struct UpOptions {
   int startup_timeout_ms = 120'000;
   std::string log_dir;                    // default: a fresh folder under /tmp
   std::vector<std::string> worker_flags;  // extra flags for every worker; {i}: its index
+  // Off: mutual TLS between the processes, with a CA and certificates made
+  // for this run in <log_dir>/certs. On: plaintext, and any process that
+  // can reach a port can join or call it.
+  bool insecure = false;
+  std::string api_key_file;  // the gateway's (--api-key-file); empty: no key required
+  std::vector<std::string> coordinator_flags;  // extra flags for the coordinator
 };
 
 class LocalCluster {
@@ -54,6 +61,10 @@ class LocalCluster {
   const std::string& log_dir() const { return log_dir_; }
   const std::vector<std::pair<std::string, std::string>>& workers() const { return worker_addrs_; }
   const v1::ClusterInfo& info() const { return info_; }
+  // Where this run's certificates are ("" when insecure), and the operator's
+  // transport (mutual TLS with the operator certificate, or insecure).
+  const std::string& cert_dir() const { return cert_dir_; }
+  const TransportSecurity& operator_security() const { return *operator_security_; }
   // One "role address pid metrics-address" line per process: gateway,
   // coordinator, worker-0...
   std::string AddressLines() const;
@@ -77,7 +88,8 @@ class LocalCluster {
   void StopChild(Child* c, int grace_ms);
 
   std::vector<Child> children_;  // reserved up front; pointers stay valid
-  std::string log_dir_, gateway_, coordinator_;
+  std::string log_dir_, gateway_, coordinator_, cert_dir_;
+  std::shared_ptr<const TransportSecurity> operator_security_ = TransportSecurity::Insecure();
   std::vector<std::pair<std::string, std::string>> worker_addrs_;
   v1::ClusterInfo info_;
 };

@@ -32,6 +32,7 @@ commands:
   inspect     print a checkpoint's architecture, per-layer bytes and total bytes
   make-model  write a deterministic random-initialised test checkpoint
   plan        print the layer-to-device placement for a model and devices
+  certs       make a cluster CA and certificates for mutual TLS (coordinator, gateway, workers)
   logits      greedy-decode token ids and write every step's logits (parity checks)
   up          start a local cluster (coordinator, N workers, gateway) on loopback
   client      stream a completion from a running gateway
@@ -239,6 +240,8 @@ int Main(int argc, char** argv) {
     status = LogitsCommand(args);
   } else if (command == "plan") {
     status = PlanCommand(args);
+  } else if (command == "certs") {
+    status = CertsCommand(args);
   } else if (command == "client") {
     status = ClientCommand(args);
   } else if (command == "up" || command == "coordinator" || command == "worker" ||

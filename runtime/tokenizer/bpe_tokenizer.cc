@@ -103,7 +103,14 @@ class BpeTokenizer final : public Tokenizer {
       tokens_[a.id] = a.content;
       control_[a.id] = a.special;
     }
+    size_t longest = 1;
+    for (const std::string& t : tokens_) longest = std::max(longest, t.size());
+    // NFC/NFKC may shrink text (NFKC: up to 4 bytes to 1) before it is split.
+    max_input_bytes_ =
+        static_cast<int64_t>(longest) * (options_.normalizer == Normalizer::kNone ? 1 : 4);
   }
+
+  int64_t MaxInputBytesPerToken() const override { return max_input_bytes_; }
 
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const override {
     std::vector<int32_t> ids;
@@ -239,6 +246,7 @@ class BpeTokenizer final : public Tokenizer {
   std::array<int32_t, 256> byte_ids_{};
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (rank, merged id)
   TokenTextMatcher added_;
+  int64_t max_input_bytes_ = 1;
 };
 
 // The string of a token field of tokenizer_config.json: "x" or {"content": "x"}.

@@ -63,6 +63,15 @@ std::string IncrementalDetokenizer::Flush() {
   return out;
 }
 
+int64_t Tokenizer::MinTokens(std::string_view text) const {
+  int64_t counted = static_cast<int64_t>(text.size());
+  if (CollapsesWhitespace()) {
+    for (char c : text) counted -= (c == ' ' || c == '\t' || c == '\n' || c == '\r') ? 1 : 0;
+  }
+  const int64_t per_token = std::max<int64_t>(1, MaxInputBytesPerToken());
+  return (counted + per_token - 1) / per_token;
+}
+
 TokenTextMatcher::TokenTextMatcher(std::vector<TokenText> tokens) : by_byte_(256) {
   std::erase_if(tokens, [](const TokenText& t) { return t.text.empty(); });
   std::stable_sort(tokens.begin(), tokens.end(), [](const TokenText& a, const TokenText& b) {

@@ -24,6 +24,17 @@ class SentencePieceTokenizer : public Tokenizer {
       if (sp_->IsControl(id) && !sp_->Piece(id).empty()) controls.push_back({sp_->Piece(id), id});
     }
     controls_ = TokenTextMatcher(std::move(controls));
+    // The normalizer spec is out of reach (see spm_bridge.h), so ask the
+    // model: text it does not give back unchanged is normalised (NFKC can
+    // shrink a character to a quarter of its bytes) or loses whitespace.
+    const std::string probe = "a \t  b\n\nc\xEF\xBC\xA1";  // fullwidth A
+    std::vector<int> ids;
+    std::string decoded, error;
+    lossless_ = sp_->Encode(probe, &ids, &error) && sp_->Decode(ids, &decoded, &error) &&
+                decoded == probe;
+    size_t longest = controls_.longest();
+    for (const std::string& b : bytes_) longest = std::max(longest, b.size());
+    max_input_bytes_ = static_cast<int64_t>(longest) * (lossless_ ? 1 : 4);
   }
 
   // Control tokens written as text ("<s>", "</s>", as chat templates write
@@ -56,6 +67,8 @@ class SentencePieceTokenizer : public Tokenizer {
     return sp_->bos_id();
   }
   bool add_bos_by_default() const override { return add_bos_; }
+  int64_t MaxInputBytesPerToken() const override { return max_input_bytes_; }
+  bool CollapsesWhitespace() const override { return !lossless_; }
 
  private:
   absl::Status EncodeText(std::string_view text, std::vector<int32_t>* out) const {
@@ -94,6 +107,8 @@ class SentencePieceTokenizer : public Tokenizer {
   bool strips_leading_space_;
   std::vector<std::string> bytes_;
   TokenTextMatcher controls_{{}};
+  bool lossless_ = false;
+  int64_t max_input_bytes_ = 1;
 };
 
 }  // namespace

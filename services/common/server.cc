@@ -18,7 +18,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const std::vector<grpc::Se
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   auto server = std::unique_ptr<Server>(new Server());
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
+  const TransportSecurity& security =
+      options.security != nullptr ? *options.security : *TransportSecurity::Insecure();
+  builder.AddListeningPort(options.listen, security.ServerCredentials(), &server->port_);
+  // A port that another process holds is an error, never a shared port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
@@ -58,7 +62,8 @@ void Server::Shutdown(int grace_ms) {
   server_.reset();
 }
 
-std::shared_ptr<grpc::Channel> Dial(const std::string& address) {
+std::shared_ptr<grpc::Channel> Dial(const std::string& address,
+                                    const TransportSecurity* security) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
@@ -69,7 +74,10 @@ std::shared_ptr<grpc::Channel> Dial(const std::string& address) {
   // Each peer gets its own connection, so a data-plane stream never queues
   // behind another channel's traffic.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(
+      address,
+      security != nullptr ? security->ChannelCredentials() : grpc::InsecureChannelCredentials(),
+      args);
 }
 
 bool WaitConnected(const std::shared_ptr<grpc::Channel>& channel, int timeout_ms) {

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "services/common/tls.h"
 
 namespace strata {
 
@@ -28,6 +29,8 @@ inline constexpr int kMaxMessageBytes = 257 << 20;
 struct ServerOptions {
   std::string listen = "127.0.0.1:0";  // host:port; port 0 = pick a free one
   int max_message_bytes = kMaxMessageBytes;
+  // TLS of the listening port; null or insecure: plaintext.
+  std::shared_ptr<const TransportSecurity> security;
 };
 
 // The grpc.health.v1 service name that answers SERVING whenever the server
@@ -63,8 +66,10 @@ class Server {
   int port_ = 0;
 };
 
-// A channel to `address` with Strata's keepalive and message limits.
-std::shared_ptr<grpc::Channel> Dial(const std::string& address);
+// A channel to `address` with Strata's keepalive and message limits, over
+// mutual TLS when `security` has it (null: plaintext).
+std::shared_ptr<grpc::Channel> Dial(const std::string& address,
+                                    const TransportSecurity* security = nullptr);
 // Waits until the channel is connected or `timeout_ms` passes.
 bool WaitConnected(const std::shared_ptr<grpc::Channel>& channel, int timeout_ms);
 

@@ -18,6 +18,13 @@ absl::Status RunCoordinator(const CoordinatorOptions& options) {
   if (options.max_sequences < 1 || options.max_batch_tokens < 1) {
     return absl::InvalidArgumentError("--max-sequences and --max-batch-tokens must be positive");
   }
+  ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
+                   TransportSecurity::Mutual(options.tls));
+  if (security->mutual() && security->self().role != Role::kCoordinator) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", options.tls.cert, " is a ",
+                                                   RoleName(security->self().role),
+                                                   " certificate, not the coordinator's"));
+  }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   if (options.max_context < 0 || options.max_context > config.max_position_embeddings) {
     return absl::InvalidArgumentError(
@@ -31,9 +38,10 @@ absl::Status RunCoordinator(const CoordinatorOptions& options) {
     coordinator_metrics =
         std::make_unique<CoordinatorMetrics>(metrics->registry(), ModelLabel(options.model_dir));
   }
-  CoordinatorService service(options, config, coordinator_metrics.get());
+  CoordinatorService service(options, config, coordinator_metrics.get(), security);
   ServerOptions server_options;
   server_options.listen = options.listen;
+  server_options.security = security;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
   Log(absl::StrCat(
       "listening on ", server->address(), "; waiting for ", options.workers, " worker(s)",

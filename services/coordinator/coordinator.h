@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "services/common/tls.h"
 
 namespace strata {
 
@@ -36,6 +37,16 @@ struct CoordinatorOptions {
   int drain_timeout_ms = 30'000;
   int heartbeat_ms = 200;           // how often workers report
   int heartbeat_timeout_ms = 1000;  // a worker silent this long is lost (hung, SIGSTOP)
+  TlsFiles tls;                     // mutual TLS with the cluster CA; empty = plaintext
+  // Abuse limits of the internal plane.
+  int registrations_per_minute = 120;  // attach attempts taken (as a burst too); more wait
+  int admit_delay_ms = 1000;           // a worker joins the map once attached this long
+  int prune_after_ms = 300'000;        // a lost worker outside the map is forgotten after
+  int64_t max_queued = 4096;           // requests waiting for a KV slot, over all gateways
+  // Step watchdog: a step not back within max(min, factor x recent p99) is
+  // blamed on the stage holding it, which is planned out.
+  int step_watchdog_ms = 5000;
+  double step_watchdog_factor = 20;
 };
 
 absl::Status RunCoordinator(const CoordinatorOptions& options);

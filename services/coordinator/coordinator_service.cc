@@ -104,8 +104,10 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r, const std::strin
                          .Add({{"model", m}}, CountBuckets())) {}
 
 CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const ModelConfig& config,
-                                       CoordinatorMetrics* metrics)
+                                       CoordinatorMetrics* metrics,
+                                       std::shared_ptr<const TransportSecurity> security)
     : options_(options),
+      security_(security != nullptr ? std::move(security) : TransportSecurity::Insecure()),
       config_(config),
       max_context_(options.max_context > 0
                        ? options.max_context
@@ -121,6 +123,8 @@ CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const 
   so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : 1;
   for (int64_t e : config_.eos_token_ids) so.eos_ids.push_back(static_cast<int32_t>(e));
   scheduler_ = std::make_unique<Scheduler>(so);
+  registration_tokens_ = options_.registrations_per_minute;
+  registration_refill_ = Clock::now();
 }
 
 CoordinatorService::~CoordinatorService() {
@@ -136,6 +140,10 @@ CoordinatorService::~CoordinatorService() {
 grpc::Status CoordinatorService::Attach(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) {
+  if (absl::Status st = Authorize(*context, *security_, {Role::kWorker}, "Coordinator.Attach");
+      !st.ok()) {
+    return ToGrpcStatus(st);
+  }
   v1::WorkerMessage msg;
   if (!stream->Read(&msg)) return grpc::Status::OK;
   if (!msg.has_register_()) {
@@ -144,11 +152,23 @@ grpc::Status CoordinatorService::Attach(
   }
   const v1::Register reg = msg.register_();  // a copy: msg is reused below
   std::string rejection;
+  grpc::StatusCode rejection_code = grpc::StatusCode::FAILED_PRECONDITION;
+  const std::string session_token = RandomToken();
+  const Identity peer = PeerIdentity(*context);
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = workers_.find(reg.worker_id());
     if (reg.worker_id().empty() || reg.address().empty()) {
       rejection = "register: worker_id and address are required";
+    } else if (security_->mutual() && peer.name != reg.worker_id()) {
+      rejection = absl::StrCat("register: worker_id \"", reg.worker_id(),
+                               "\" is not the name in the worker's certificate (",
+                               DescribeIdentity(peer), ")");
+      rejection_code = grpc::StatusCode::PERMISSION_DENIED;
+    } else if (!TakeRegistrationLocked(Clock::now())) {
+      rejection = absl::StrCat("register: more than ", options_.registrations_per_minute,
+                               " registrations a minute; try again shortly");
+      rejection_code = grpc::StatusCode::RESOURCE_EXHAUSTED;
     } else if (draining_) {
       rejection = "register: the coordinator is draining";
     } else if (it != workers_.end() && it->second.connected) {
@@ -163,7 +183,10 @@ grpc::Status CoordinatorService::Attach(
       w.connected = true;
       w.draining = false;
       w.context = context;
-      w.last_heard = Clock::now();
+      w.last_heard = w.attached_at = Clock::now();
+      w.session_token = session_token;
+      w.progress = {w.id, 0, 0};
+      w.heartbeat_epoch = 0;
     }
   }
   v1::CoordinatorMessage reply;
@@ -171,12 +194,13 @@ grpc::Status CoordinatorService::Attach(
     Log(rejection);
     reply.mutable_rejected()->set_reason(rejection);
     stream->Write(reply);
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, rejection);
+    return grpc::Status(rejection_code, rejection);
   }
   Log(absl::StrCat("worker ", reg.worker_id(), " registered from ", reg.address(), " (",
                    reg.device().name(), ", ", FormatBytes(reg.device().capacity_bytes()), ")"));
   cv_.notify_all();
   reply.mutable_registered()->set_heartbeat_ms(options_.heartbeat_ms);
+  reply.mutable_registered()->set_session_token(session_token);
   stream->Write(reply);
 
   while (stream->Read(&msg)) {
@@ -185,13 +209,14 @@ grpc::Status CoordinatorService::Attach(
       auto it = workers_.find(reg.worker_id());
       if (it == workers_.end() || it->second.context != context) break;  // cut off
       it->second.last_heard = Clock::now();
+      if (msg.has_heartbeat()) HandleHeartbeatLocked(it->second, msg.heartbeat());
       if (msg.has_drain() && !it->second.draining) {
         it->second.draining = true;
         Log(absl::StrCat("worker ", reg.worker_id(), " is draining; planning it out"));
         cv_.notify_all();
       }
     }
-    if (msg.has_result()) HandleResult(msg.result());
+    if (msg.has_result()) HandleResult(reg.worker_id(), msg.result());
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -223,6 +248,7 @@ void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& ca
   if (!w.connected) return;
   w.connected = false;
   w.context = nullptr;
+  w.lost_at = Clock::now();
   ++w.failures;
   // Back-off before re-admitting a flapping worker: 0 s, 1 s, 2 s, 4 s ... 30 s.
   const int64_t backoff_ms =
@@ -237,14 +263,57 @@ void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& ca
     last_failover_.set_cause(cause);
     last_failover_.set_detected_unix_us(absl::ToUnixMicros(absl::Now()));
     serving_ = false;  // the pump stops at once; the control thread rebuilds
+    failover_pending_ = true;
   }
 }
 
-void CoordinatorService::HandleResult(const v1::StepResult& result) {
+bool CoordinatorService::TakeRegistrationLocked(Clock::time_point now) {
+  const double per_ms = options_.registrations_per_minute / 60'000.0;
+  const double elapsed_ms =
+      std::chrono::duration<double, std::milli>(now - registration_refill_).count();
+  registration_refill_ = now;
+  registration_tokens_ = std::min<double>(options_.registrations_per_minute,
+                                          registration_tokens_ + elapsed_ms * per_ms);
+  if (registration_tokens_ < 1) return false;
+  registration_tokens_ -= 1;
+  return true;
+}
+
+void CoordinatorService::HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartbeat& heartbeat) {
+  w.heartbeat_epoch = heartbeat.epoch();
+  w.progress.last_received = heartbeat.last_step_received();
+  w.progress.last_done = heartbeat.last_step_done();
+  if (!serving_ || !InMapLocked(w.id) || heartbeat.epoch() == map_.epoch()) return;
+  // A stage of the map holding another epoch than the map's was loaded by
+  // someone else (or lost its assignment): the pipeline through it is not
+  // this map any more. An older epoch is tolerated for a few heartbeats,
+  // since one sent before its Load finished may arrive after.
+  const bool foreign = heartbeat.epoch() > map_.epoch();
+  const bool stale = Clock::now() - serving_since_ >
+                     std::chrono::milliseconds(5 * std::max(options_.heartbeat_ms, 20));
+  if (!foreign && !stale) return;
+  Log(absl::StrCat("worker ", w.id, " holds epoch ", heartbeat.epoch(), " but the map is epoch ",
+                   map_.epoch(), foreign ? " (an epoch this coordinator never assigned)" : "",
+                   "; planning again"));
+  force_rebuild_ = true;
+  failover_pending_ = true;
+  serving_ = false;
+}
+
+void CoordinatorService::HandleResult(const std::string& worker_id, const v1::StepResult& result) {
   std::vector<Emission> out;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (scheduler_ == nullptr || result.epoch() != map_.epoch() || !serving_) return;
+    // Tokens come from the map's last stage only; a failure from any stage of it.
+    const bool last =
+        map_.stages_size() > 0 && map_.stages(map_.stages_size() - 1).worker_id() == worker_id;
+    if (!last && (result.error_code() == 0 || !InMapLocked(worker_id))) {
+      Log(absl::StrCat("ignored a result for step ", result.step_id(), " from ", worker_id,
+                       ", which is not ", result.error_code() == 0 ? "the last stage" : "in the map",
+                       " of epoch ", map_.epoch()));
+      return;
+    }
     if (auto it = sent_.find(result.step_id()); it != sent_.end()) {
       const double latency =
           std::chrono::duration<double, std::micro>(Clock::now() - it->second).count();
@@ -265,6 +334,7 @@ void CoordinatorService::HandleResult(const v1::StepResult& result) {
       // Rebuild the pipeline and replay; the lost worker is detected apart.
       Log(absl::StrCat("step ", result.step_id(), ": ", result.error(), "; rebuilding"));
       force_rebuild_ = true;
+      failover_pending_ = true;
       serving_ = false;
     } else if (result.error_code() != 0) {
       const absl::Status error(static_cast<absl::StatusCode>(result.error_code()), result.error());
@@ -282,8 +352,12 @@ void CoordinatorService::HandleResult(const v1::StepResult& result) {
 }
 
 grpc::Status CoordinatorService::Session(
-    grpc::ServerContext* /*context*/,
+    grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream) {
+  if (absl::Status st = Authorize(*context, *security_, {Role::kGateway}, "Coordinator.Session");
+      !st.ok()) {
+    return ToGrpcStatus(st);
+  }
   auto record = std::make_shared<SessionRecord>();
   record->stream = stream;
   uint64_t id = 0;
@@ -343,6 +417,11 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (error.ok() && draining_) error = absl::UnavailableError("the cluster is draining");
+    if (error.ok() && scheduler_->queued() >= options_.max_queued) {
+      error = absl::ResourceExhaustedError(
+          absl::StrCat("queue full: ", scheduler_->queued(),
+                       " requests wait for a KV slot (the coordinator's --max-queued)"));
+    }
     if (error.ok() && !unavailable_reason_.empty()) {
       error = absl::UnavailableError(
           absl::StrCat("no layer map fits the workers left: ", unavailable_reason_));
@@ -384,9 +463,14 @@ void CoordinatorService::Deliver(std::vector<Emission> emissions, bool admitted)
   }
 }
 
-grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext*,
+grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext* context,
                                                 const v1::GetClusterInfoRequest* request,
                                                 v1::ClusterInfo* response) {
+  if (absl::Status st = Authorize(*context, *security_, {Role::kGateway, Role::kOperator},
+                                  "Coordinator.GetClusterInfo");
+      !st.ok()) {
+    return ToGrpcStatus(st);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   *response->mutable_model() = ModelInfoLocked();
   response->set_serving(serving_ && !draining_);
@@ -463,13 +547,18 @@ absl::Status CoordinatorService::WaitForWorkers(int timeout_ms) {
 std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) const {
   std::set<std::string> out;
   for (const auto& [id, w] : workers_) {
-    if (w.connected && !w.draining && now >= w.backoff_until) out.insert(id);
+    // A worker joining a serving cluster waits a moment, so one that
+    // registers and vanishes at once never costs a re-plan.
+    const bool settled_in = !started_ || InMapLocked(id) ||
+                            now - w.attached_at >= std::chrono::milliseconds(options_.admit_delay_ms);
+    if (w.connected && !w.draining && now >= w.backoff_until && settled_in) out.insert(id);
   }
   return out;
 }
 
 absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers,
-                                             v1::LayerMap* map, std::string* failed_worker) {
+                                             v1::LayerMap* map, std::string* failed_worker,
+                                             std::string* stage0_token) {
   if (workers.empty()) return absl::UnavailableError("no worker is attached");
   std::sort(workers.begin(), workers.end(),
             [](const WorkerRecord& a, const WorkerRecord& b) { return NaturalLess(a.id, b.id); });
@@ -556,6 +645,10 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     std::string worker;
   };
   std::vector<std::future<LoadOutcome>> loads;
+  // hop_tokens[i] admits the stream into stage i (from the coordinator for 0).
+  std::vector<std::string> hop_tokens;
+  for (int i = 0; i < map->stages_size(); ++i) hop_tokens.push_back(RandomToken());
+  *stage0_token = hop_tokens[0];
   for (int i = 0; i < map->stages_size(); ++i) {
     v1::LoadRequest req;
     const v1::StageInfo& s = map->stages(i);
@@ -568,6 +661,10 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     req.set_max_batch_tokens(options_.max_batch_tokens);
     req.set_max_context(max_context_);
     req.set_max_sequences(budget_sequences);
+    req.set_session_token(workers[s.stage()].session_token);
+    req.set_upstream_token(hop_tokens[i]);
+    if (i + 1 < map->stages_size()) req.set_downstream_token(hop_tokens[i + 1]);
+    if (i > 0) req.set_upstream_worker_id(map->stages(i - 1).worker_id());
     if (!peer_group_id.empty() && links.rank[i] >= 0) {
       req.set_peer_group_id(peer_group_id);
       req.set_peer_rank(links.rank[i]);
@@ -579,7 +676,7 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     const std::string next_worker =
         i + 1 < map->stages_size() ? map->stages(i + 1).worker_id() : std::string();
     loads.push_back(std::async(std::launch::async, [req, s, next_worker, this]() -> LoadOutcome {
-      auto stub = v1::Worker::NewStub(Dial(s.address()));
+      auto stub = v1::Worker::NewStub(Dial(s.address(), security_.get()));
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(options_.startup_timeout_ms));
@@ -641,10 +738,11 @@ std::string CoordinatorService::DescribeMapLocked() const {
   return out;
 }
 
-void CoordinatorService::OpenStage0(const std::string& address) {
+void CoordinatorService::OpenStage0(const std::string& address, const std::string& token) {
   std::lock_guard<std::mutex> stream_lock(stage0_mu_);
-  stage0_stub_ = v1::Worker::NewStub(Dial(address));
+  stage0_stub_ = v1::Worker::NewStub(Dial(address, security_.get()));
   stage0_context_ = std::make_unique<grpc::ClientContext>();
+  stage0_context_->AddMetadata("strata-hop-token", token);
   stage0_ = stage0_stub_->Forward(stage0_context_.get(), &stage0_summary_);
   std::lock_guard<std::mutex> lock(mu_);
   stage0_cancel_ = stage0_context_.get();
@@ -695,9 +793,9 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
                        " worker(s): ", cause));
     }
     v1::LayerMap map;
-    std::string failed;
+    std::string failed, stage0_token;
     const bool peers_were_enabled = !peer_transport_disabled_;
-    absl::Status st = PlanAndLoad(epoch, workers, &map, &failed);
+    absl::Status st = PlanAndLoad(epoch, workers, &map, &failed, &stage0_token);
     std::lock_guard<std::mutex> lock(mu_);
     if (!st.ok() && peers_were_enabled && peer_transport_disabled_) continue;
     if (!st.ok() && !startup && EligibleLocked(Clock::now()) != planned_) {
@@ -731,8 +829,11 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
     if (options_.max_inflight_steps == 0) {
       scheduler_->set_max_inflight_steps(map_.stages_size());
     }
-    if (!startup) {
+    if (!startup && failover_pending_) {
+      // Only a re-plan that replaced a lost stage (or a broken hop) is a
+      // failover; a worker joining or a standby leaving is not.
       ++failovers_;
+      failover_pending_ = false;
       if (metrics_ != nullptr) {
         metrics_->failovers.Increment();
         metrics_->replan_seconds.Observe(
@@ -745,9 +846,11 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
     }
     // Open stage 0 without mu_ (OpenStage0 takes it), then serve.
     mu_.unlock();
-    OpenStage0(first);
+    OpenStage0(first, stage0_token);
     mu_.lock();
     serving_ = true;
+    started_ = true;
+    serving_since_ = Clock::now();
     cv_.notify_all();
     if (!startup) Log(DescribeMapLocked());
     return true;
@@ -787,8 +890,11 @@ void CoordinatorService::ControlLoop() {
                                          " ms (hung or stopped)"));
       }
     }
+    CheckStepWatchdogLocked(now);
+    PruneLocked(now);
+    const bool replan = NeedsReplanLocked(now);
     // A draining worker that the map no longer uses may go: end its stream.
-    const bool settled = EligibleLocked(now) == planned_;
+    const bool settled = !replan;
     for (auto& [id, w] : workers_) {
       if (!settled || !w.draining || !w.connected) continue;
       if (!InMapLocked(id) && w.context != nullptr) {
@@ -800,13 +906,77 @@ void CoordinatorService::ControlLoop() {
     }
     // Re-plan when the usable workers differ from those of the last plan
     // (a loss, a re-admission, a back-off that ran out, a drain) or a hop broke.
-    if (EligibleLocked(now) == planned_ && !force_rebuild_) continue;
+    if (!replan && !force_rebuild_) continue;
     lock.unlock();
     absl::Status error;
     Rebuild(force_rebuild_ ? "a hop of the pipeline broke" : "the set of workers changed",
             /*startup=*/false, &error);
     lock.lock();
   }
+}
+
+bool CoordinatorService::NeedsReplanLocked(Clock::time_point now) {
+  const std::set<std::string> eligible = EligibleLocked(now);
+  for (const std::string& id : eligible) {
+    if (planned_.count(id) == 0) return true;  // one to take in
+  }
+  for (const std::string& id : planned_) {
+    if (eligible.count(id) == 0 && InMapLocked(id)) return true;  // a stage gone
+  }
+  // Standbys that left change nothing that serves: forget them quietly.
+  for (auto it = planned_.begin(); it != planned_.end();) {
+    it = eligible.count(*it) == 0 ? planned_.erase(it) : std::next(it);
+  }
+  return false;
+}
+
+void CoordinatorService::PruneLocked(Clock::time_point now) {
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    const WorkerRecord& w = it->second;
+    if (!w.connected && !InMapLocked(w.id) && planned_.count(w.id) == 0 &&
+        now - w.lost_at > std::chrono::milliseconds(options_.prune_after_ms)) {
+      Log(absl::StrCat("forgot worker ", w.id, ": lost for more than ",
+                       options_.prune_after_ms / 1000.0, " s"));
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void CoordinatorService::CheckStepWatchdogLocked(Clock::time_point now) {
+  if (!serving_ || sent_.empty() || map_.stages_size() == 0) return;
+  const auto& [step_id, sent_at] = *sent_.begin();  // the oldest step in flight
+  const auto age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - sent_at).count();
+  if (age_ms < options_.step_watchdog_ms) return;
+  std::vector<double> latency;
+  latency.reserve(samples_.size());
+  for (const auto& [l, c] : samples_) latency.push_back(l);
+  const WatchdogOptions wo{options_.step_watchdog_ms, options_.step_watchdog_factor};
+  const int64_t deadline_ms = StepDeadlineMs(wo, std::move(latency));
+  if (age_ms < deadline_ms) return;
+  std::vector<StageProgress> progress;
+  for (const v1::StageInfo& s : map_.stages()) {
+    auto it = workers_.find(s.worker_id());
+    progress.push_back(it != workers_.end() ? it->second.progress
+                                            : StageProgress{s.worker_id(), 0, 0});
+  }
+  const int blamed = BlameStage(progress, step_id);
+  const StageProgress& p = progress[blamed];
+  auto it = workers_.find(p.worker_id);
+  const std::string cause = absl::StrFormat(
+      "step watchdog: step %d has been in the pipeline for %d ms (deadline %d ms); stage %d "
+      "last received step %d and finished step %d",
+      step_id, age_ms, deadline_ms, blamed, p.last_received, p.last_done);
+  if (it == workers_.end() || !it->second.connected) {
+    force_rebuild_ = true;
+    failover_pending_ = true;
+    serving_ = false;
+    Log(cause);
+    return;
+  }
+  if (it->second.context != nullptr) it->second.context->TryCancel();
+  LoseWorkerLocked(it->second, cause);
 }
 
 void CoordinatorService::PumpLoop() {

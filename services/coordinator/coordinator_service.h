@@ -25,6 +25,7 @@
 #include "services/coordinator/peer_links.h"
 #include "services/coordinator/planner.h"
 #include "services/coordinator/scheduler.h"
+#include "services/coordinator/watchdog.h"
 #include "strata/v1/coordinator.grpc.pb.h"
 #include "strata/v1/worker.grpc.pb.h"
 
@@ -48,8 +49,10 @@ struct CoordinatorMetrics {
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
   // `metrics` may be null (no metrics endpoint).
+  // `security` authorises callers (null: an insecure cluster).
   CoordinatorService(const CoordinatorOptions& options, const ModelConfig& config,
-                     CoordinatorMetrics* metrics);
+                     CoordinatorMetrics* metrics,
+                     std::shared_ptr<const TransportSecurity> security = nullptr);
   ~CoordinatorService() override;
 
   grpc::Status Attach(
@@ -84,6 +87,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
     int failures = 0;
     Clock::time_point backoff_until;
     bool draining = false;  // asked to be planned out before it exits
+    std::string session_token;  // of its attach session; Load carries it
+    Clock::time_point attached_at, lost_at;
+    StageProgress progress;     // from its last heartbeat
+    uint64_t heartbeat_epoch = 0;
   };
   struct SessionRecord {
     grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream = nullptr;
@@ -98,9 +105,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
   bool Rebuild(const std::string& cause, bool startup, absl::Status* error);
   // Plans over `workers` and loads the map as `epoch`; shrinks the KV budget
   // while the layers do not fit. On a load failure names the worker.
+  // `stage0_token` receives the hop token of the coordinator's own stream.
   absl::Status PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers, v1::LayerMap* map,
-                           std::string* failed_worker);
-  void OpenStage0(const std::string& address);
+                           std::string* failed_worker, std::string* stage0_token);
+  void OpenStage0(const std::string& address, const std::string& token);
   void CloseStage0();
   void LoseWorkerLocked(WorkerRecord& w, const std::string& cause);
   bool InMapLocked(const std::string& id) const;
@@ -111,13 +119,23 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // Sends each emission to its session; `admitted` marks them as the notice
   // that the request left the queue.
   void Deliver(std::vector<Emission> emissions, bool admitted = false);
-  void HandleResult(const v1::StepResult& result);
+  void HandleResult(const std::string& worker_id, const v1::StepResult& result);
+  void HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartbeat& heartbeat);
+  // Whether a re-plan is due: a worker of the map is gone, or a new one may
+  // join. Standbys that left are dropped from planned_ without one.
+  bool NeedsReplanLocked(Clock::time_point now);
+  // Blames and cuts off the stage holding a step past its deadline.
+  void CheckStepWatchdogLocked(Clock::time_point now);
+  void PruneLocked(Clock::time_point now);
+  // Takes one registration from the rate limit's bucket.
+  bool TakeRegistrationLocked(Clock::time_point now);
   void HandleSubmit(uint64_t session, const v1::Submit& submit,
                     const std::shared_ptr<SessionRecord>& record);
   v1::ModelInfo ModelInfoLocked() const;
   void UpdateGaugesLocked();
 
   const CoordinatorOptions options_;
+  const std::shared_ptr<const TransportSecurity> security_;
   const ModelConfig config_;
   const int64_t max_context_;
   CoordinatorMetrics* const metrics_;
@@ -135,6 +153,11 @@ class CoordinatorService final : public v1::Coordinator::Service {
   uint64_t failovers_ = 0;
   v1::FailoverEvent last_failover_;
   bool serving_ = false, draining_ = false, stopping_ = false;
+  bool started_ = false;           // the first map formed (admission delays apply after)
+  bool failover_pending_ = false;  // the next re-plan replaces a lost stage
+  Clock::time_point serving_since_;
+  double registration_tokens_ = 0;
+  Clock::time_point registration_refill_;
   std::map<uint64_t, Clock::time_point> sent_;
   std::vector<std::pair<double, double>> samples_;  // (latency us, compute us), a window
   size_t sample_next_ = 0;

@@ -1,6 +1,7 @@
 #include "services/gateway/gateway.h"
 
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -19,7 +20,22 @@ absl::Status RunGateway(const GatewayOptions& options) {
   SetLogName("gateway");
   if (options.coordinator.empty()) return absl::InvalidArgumentError("--coordinator: required");
   if (options.max_pending < 1) return absl::InvalidArgumentError("--max-pending: must be positive");
-  SessionClient session(options.coordinator, options.resubmit_timeout_ms);
+  ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> internal,
+                   TransportSecurity::Mutual(options.tls));
+  if (internal->mutual() && internal->self().role != Role::kGateway) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", options.tls.cert, " is a ",
+                                                   RoleName(internal->self().role),
+                                                   " certificate, not a gateway's"));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> public_tls,
+                   TransportSecurity::ServerOnly(options.public_tls_cert, options.public_tls_key,
+                                                 "public-tls"));
+  std::optional<ApiKeys> api_keys;
+  if (!options.api_key_file.empty()) {
+    ASSIGN_OR_RETURN(api_keys, ApiKeys::FromFile(options.api_key_file));
+    Log(absl::StrCat(api_keys->size(), " API key(s) from ", options.api_key_file));
+  }
+  SessionClient session(options.coordinator, options.resubmit_timeout_ms, internal.get());
   RETURN_IF_ERROR(session.Connect(options.connect_timeout_ms));
 
   // The served model (context, vocabulary, folder) comes from the coordinator.
@@ -44,13 +60,19 @@ absl::Status RunGateway(const GatewayOptions& options) {
     ASSIGN_OR_RETURN(metrics, MetricsServer::Start(options.metrics_listen));
     gateway_metrics = std::make_unique<GatewayMetrics>(metrics->registry(), ModelLabel(model_dir));
   }
-  GatewayService service(options, std::move(tokenizer), model, &session, gateway_metrics.get());
+  const int64_t max_request = GatewayService::MaxRequestBytes(*tokenizer, model.context);
+  GatewayService service(options, std::move(tokenizer), model, &session, gateway_metrics.get(),
+                         api_keys ? &*api_keys : nullptr);
   ServerOptions server_options;
   server_options.listen = options.listen;
+  server_options.security = public_tls;
+  server_options.max_message_bytes = static_cast<int>(max_request);
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
   server->SetServing(true);
   Log(absl::StrCat(
-      "listening on ", server->address(), "; coordinator ", options.coordinator, "; tokenizer of ",
+      "listening on ", server->address(), public_tls->secure() ? " (TLS)" : " (plaintext)",
+      api_keys ? ", API keys required" : "", "; requests up to ", max_request >> 10,
+      " KiB; coordinator ", options.coordinator, "; tokenizer of ",
       model_dir,
       metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics") : ""));
   if (!options.address_file.empty()) {

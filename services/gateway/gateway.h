@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "services/common/tls.h"
 
 namespace strata {
 
@@ -23,6 +24,11 @@ struct GatewayOptions {
   int connect_timeout_ms = 30'000;
   int drain_timeout_ms = 30'000;
   int resubmit_timeout_ms = 60'000;  // how long unfinished requests wait for a lost coordinator
+  TlsFiles tls;                      // mutual TLS to the coordinator; empty = plaintext
+  // The public port's own TLS (server certificate only); empty = plaintext.
+  std::string public_tls_cert, public_tls_key;
+  // API keys, one per line; clients send "authorization: Bearer KEY". Empty: open.
+  std::string api_key_file;
 };
 
 absl::Status RunGateway(const GatewayOptions& options);

@@ -3,12 +3,13 @@
 #include <cctype>
 #include <chrono>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/sampler.h"
+#include "runtime/status_macros.h"
 #include "services/common/convert.h"
 #include "services/common/server.h"
-#include "services/gateway/stop_matcher.h"
+#include "services/common/wire.h"
+#include "services/gateway/generate_call.h"
 
 namespace strata {
 namespace {
@@ -16,10 +17,19 @@ namespace {
 constexpr int kMaxStops = 16;
 constexpr size_t kMaxStopBytes = 256;
 constexpr uint32_t kDefaultMaxTokens = 64;
-// How often a streaming handler looks for client cancellation between events.
-constexpr int kPollMs = 2;
+constexpr size_t kMaxRequestIdBytes = 256;
+constexpr int kMaxMessages = 4096;
 
-v1::FinishReason FinishOf(const v1::SessionEvent& e) { return e.finish(); }
+// OUT_OF_RANGE when `text` cannot fit the context whatever it encodes to.
+absl::Status CheckTextBytes(const char* field, std::string_view text, const Tokenizer& tokenizer,
+                            int64_t context) {
+  const int64_t at_least = tokenizer.MinTokens(text);
+  if (at_least < context) return absl::OkStatus();
+  return absl::OutOfRangeError(absl::StrCat(
+      field, ": ", text.size(), " bytes make at least ", at_least,
+      " tokens, which do not fit the context of ", context,
+      " tokens (at least one must remain to generate)"));
+}
 
 }  // namespace
 
@@ -37,6 +47,10 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
           absl::StrCat("stop[", i, "]: must be 1 to ", kMaxStopBytes, " bytes, got ", s.size()));
     }
   }
+  if (request.request_id().size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id: at most ", kMaxRequestIdBytes,
+                                                   " bytes, got ", request.request_id().size()));
+  }
   v1::Submit submit;
   const uint32_t max_tokens = request.has_max_tokens() ? request.max_tokens() : kDefaultMaxTokens;
   if (max_tokens == 0) return absl::InvalidArgumentError("max_tokens: must be positive");
@@ -52,6 +66,7 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
   switch (request.input_case()) {
     case v1::GenerateRequest::kPrompt: {
       const bool bos = request.has_add_bos() ? request.add_bos() : tokenizer.add_bos_by_default();
+      RETURN_IF_ERROR(CheckTextBytes("prompt", request.prompt(), tokenizer, model.context));
       auto encoded = tokenizer.Encode(request.prompt(), bos);
       if (!encoded.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("prompt: ", encoded.status().message()));
@@ -74,6 +89,11 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
         return absl::FailedPreconditionError(absl::StrCat(
             "messages: this model has no usable chat template: ", model.chat.status().message()));
       }
+      if (request.messages().messages_size() > kMaxMessages) {
+        return absl::InvalidArgumentError(absl::StrCat("messages: at most ", kMaxMessages,
+                                                       ", got ",
+                                                       request.messages().messages_size()));
+      }
       std::vector<ChatMessage> messages;
       for (const v1::ChatMessage& m : request.messages().messages()) {
         messages.push_back({m.role(), m.content()});
@@ -84,6 +104,7 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
       if (!text.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("messages: ", text.status().message()));
       }
+      RETURN_IF_ERROR(CheckTextBytes("messages", *text, tokenizer, model.context));
       auto encoded = tokenizer.Encode(*text, /*add_bos=*/false);
       if (!encoded.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("messages: ", encoded.status().message()));
@@ -153,173 +174,100 @@ prometheus::Counter& GatewayMetrics::Request(const std::string& outcome,
 }
 
 GatewayService::GatewayService(const GatewayOptions& options, std::unique_ptr<Tokenizer> tokenizer,
-                               ServedModel model, SessionClient* session, GatewayMetrics* metrics)
+                               ServedModel model, SessionClient* session, GatewayMetrics* metrics,
+                               const ApiKeys* api_keys)
     : options_(options),
       tokenizer_(std::move(tokenizer)),
       model_(model),
       session_(session),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      api_keys_(api_keys) {}
 
-grpc::Status GatewayService::Generate(grpc::ServerContext* context,
-                                      const v1::GenerateRequest* request,
-                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  auto count = [&](const char* outcome, const char* finish = "none") {
-    if (metrics_ != nullptr) metrics_->Request(outcome, finish).Increment();
-  };
-  if (draining_) {
-    count("rejected");
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is draining");
-  }
-  absl::StatusOr<v1::Submit> submit = ValidateAndTokenize(*request, *tokenizer_, model_);
-  if (!submit.ok()) {
-    count("invalid");
-    return ToGrpcStatus(submit.status());
-  }
-  const int prompt_tokens = submit->prompt_ids_size();
-  if (pending_.fetch_add(1) >= options_.max_pending) {
-    pending_.fetch_sub(1);
-    count("rejected");
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("queue full: ", options_.max_pending,
-                                     " requests are already in flight through this gateway "
-                                     "(--max-pending); retry later"));
-  }
-  if (metrics_ != nullptr) {
-    metrics_->queue_length.Set(pending_);
-    metrics_->prompt_tokens.Increment(prompt_tokens);
-  }
-  absl::Cleanup release = [&] {
-    pending_.fetch_sub(1);
-    if (metrics_ != nullptr) metrics_->queue_length.Set(pending_);
-  };
-  uint64_t id = 0;
-  auto inbox = session_->Submit(*std::move(submit), &id);
-  if (!inbox.ok()) {
-    count("error");
-    return ToGrpcStatus(inbox.status());
-  }
-  bool done = false;
-  absl::Cleanup cancel = [&] {
-    if (done) {
-      session_->Forget(id);
-    } else {
-      session_->Cancel(id);
-    }
-  };
-
-  std::vector<std::string> stops(request->stop().begin(), request->stop().end());
-  StopMatcher matcher(std::move(stops));
-  IncrementalDetokenizer detok(*tokenizer_, /*at_text_start=*/false);
-  int completion = 0;
-  bool admitted = false;  // queue time is observed once, even across a resubmission
-  double ttft = -1;
-  Clock::time_point last_token;
-  v1::GenerateResponse response;
-  auto finish = [&](v1::FinishReason reason) {
-    response.Clear();
-    v1::Finished* f = response.mutable_finished();
-    f->set_reason(reason);
-    f->set_prompt_tokens(prompt_tokens);
-    f->set_completion_tokens(completion);
-    f->set_time_to_first_token_seconds(std::max(0.0, ttft));
-    f->set_request_id(request->request_id());
-    if (matcher.matched()) f->set_stop_sequence(matcher.matched_stop());
-    writer->Write(response);
-    if (metrics_ != nullptr) {
-      std::string name = v1::FinishReason_Name(reason);
-      name = name.substr(std::string("FINISH_REASON_").size());
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      metrics_->Request("ok", name).Increment();
-      metrics_->duration.Observe(std::chrono::duration<double>(Clock::now() - start).count());
-    }
-    return grpc::Status::OK;
-  };
-
-  while (true) {
-    std::deque<v1::SessionEvent> events = (*inbox)->Take(kPollMs);
-    if (context->IsCancelled()) {
-      const bool deadline = context->deadline() <= std::chrono::system_clock::now();
-      count(deadline ? "deadline" : "cancelled");
-      return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the request");
-    }
-    for (const v1::SessionEvent& e : events) {
-      if (e.admitted()) {
-        if (!admitted && metrics_ != nullptr) {
-          metrics_->queue_time.Observe(std::chrono::duration<double>(Clock::now() - start).count());
-        }
-        admitted = true;
-        continue;
-      }
-      if (e.error_code() != 0) {
-        done = true;  // the coordinator has already forgotten it
-        count("error");
-        return grpc::Status(static_cast<grpc::StatusCode>(e.error_code()), e.error());
-      }
-      response.Clear();
-      v1::Delta* delta = response.mutable_delta();
-      std::string text;
-      for (int32_t t : e.token_ids()) {
-        const auto now = Clock::now();
-        if (ttft < 0) {
-          ttft = std::chrono::duration<double>(now - start).count();
-          if (metrics_ != nullptr) metrics_->ttft.Observe(ttft);
-        } else if (metrics_ != nullptr) {
-          metrics_->inter_token.Observe(std::chrono::duration<double>(now - last_token).count());
-        }
-        last_token = now;
-        ++completion;
-        if (metrics_ != nullptr) metrics_->completion_tokens.Increment();
-        delta->add_token_ids(t);
-        text += detok.Push(t);
-      }
-      const bool last = FinishOf(e) != v1::FINISH_REASON_UNSPECIFIED;
-      if (last) text += detok.Flush();
-      std::string shown = matcher.Push(text);
-      if (last && !matcher.matched()) shown += matcher.Flush();
-      delta->set_text(shown);
-      if ((delta->token_ids_size() > 0 || !shown.empty()) && !writer->Write(response)) {
-        count("cancelled");
-        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-      }
-      if (matcher.matched()) return finish(v1::FINISH_REASON_STOP_SEQUENCE);  // cancels upstream
-      if (last) {
-        done = true;
-        return finish(FinishOf(e));
-      }
-    }
-  }
+int64_t GatewayService::MaxRequestBytes(const Tokenizer& tokenizer, int64_t context) {
+  // The longest prompt that can still fit, the stop strings, a chat's
+  // framing and token ids as varints, with room to spare.
+  const int64_t prompt = tokenizer.MaxInputBytesPerToken() * context;
+  const int64_t ids = 6 * context;
+  return std::min<int64_t>(std::max(prompt, ids) + (kMaxStops * kMaxStopBytes) + (64 << 10),
+                           kMaxMessageBytes);
 }
 
-grpc::Status GatewayService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
-                                      v1::TokenizeResponse* response) {
-  const bool bos = request->has_add_bos() ? request->add_bos() : tokenizer_->add_bos_by_default();
-  auto ids = tokenizer_->Encode(request->text(), bos);
-  if (!ids.ok()) {
-    return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
-  }
-  for (int32_t id : *ids) {
-    response->add_token_ids(id);
-    response->add_pieces(tokenizer_->TokenBytes(id));
-  }
-  return grpc::Status::OK;
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GatewayService::Generate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  auto* call = new GenerateCall(this, context);
+  call->Begin(*request);
+  return call;
 }
 
-grpc::Status GatewayService::GetModelInfo(grpc::ServerContext* context,
-                                          const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  v1::GetClusterInfoRequest req;
-  v1::ClusterInfo info;
-  grpc::Status st = session_->stub().GetClusterInfo(&ctx, req, &info);
-  if (!st.ok()) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        absl::StrCat("the coordinator did not answer: ", st.error_message()));
+grpc::ServerUnaryReactor* GatewayService::Tokenize(grpc::CallbackServerContext* context,
+                                                   const grpc::ByteBuffer* wire,
+                                                   grpc::ByteBuffer* reply) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto run = [&]() -> absl::Status {
+    if (api_keys_ != nullptr) RETURN_IF_ERROR(api_keys_->Check(*context));
+    v1::TokenizeRequest request;
+    RETURN_IF_ERROR(ParseRequest(*wire, &request));
+    const int64_t at_least = tokenizer_->MinTokens(request.text());
+    if (at_least > model_.context) {
+      return absl::OutOfRangeError(absl::StrCat("text: ", request.text().size(),
+                                                " bytes make at least ", at_least,
+                                                " tokens, past the context of ", model_.context));
+    }
+    const bool bos = request.has_add_bos() ? request.add_bos() : tokenizer_->add_bos_by_default();
+    auto ids = tokenizer_->Encode(request.text(), bos);
+    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
+    v1::TokenizeResponse response;
+    for (int32_t id : *ids) {
+      response.add_token_ids(id);
+      response.add_pieces(tokenizer_->TokenBytes(id));
+    }
+    *reply = Serialize(response);
+    return absl::OkStatus();
+  };
+  reactor->Finish(ToGrpcStatus(run()));
+  return reactor;
+}
+
+v1::ModelInfo PublicModelInfo(const v1::ModelInfo& internal) {
+  v1::ModelInfo info = internal;
+  info.set_model(ModelLabel(internal.model()));
+  for (v1::StageInfo& s : *info.mutable_layer_map()->mutable_stages()) s.clear_address();
+  for (v1::WorkerHealth& w : *info.mutable_workers()) w.clear_address();
+  return info;
+}
+
+grpc::ServerUnaryReactor* GatewayService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                       const v1::GetModelInfoRequest*,
+                                                       v1::ModelInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (api_keys_ != nullptr) {
+    if (absl::Status st = api_keys_->Check(*context); !st.ok()) {
+      reactor->Finish(ToGrpcStatus(st));
+      return reactor;
+    }
   }
-  (void)context;
-  *response = info.model();
-  return grpc::Status::OK;
+  // Asked of the coordinator without holding a thread: the reply finishes
+  // the call.
+  struct Pending {
+    grpc::ClientContext context;
+    v1::GetClusterInfoRequest request;
+    v1::ClusterInfo info;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  session_->stub().async()->GetClusterInfo(
+      &pending->context, &pending->request, &pending->info,
+      [reactor, response, pending](grpc::Status st) {
+        if (!st.ok()) {
+          reactor->Finish(grpc::Status(
+              grpc::StatusCode::UNAVAILABLE,
+              absl::StrCat("the coordinator did not answer: ", st.error_message())));
+          return;
+        }
+        *response = PublicModelInfo(pending->info.model());
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
 }
 
 }  // namespace strata

@@ -1,6 +1,8 @@
 // The Generation gRPC service. Handlers convert at the edge and call
 // ValidateAndTokenize / the session; the only shared state is the pending
 // count and the draining flag (atomics) and the session (thread-safe).
+// Every byte of a request is hostile: sizes are bounded before work is done
+// (a prompt's bytes against the context before it is tokenized).
 #ifndef STRATA_SERVICES_GATEWAY_GATEWAY_SERVICE_H_
 #define STRATA_SERVICES_GATEWAY_GATEWAY_SERVICE_H_
 
@@ -11,6 +13,7 @@
 #include "runtime/chat_template.h"
 #include "runtime/tokenizer.h"
 #include "services/common/metrics.h"
+#include "services/common/tls.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/session_client.h"
 #include "strata/v1/generation.grpc.pb.h"
@@ -48,31 +51,52 @@ struct GatewayMetrics {
   prometheus::Counter& completion_tokens;
 };
 
-class GatewayService final : public v1::Generation::Service {
- public:
-  // `metrics` may be null (no metrics endpoint).
-  GatewayService(const GatewayOptions& options, std::unique_ptr<Tokenizer> tokenizer,
-                 ServedModel model, SessionClient* session, GatewayMetrics* metrics);
+// The service's base: Generate and Tokenize take raw bytes (so invalid UTF-8
+// is refused naming its field), GetModelInfo is a plain callback method.
+using GenerationBase = v1::Generation::WithRawCallbackMethod_Generate<
+    v1::Generation::WithRawCallbackMethod_Tokenize<
+        v1::Generation::WithCallbackMethod_GetModelInfo<v1::Generation::Service>>>;
 
-  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
-  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
-                        v1::TokenizeResponse* response) override;
-  grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
-                            v1::ModelInfo* response) override;
+// The public Generation service on gRPC's callback API: no thread per
+// stream; a stream is a reactor (GenerateCall) woken by its session events
+// and by its own writes completing.
+class GatewayService final : public GenerationBase {
+ public:
+  // `metrics` may be null (no metrics endpoint); `api_keys` null: no key
+  // required.
+  GatewayService(const GatewayOptions& options, std::unique_ptr<Tokenizer> tokenizer,
+                 ServedModel model, SessionClient* session, GatewayMetrics* metrics,
+                 const ApiKeys* api_keys = nullptr);
+
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
 
   void SetDraining() { draining_ = true; }
   int pending() const { return pending_; }
+  // The largest request message the public port takes, from the context.
+  static int64_t MaxRequestBytes(const Tokenizer& tokenizer, int64_t context);
 
  private:
+  friend class GenerateCall;
   const GatewayOptions options_;
   const std::unique_ptr<Tokenizer> tokenizer_;
   const ServedModel model_;
   SessionClient* const session_;
   GatewayMetrics* const metrics_;
+  const ApiKeys* const api_keys_;
   std::atomic<int> pending_{0};
   std::atomic<bool> draining_{false};
 };
+
+// What public GetModelInfo shows of the cluster's ModelInfo: the model's
+// name without its folder, and no internal address.
+v1::ModelInfo PublicModelInfo(const v1::ModelInfo& internal);
 
 }  // namespace strata
 

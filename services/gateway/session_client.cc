@@ -8,26 +8,11 @@
 
 namespace strata {
 
-std::deque<v1::SessionEvent> SessionClient::Inbox::Take(int timeout_ms) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return !events_.empty(); });
-  std::deque<v1::SessionEvent> out;
-  out.swap(events_);
-  return out;
-}
-
-void SessionClient::Inbox::Put(v1::SessionEvent event) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    events_.push_back(std::move(event));
-  }
-  cv_.notify_one();
-}
-
-SessionClient::SessionClient(std::string coordinator, int resubmit_ms)
+SessionClient::SessionClient(std::string coordinator, int resubmit_ms,
+                             const TransportSecurity* security)
     : coordinator_(std::move(coordinator)),
       resubmit_ms_(resubmit_ms),
-      channel_(Dial(coordinator_)),
+      channel_(Dial(coordinator_, security)),
       stub_(v1::Coordinator::NewStub(channel_)) {}
 
 SessionClient::~SessionClient() {
@@ -70,12 +55,12 @@ void SessionClient::ReadLoop() {
     }
     v1::SessionEvent event;
     while (stream != nullptr && stream->Read(&event)) {
-      std::shared_ptr<Inbox> inbox;
+      std::shared_ptr<Sink> sink;
       {
         std::lock_guard<std::mutex> lock(mu_);
         auto it = open_.find(event.request_id());
         if (it != open_.end()) {
-          inbox = it->second.inbox;
+          sink = it->second.sink;
           it->second.streamed.insert(it->second.streamed.end(), event.token_ids().begin(),
                                      event.token_ids().end());
           if (event.finish() != v1::FINISH_REASON_UNSPECIFIED || event.error_code() != 0) {
@@ -83,12 +68,13 @@ void SessionClient::ReadLoop() {
           }
         }
       }
-      if (inbox != nullptr) inbox->Put(std::move(event));
+      if (sink != nullptr) (*sink)(event);
     }
     // The session ended (the coordinator restarted or the connection broke).
     // Reconnect and resubmit every open request with the tokens it already
     // streamed as part of its prompt: it continues where it was, with the
     // same positions and seed, so the client sees a pause and nothing else.
+    std::vector<std::pair<std::shared_ptr<Sink>, v1::SessionEvent>> failed;
     std::unique_lock<std::mutex> lock(mu_);
     stream_.reset();
     if (closing_) return;
@@ -121,18 +107,19 @@ void SessionClient::ReadLoop() {
       lost.set_error_code(grpc::StatusCode::UNAVAILABLE);
       lost.set_error(absl::StrCat("the session with the coordinator at ", coordinator_,
                                   " broke and could not be resumed"));
-      o.inbox->Put(std::move(lost));
+      failed.emplace_back(o.sink, std::move(lost));
       it = open_.erase(it);
     }
     if (reopened) {
       Log(absl::StrCat("session with the coordinator at ", coordinator_, " resumed; ", open_.size(),
                        " request(s) resubmitted"));
     }
+    lock.unlock();
+    for (auto& [sink, event] : failed) (*sink)(event);
   }
 }
 
-absl::StatusOr<std::shared_ptr<SessionClient::Inbox>> SessionClient::Submit(v1::Submit submit,
-                                                                            uint64_t* request_id) {
+absl::StatusOr<uint64_t> SessionClient::Submit(v1::Submit submit, Sink sink) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stream_ == nullptr) {
     return absl::UnavailableError(
@@ -140,8 +127,7 @@ absl::StatusOr<std::shared_ptr<SessionClient::Inbox>> SessionClient::Submit(v1::
   }
   const uint64_t id = next_id_++;
   submit.set_request_id(id);
-  auto inbox = std::make_shared<Inbox>();
-  open_[id] = {submit, {}, inbox};
+  open_[id] = {submit, {}, std::make_shared<Sink>(std::move(sink))};
   v1::GatewayMessage msg;
   *msg.mutable_submit() = std::move(submit);
   if (!stream_->Write(msg)) {
@@ -149,8 +135,7 @@ absl::StatusOr<std::shared_ptr<SessionClient::Inbox>> SessionClient::Submit(v1::
     return absl::UnavailableError(
         absl::StrCat("the session with the coordinator at ", coordinator_, " is closed"));
   }
-  *request_id = id;
-  return inbox;
+  return id;
 }
 
 void SessionClient::Cancel(uint64_t request_id) {

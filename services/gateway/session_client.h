@@ -1,7 +1,7 @@
 // The gateway's end of its session with the coordinator: one bidi stream that
-// carries every request of this gateway. Submit() registers a request and
-// returns its inbox; a reader thread files each SessionEvent into the inbox
-// of its request. When the stream breaks (say the coordinator restarted) the
+// carries every request of this gateway. Submit() registers a request with
+// its sink; one reader thread hands each SessionEvent to the sink of its
+// request (never under the client's lock, so a sink may call Cancel). When the stream breaks (say the coordinator restarted) the
 // client reconnects and resubmits every unfinished request with the tokens
 // already streamed appended to its prompt, so it continues instead of
 // starting over; a request fails with UNAVAILABLE only when no session comes
@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,32 +21,26 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "services/common/tls.h"
 #include "strata/v1/coordinator.grpc.pb.h"
 
 namespace strata {
 
 class SessionClient {
  public:
-  class Inbox {
-   public:
-    // Waits up to `timeout_ms` for events; returns those that arrived.
-    std::deque<v1::SessionEvent> Take(int timeout_ms);
+  // Receives a request's events on the reader thread; the last one carries
+  // a finish reason or an error. Must not block.
+  using Sink = std::function<void(const v1::SessionEvent&)>;
 
-   private:
-    friend class SessionClient;
-    void Put(v1::SessionEvent event);
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::deque<v1::SessionEvent> events_;
-  };
-
-  SessionClient(std::string coordinator, int resubmit_ms);
+  // `security`: mutual TLS to the coordinator (null: plaintext).
+  SessionClient(std::string coordinator, int resubmit_ms,
+                const TransportSecurity* security = nullptr);
   ~SessionClient();
 
   // Opens the session; fails if the coordinator is unreachable in time.
   absl::Status Connect(int timeout_ms);
-  // Sends the submission (its request_id is assigned here).
-  absl::StatusOr<std::shared_ptr<Inbox>> Submit(v1::Submit submit, uint64_t* request_id);
+  // Sends the submission; returns the request_id assigned to it.
+  absl::StatusOr<uint64_t> Submit(v1::Submit submit, Sink sink);
   // Cancels on the coordinator and forgets the request.
   void Cancel(uint64_t request_id);
   // Forgets a finished request.
@@ -68,7 +63,7 @@ class SessionClient {
   struct Open {
     v1::Submit submit;              // as first sent
     std::vector<int32_t> streamed;  // tokens received since
-    std::shared_ptr<Inbox> inbox;
+    std::shared_ptr<Sink> sink;
   };
   std::map<uint64_t, Open> open_;
   uint64_t next_id_ = 1;

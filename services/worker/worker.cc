@@ -23,6 +23,23 @@ namespace {}  // namespace
 
 absl::Status RunWorker(const WorkerOptions& in) {
   WorkerOptions options = in;
+  ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
+                   TransportSecurity::Mutual(options.tls));
+  if (security->mutual()) {
+    // The certificate names the worker; the coordinator admits it only
+    // under that name.
+    if (security->self().role != Role::kWorker) {
+      return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", options.tls.cert, " is a ",
+                                                     RoleName(security->self().role),
+                                                     " certificate, not a worker's"));
+    }
+    if (options.id.empty()) options.id = security->self().name;
+    if (options.id != security->self().name) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--id: ", options.id, " differs from the name in --tls-cert (",
+                       security->self().name, ")"));
+    }
+  }
   if (options.id.empty()) options.id = absl::StrCat("worker-", getpid());
   SetLogName(options.id);
   if (options.coordinator.empty()) return absl::InvalidArgumentError("--coordinator: required");
@@ -83,9 +100,10 @@ absl::Status RunWorker(const WorkerOptions& in) {
         std::lock_guard<std::mutex> lock(server_mu);
         if (server_ptr != nullptr) server_ptr->SetServing(serving);
       },
-      worker_metrics.get());
+      worker_metrics.get(), security);
   ServerOptions server_options;
   server_options.listen = options.listen;
+  server_options.security = security;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
   {
     std::lock_guard<std::mutex> lock(server_mu);
@@ -103,7 +121,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
   // Attach, and attach again whenever the stream ends (the coordinator cut
   // this worker off, or restarted) until shutdown or the reconnect budget
   // runs out.
-  auto channel = Dial(options.coordinator);
+  auto channel = Dial(options.coordinator, security.get());
   auto stub = v1::Coordinator::NewStub(channel);
   std::atomic<bool> stopping{false};
   std::mutex context_mu;
@@ -185,6 +203,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
       WaitForShutdown(200);
     } else if (answered) {
       ever_registered = true;
+      service.SetSessionToken(reply.registered().session_token());
       const int heartbeat_ms = std::max(10, reply.registered().heartbeat_ms());
       {
         std::lock_guard<std::mutex> lock(attach_mu);
@@ -196,7 +215,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
       std::thread heartbeat([&] {
         while (!session_over && !WaitForShutdown(heartbeat_ms)) {
           v1::WorkerMessage msg;
-          msg.mutable_heartbeat();
+          service.FillHeartbeat(msg.mutable_heartbeat());
           std::lock_guard<std::mutex> lock(attach_mu);
           if (attach == nullptr || !attach->Write(msg)) break;
         }
@@ -212,6 +231,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
         attach = nullptr;
       }
       stream->Finish().IgnoreError();
+      service.SetSessionToken("");
       if (!stopping) {
         Log("the attach stream to the coordinator ended; dropping the assignment and "
             "registering again");

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "services/common/tls.h"
 
 namespace strata {
 
@@ -37,6 +38,12 @@ struct WorkerOptions {
   int reconnect_timeout_ms = 30'000;  // to re-register after the coordinator cut us off
   int drain_timeout_ms = 30'000;      // on SIGTERM: how long to wait to be planned out
   int debug_step_delay_ms = 0;        // fault injection: a slow device
+  // Fault injection: the Nth step this process receives (1-based) never
+  // finishes while heartbeats go on (a wedged GPU); it gives up only when its
+  // stream is cancelled. 0 = off.
+  int64_t debug_stall_step = 0;
+  TlsFiles tls;            // mutual TLS with the cluster CA; empty = plaintext
+  std::string model_root;  // Load may only name model folders inside it; empty = any
 };
 
 absl::Status RunWorker(const WorkerOptions& options);

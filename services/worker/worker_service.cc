@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/config.h"
 #include "runtime/status_macros.h"
@@ -16,6 +18,19 @@ namespace strata {
 
 namespace {
 constexpr int kNextConnectTimeoutMs = 2000;
+// Metadata of a Forward stream: the hop token of the epoch (LoadRequest).
+constexpr char kHopTokenKey[] = "strata-hop-token";
+// Load limits that no device of today reaches; past them a request is absurd.
+constexpr int64_t kMaxLoadSequences = 65536;
+constexpr int64_t kMaxLoadContext = 1 << 20;
+constexpr int64_t kMaxLoadBatchTokens = 65536;
+constexpr int32_t kMaxLoadThreads = 1024;
+
+std::string MetadataValue(const grpc::ServerContext& context, const char* key) {
+  auto it = context.client_metadata().find(key);
+  if (it == context.client_metadata().end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
 
 prometheus::Family<prometheus::Gauge>& GaugeFamily(prometheus::Registry& r, const char* name,
                                                    const char* help) {
@@ -50,8 +65,10 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& w)
 
 WorkerService::WorkerService(const WorkerOptions& options,
                              std::function<bool(const v1::StepResult&)> report,
-                             std::function<void(bool)> set_serving, WorkerMetrics* metrics)
+                             std::function<void(bool)> set_serving, WorkerMetrics* metrics,
+                             std::shared_ptr<const TransportSecurity> security)
     : options_(options),
+      security_(security != nullptr ? std::move(security) : TransportSecurity::Insecure()),
       report_(std::move(report)),
       set_serving_(std::move(set_serving)),
       metrics_(metrics) {}
@@ -93,8 +110,96 @@ void WorkerService::DropAssignment() {
   loaded_key_.clear();
   history_.clear();
   epoch_ = 0;
+  heartbeat_epoch_ = 0;
+  upstream_token_.clear();
+  downstream_token_.clear();
+  upstream_worker_id_.clear();
   state_ = v1::WORKER_STATE_STARTING;
   set_serving_(false);
+}
+
+void WorkerService::SetSessionToken(const std::string& token) {
+  std::lock_guard<std::mutex> lock(token_mu_);
+  session_token_ = token;
+}
+
+bool WorkerService::SessionTokenMatches(const std::string& token) {
+  std::lock_guard<std::mutex> lock(token_mu_);
+  return !session_token_.empty() && SecretsEqual(token, session_token_);
+}
+
+void WorkerService::FillHeartbeat(v1::Heartbeat* heartbeat) {
+  heartbeat->set_epoch(heartbeat_epoch_);
+  heartbeat->set_last_step_received(last_step_received_);
+  heartbeat->set_last_step_done(last_step_done_);
+}
+
+absl::Status WorkerService::CheckLoadRequest(const v1::LoadRequest& r,
+                                             const ModelConfig& config) const {
+  auto out_of = [](const char* field, int64_t v, int64_t lo, int64_t hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Worker.Load: ", field, " ", v, " is outside [", lo, ", ", hi, "]"));
+  };
+  if (r.epoch() == 0) return absl::InvalidArgumentError("Worker.Load: epoch must be positive");
+  if (r.layer_begin() < 0 || r.layer_begin() >= config.num_layers)
+    return out_of("layer_begin", r.layer_begin(), 0, config.num_layers - 1);
+  if (r.layer_end() <= r.layer_begin() || r.layer_end() > config.num_layers)
+    return out_of("layer_end", r.layer_end(), r.layer_begin() + 1, config.num_layers);
+  if (r.max_sequences() < 1 || r.max_sequences() > kMaxLoadSequences)
+    return out_of("max_sequences", r.max_sequences(), 1, kMaxLoadSequences);
+  const int64_t context_cap = std::min(kMaxLoadContext, config.max_position_embeddings);
+  if (r.max_context() < 1 || r.max_context() > context_cap)
+    return out_of("max_context", r.max_context(), 1, context_cap);
+  if (r.max_batch_tokens() < 1 || r.max_batch_tokens() > kMaxLoadBatchTokens)
+    return out_of("max_batch_tokens", r.max_batch_tokens(), 1, kMaxLoadBatchTokens);
+  if (r.threads() < 0 || r.threads() > kMaxLoadThreads)
+    return out_of("threads", r.threads(), 0, kMaxLoadThreads);
+  if (!r.peer_group_id().empty() &&
+      (r.peer_group_size() < 2 || r.peer_group_size() > 1024 || r.peer_rank() < 0 ||
+       r.peer_rank() >= r.peer_group_size())) {
+    return absl::InvalidArgumentError(absl::StrCat("Worker.Load: peer_rank ", r.peer_rank(),
+                                                   " / peer_group_size ", r.peer_group_size(),
+                                                   " do not form a group"));
+  }
+  // KV cache (f32, the most any backend stores) and one batch of
+  // activations must fit what this worker may use; the weights are mapped.
+  const int64_t layers = r.layer_end() - r.layer_begin();
+  const int64_t kv = r.max_sequences() * r.max_context() * layers * 2 * config.kv_dim() * 4;
+  const int64_t per_token = 3 * config.hidden_size + 2 * config.q_dim() + 2 * config.kv_dim() +
+                            2 * config.intermediate_size;
+  const int64_t workspace = r.max_batch_tokens() * per_token * 4;
+  const int64_t usable = options_.capacity_bytes - std::max<int64_t>(options_.reserve_bytes, 0);
+  if (options_.capacity_bytes > 0 && kv + workspace > usable) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Worker.Load: max_sequences ", r.max_sequences(), " x max_context ", r.max_context(),
+        " over ", layers, " layers needs ", kv >> 20, " MiB of KV cache and ", workspace >> 20,
+        " MiB of workspace; this worker may use ", usable >> 20, " MiB"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerService::CheckUpstream(const Identity& peer, const std::string& token) const {
+  if (upstream_token_.empty() || !SecretsEqual(token, upstream_token_)) {
+    return absl::PermissionDeniedError(
+        "Worker.Forward: the stream's hop token is not this epoch's; only the previous stage of "
+        "the current map may send steps");
+  }
+  if (!security_->mutual()) return absl::OkStatus();
+  const bool ok = upstream_worker_id_.empty()
+                      ? peer.role == Role::kCoordinator
+                      : peer.role == Role::kWorker && peer.name == upstream_worker_id_;
+  if (!ok) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "Worker.Forward: steps of this stage come from ",
+        upstream_worker_id_.empty() ? "the coordinator" : "worker " + upstream_worker_id_,
+        ", not from ", DescribeIdentity(peer)));
+  }
+  return absl::OkStatus();
+}
+
+void WorkerService::StallUntilCancelled(grpc::ServerContext* context) {
+  Log("debug: this step stalls until its stream is cancelled (--debug-stall-step)");
+  while (!context->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
 void WorkerService::SetDraining() {
@@ -103,9 +208,34 @@ void WorkerService::SetDraining() {
   set_serving_(false);
 }
 
-grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* request,
+grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadRequest* request,
                                  v1::LoadResponse* response) {
   const auto t0 = std::chrono::steady_clock::now();
+  // A refused Load changes nothing: it is checked before any state is touched.
+  if (absl::Status st = Authorize(*context, *security_, {Role::kCoordinator}, "Worker.Load");
+      !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  if (!SessionTokenMatches(request->session_token())) {
+    return ToGrpcStatus(absl::PermissionDeniedError(
+        "Worker.Load: session_token is not that of this worker's attach session; only the "
+        "coordinator it is attached to may assign its work"));
+  }
+  if (!options_.model_root.empty()) {
+    std::error_code ec;
+    const std::string dir = std::filesystem::weakly_canonical(request->model_dir(), ec).string();
+    const std::string root = std::filesystem::weakly_canonical(options_.model_root, ec).string();
+    if (dir != root && !absl::StartsWith(dir, root + "/")) {
+      return ToGrpcStatus(absl::PermissionDeniedError(
+          absl::StrCat("Worker.Load: model_dir is outside this worker's --model-root ", root)));
+    }
+  }
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(request->model_dir());
+  if (!config.ok()) return ToGrpcStatus(config.status());
+  if (absl::Status st = CheckLoadRequest(*request, *config); !st.ok()) {
+    Log(std::string(st.message()));
+    return ToGrpcStatus(st);
+  }
   {
     // A step may be blocked writing to a next stage that hangs, or on an NCCL
     // transfer with a peer that died, holding mu_.
@@ -138,8 +268,6 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
     Log(absl::StrCat("load failed: ", error_));
     return ToGrpcStatus(st);
   };
-  absl::StatusOr<ModelConfig> config = LoadModelConfig(request->model_dir());
-  if (!config.ok()) return fail(config.status());
   if (!keep) {
     StageOptions so;
     so.threads = request->threads() > 0 ? request->threads() : options_.threads;
@@ -162,7 +290,7 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
                                                           request->layer_end(), " of ",
                                                           config->num_layers)));
     }
-    auto channel = Dial(request->next_address());
+    auto channel = Dial(request->next_address(), security_.get());
     // The coordinator re-plans when this fails, so do not wait long for a
     // next stage that died a moment ago.
     if (!WaitConnected(channel, std::min(options_.connect_timeout_ms, kNextConnectTimeoutMs))) {
@@ -172,6 +300,7 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
     next_address_ = request->next_address();
     next_stub_ = v1::Worker::NewStub(channel);
     next_context_ = std::make_unique<grpc::ClientContext>();
+    next_context_->AddMetadata(kHopTokenKey, request->downstream_token());
     next_ = next_stub_->Forward(next_context_.get(), &next_summary_);
     std::lock_guard<std::mutex> cancel_lock(next_cancel_mu_);
     next_cancel_ = next_context_.get();
@@ -199,6 +328,12 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
     stage_->LeavePeerGroup();
   }
   epoch_ = request->epoch();
+  upstream_token_ = request->upstream_token();
+  downstream_token_ = request->downstream_token();
+  upstream_worker_id_ = request->upstream_worker_id();
+  last_step_received_ = 0;
+  last_step_done_ = 0;
+  heartbeat_epoch_ = epoch_;
   state_ = v1::WORKER_STATE_READY;
   if (metrics_ != nullptr) {
     model_label_ = ModelLabel(request->model_dir());
@@ -233,27 +368,47 @@ grpc::Status WorkerService::Load(grpc::ServerContext*, const v1::LoadRequest* re
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerService::Forward(grpc::ServerContext*, grpc::ServerReader<v1::Step>* reader,
+grpc::Status WorkerService::Forward(grpc::ServerContext* context,
+                                    grpc::ServerReader<v1::Step>* reader,
                                     v1::ForwardSummary* summary) {
+  if (absl::Status st = Authorize(*context, *security_, {Role::kCoordinator, Role::kWorker},
+                                  "Worker.Forward");
+      !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  const Identity peer = PeerIdentity(*context);
+  const std::string token = MetadataValue(*context, kHopTokenKey);
   v1::Step step;
   uint64_t count = 0;
   while (reader->Read(&step)) {
     ++count;
+    last_step_received_ = std::max<uint64_t>(last_step_received_, step.step_id());
+    if (++steps_received_total_ == options_.debug_stall_step) StallUntilCancelled(context);
     if (options_.debug_step_delay_ms > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(options_.debug_step_delay_ms));
     }
     v1::StepResult result;
     bool forwarded = false;
     absl::Status st;
+    bool denied = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      st = RunStep(step, &result, &forwarded);
+      st = CheckUpstream(peer, token);
+      denied = !st.ok();
+      if (!denied) st = RunStep(step, &result, &forwarded);
       if (!st.ok()) {
         ++rejected_steps_;
         error_ = st.ToString();
         if (metrics_ != nullptr) metrics_->rejected.Add(metrics_->Labels(model_label_)).Increment();
       }
     }
+    // A stream that may not feed this stage ends here, and nothing of it
+    // reaches the coordinator.
+    if (denied) {
+      Log(absl::StrCat(st.message(), " (", DescribeIdentity(peer), ")"));
+      return ToGrpcStatus(st);
+    }
+    last_step_done_ = std::max<uint64_t>(last_step_done_, step.step_id());
     if (forwarded) continue;
     result.set_step_id(step.step_id());
     result.set_epoch(step.epoch());
@@ -374,8 +529,17 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
   return absl::OkStatus();
 }
 
-grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
+grpc::Status WorkerService::Release(grpc::ServerContext* context,
+                                    const v1::ReleaseRequest* request,
                                     v1::ReleaseResponse* response) {
+  if (absl::Status st = Authorize(*context, *security_, {Role::kCoordinator}, "Worker.Release");
+      !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  if (!SessionTokenMatches(request->session_token())) {
+    return ToGrpcStatus(absl::PermissionDeniedError(
+        "Worker.Release: session_token is not that of this worker's attach session"));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (stage_ == nullptr) return grpc::Status::OK;
   std::vector<uint64_t> ids =
@@ -391,8 +555,13 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
+grpc::Status WorkerService::GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest*,
                                       v1::WorkerStatus* response) {
+  if (absl::Status st = Authorize(*context, *security_, {Role::kCoordinator, Role::kOperator},
+                                  "Worker.GetStatus");
+      !st.ok()) {
+    return ToGrpcStatus(st);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   response->set_worker_id(options_.id);
   response->set_state(state_);

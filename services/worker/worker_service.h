@@ -4,6 +4,7 @@
 #ifndef STRATA_SERVICES_WORKER_WORKER_SERVICE_H_
 #define STRATA_SERVICES_WORKER_WORKER_SERVICE_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -48,8 +49,10 @@ class WorkerService final : public v1::Worker::Service {
  public:
   // `report` sends a StepResult to the coordinator; `set_serving` flips
   // health; `metrics` may be null.
+  // `security` authorises callers (null: an insecure cluster).
   WorkerService(const WorkerOptions& options, std::function<bool(const v1::StepResult&)> report,
-                std::function<void(bool)> set_serving, WorkerMetrics* metrics = nullptr);
+                std::function<void(bool)> set_serving, WorkerMetrics* metrics = nullptr,
+                std::shared_ptr<const TransportSecurity> security = nullptr);
   ~WorkerService() override;
 
   grpc::Status Load(grpc::ServerContext* context, const v1::LoadRequest* request,
@@ -62,16 +65,38 @@ class WorkerService final : public v1::Worker::Service {
                          v1::WorkerStatus* response) override;
 
   void SetDraining();
+  // The secret of the current attach session (Registered.session_token);
+  // Load and Release must carry it. Empty: none accepted.
+  void SetSessionToken(const std::string& token);
+  // Fills the heartbeat's epoch and step progress.
+  void FillHeartbeat(v1::Heartbeat* heartbeat);
   // Forgets the assignment (the coordinator no longer counts on it).
   void DropAssignment();
 
  private:
   // Runs one step; on success either forwards it or fills `result`.
   absl::Status RunStep(v1::Step& step, v1::StepResult* result, bool* forwarded);
+  // Whether `token` is the current session's (constant time).
+  bool SessionTokenMatches(const std::string& token);
+  // Limits of a Load refused by name before anything is allocated.
+  absl::Status CheckLoadRequest(const v1::LoadRequest& request, const ModelConfig& config) const;
+  // Whether a Forward stream opened by `peer` with `token` may feed this
+  // stage in the current epoch. Requires mu_.
+  absl::Status CheckUpstream(const Identity& peer, const std::string& token) const;
+  // debug_stall_step: holds the step until its stream is cancelled.
+  void StallUntilCancelled(grpc::ServerContext* context);
   void CloseNext();
   void SetPeerStage(Stage* stage);
 
   const WorkerOptions options_;
+  const std::shared_ptr<const TransportSecurity> security_;
+  std::mutex token_mu_;
+  std::string session_token_;  // guarded by token_mu_
+  // This epoch's hop authorisation (guarded by mu_).
+  std::string upstream_token_, downstream_token_, upstream_worker_id_;
+  // Step progress this epoch, for the heartbeat (the coordinator's watchdog).
+  std::atomic<uint64_t> heartbeat_epoch_{0}, last_step_received_{0}, last_step_done_{0};
+  std::atomic<int64_t> steps_received_total_{0};
   std::function<bool(const v1::StepResult&)> report_;
   std::function<void(bool)> set_serving_;
   WorkerMetrics* const metrics_;

@@ -70,7 +70,17 @@ std::unique_ptr<Cluster> Cluster::Start(const std::string& model, int workers,
     std::string role, address, metrics;
     pid_t p;
     while (f >> role >> address >> p >> metrics) c->roles_[role] = {address, p, metrics};
-    if (c->roles_.count("gateway") && static_cast<int>(c->roles_.size()) == workers + 2) return c;
+    if (c->roles_.count("gateway") && static_cast<int>(c->roles_.size()) == workers + 2) {
+      const std::string certs = dir + "/logs/certs";
+      if (std::ifstream(certs + "/operator.crt").good()) {
+        c->cert_dir_ = certs;
+        auto security = TransportSecurity::Mutual(
+            {certs + "/operator.crt", certs + "/operator.key", certs + "/ca.crt"});
+        EXPECT_TRUE(security.ok()) << security.status();
+        if (security.ok()) c->security_ = *security;
+      }
+      return c;
+    }
     c->roles_.clear();
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -138,7 +148,11 @@ std::unique_ptr<v1::Generation::Stub> Cluster::generation() const {
 }
 
 std::unique_ptr<v1::Coordinator::Stub> Cluster::coordinator_stub() const {
-  return v1::Coordinator::NewStub(Dial(coordinator()));
+  return v1::Coordinator::NewStub(Dial(coordinator(), security_.get()));
+}
+
+std::unique_ptr<v1::Worker::Stub> Cluster::worker_stub(const std::string& address) const {
+  return v1::Worker::NewStub(Dial(address, security_.get()));
 }
 
 std::vector<std::vector<uint64_t>> Cluster::WorkerSequences() const {
@@ -146,7 +160,7 @@ std::vector<std::vector<uint64_t>> Cluster::WorkerSequences() const {
   // The workers of the current map (a lost one may be dead or stopped).
   const v1::ModelInfo info = Info();
   for (const v1::StageInfo& w : info.layer_map().stages()) {
-    auto stub = v1::Worker::NewStub(Dial(w.address()));
+    auto stub = worker_stub(w.address());
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     v1::WorkerStatus status;
@@ -168,12 +182,13 @@ bool Cluster::WaitKvFree(int timeout_ms) const {
 }
 
 v1::ModelInfo Cluster::Info() const {
-  auto stub = generation();
+  auto stub = coordinator_stub();
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  v1::ModelInfo info;
-  EXPECT_TRUE(stub->GetModelInfo(&ctx, {}, &info).ok());
-  return info;
+  v1::ClusterInfo info;
+  const grpc::Status st = stub->GetClusterInfo(&ctx, {}, &info);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return info.model();
 }
 
 bool Cluster::WaitInfo(const std::function<bool(const v1::ModelInfo&)>& pred,
@@ -189,6 +204,13 @@ bool Cluster::WaitInfo(const std::function<bool(const v1::ModelInfo&)>& pred,
 pid_t Cluster::StartWorker(const std::string& id, const std::vector<std::string>& extra) {
   std::vector<std::string> args = {STRATA_BINARY,   "worker",     "--id", id,
                                    "--coordinator", coordinator()};
+  if (!cert_dir_.empty()) {
+    // A certificate for the new worker, from the run's CA.
+    const absl::Status made = MakeCertificates(cert_dir_, {{Role::kWorker, id}}, {"127.0.0.1"}, 1);
+    EXPECT_TRUE(made.ok()) << made;
+    args.insert(args.end(), {"--tls-cert", cert_dir_ + "/" + id + ".crt", "--tls-key",
+                             cert_dir_ + "/" + id + ".key", "--tls-ca", cert_dir_ + "/ca.crt"});
+  }
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "runtime/sampler.h"
+#include "services/common/tls.h"
 #include "strata/v1/coordinator.grpc.pb.h"
 #include "strata/v1/generation.grpc.pb.h"
 #include "strata/v1/worker.grpc.pb.h"
@@ -44,12 +45,20 @@ class Cluster {
   const std::string& log_path() const { return log_; }
 
   std::unique_ptr<v1::Generation::Stub> generation() const;
+  // The coordinator as an operator (mutual TLS with the run's operator
+  // certificate, unless the cluster runs --insecure).
   std::unique_ptr<v1::Coordinator::Stub> coordinator_stub() const;
+  std::unique_ptr<v1::Worker::Stub> worker_stub(const std::string& address) const;
+  // The run's certificates ("" for an --insecure cluster) and the operator's
+  // transport.
+  const std::string& cert_dir() const { return cert_dir_; }
+  const TransportSecurity* security() const { return security_.get(); }
   // Sequence ids holding KV on each worker of the current map, in pipeline order.
   std::vector<std::vector<uint64_t>> WorkerSequences() const;
   // Waits until no worker holds KV for any sequence (true) or `timeout_ms` passes.
   bool WaitKvFree(int timeout_ms) const;
-  // The gateway's view: layer map, epoch, worker states, failovers.
+  // The coordinator's view: layer map (with addresses), epoch, worker
+  // states, failovers.
   v1::ModelInfo Info() const;
   // Polls Info() until `pred` holds (true) or `timeout_ms` passes.
   bool WaitInfo(const std::function<bool(const v1::ModelInfo&)>& pred, int timeout_ms) const;
@@ -63,6 +72,8 @@ class Cluster {
   std::string log_;
   std::map<std::string, ClusterAddress> roles_;
   std::vector<pid_t> extra_workers_;
+  std::string cert_dir_;
+  std::shared_ptr<const TransportSecurity> security_;
 };
 
 struct StreamResult {
