@@ -18,7 +18,8 @@ absl::Status StreamCompletion(const ClientOptions& options, std::FILE* out) {
     std::ifstream f(options.tls_ca);
     std::stringstream ca;
     ca << f.rdbuf();
-    if (!f) return absl::InvalidArgumentError(absl::StrCat("--tls-ca: cannot read ", options.tls_ca));
+    if (!f)
+      return absl::InvalidArgumentError(absl::StrCat("--tls-ca: cannot read ", options.tls_ca));
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = ca.str();
     channel = grpc::CreateChannel(options.address, grpc::SslCredentials(ssl));

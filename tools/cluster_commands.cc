@@ -435,7 +435,8 @@ absl::Status CertsCommand(const std::vector<std::string>& args) {
   if (out.empty()) return absl::InvalidArgumentError("--out: required");
   RETURN_IF_ERROR(IntIn("workers", workers, 0, 4096));
   RETURN_IF_ERROR(IntIn("days", days, 1, 3650));
-  std::vector<CertRequest> certs = ClusterCertRequests(names.empty() ? static_cast<int>(workers) : 0);
+  std::vector<CertRequest> certs =
+      ClusterCertRequests(names.empty() ? static_cast<int>(workers) : 0);
   for (absl::string_view n : absl::StrSplit(names, ',', absl::SkipEmpty())) {
     RETURN_IF_ERROR(ParseIdentityUri(IdentityUri(Role::kWorker, n)).status());
     certs.push_back({Role::kWorker, std::string(n)});

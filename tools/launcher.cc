@@ -137,15 +137,16 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
   // per process; each flag list below gets its own.
   auto tls_flags = [&](const std::string& name) -> std::vector<std::string> {
     if (o.insecure) return {};
-    return {"--tls-cert", absl::StrCat(cert_dir_, "/", name, ".crt"), "--tls-key",
-            absl::StrCat(cert_dir_, "/", name, ".key"), "--tls-ca", cert_dir_ + "/ca.crt"};
+    return {"--tls-cert", absl::StrCat(cert_dir_, "/", name, ".crt"),
+            "--tls-key",  absl::StrCat(cert_dir_, "/", name, ".key"),
+            "--tls-ca",   cert_dir_ + "/ca.crt"};
   };
   if (!o.insecure) {
     cert_dir_ = log_dir_ + "/certs";
     RETURN_IF_ERROR(MakeCertificates(cert_dir_, ClusterCertRequests(o.workers), {o.host}, 30));
-    ASSIGN_OR_RETURN(operator_security_,
-                     TransportSecurity::Mutual({cert_dir_ + "/operator.crt",
-                                                cert_dir_ + "/operator.key", cert_dir_ + "/ca.crt"}));
+    ASSIGN_OR_RETURN(operator_security_, TransportSecurity::Mutual({cert_dir_ + "/operator.crt",
+                                                                    cert_dir_ + "/operator.key",
+                                                                    cert_dir_ + "/ca.crt"}));
   }
   for (const char* n : {"coordinator", "gateway"}) std::filesystem::remove(file(n));
 
@@ -222,9 +223,10 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 
-  std::vector<std::string> gargs = {"gateway",          "--coordinator", coordinator_,
-                                    "--listen",         listen,          "--address-file",
-                                    file("gateway"),    "--max-pending", std::to_string(o.max_pending)};
+  std::vector<std::string> gargs = {
+      "gateway",       "--coordinator", coordinator_,
+      "--listen",      listen,          "--address-file",
+      file("gateway"), "--max-pending", std::to_string(o.max_pending)};
   for (std::string& flag : tls_flags("gateway")) gargs.push_back(std::move(flag));
   if (!o.api_key_file.empty()) gargs.insert(gargs.end(), {"--api-key-file", o.api_key_file});
   ASSIGN_OR_RETURN(Child * gw, Spawn(o.binary, "gateway", gargs));

@@ -30,8 +30,8 @@ class SentencePieceTokenizer : public Tokenizer {
     const std::string probe = "a \t  b\n\nc\xEF\xBC\xA1";  // fullwidth A
     std::vector<int> ids;
     std::string decoded, error;
-    lossless_ = sp_->Encode(probe, &ids, &error) && sp_->Decode(ids, &decoded, &error) &&
-                decoded == probe;
+    lossless_ =
+        sp_->Encode(probe, &ids, &error) && sp_->Decode(ids, &decoded, &error) && decoded == probe;
     size_t longest = controls_.longest();
     for (const std::string& b : bytes_) longest = std::max(longest, b.size());
     max_input_bytes_ = static_cast<int64_t>(longest) * (lossless_ ? 1 : 4);

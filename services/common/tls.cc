@@ -86,9 +86,8 @@ absl::StatusOr<PkeyPtr> ReadKey(const std::string& flag, const std::string& path
   BioPtr bio(BIO_new_mem_buf(text->data(), static_cast<int>(text->size())));
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path,
-                                                   " holds no unencrypted PEM private key (",
-                                                   OpensslError(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, ": ", path, " holds no unencrypted PEM private key (", OpensslError(), ")"));
   }
   return key;
 }
@@ -167,8 +166,9 @@ absl::StatusOr<Identity> ParseIdentityUri(absl::string_view uri) {
     if (role == RoleName(r)) id.role = r;
   }
   if (id.role == Role::kNone) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "identity URI ", uri, ": role \"", role, "\" is not coordinator, worker, gateway or operator"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("identity URI ", uri, ": role \"", role,
+                     "\" is not coordinator, worker, gateway or operator"));
   }
   for (char c : name) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
@@ -190,8 +190,8 @@ absl::StatusOr<std::shared_ptr<const TransportSecurity>> TransportSecurity::Mutu
   if (files.empty()) return Insecure();
   const std::string cert_flag = flag_prefix + "-cert", key_flag = flag_prefix + "-key",
                     ca_flag = flag_prefix + "-ca";
-  for (const auto& [flag, value] : {std::pair{cert_flag, files.cert}, std::pair{key_flag, files.key},
-                                    std::pair{ca_flag, files.ca}}) {
+  for (const auto& [flag, value] : {std::pair{cert_flag, files.cert},
+                                    std::pair{key_flag, files.key}, std::pair{ca_flag, files.ca}}) {
     if (value.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--", flag, ": required with --", cert_flag, ", --", key_flag, " and --", ca_flag,
@@ -207,9 +207,8 @@ absl::StatusOr<std::shared_ptr<const TransportSecurity>> TransportSecurity::Mutu
   if (!ca.ok()) return ca.status();
   if (X509_check_private_key(cert->get(), key->get()) != 1) {
     ERR_clear_error();
-    return absl::InvalidArgumentError(absl::StrCat("--", key_flag, ": ", files.key,
-                                                   " is not the key of the certificate in ",
-                                                   files.cert));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", key_flag, ": ", files.key, " is not the key of the certificate in ", files.cert));
   }
   std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
   X509_STORE_add_cert(store.get(), ca->get());
@@ -442,9 +441,9 @@ absl::Status WritePem(const std::string& path, X509* cert, EVP_PKEY* key) {
   FILE* f = std::fopen(tmp.c_str(), "w");
   if (f == nullptr) return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
   if (key != nullptr) fchmod(fileno(f), 0600);
-  const int ok = cert != nullptr ? PEM_write_X509(f, cert)
-                                 : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr,
-                                                        nullptr);
+  const int ok = cert != nullptr
+                     ? PEM_write_X509(f, cert)
+                     : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
   const bool closed = std::fclose(f) == 0;
   if (ok != 1 || !closed) return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
   // Renamed into place, so a process watching the file never reads half of it.

@@ -14,9 +14,8 @@ absl::Status FindInvalidUtf8(const google::protobuf::Descriptor& descriptor,
                              const std::string& bytes, const std::string& path) {
   google::protobuf::UnknownFieldSet fields;
   if (!fields.ParseFromString(bytes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path.empty() ? "request" : path, ": not a valid ", descriptor.name(),
-                     " message"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path.empty() ? "request" : path, ": not a valid ", descriptor.name(), " message"));
   }
   std::map<int, int> seen;  // field number -> occurrences so far (the index of a repeated one)
   for (int i = 0; i < fields.field_count(); ++i) {
@@ -31,8 +30,7 @@ absl::Status FindInvalidUtf8(const google::protobuf::Descriptor& descriptor,
       const std::string& value = f.length_delimited();
       size_t at = 0;
       if (!unicode::IsValidUtf8(value, &at)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(name, ": not valid UTF-8 (byte ", at, ")"));
+        return absl::InvalidArgumentError(absl::StrCat(name, ": not valid UTF-8 (byte ", at, ")"));
       }
     } else if (fd->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE) {
       absl::Status st = FindInvalidUtf8(*fd->message_type(), f.length_delimited(), name);
@@ -54,7 +52,8 @@ absl::Status ParseRequest(const grpc::ByteBuffer& wire, google::protobuf::Messag
   std::vector<grpc::Slice> slices;
   std::string bytes;
   if (!wire.Dump(&slices).ok()) return absl::InvalidArgumentError("request: unreadable");
-  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   return ParseRequest(bytes, message);
 }
 

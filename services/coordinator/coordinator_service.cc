@@ -309,9 +309,9 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
     const bool last =
         map_.stages_size() > 0 && map_.stages(map_.stages_size() - 1).worker_id() == worker_id;
     if (!last && (result.error_code() == 0 || !InMapLocked(worker_id))) {
-      Log(absl::StrCat("ignored a result for step ", result.step_id(), " from ", worker_id,
-                       ", which is not ", result.error_code() == 0 ? "the last stage" : "in the map",
-                       " of epoch ", map_.epoch()));
+      Log(absl::StrCat(
+          "ignored a result for step ", result.step_id(), " from ", worker_id, ", which is not ",
+          result.error_code() == 0 ? "the last stage" : "in the map", " of epoch ", map_.epoch()));
       return;
     }
     if (auto it = sent_.find(result.step_id()); it != sent_.end()) {
@@ -549,8 +549,9 @@ std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) 
   for (const auto& [id, w] : workers_) {
     // A worker joining a serving cluster waits a moment, so one that
     // registers and vanishes at once never costs a re-plan.
-    const bool settled_in = !started_ || InMapLocked(id) ||
-                            now - w.attached_at >= std::chrono::milliseconds(options_.admit_delay_ms);
+    const bool settled_in =
+        !started_ || InMapLocked(id) ||
+        now - w.attached_at >= std::chrono::milliseconds(options_.admit_delay_ms);
     if (w.connected && !w.draining && now >= w.backoff_until && settled_in) out.insert(id);
   }
   return out;
@@ -902,6 +903,7 @@ void CoordinatorService::ControlLoop() {
         w.context->TryCancel();
         w.context = nullptr;
         w.connected = false;
+        w.lost_at = now;
       }
     }
     // Re-plan when the usable workers differ from those of the last plan

@@ -86,10 +86,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
     Clock::time_point last_heard;
     int failures = 0;
     Clock::time_point backoff_until;
-    bool draining = false;  // asked to be planned out before it exits
+    bool draining = false;      // asked to be planned out before it exits
     std::string session_token;  // of its attach session; Load carries it
     Clock::time_point attached_at, lost_at;
-    StageProgress progress;     // from its last heartbeat
+    StageProgress progress;  // from its last heartbeat
     uint64_t heartbeat_epoch = 0;
   };
   struct SessionRecord {

@@ -7,8 +7,9 @@ namespace strata {
 
 int64_t StepDeadlineMs(const WatchdogOptions& options, std::vector<double> recent_latency_us) {
   if (recent_latency_us.empty()) return options.min_ms;
-  const size_t k = std::min(recent_latency_us.size() - 1,
-                            static_cast<size_t>(0.99 * static_cast<double>(recent_latency_us.size())));
+  const size_t k =
+      std::min(recent_latency_us.size() - 1,
+               static_cast<size_t>(0.99 * static_cast<double>(recent_latency_us.size())));
   std::nth_element(recent_latency_us.begin(), recent_latency_us.begin() + k,
                    recent_latency_us.end());
   const double scaled_ms = options.factor * recent_latency_us[k] / 1000.0;

@@ -27,9 +27,9 @@ absl::Status RunGateway(const GatewayOptions& options) {
                                                    RoleName(internal->self().role),
                                                    " certificate, not a gateway's"));
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> public_tls,
-                   TransportSecurity::ServerOnly(options.public_tls_cert, options.public_tls_key,
-                                                 "public-tls"));
+  ASSIGN_OR_RETURN(
+      std::shared_ptr<const TransportSecurity> public_tls,
+      TransportSecurity::ServerOnly(options.public_tls_cert, options.public_tls_key, "public-tls"));
   std::optional<ApiKeys> api_keys;
   if (!options.api_key_file.empty()) {
     ASSIGN_OR_RETURN(api_keys, ApiKeys::FromFile(options.api_key_file));
@@ -72,8 +72,7 @@ absl::Status RunGateway(const GatewayOptions& options) {
   Log(absl::StrCat(
       "listening on ", server->address(), public_tls->secure() ? " (TLS)" : " (plaintext)",
       api_keys ? ", API keys required" : "", "; requests up to ", max_request >> 10,
-      " KiB; coordinator ", options.coordinator, "; tokenizer of ",
-      model_dir,
+      " KiB; coordinator ", options.coordinator, "; tokenizer of ", model_dir,
       metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics") : ""));
   if (!options.address_file.empty()) {
     RETURN_IF_ERROR(

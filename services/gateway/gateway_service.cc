@@ -25,10 +25,10 @@ absl::Status CheckTextBytes(const char* field, std::string_view text, const Toke
                             int64_t context) {
   const int64_t at_least = tokenizer.MinTokens(text);
   if (at_least < context) return absl::OkStatus();
-  return absl::OutOfRangeError(absl::StrCat(
-      field, ": ", text.size(), " bytes make at least ", at_least,
-      " tokens, which do not fit the context of ", context,
-      " tokens (at least one must remain to generate)"));
+  return absl::OutOfRangeError(absl::StrCat(field, ": ", text.size(), " bytes make at least ",
+                                            at_least, " tokens, which do not fit the context of ",
+                                            context,
+                                            " tokens (at least one must remain to generate)"));
 }
 
 }  // namespace
@@ -90,8 +90,7 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
             "messages: this model has no usable chat template: ", model.chat.status().message()));
       }
       if (request.messages().messages_size() > kMaxMessages) {
-        return absl::InvalidArgumentError(absl::StrCat("messages: at most ", kMaxMessages,
-                                                       ", got ",
+        return absl::InvalidArgumentError(absl::StrCat("messages: at most ", kMaxMessages, ", got ",
                                                        request.messages().messages_size()));
       }
       std::vector<ChatMessage> messages;
@@ -215,7 +214,8 @@ grpc::ServerUnaryReactor* GatewayService::Tokenize(grpc::CallbackServerContext* 
     }
     const bool bos = request.has_add_bos() ? request.add_bos() : tokenizer_->add_bos_by_default();
     auto ids = tokenizer_->Encode(request.text(), bos);
-    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
+    if (!ids.ok())
+      return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
     v1::TokenizeResponse response;
     for (int32_t id : *ids) {
       response.add_token_ids(id);
@@ -259,9 +259,9 @@ grpc::ServerUnaryReactor* GatewayService::GetModelInfo(grpc::CallbackServerConte
       &pending->context, &pending->request, &pending->info,
       [reactor, response, pending](grpc::Status st) {
         if (!st.ok()) {
-          reactor->Finish(grpc::Status(
-              grpc::StatusCode::UNAVAILABLE,
-              absl::StrCat("the coordinator did not answer: ", st.error_message())));
+          reactor->Finish(
+              grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                           absl::StrCat("the coordinator did not answer: ", st.error_message())));
           return;
         }
         *response = PublicModelInfo(pending->info.model());

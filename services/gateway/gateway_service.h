@@ -53,8 +53,8 @@ struct GatewayMetrics {
 
 // The service's base: Generate and Tokenize take raw bytes (so invalid UTF-8
 // is refused naming its field), GetModelInfo is a plain callback method.
-using GenerationBase = v1::Generation::WithRawCallbackMethod_Generate<
-    v1::Generation::WithRawCallbackMethod_Tokenize<
+using GenerationBase =
+    v1::Generation::WithRawCallbackMethod_Generate<v1::Generation::WithRawCallbackMethod_Tokenize<
         v1::Generation::WithCallbackMethod_GetModelInfo<v1::Generation::Service>>>;
 
 // The public Generation service on gRPC's callback API: no thread per
@@ -69,7 +69,7 @@ class GatewayService final : public GenerationBase {
                  const ApiKeys* api_keys = nullptr);
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
-                                                        const grpc::ByteBuffer* request) override;
+                                                       const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;

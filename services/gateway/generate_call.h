@@ -63,8 +63,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   std::optional<grpc::Status> final_;  // set once the call is to finish
   bool finish_called_ = false;
   bool counted_pending_ = false;
-  uint64_t id_ = 0;                   // the session's request id (0: not submitted)
-  bool upstream_done_ = false;        // the coordinator finished or forgot the request
+  uint64_t id_ = 0;             // the session's request id (0: not submitted)
+  bool upstream_done_ = false;  // the coordinator finished or forgot the request
   v1::GenerateRequest request_;
   int prompt_tokens_ = 0, completion_ = 0;
   bool admitted_ = false;

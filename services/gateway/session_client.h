@@ -1,11 +1,10 @@
 // The gateway's end of its session with the coordinator: one bidi stream that
 // carries every request of this gateway. Submit() registers a request with
 // its sink; one reader thread hands each SessionEvent to the sink of its
-// request (never under the client's lock, so a sink may call Cancel). When the stream breaks (say the coordinator restarted) the
-// client reconnects and resubmits every unfinished request with the tokens
-// already streamed appended to its prompt, so it continues instead of
-// starting over; a request fails with UNAVAILABLE only when no session comes
-// back within `resubmit_ms`. Thread-safe.
+// request (never under the client's lock, so a sink may call Cancel). When the stream breaks (say
+// the coordinator restarted) the client reconnects and resubmits every unfinished request with the
+// tokens already streamed appended to its prompt, so it continues instead of starting over; a
+// request fails with UNAVAILABLE only when no session comes back within `resubmit_ms`. Thread-safe.
 #ifndef STRATA_SERVICES_GATEWAY_SESSION_CLIENT_H_
 #define STRATA_SERVICES_GATEWAY_SESSION_CLIENT_H_
 

@@ -35,9 +35,9 @@ absl::Status RunWorker(const WorkerOptions& in) {
     }
     if (options.id.empty()) options.id = security->self().name;
     if (options.id != security->self().name) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--id: ", options.id, " differs from the name in --tls-cert (",
-                       security->self().name, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("--id: ", options.id,
+                                                     " differs from the name in --tls-cert (",
+                                                     security->self().name, ")"));
     }
   }
   if (options.id.empty()) options.id = absl::StrCat("worker-", getpid());

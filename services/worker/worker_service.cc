@@ -154,9 +154,8 @@ absl::Status WorkerService::CheckLoadRequest(const v1::LoadRequest& r,
     return out_of("max_batch_tokens", r.max_batch_tokens(), 1, kMaxLoadBatchTokens);
   if (r.threads() < 0 || r.threads() > kMaxLoadThreads)
     return out_of("threads", r.threads(), 0, kMaxLoadThreads);
-  if (!r.peer_group_id().empty() &&
-      (r.peer_group_size() < 2 || r.peer_group_size() > 1024 || r.peer_rank() < 0 ||
-       r.peer_rank() >= r.peer_group_size())) {
+  if (!r.peer_group_id().empty() && (r.peer_group_size() < 2 || r.peer_group_size() > 1024 ||
+                                     r.peer_rank() < 0 || r.peer_rank() >= r.peer_group_size())) {
     return absl::InvalidArgumentError(absl::StrCat("Worker.Load: peer_rank ", r.peer_rank(),
                                                    " / peer_group_size ", r.peer_group_size(),
                                                    " do not form a group"));
@@ -371,8 +370,8 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
 grpc::Status WorkerService::Forward(grpc::ServerContext* context,
                                     grpc::ServerReader<v1::Step>* reader,
                                     v1::ForwardSummary* summary) {
-  if (absl::Status st = Authorize(*context, *security_, {Role::kCoordinator, Role::kWorker},
-                                  "Worker.Forward");
+  if (absl::Status st =
+          Authorize(*context, *security_, {Role::kCoordinator, Role::kWorker}, "Worker.Forward");
       !st.ok()) {
     return ToGrpcStatus(st);
   }
@@ -529,8 +528,7 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
   return absl::OkStatus();
 }
 
-grpc::Status WorkerService::Release(grpc::ServerContext* context,
-                                    const v1::ReleaseRequest* request,
+grpc::Status WorkerService::Release(grpc::ServerContext* context, const v1::ReleaseRequest* request,
                                     v1::ReleaseResponse* response) {
   if (absl::Status st = Authorize(*context, *security_, {Role::kCoordinator}, "Worker.Release");
       !st.ok()) {

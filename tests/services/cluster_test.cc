@@ -374,7 +374,10 @@ TEST_F(SlowClusterTest, FullQueueIsResourceExhausted) {
 TEST_F(SlowClusterTest, ServersReportHealth) {
   for (const std::string& address :
        {cluster_->gateway(), cluster_->coordinator(), cluster_->workers()[0].address}) {
-    auto health = grpc::health::v1::Health::NewStub(Dial(address));
+    // Internal servers take mutual TLS only; the gateway's public port is
+    // plaintext here.
+    auto health = grpc::health::v1::Health::NewStub(
+        Dial(address, address == cluster_->gateway() ? nullptr : cluster_->security()));
     grpc::ClientContext ctx;
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
@@ -388,8 +391,9 @@ TEST_F(SlowClusterTest, ServersReportHealth) {
 }
 
 // Lists a server's services over gRPC reflection, through a generic call.
-std::vector<std::string> ListServices(const std::string& address) {
-  grpc::GenericStub stub(Dial(address));
+std::vector<std::string> ListServices(const std::string& address,
+                                      const TransportSecurity* security) {
+  grpc::GenericStub stub(Dial(address, security));
   grpc::CompletionQueue cq;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
@@ -436,7 +440,8 @@ TEST_F(SlowClusterTest, ServersOfferReflection) {
       {cluster_->coordinator(), "strata.v1.Coordinator"},
       {cluster_->workers()[1].address, "strata.v1.Worker"}};
   for (const auto& [address, service] : expect) {
-    const std::vector<std::string> names = ListServices(address);
+    const std::vector<std::string> names =
+        ListServices(address, address == cluster_->gateway() ? nullptr : cluster_->security());
     EXPECT_NE(std::find(names.begin(), names.end(), service), names.end()) << address;
     EXPECT_NE(std::find(names.begin(), names.end(), "grpc.health.v1.Health"), names.end())
         << address;
@@ -499,14 +504,40 @@ TEST(ClusterTest, WorkerOnAnUnusableDeviceSaysSoAtStart) {
 // "peer group: " prefix the coordinator reads as "plan again over gRPC", and
 // the worker keeps serving Loads without one. A real worker process, ended
 // with SIGTERM.
+// The attach end of a coordinator and nothing else: it registers a worker,
+// hands it a session token and keeps its stream open, so the test can send
+// the worker Loads as its coordinator would.
+class AttachOnlyCoordinator final : public v1::Coordinator::Service {
+ public:
+  static constexpr char kToken[] = "test-session-token";
+  grpc::Status Attach(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) override {
+    v1::WorkerMessage msg;
+    if (!stream->Read(&msg)) return grpc::Status::OK;
+    v1::CoordinatorMessage reply;
+    reply.mutable_registered()->set_heartbeat_ms(200);
+    reply.mutable_registered()->set_session_token(kToken);
+    stream->Write(reply);
+    registered_ = true;
+    while (stream->Read(&msg)) {
+    }
+    return grpc::Status::OK;
+  }
+  std::atomic<bool> registered_{false};
+};
+
 TEST(ClusterTest, CpuWorkerRefusesAPeerGroupSoTheCoordinatorFallsBackToGrpc) {
   const std::string dir = FreshDir("peer-group");
   const std::string addr_file = dir + "/worker.addr";
+  AttachOnlyCoordinator coordinator;
+  auto server = Server::Start({&coordinator}, {});
+  ASSERT_TRUE(server.ok()) << server.status();
   const std::string model = TestModel("llama");
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    execl(STRATA_BINARY, STRATA_BINARY, "worker", "--coordinator", "127.0.0.1:1",
+    execl(STRATA_BINARY, STRATA_BINARY, "worker", "--coordinator", (*server)->address().c_str(),
           "--reconnect-timeout-ms", "60000", "--connect-timeout-ms", "60000", "--address-file",
           addr_file.c_str(), "--metrics-listen", "", static_cast<char*>(nullptr));
     _exit(127);
@@ -517,6 +548,9 @@ TEST(ClusterTest, CpuWorkerRefusesAPeerGroupSoTheCoordinatorFallsBackToGrpc) {
     address = ReadFile(addr_file);
   }
   address = address.substr(0, address.find(' '));
+  for (int i = 0; i < 1000 && !coordinator.registered_; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   auto load = [&](bool with_group) {
     auto stub = v1::Worker::NewStub(Dial(address));
     grpc::ClientContext ctx;
@@ -529,6 +563,7 @@ TEST(ClusterTest, CpuWorkerRefusesAPeerGroupSoTheCoordinatorFallsBackToGrpc) {
     req.set_max_batch_tokens(64);
     req.set_max_context(128);
     req.set_max_sequences(2);
+    req.set_session_token(AttachOnlyCoordinator::kToken);
     if (with_group) {
       req.set_peer_group_id(std::string(128, '\x01'));
       req.set_peer_rank(1);
@@ -614,6 +649,11 @@ TEST(ClusterTest, TokenizeAndModelInfo) {
   EXPECT_EQ(info.num_layers(), 4);
   EXPECT_EQ(info.layer_map().stages(0).layer_end(), info.layer_map().stages(1).layer_begin());
   EXPECT_FALSE(info.layer_map().stages(0).reason().empty());
+  // The public answer names the model, not its folder, and no internal address.
+  EXPECT_EQ(info.model().find('/'), std::string::npos) << info.model();
+  for (const auto& st : info.layer_map().stages()) EXPECT_TRUE(st.address().empty());
+  for (const auto& w : info.workers()) EXPECT_TRUE(w.address().empty()) << w.worker_id();
+  EXPECT_EQ(info.workers_size(), 2);
 }
 
 }  // namespace
@@ -661,54 +701,6 @@ TEST(ClusterTest, PythonClientFromGeneratedStubs) {
   for (size_t i = 0; i < want.tokens.size(); ++i)
     absl::StrAppend(&ids, i ? ", " : "", want.tokens[i]);
   EXPECT_NE(out.find("\"token_ids\": [" + ids + "]"), std::string::npos) << out;
-}
-
-}  // namespace
-}  // namespace strata::testing
-
-namespace strata::testing {
-namespace {
-
-// A worker refuses steps of another epoch (and malformed ones), reports them,
-// and the cluster keeps serving.
-TEST(ClusterTest, WorkersRejectStepsOfAnotherEpoch) {
-  auto cluster = Cluster::Start(TestModel("llama"), 2);
-  ASSERT_NE(cluster, nullptr);
-  auto status_of = [&](const std::string& address) {
-    auto stub = v1::Worker::NewStub(Dial(address));
-    grpc::ClientContext ctx;
-    v1::WorkerStatus status;
-    EXPECT_TRUE(stub->GetStatus(&ctx, {}, &status).ok());
-    return status;
-  };
-  const std::string second = cluster->workers()[1].address;
-  EXPECT_EQ(status_of(second).epoch(), 1u);
-  auto stub = v1::Worker::NewStub(Dial(second));
-  grpc::ClientContext ctx;
-  v1::ForwardSummary summary;
-  auto writer = stub->Forward(&ctx, &summary);
-  v1::Step malformed;  // right epoch, but 3 bytes of hidden state for 1 token
-  malformed.set_step_id(1);
-  malformed.set_epoch(1);
-  malformed.add_chunks()->add_token_ids(5);
-  malformed.set_hidden("abc");
-  ASSERT_TRUE(writer->Write(malformed));
-  ASSERT_TRUE(writer->Write(malformed));
-  v1::Step stale;
-  stale.set_step_id(2);
-  stale.set_epoch(99);
-  stale.add_chunks()->add_token_ids(5);
-  ASSERT_TRUE(writer->Write(stale));
-  writer->WritesDone();
-  ASSERT_TRUE(writer->Finish().ok());
-  EXPECT_EQ(summary.steps(), 3u);
-  const v1::WorkerStatus status = status_of(second);
-  EXPECT_EQ(status.rejected_steps(), 3u);
-  EXPECT_NE(status.error().find("epoch 99"), std::string::npos) << status.error();
-  EXPECT_TRUE(status.seq_ids().empty());
-  const StreamResult ok = Stream(*cluster->generation(), TextRequest(kPrompts[0], 8));
-  EXPECT_EQ(ok.code, 0) << ok.message;
-  EXPECT_EQ(ok.tokens.size(), 8u);
 }
 
 }  // namespace

@@ -99,8 +99,8 @@ Cluster::~Cluster() {
   // temporary folder).
   if (::testing::Test::HasFailure() && pid_ > 0) {
     const std::string logs = log_.substr(0, log_.rfind('/')) + "/logs";
-    for (const char* name : {"coordinator", "gateway", "worker-0", "worker-1", "worker-2",
-                             "worker-3"}) {
+    for (const char* name :
+         {"coordinator", "gateway", "worker-0", "worker-1", "worker-2", "worker-3"}) {
       const std::string text = ReadFile(logs + "/" + name + ".log");
       if (text.empty()) continue;
       const size_t from = text.size() > 6000 ? text.size() - 6000 : 0;

@@ -153,7 +153,9 @@ TEST(FailoverTest, ReadmissionRestoresTheFullMap) {
       [](const v1::ModelInfo& i) { return i.layer_map().stages_size() == 4; }, 10'000));
   const v1::ModelInfo info = cluster->Info();
   for (const auto& w : info.workers()) EXPECT_EQ(w.state(), "serving") << w.worker_id();
-  EXPECT_GE(info.failovers(), 2u);  // the loss, then the re-admission
+  // The loss was a failover; taking a worker in is not one (an alert on
+  // failovers fires for losses only).
+  EXPECT_EQ(info.failovers(), 1u);
   RunUnderFire(*cluster, ChaosRequests(8), [] {});
 }
 
@@ -359,7 +361,9 @@ namespace {
 // the streams running meanwhile all complete exactly.
 TEST(FailoverTest, RollingRestartUnderLoadLosesNothing) {
   auto cluster =
-      Cluster::Start(TestModel("llama"), 3, {"--worker-flags", "--debug-step-delay-ms 2"});
+      Cluster::Start(TestModel("llama"), 3,
+                     {"--worker-flags", "--debug-step-delay-ms 2", "--coordinator-flags",
+                      "--admit-delay-ms 100"});
   ASSERT_NE(cluster, nullptr);
   RunUnderFire(*cluster, ChaosRequests(16), [&] {
     for (int i = 0; i < 3; ++i) {
