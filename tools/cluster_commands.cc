@@ -283,9 +283,10 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   f.String("worker-flags", &worker_flags,
            "extra flags for every worker, space-separated; {i} is the worker's index "
            "(--device cuda:{i})");
-  std::string coordinator_flags;
+  std::string coordinator_flags, gateway_flags;
   f.String("coordinator-flags", &coordinator_flags,
            "extra flags for the coordinator, space-separated");
+  f.String("gateway-flags", &gateway_flags, "extra flags for the gateway, space-separated");
   f.Bool("insecure", &o.insecure,
          "plaintext between the processes; without it they use mutual TLS with certificates "
          "made for this run in <log-dir>/certs");
@@ -316,6 +317,9 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   }
   for (absl::string_view w : absl::StrSplit(coordinator_flags, ' ', absl::SkipEmpty())) {
     o.coordinator_flags.emplace_back(w);
+  }
+  for (absl::string_view w : absl::StrSplit(gateway_flags, ' ', absl::SkipEmpty())) {
+    o.gateway_flags.emplace_back(w);
   }
   absl::StatusOr<v1::GenerateRequest> request = req.Build();
   if (!request.ok()) return request.status();

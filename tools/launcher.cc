@@ -229,6 +229,7 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
       file("gateway"), "--max-pending", std::to_string(o.max_pending)};
   for (std::string& flag : tls_flags("gateway")) gargs.push_back(std::move(flag));
   if (!o.api_key_file.empty()) gargs.insert(gargs.end(), {"--api-key-file", o.api_key_file});
+  gargs.insert(gargs.end(), o.gateway_flags.begin(), o.gateway_flags.end());
   ASSIGN_OR_RETURN(Child * gw, Spawn(o.binary, "gateway", gargs));
   ASSIGN_OR_RETURN(gateway_, WaitAddress(gw, file("gateway"), 30'000));
   return absl::OkStatus();

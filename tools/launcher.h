@@ -43,6 +43,7 @@ struct UpOptions {
   bool insecure = false;
   std::string api_key_file;  // the gateway's (--api-key-file); empty: no key required
   std::vector<std::string> coordinator_flags;  // extra flags for the coordinator
+  std::vector<std::string> gateway_flags;      // extra flags for the gateway
 };
 
 class LocalCluster {

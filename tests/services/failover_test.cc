@@ -360,10 +360,9 @@ namespace {
 // planned out, its sequences move, then it exits 0) and a replacement joins;
 // the streams running meanwhile all complete exactly.
 TEST(FailoverTest, RollingRestartUnderLoadLosesNothing) {
-  auto cluster =
-      Cluster::Start(TestModel("llama"), 3,
-                     {"--worker-flags", "--debug-step-delay-ms 2", "--coordinator-flags",
-                      "--admit-delay-ms 100"});
+  auto cluster = Cluster::Start(
+      TestModel("llama"), 3,
+      {"--worker-flags", "--debug-step-delay-ms 2", "--coordinator-flags", "--admit-delay-ms 100"});
   ASSERT_NE(cluster, nullptr);
   RunUnderFire(*cluster, ChaosRequests(16), [&] {
     for (int i = 0; i < 3; ++i) {
@@ -392,6 +391,39 @@ TEST(FailoverTest, RollingRestartUnderLoadLosesNothing) {
     EXPECT_EQ(w.state(), "serving") << w.worker_id();
     EXPECT_EQ(w.failures(), 0) << w.worker_id() << " was drained, not lost";
   }
+}
+
+}  // namespace
+}  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// A stage that keeps heartbeating but never finishes a step (a wedged GPU, a
+// deadlock) is found by the step watchdog: it is blamed from the workers'
+// reported progress, planned out like a dead worker, and every stream
+// completes with the tokens of an undisturbed run.
+TEST(FailoverTest, StepWatchdogPlansOutAWedgedStage) {
+  auto cluster =
+      Cluster::Start(TestModel("llama"), 2,
+                     {"--coordinator-flags", "--step-watchdog-ms 1000 --admit-delay-ms 100"});
+  ASSERT_NE(cluster, nullptr);
+  // worker-2 (the last stage once planned in) stalls on its 40th step.
+  cluster->StartWorker("worker-2", {"--debug-stall-step", "40"});
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& i) { return i.layer_map().stages_size() == 3; }, 10'000));
+  RunUnderFire(*cluster, ChaosRequests(6), [] {});
+  auto stub = cluster->coordinator_stub();
+  grpc::ClientContext ctx;
+  v1::ClusterInfo info;
+  ASSERT_TRUE(stub->GetClusterInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.last_failover().worker_id(), "worker-2");
+  EXPECT_NE(info.last_failover().cause().find("step watchdog"), std::string::npos)
+      << info.last_failover().cause();
+  EXPECT_GE(info.model().failovers(), 1u);
+  // It heartbeated throughout: only the watchdog could have caught it.
+  const std::string log = ReadFile(cluster->log_path() + ".worker-2.log");
+  EXPECT_EQ(log.find("no heartbeat"), std::string::npos);
 }
 
 }  // namespace
