@@ -150,6 +150,33 @@ TEST_F(TrainedTokenizerTest, BothFormatsRoundTripAndSplitSpecialTokens) {
   EXPECT_EQ((*(*t)->Encode("x", true))[0], Specials()[0].id);
 }
 
+// MinTokens never exceeds what Encode gives (the gateway refuses prompts
+// by it before tokenizing), with and without a normalizer, special tokens
+// and text the vocabulary has never seen.
+TEST_F(TrainedTokenizerTest, MinTokensIsALowerBound) {
+  std::string long_text;
+  for (int i = 0; i < 100; ++i) long_text += "the harbour at dawn, 1234 ";
+  const std::vector<std::string> texts = {"",
+                                          "a",
+                                          "  ",
+                                          long_text,
+                                          "<|im_start|>user\nhi<|im_end|>",
+                                          "東京 🦜",
+                                          "e\xCC\x81\xCC\x81 \xEF\xBC\xA1",
+                                          std::string(3000, 'z')};
+  for (bool nfc : {false, true}) {
+    auto t =
+        LoadTokenizer(HfFolder(HfTokenizerJson(*vocab_, SplitPattern::kQwen2, nfc, Specials())));
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (const std::string& text : texts) {
+      auto ids = (*t)->Encode(text, false);
+      ASSERT_TRUE(ids.ok());
+      EXPECT_LE((*t)->MinTokens(text), static_cast<int64_t>(ids->size())) << text.substr(0, 30);
+    }
+    EXPECT_GT((*t)->MinTokens(long_text), 10);
+  }
+}
+
 TEST_F(TrainedTokenizerTest, NfcNormalisesBeforeSplitting) {
   auto t = LoadTokenizer(HfFolder(HfTokenizerJson(*vocab_, SplitPattern::kQwen2, true, {})));
   ASSERT_TRUE(t.ok());

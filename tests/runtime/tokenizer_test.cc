@@ -93,3 +93,37 @@ TEST(TokenizerTest, MissingTokenizerIsNamed) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// The gateway refuses a prompt by MinTokens before tokenizing it, so the
+// bound must never exceed the real count, for any text. (The byte-level BPE
+// tokenizers have the same test in bpe_tokenizer_test.cc.)
+TEST(MinTokensTest, NeverMoreThanEncodeGives) {
+  std::vector<std::string> texts = {"",
+                                    "a",
+                                    "The old lighthouse keeper",
+                                    "    ",
+                                    "\n\n\n\t",
+                                    "東京は日本の首都です。",
+                                    "🦜🦜🦜",
+                                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                                    "e\xCC\x81\xCC\x81 \xEF\xBC\xA1\xEF\xBC\xA2",
+                                    "<s></s>"};
+  std::string long_text;
+  for (int i = 0; i < 200; ++i) long_text += "the harbour at dawn, 1234 ";
+  texts.push_back(long_text);
+  texts.push_back(std::string(5000, ' '));
+  EXPECT_GE(Tok().MaxInputBytesPerToken(), 1);
+  for (const std::string& text : texts) {
+    auto ids = Tok().Encode(text, /*add_bos=*/false);
+    ASSERT_TRUE(ids.ok());
+    EXPECT_LE(Tok().MinTokens(text), static_cast<int64_t>(ids->size())) << text.substr(0, 40);
+  }
+  // A real bound, not zero: long text needs many tokens.
+  EXPECT_GT(Tok().MinTokens(long_text), 100);
+}
+
+}  // namespace
+}  // namespace strata
