@@ -120,6 +120,9 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   f.String("address-file", &o.address_file, "write \"grpc-address metrics-address\" here");
   f.String("metrics-listen", &o.metrics_listen,
            "host:port for /metrics; port 0 picks one; empty = none (127.0.0.1:0)");
+  f.String("health-listen", &o.health_listen,
+           "host:port of a plaintext port serving only gRPC health, for probes that cannot "
+           "speak mutual TLS (none)");
   f.Int("workers", &workers, "serve once this many workers registered (1)");
   f.Int("startup-timeout-ms", &startup, "for registration and loading (60000)");
   f.String("layers", &o.layers, "manual split, e.g. 0-9,10-21 (default: the planner)");
@@ -190,6 +193,9 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   f.String("address-file", &o.address_file, "write \"grpc-address metrics-address\" here");
   f.String("metrics-listen", &o.metrics_listen,
            "host:port for /metrics; port 0 picks one; empty = none (127.0.0.1:0)");
+  f.String("health-listen", &o.health_listen,
+           "host:port of a plaintext port serving only gRPC health, for probes that cannot "
+           "speak mutual TLS (none)");
   f.String("device", &o.device, "where the stage runs: cpu, cuda or cuda:N (cpu)");
   f.String("capacity", &capacity,
            "memory this worker may use, e.g. 24GiB (physical memory; on cuda the free device "
@@ -236,6 +242,9 @@ absl::Status GatewayCommand(const std::vector<std::string>& args) {
   f.String("address-file", &o.address_file, "write \"grpc-address metrics-address\" here");
   f.String("metrics-listen", &o.metrics_listen,
            "host:port for /metrics; port 0 picks one; empty = none (127.0.0.1:0)");
+  f.String("health-listen", &o.health_listen,
+           "host:port of a plaintext port serving only gRPC health, for probes that cannot "
+           "speak mutual TLS (none)");
   f.String("model", &o.model_dir, "folder of the tokenizer (default: the coordinator's model)");
   f.Int("max-pending", &pending, "requests in flight through this gateway (256)");
   f.Int("connect-timeout-ms", &connect, "to reach the coordinator (30000)");

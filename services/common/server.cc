@@ -38,6 +38,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const std::vector<grpc::Se
         absl::StrCat("listen: cannot bind ", options.listen, " (address in use or invalid)"));
   }
   server->address_ = absl::StrCat(HostOf(options.listen), ":", server->port_);
+  if (!options.health_listen.empty()) {
+    // The default health service (and reflection, which every builder
+    // gets): none of Strata's own services is reachable without TLS.
+    grpc::ServerBuilder health;
+    int health_port = 0;
+    health.AddListeningPort(options.health_listen, grpc::InsecureServerCredentials(),
+                            &health_port);
+    health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    server->health_server_ = health.BuildAndStart();
+    if (server->health_server_ == nullptr || health_port == 0) {
+      return absl::UnavailableError(absl::StrCat("--health-listen: cannot bind ",
+                                                 options.health_listen,
+                                                 " (address in use or invalid)"));
+    }
+    server->health_address_ = absl::StrCat(HostOf(options.health_listen), ":", health_port);
+  }
   server->SetServing(false);
   return server;
 }
@@ -47,10 +63,12 @@ Server::~Server() {
 }
 
 void Server::SetServing(bool serving) {
-  if (server_ == nullptr) return;
-  if (auto* health = server_->GetHealthCheckService()) {
-    health->SetServingStatus(serving);  // every service name, the liveness one included
-    health->SetServingStatus(kLivenessService, true);
+  for (grpc::Server* s : {server_.get(), health_server_.get()}) {
+    if (s == nullptr) continue;
+    if (auto* health = s->GetHealthCheckService()) {
+      health->SetServingStatus(serving);  // every service name, the liveness one included
+      health->SetServingStatus(kLivenessService, true);
+    }
   }
 }
 
@@ -60,6 +78,11 @@ void Server::Shutdown(int grace_ms) {
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
   server_->Wait();
   server_.reset();
+  if (health_server_ != nullptr) {
+    health_server_->Shutdown(std::chrono::system_clock::now());
+    health_server_->Wait();
+    health_server_.reset();
+  }
 }
 
 std::shared_ptr<grpc::Channel> Dial(const std::string& address,

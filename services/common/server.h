@@ -31,6 +31,10 @@ struct ServerOptions {
   int max_message_bytes = kMaxMessageBytes;
   // TLS of the listening port; null or insecure: plaintext.
   std::shared_ptr<const TransportSecurity> security;
+  // A second, plaintext port that serves only grpc.health.v1 (the same
+  // statuses): for probes that cannot speak mutual TLS (Kubernetes' gRPC
+  // probes). Empty: none.
+  std::string health_listen;
 };
 
 // The grpc.health.v1 service name that answers SERVING whenever the server
@@ -53,6 +57,8 @@ class Server {
   // "host:port" with the port actually bound.
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // The health-only port's "host:port" ("" without one).
+  const std::string& health_address() const { return health_address_; }
   // Sets grpc.health.v1 status for the whole server ("") and every service.
   void SetServing(bool serving);
   // Stops accepting calls, gives running ones `grace_ms`, then cancels them.
@@ -60,9 +66,9 @@ class Server {
 
  private:
   Server() = default;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> server_, health_server_;
   std::vector<std::string> service_names_;
-  std::string address_;
+  std::string address_, health_address_;
   int port_ = 0;
 };
 

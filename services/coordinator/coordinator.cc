@@ -41,6 +41,7 @@ absl::Status RunCoordinator(const CoordinatorOptions& options) {
   CoordinatorService service(options, config, coordinator_metrics.get(), security);
   ServerOptions server_options;
   server_options.listen = options.listen;
+  server_options.health_listen = options.health_listen;
   server_options.security = security;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
   Log(absl::StrCat(

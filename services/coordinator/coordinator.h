@@ -26,6 +26,7 @@ struct CoordinatorOptions {
   std::string listen = "127.0.0.1:0";          // host:port; port 0 picks a free port
   std::string address_file;                    // "grpc-address metrics-address" once listening
   std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
+  std::string health_listen;  // plaintext grpc.health.v1 only, for probes; empty = none
   std::string model_dir;                       // as the workers see it (shared storage)
   int workers = 1;                             // start serving once this many registered
   int startup_timeout_ms = 60'000;             // for registration and for loading

@@ -65,6 +65,7 @@ absl::Status RunGateway(const GatewayOptions& options) {
                          api_keys ? &*api_keys : nullptr);
   ServerOptions server_options;
   server_options.listen = options.listen;
+  server_options.health_listen = options.health_listen;
   server_options.security = public_tls;
   server_options.max_message_bytes = static_cast<int>(max_request);
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));

@@ -18,6 +18,7 @@ struct GatewayOptions {
   std::string listen = "127.0.0.1:0";          // host:port; port 0 picks a free port
   std::string address_file;                    // "grpc-address metrics-address" once listening
   std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
+  std::string health_listen;  // plaintext grpc.health.v1 only, for probes; empty = none
   std::string coordinator;                     // host:port (required)
   std::string model_dir;  // for the tokenizer; default: the coordinator's model
   int max_pending = 256;  // requests in flight through this gateway

@@ -103,6 +103,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
       worker_metrics.get(), security);
   ServerOptions server_options;
   server_options.listen = options.listen;
+  server_options.health_listen = options.health_listen;
   server_options.security = security;
   ASSIGN_OR_RETURN(auto server, Server::Start({&service}, server_options));
   {

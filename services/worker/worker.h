@@ -26,6 +26,7 @@ struct WorkerOptions {
   std::string coordinator;                     // host:port of the coordinator (required)
   std::string address_file;                    // "grpc-address metrics-address" once listening
   std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
+  std::string health_listen;  // plaintext grpc.health.v1 only, for probes; empty = none
   // Where the stage runs: "cpu", "cuda" or "cuda:N". On CUDA the stage's
   // weights, KV cache and workspaces must fit in capacity - reserve, which the
   // backend enforces.

@@ -20,5 +20,5 @@ for k in $(cd "$source_dir/deploy/k8s" && find . -name kustomization.yaml | sort
   node "$source_dir/deploy/k8s/validate/validate.js" "$rendered"
   n=$((n + 1))
 done
-((n >= 2)) || { echo "expected the base and the cpu overlay, found $n kustomizations" >&2; exit 1; }
+((n >= 3)) || { echo "expected the base, the cpu and the cert-manager overlays, found $n kustomizations" >&2; exit 1; }
 echo "$n kustomizations render and validate"

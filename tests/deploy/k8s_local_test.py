@@ -16,8 +16,11 @@ With --static only step 1 runs (for the GPU base, whose workers need GPUs).
    resolved as the kubelet does, $(VAR) expanded), changing only what a pod
    network provides: each container port becomes a free loopback port, each
    Service or pod DNS name 127.0.0.1, and the model volume a local folder.
+   Secrets are made as the README says (`strata certs`, an API key file)
+   and laid out as the kubelet mounts them, items and all.
 3. Asks every probe of every pod over grpc.health.v1 as the kubelet would,
-   streams a completion through the gateway Service and compares it with
+   streams a completion through the gateway Service (refused without an API
+   key) and compares it with
    `strata generate`, scrapes every metrics port, then sends SIGTERM to every
    pod at once (`kubectl delete`) and expects each to exit 0 within its
    terminationGracePeriodSeconds.
@@ -43,6 +46,7 @@ sys.path.insert(0, STUBS)
 from strata.v1 import generation_pb2, generation_pb2_grpc  # noqa: E402
 
 PROMPT = "The old lighthouse keeper"
+API_KEY = "sk-strata-k8s-test-0123456789"
 MAX_TOKENS = 12
 failures = []
 
@@ -145,11 +149,17 @@ def check_objects(objects):
         named = {p["name"]: p["containerPort"] for p in c["ports"]}
         check(named.get("grpc") == listen, f"{what}: port grpc is not STRATA_LISTEN's {listen}")
         check(named.get("metrics") == metrics, f"{what}: port metrics is not {metrics}")
+        # The gRPC port is mutual TLS; the kubelet's probes ask the plaintext
+        # health-only port.
+        for var in ("STRATA_TLS_CERT", "STRATA_TLS_KEY", "STRATA_TLS_CA"):
+            check(var in env, f"{what}: {var} is not set (the cluster runs mutual TLS)")
+        health = port_of(env["STRATA_HEALTH_LISTEN"]["value"]) if "STRATA_HEALTH_LISTEN" in env else None
+        check(named.get("health") == health, f"{what}: port health is not STRATA_HEALTH_LISTEN's")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             p = c.get(probe)
             if not check(p is not None and "grpc" in p, f"{what}: no gRPC {probe}"):
                 continue
-            check(p["grpc"]["port"] == listen, f"{what}: {probe} asks port {p['grpc']['port']}")
+            check(p["grpc"]["port"] == health, f"{what}: {probe} asks port {p['grpc']['port']}")
             want = "strata.liveness" if probe == "livenessProbe" else None
             check(p["grpc"].get("service") == want, f"{what}: {probe} service {p['grpc'].get('service')}")
         drain_s = int(env["STRATA_DRAIN_TIMEOUT_MS"]["value"]) / 1000
@@ -186,6 +196,7 @@ def check_objects(objects):
         with open(os.path.join(SOURCE, "deploy/prometheus/alerts.yml")) as f:
             check(rules[0]["spec"]["groups"] == yaml.safe_load(f)["groups"],
                   "PrometheusRule/strata differs from deploy/prometheus/alerts.yml")
+    check_network_policies(by_kind.get("NetworkPolicy", []), workloads)
     for sm in by_kind.get("ServiceMonitor", []):
         chosen = [s for s in services.values() if matches(sm["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
         check(len(chosen) == 3, f"ServiceMonitor selects {len(chosen)} Services, not 3")
@@ -196,11 +207,52 @@ def check_objects(objects):
     return workloads, services
 
 
+def component(w):
+    return w["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+
+
+def check_network_policies(policies, workloads):
+    """Ingress is denied by default; the coordinator's and workers' gRPC ports
+    admit only the roles that call them; every named port exists."""
+    pods = {component(w): w for w in workloads}
+    default_deny = [p for p in policies if not p["spec"].get("ingress")
+                    and p["spec"].get("policyTypes") == ["Ingress"]]
+    check(len(default_deny) == 1 and default_deny[0]["spec"]["podSelector"]["matchLabels"]
+          == {"app.kubernetes.io/name": "strata"}, "no default-deny NetworkPolicy for Strata pods")
+    grpc_from = {}
+    for p in policies:
+        selected = [c for c, w in pods.items()
+                    if matches(p["spec"]["podSelector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])]
+        check(selected, f"NetworkPolicy/{p['metadata']['name']} selects no Strata pod")
+        for rule in p["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                for c in selected:
+                    named = [x["name"] for x in pods[c]["spec"]["template"]["spec"]["containers"][0]["ports"]]
+                    check(port["port"] in named,
+                          f"NetworkPolicy/{p['metadata']['name']}: {c} has no port {port['port']}")
+                if port["port"] != "grpc":
+                    continue
+                sources = rule.get("from")
+                for c in selected:
+                    if sources is None:
+                        grpc_from[c] = {"*"}
+                    else:
+                        grpc_from.setdefault(c, set()).update(
+                            f["podSelector"]["matchLabels"].get("app.kubernetes.io/component", "?")
+                            for f in sources if "podSelector" in f)
+    check(grpc_from.get("coordinator") == {"gateway", "worker"},
+          f"the coordinator's gRPC port admits {grpc_from.get('coordinator')}, not gateways and workers")
+    check(grpc_from.get("worker") == {"coordinator", "worker"},
+          f"a worker's gRPC port admits {grpc_from.get('worker')}, not the coordinator and workers")
+    check(grpc_from.get("gateway") == {"*"}, "the gateway's public port is not open to clients")
+
+
 class LocalCluster:
-    def __init__(self, workloads, services, model_dir, logs):
+    def __init__(self, workloads, services, model_dir, logs, secrets):
         self.services = services
         self.model_dir = model_dir
         self.logs = logs
+        self.secrets = secrets  # Secret name -> local folder of its keys
         self.pods = []
         for w in workloads:
             for i in range(w["spec"].get("replicas", 1)):
@@ -222,12 +274,32 @@ class LocalCluster:
         container_port = pod.named[target] if isinstance(target, str) else target
         return f"127.0.0.1:{pod.ports[container_port]}"
 
+    def secret_volume(self, pod, volume):
+        """A pod's secret (or projected) volume as the kubelet lays it out:
+        each item's key under its path; fails on a key the Secret lacks."""
+        folder = os.path.join(self.logs, "volumes", pod.name, volume["name"])
+        os.makedirs(folder, exist_ok=True)
+        sources = [s["secret"] for s in volume["projected"]["sources"]] if "projected" in volume else [
+            dict(volume["secret"], name=volume["secret"]["secretName"])]
+        for source in sources:
+            local = self.secrets[source["name"]]
+            items = source.get("items") or [{"key": k, "path": k} for k in os.listdir(local)]
+            for item in items:
+                key = os.path.join(local, item["key"])
+                if not check(os.path.exists(key), f"{pod.name}: Secret {source['name']} has no key {item['key']}"):
+                    continue
+                with open(key, "rb") as f, open(os.path.join(folder, item["path"]), "wb") as out:
+                    out.write(f.read())
+        return folder
+
     def localise(self, pod, value):
         """What a pod network and the volumes provide, on loopback."""
         for m in pod.container.get("volumeMounts", []):
             volume = [v for v in pod.spec["volumes"] if v["name"] == m["name"]][0]
             if "persistentVolumeClaim" in volume and value.startswith(m["mountPath"] + "/"):
                 return self.model_dir + value[len(m["mountPath"]):]
+            if ("secret" in volume or "projected" in volume) and value.startswith(m["mountPath"] + "/"):
+                return self.secret_volume(pod, volume) + value[len(m["mountPath"]):]
         match = re.fullmatch(r"([\w.-]+):(\d+)", value)
         if not match:
             return value
@@ -299,7 +371,20 @@ def main():
         model = os.path.join(tmp, "models", "current")
         subprocess.run([STRATA, "make-model", "--out", model, "--init", "bigram"], check=True,
                        env={"PATH": os.environ["PATH"]}, capture_output=True)
-        cluster = LocalCluster(workloads, services, os.path.join(tmp, "models"), tmp)
+        # The Secrets the README has you make: certificates from `strata
+        # certs` (workers named after their pods) and an API key file.
+        workers = [w for w in workloads if component(w) == "worker"][0]
+        names = ",".join(f"{workers['metadata']['name']}-{i}" for i in range(workers["spec"]["replicas"]))
+        tls = os.path.join(tmp, "secrets", "strata-tls")
+        subprocess.run([STRATA, "certs", "--out", tls, "--workers", "0", "--worker-names", names],
+                       check=True, capture_output=True, env={"PATH": os.environ["PATH"]})
+        os.remove(os.path.join(tls, "ca.key"))  # never in the cluster
+        keys = os.path.join(tmp, "secrets", "strata-api-keys")
+        os.makedirs(keys)
+        with open(os.path.join(keys, "keys"), "w") as f:
+            f.write(API_KEY + "\n")
+        cluster = LocalCluster(workloads, services, os.path.join(tmp, "models"), tmp,
+                               {"strata-tls": tls, "strata-api-keys": keys})
         text = None
         try:
             cluster.start()
@@ -320,8 +405,14 @@ def main():
             with grpc.insecure_channel(gateway) as channel:
                 stub = generation_pb2_grpc.GenerationStub(channel)
                 text, ids, finished = "", [], None
+                try:
+                    next(iter(stub.Generate(generation_pb2.GenerateRequest(prompt=PROMPT, max_tokens=1),
+                                            timeout=30)))
+                    check(False, "the gateway Service served a request without an API key")
+                except grpc.RpcError as e:
+                    check(e.code() == grpc.StatusCode.UNAUTHENTICATED, f"without a key: {e.code()}")
                 for event in stub.Generate(generation_pb2.GenerateRequest(prompt=PROMPT, max_tokens=MAX_TOKENS),
-                                           timeout=60):
+                                           timeout=60, metadata=[("authorization", "Bearer " + API_KEY)]):
                     if event.HasField("delta"):
                         text += event.delta.text
                         ids += event.delta.token_ids

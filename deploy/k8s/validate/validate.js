@@ -1,6 +1,7 @@
 // Validates Kubernetes objects (a YAML stream, as `kubectl kustomize` prints
-// it) against the OpenAPI schemas of the Kubernetes API and of
-// prometheus-operator's CRDs, as compiled by the kubernetes-models packages.
+// it) against the OpenAPI schemas of the Kubernetes API and of the CRDs of
+// prometheus-operator and cert-manager, as compiled by the kubernetes-models
+// packages.
 // Usage: node validate.js RENDERED.yaml [...]; exit 1 on the first file with
 // an invalid object or one whose apiVersion/kind has no schema here.
 "use strict";
@@ -12,6 +13,9 @@ function modelsFor(apiVersion) {
   const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
   if (group === "monitoring.coreos.com") {
     return require(`@kubernetes-models/prometheus-operator/${group}/${version}`);
+  }
+  if (group === "cert-manager.io") {
+    return require(`@kubernetes-models/cert-manager/${group}/${version}`);
   }
   return require(group === "" ? `kubernetes-models/${version}` : `kubernetes-models/${group}/${version}`);
 }
