@@ -95,7 +95,9 @@ class SafetensorsFile {
     if (!header.is_object()) {
       return absl::DataLossError(absl::StrCat(label_, ": header is not a JSON object"));
     }
-    for (const auto& [name, value] : header.object()) {
+    for (const auto& entry : header.object()) {
+      const std::string& name = entry.first;  // captured below (clang: no bindings)
+      const Json& value = entry.second;
       if (name == "__metadata__") continue;
       auto bad = [&](const std::string& why) {
         return absl::DataLossError(absl::StrCat("tensor `", name, "` in ", label_, ": ", why));

@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "runtime/config.h"
 #include "runtime/status_macros.h"
 #include "services/common/convert.h"
@@ -134,8 +135,8 @@ void WorkerService::FillHeartbeat(v1::Heartbeat* heartbeat) {
   heartbeat->set_last_step_done(last_step_done_);
 }
 
-absl::Status WorkerService::CheckLoadRequest(const v1::LoadRequest& r,
-                                             const ModelConfig& config) const {
+absl::Status CheckLoadLimits(const v1::LoadRequest& r, const ModelConfig& config,
+                             int64_t capacity_bytes, int64_t reserve_bytes) {
   auto out_of = [](const char* field, int64_t v, int64_t lo, int64_t hi) {
     return absl::InvalidArgumentError(
         absl::StrCat("Worker.Load: ", field, " ", v, " is outside [", lo, ", ", hi, "]"));
@@ -162,17 +163,22 @@ absl::Status WorkerService::CheckLoadRequest(const v1::LoadRequest& r,
   }
   // KV cache (f32, the most any backend stores) and one batch of
   // activations must fit what this worker may use; the weights are mapped.
+  // In doubles: the factors are bounded, their product may not fit 64 bits.
   const int64_t layers = r.layer_end() - r.layer_begin();
-  const int64_t kv = r.max_sequences() * r.max_context() * layers * 2 * config.kv_dim() * 4;
-  const int64_t per_token = 3 * config.hidden_size + 2 * config.q_dim() + 2 * config.kv_dim() +
-                            2 * config.intermediate_size;
-  const int64_t workspace = r.max_batch_tokens() * per_token * 4;
-  const int64_t usable = options_.capacity_bytes - std::max<int64_t>(options_.reserve_bytes, 0);
-  if (options_.capacity_bytes > 0 && kv + workspace > usable) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "Worker.Load: max_sequences ", r.max_sequences(), " x max_context ", r.max_context(),
-        " over ", layers, " layers needs ", kv >> 20, " MiB of KV cache and ", workspace >> 20,
-        " MiB of workspace; this worker may use ", usable >> 20, " MiB"));
+  const double kv = static_cast<double>(r.max_sequences()) * static_cast<double>(r.max_context()) *
+                    static_cast<double>(layers) * 2.0 * static_cast<double>(config.kv_dim()) * 4.0;
+  const double per_token = 3.0 * static_cast<double>(config.hidden_size) +
+                           2.0 * static_cast<double>(config.q_dim()) +
+                           2.0 * static_cast<double>(config.kv_dim()) +
+                           2.0 * static_cast<double>(config.intermediate_size);
+  const double workspace = static_cast<double>(r.max_batch_tokens()) * per_token * 4.0;
+  const double usable = static_cast<double>(capacity_bytes - std::max<int64_t>(reserve_bytes, 0));
+  if (capacity_bytes > 0 && kv + workspace > usable) {
+    constexpr double kMiB = 1 << 20;
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "Worker.Load: max_sequences %d x max_context %d over %d layers needs %.0f MiB of KV cache "
+        "and %.0f MiB of workspace; this worker may use %.0f MiB",
+        r.max_sequences(), r.max_context(), layers, kv / kMiB, workspace / kMiB, usable / kMiB));
   }
   return absl::OkStatus();
 }
@@ -231,7 +237,9 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
   }
   absl::StatusOr<ModelConfig> config = LoadModelConfig(request->model_dir());
   if (!config.ok()) return ToGrpcStatus(config.status());
-  if (absl::Status st = CheckLoadRequest(*request, *config); !st.ok()) {
+  if (absl::Status st =
+          CheckLoadLimits(*request, *config, options_.capacity_bytes, options_.reserve_bytes);
+      !st.ok()) {
     Log(std::string(st.message()));
     return ToGrpcStatus(st);
   }

@@ -45,6 +45,12 @@ struct WorkerMetrics {
   std::shared_ptr<GpuCollector> gpus;  // null without an NVIDIA driver
 };
 
+// The limits of a Load, refused by name before anything is allocated:
+// ranges inside the model, sizes no device reaches, and a KV cache (f32) plus
+// one batch of activations that fit capacity - reserve (0 capacity: no check).
+absl::Status CheckLoadLimits(const v1::LoadRequest& request, const ModelConfig& config,
+                             int64_t capacity_bytes, int64_t reserve_bytes);
+
 class WorkerService final : public v1::Worker::Service {
  public:
   // `report` sends a StepResult to the coordinator; `set_serving` flips
@@ -78,8 +84,6 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status RunStep(v1::Step& step, v1::StepResult* result, bool* forwarded);
   // Whether `token` is the current session's (constant time).
   bool SessionTokenMatches(const std::string& token);
-  // Limits of a Load refused by name before anything is allocated.
-  absl::Status CheckLoadRequest(const v1::LoadRequest& request, const ModelConfig& config) const;
   // Whether a Forward stream opened by `peer` with `token` may feed this
   // stage in the current epoch. Requires mu_.
   absl::Status CheckUpstream(const Identity& peer, const std::string& token) const;

@@ -1,5 +1,6 @@
 // AVX2 + FMA + F16C matrix kernels. This file alone is compiled with
 // -mavx2 -mfma -mf16c; nothing here runs unless CpuHasAvx2Fma() said yes.
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include "runtime/backend/cpu/kernels.h"
@@ -9,8 +10,11 @@ namespace strata::cpu {
 
 bool CpuHasAvx2Fma() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang has no __builtin_cpu_supports
+  // name for it.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 namespace {
@@ -27,8 +31,8 @@ struct Avx2 {
     if constexpr (D == DType::kF32) {
       return _mm256_loadu_ps(static_cast<const float*>(w) + i);
     } else {
-      const __m128i h = _mm_loadu_si128(
-          reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+      const __m128i h =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
       if constexpr (D == DType::kBF16) {
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
       } else {
