@@ -185,7 +185,8 @@ absl::Status Run(int argc, char** argv) {
     up.max_sequences = *std::max_element(concurrencies.begin(), concurrencies.end());
     LocalCluster cluster;
     RETURN_IF_ERROR(cluster.Start(up));
-    auto coordinator = v1::Coordinator::NewStub(Dial(cluster.coordinator()));
+    auto coordinator =
+        v1::Coordinator::NewStub(Dial(cluster.coordinator(), &cluster.operator_security()));
     RunLoad(cluster.gateway(), 1, 1, 8, prompt);  // warm up
     for (int c : concurrencies) {
       {

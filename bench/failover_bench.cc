@@ -162,7 +162,8 @@ absl::Status Run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms));
     kill_us = NowUs();
     kill(victim, sig);
-    auto coordinator = v1::Coordinator::NewStub(Dial(cluster.coordinator()));
+    auto coordinator =
+        v1::Coordinator::NewStub(Dial(cluster.coordinator(), &cluster.operator_security()));
     v1::ClusterInfo info;
     const int64_t poll_until = NowUs() + 20'000'000;
     while (NowUs() < poll_until) {
