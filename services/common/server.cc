@@ -43,14 +43,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const std::vector<grpc::Se
     // gets): none of Strata's own services is reachable without TLS.
     grpc::ServerBuilder health;
     int health_port = 0;
-    health.AddListeningPort(options.health_listen, grpc::InsecureServerCredentials(),
-                            &health_port);
+    health.AddListeningPort(options.health_listen, grpc::InsecureServerCredentials(), &health_port);
     health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     server->health_server_ = health.BuildAndStart();
     if (server->health_server_ == nullptr || health_port == 0) {
-      return absl::UnavailableError(absl::StrCat("--health-listen: cannot bind ",
-                                                 options.health_listen,
-                                                 " (address in use or invalid)"));
+      return absl::UnavailableError(absl::StrCat(
+          "--health-listen: cannot bind ", options.health_listen, " (address in use or invalid)"));
     }
     server->health_address_ = absl::StrCat(HostOf(options.health_listen), ":", health_port);
   }
@@ -85,8 +83,7 @@ void Server::Shutdown(int grace_ms) {
   }
 }
 
-std::shared_ptr<grpc::Channel> Dial(const std::string& address,
-                                    const TransportSecurity* security) {
+std::shared_ptr<grpc::Channel> Dial(const std::string& address, const TransportSecurity* security) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);

@@ -232,6 +232,17 @@ absl::StatusOr<std::shared_ptr<const TransportSecurity>> TransportSecurity::Mutu
   return out;
 }
 
+absl::StatusOr<std::shared_ptr<const TransportSecurity>> TransportSecurity::MutualAs(
+    const TlsFiles& files, Role role) {
+  auto security = Mutual(files);
+  if (!security.ok() || !(*security)->mutual() || (*security)->self().role == role) {
+    return security;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", files.cert, " is a ",
+                                                 RoleName((*security)->self().role),
+                                                 " certificate, not a ", RoleName(role), "'s"));
+}
+
 absl::StatusOr<std::shared_ptr<const TransportSecurity>> TransportSecurity::ServerOnly(
     const std::string& cert_file, const std::string& key_file, const std::string& flag_prefix) {
   if (cert_file.empty() && key_file.empty()) return Insecure();

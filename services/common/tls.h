@@ -61,6 +61,11 @@ class TransportSecurity {
   // ("tls" -> --tls-cert). No files: an insecure transport.
   static absl::StatusOr<std::shared_ptr<const TransportSecurity>> Mutual(
       const TlsFiles& files, const std::string& flag_prefix = "tls");
+  // Mutual(files), and the certificate must be `role`'s (for a process
+  // that is that role): "--tls-cert: F is a gateway certificate, not a
+  // worker's".
+  static absl::StatusOr<std::shared_ptr<const TransportSecurity>> MutualAs(const TlsFiles& files,
+                                                                           Role role);
   // Server-only TLS for the public plane: a certificate and key, no client
   // certificates asked for. No files: plaintext.
   static absl::StatusOr<std::shared_ptr<const TransportSecurity>> ServerOnly(

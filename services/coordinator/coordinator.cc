@@ -19,12 +19,7 @@ absl::Status RunCoordinator(const CoordinatorOptions& options) {
     return absl::InvalidArgumentError("--max-sequences and --max-batch-tokens must be positive");
   }
   ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
-                   TransportSecurity::Mutual(options.tls));
-  if (security->mutual() && security->self().role != Role::kCoordinator) {
-    return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", options.tls.cert, " is a ",
-                                                   RoleName(security->self().role),
-                                                   " certificate, not the coordinator's"));
-  }
+                   TransportSecurity::MutualAs(options.tls, Role::kCoordinator));
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   if (options.max_context < 0 || options.max_context > config.max_position_embeddings) {
     return absl::InvalidArgumentError(

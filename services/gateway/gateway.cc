@@ -21,12 +21,7 @@ absl::Status RunGateway(const GatewayOptions& options) {
   if (options.coordinator.empty()) return absl::InvalidArgumentError("--coordinator: required");
   if (options.max_pending < 1) return absl::InvalidArgumentError("--max-pending: must be positive");
   ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> internal,
-                   TransportSecurity::Mutual(options.tls));
-  if (internal->mutual() && internal->self().role != Role::kGateway) {
-    return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", options.tls.cert, " is a ",
-                                                   RoleName(internal->self().role),
-                                                   " certificate, not a gateway's"));
-  }
+                   TransportSecurity::MutualAs(options.tls, Role::kGateway));
   ASSIGN_OR_RETURN(
       std::shared_ptr<const TransportSecurity> public_tls,
       TransportSecurity::ServerOnly(options.public_tls_cert, options.public_tls_key, "public-tls"));

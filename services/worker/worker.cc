@@ -24,15 +24,10 @@ namespace {}  // namespace
 absl::Status RunWorker(const WorkerOptions& in) {
   WorkerOptions options = in;
   ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
-                   TransportSecurity::Mutual(options.tls));
+                   TransportSecurity::MutualAs(options.tls, Role::kWorker));
   if (security->mutual()) {
     // The certificate names the worker; the coordinator admits it only
     // under that name.
-    if (security->self().role != Role::kWorker) {
-      return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", options.tls.cert, " is a ",
-                                                     RoleName(security->self().role),
-                                                     " certificate, not a worker's"));
-    }
     if (options.id.empty()) options.id = security->self().name;
     if (options.id != security->self().name) {
       return absl::InvalidArgumentError(absl::StrCat("--id: ", options.id,

@@ -146,3 +146,18 @@ TEST(SecretsTest, TokensAreFreshAndComparedWhole) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+TEST_F(CertsTest, AProcessRefusesACertificateOfAnotherRole) {
+  EXPECT_TRUE(TransportSecurity::MutualAs(Files("worker-0"), Role::kWorker).ok());
+  auto s = TransportSecurity::MutualAs(Files("gateway"), Role::kWorker);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().message(),
+            "--tls-cert: " + Files("gateway").cert + " is a gateway certificate, not a worker's");
+  EXPECT_FALSE(TransportSecurity::MutualAs({}, Role::kCoordinator).value()->secure());
+}
+
+}  // namespace
+}  // namespace strata

@@ -34,7 +34,8 @@ SRC = os.path.join(SCRATCH, "src")
 BUILD = os.path.join(SCRATCH, "build")
 # Test binaries that run the `strata` executable, which must be rebuilt too.
 NEEDS_STRATA = {"services_cluster_test", "services_failover_test", "services_metrics_test",
-                "services_planner_test", "strata_cli_test"}
+                "services_planner_test", "strata_cli_test", "services_security_test",
+                "services_public_api_test", "services_netns_test"}
 
 
 class Mutation:
