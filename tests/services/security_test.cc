@@ -387,3 +387,41 @@ TEST(InsecureClusterTest, AnyoneMayRegisterButNotLoadOrForward) {
 
 }  // namespace
 }  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// Registrations are rate-limited, ghosts that leave before they are planned
+// in cost no re-plan and no failover, and lost workers outside the map are
+// forgotten after --prune-after-ms.
+TEST(InsecureClusterTest, GhostRegistrationsAreRateLimitedAndPruned) {
+  auto c = Cluster::Start(
+      TestModel("llama"), 2,
+      {"--insecure", "--coordinator-flags", "--registrations-per-minute 6 --prune-after-ms 300"});
+  ASSERT_NE(c, nullptr);
+  int taken = 0, limited = 0;
+  for (int i = 0; i < 12; ++i) {
+    bool registered = false;
+    const grpc::Status st =
+        AttachAs(c->coordinator(), nullptr, absl::StrCat("ghost-", i), &registered);
+    taken += registered ? 1 : 0;
+    if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++limited;
+      EXPECT_NE(st.error_message().find("try again"), std::string::npos) << st.error_message();
+    }
+  }
+  // The two workers took 2 of the 6; a few tokens trickle back meanwhile.
+  EXPECT_GE(taken, 4);
+  EXPECT_LE(taken, 5);
+  EXPECT_EQ(taken + limited, 12);
+  // The ghosts are forgotten; the map never moved.
+  EXPECT_TRUE(c->WaitInfo([](const v1::ModelInfo& i) { return i.workers_size() == 2; }, 10'000))
+      << c->Info().DebugString();
+  const v1::ModelInfo info = c->Info();
+  EXPECT_EQ(info.layer_map().epoch(), 1u);
+  EXPECT_EQ(info.failovers(), 0u);
+  EXPECT_EQ(Stream(*c->generation(), TextRequest(kPrompts[0], 4)).code, 0);
+}
+
+}  // namespace
+}  // namespace strata::testing
