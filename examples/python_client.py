@@ -35,6 +35,9 @@ def main():
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--chat", action="store_true", help="send the prompt as a user message")
     parser.add_argument("--system", help="a system message before it (implies --chat)")
+    parser.add_argument("--api-key", default=os.environ.get("STRATA_API_KEY"),
+                        help="sent as 'authorization: Bearer KEY' (default: $STRATA_API_KEY)")
+    parser.add_argument("--tls-ca", help="connect with TLS, trusting this CA certificate (PEM)")
     args = parser.parse_args()
 
     sys.path.insert(0, args.stubs)
@@ -55,10 +58,16 @@ def main():
         stop=args.stop,
     )
     text, tokens, finished = [], [], None
-    with grpc.insecure_channel(args.address) as channel:
+    if args.tls_ca:
+        with open(args.tls_ca, "rb") as f:
+            channel = grpc.secure_channel(args.address, grpc.ssl_channel_credentials(f.read()))
+    else:
+        channel = grpc.insecure_channel(args.address)
+    metadata = [("authorization", "Bearer " + args.api_key)] if args.api_key else []
+    with channel:
         stub = generation_pb2_grpc.GenerationStub(channel)
         try:
-            for response in stub.Generate(request, timeout=args.timeout):
+            for response in stub.Generate(request, timeout=args.timeout, metadata=metadata):
                 if response.HasField("delta"):
                     text.append(response.delta.text)
                     tokens.extend(response.delta.token_ids)

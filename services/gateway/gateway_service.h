@@ -36,7 +36,8 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
 // The gateway's Prometheus series (all labelled with the model).
 struct GatewayMetrics {
   GatewayMetrics(prometheus::Registry& registry, const std::string& model);
-  // outcome: ok | invalid | rejected | cancelled | deadline | error;
+  // outcome: ok | invalid | unauthenticated | rejected | cancelled |
+  // deadline | error;
   // finish_reason: length | eos | stop_sequence | cancelled | none.
   prometheus::Counter& Request(const std::string& outcome, const std::string& finish_reason);
 

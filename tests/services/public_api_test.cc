@@ -160,3 +160,34 @@ TEST_F(PublicApiTest, HugePromptsAreRefusedBeforeTokenizing) {
 
 }  // namespace
 }  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// The Python example over the gateway's TLS with an API key streams the
+// single-process tokens.
+TEST_F(PublicApiTest, PythonClientWithKeyAndTls) {
+  std::string out;
+  const int rc = RunCommand(
+      absl::StrCat("/usr/bin/python3 ", STRATA_SOURCE_DIR, "/examples/python_client.py --json",
+                   " --stubs ", STRATA_PYTHON_STUBS, " --address ", cluster_->gateway(),
+                   " --tls-ca ", *dir_, "/public/ca.crt --api-key ", kKey,
+                   " --prompt 'Once upon a time' --max-tokens 6 2>&1"),
+      &out);
+  ASSERT_EQ(rc, 0) << out;
+  const auto want = GenerateLocally(TestModel("llama"), "Once upon a time", 6).tokens;
+  std::string ids;
+  for (size_t i = 0; i < want.size(); ++i) absl::StrAppend(&ids, i ? ", " : "", want[i]);
+  EXPECT_NE(out.find("\"token_ids\": [" + ids + "]"), std::string::npos) << out;
+  // Without the key the example reports UNAUTHENTICATED.
+  EXPECT_NE(RunCommand(absl::StrCat("STRATA_API_KEY= /usr/bin/python3 ", STRATA_SOURCE_DIR,
+                                    "/examples/python_client.py --stubs ", STRATA_PYTHON_STUBS,
+                                    " --address ", cluster_->gateway(), " --tls-ca ", *dir_,
+                                    "/public/ca.crt --prompt hi 2>&1"),
+                       &out),
+            0);
+  EXPECT_NE(out.find("UNAUTHENTICATED"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace strata::testing
