@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "runtime/config.h"
 #include "runtime/status_macros.h"
+#include "services/common/certs.h"
 #include "services/common/server.h"
 #include "services/common/signals.h"
 #include "services/coordinator/coordinator.h"

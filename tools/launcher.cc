@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "runtime/status_macros.h"
+#include "services/common/certs.h"
 #include "services/common/server.h"
 #include "strata/v1/coordinator.grpc.pb.h"
 

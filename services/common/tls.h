@@ -116,18 +116,6 @@ class ApiKeys {
   std::vector<std::string> digests_;  // SHA-256 of each key
 };
 
-// The certificates `strata certs` makes: a CA and, signed by it, one
-// certificate per identity with SANs for `hosts` (DNS names or IPs; localhost
-// and 127.0.0.1 always). Files: ca.crt ca.key NAME.crt NAME.key, keys 0600.
-struct CertRequest {
-  Role role;
-  std::string name;  // also the file name stem
-};
-absl::Status MakeCertificates(const std::string& out_dir, const std::vector<CertRequest>& certs,
-                              const std::vector<std::string>& hosts, int valid_days);
-// The identities of a cluster: coordinator, gateway, operator, worker-0..N-1.
-std::vector<CertRequest> ClusterCertRequests(int workers);
-
 }  // namespace strata
 
 #endif  // STRATA_SERVICES_COMMON_TLS_H_

@@ -18,6 +18,7 @@
 #include "runtime/generate.h"
 #include "runtime/tokenizer.h"
 #include "services/common/convert.h"
+#include "services/common/certs.h"
 #include "services/common/server.h"
 #include "tests/test_util.h"
 

@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "services/common/server.h"
+#include "services/common/certs.h"
 #include "services/common/tls.h"
 #include "tests/services/cluster_util.h"
 #include "tests/test_util.h"

@@ -1,6 +1,7 @@
 // Certificates, identities and API keys: what `strata certs` makes, what a
 // process refuses to start with (each error naming the flag and file), and
 // the constant-time key check of the public plane.
+#include "services/common/certs.h"
 #include "services/common/tls.h"
 
 #include <sys/stat.h>
