@@ -15,8 +15,8 @@ TEST(WireTest, InvalidUtf8IsNamedByItsPath) {
   const std::string bad = "x\xE2\x82";  // a truncated euro sign
   v1::GenerateRequest r;
   r.set_prompt("fine");
-  r.add_stop("a");
-  r.add_stop("b");
+  r.add_stop(std::string("a"));
+  r.add_stop(std::string("b"));
   r.add_stop(bad);
   v1::GenerateRequest parsed;
   absl::Status st = ParseRequest(Wire(r), &parsed);
