@@ -19,9 +19,9 @@ struct GatewayOptions {
   std::string address_file;                    // "grpc-address metrics-address" once listening
   std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
   std::string health_listen;  // plaintext grpc.health.v1 only, for probes; empty = none
-  std::string coordinator;                     // host:port (required)
-  std::string model_dir;  // for the tokenizer; default: the coordinator's model
-  int max_pending = 256;  // requests in flight through this gateway
+  std::string coordinator;    // host:port (required)
+  std::string model_dir;      // for the tokenizer; default: the coordinator's model
+  int max_pending = 256;      // requests in flight through this gateway
   int connect_timeout_ms = 30'000;
   int drain_timeout_ms = 30'000;
   int resubmit_timeout_ms = 60'000;  // how long unfinished requests wait for a lost coordinator

@@ -79,12 +79,24 @@ class GatewayService final : public GenerationBase {
                                          v1::ModelInfo* response) override;
 
   void SetDraining() { draining_ = true; }
+  // OK, or UNAUTHENTICATED when API keys are required and the call has none
+  // that is known.
+  absl::Status Authenticate(const grpc::ServerContextBase& context) const {
+    return api_keys_ != nullptr ? api_keys_->Check(context) : absl::OkStatus();
+  }
+  absl::Status AuthenticateHeader(absl::string_view authorization) const {
+    return api_keys_ != nullptr ? api_keys_->CheckHeader(authorization) : absl::OkStatus();
+  }
+  // Counts a request that ended before it became a RequestStream.
+  void Count(const char* outcome) {
+    if (metrics_ != nullptr) metrics_->Request(outcome, "none").Increment();
+  }
   int pending() const { return pending_; }
   // The largest request message the public port takes, from the context.
   static int64_t MaxRequestBytes(const Tokenizer& tokenizer, int64_t context);
 
  private:
-  friend class GenerateCall;
+  friend class RequestStream;
   const GatewayOptions options_;
   const std::unique_ptr<Tokenizer> tokenizer_;
   const ServedModel model_;
