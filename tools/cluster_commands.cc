@@ -257,6 +257,12 @@ absl::Status GatewayCommand(const std::vector<std::string>& args) {
   f.String("public-tls-key", &o.public_tls_key, "its private key (PEM)");
   f.String("api-key-file", &o.api_key_file,
            "API keys, one per line: clients must send \"authorization: Bearer KEY\" (none: open)");
+  f.String("http-listen", &o.http_listen,
+           "host:port of the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
+           "/v1/models); port 0 picks one; empty = none");
+  f.String("served-model-name", &o.served_model_name,
+           "the model's name in the HTTP API (default: the repository name in config.json's "
+           "_name_or_path, else the folder's name)");
   bool stop = false;
   RETURN_IF_ERROR(
       ParseOrHelp(f, args, "usage: strata gateway --coordinator HOST:PORT [flags]", &stop));
@@ -301,6 +307,8 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
          "plaintext between the processes; without it they use mutual TLS with certificates "
          "made for this run in <log-dir>/certs");
   f.String("api-key-file", &o.api_key_file, "API keys the gateway requires (none: open)");
+  f.String("http-listen", &o.http_listen,
+           "serve the OpenAI-compatible HTTP API here too, e.g. 127.0.0.1:8000 (none)");
   req.Declare(f);
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(f, args,
@@ -352,6 +360,10 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   }
   std::fprintf(stderr, "  gateway     %s   (layer map epoch %llu)\n", cluster.gateway().c_str(),
                static_cast<unsigned long long>(cluster.info().model().layer_map().epoch()));
+  if (!cluster.http().empty()) {
+    std::fprintf(stderr, "  HTTP        http://%s/v1 (OpenAI-compatible)\n",
+                 cluster.http().c_str());
+  }
   std::fprintf(stderr, "  metrics     %s\n", cluster.MetricsSummary().c_str());
   if (!address_file.empty()) {
     RETURN_IF_ERROR(WriteAddressFile(address_file, cluster.AddressLines()));

@@ -230,9 +230,16 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
       file("gateway"), "--max-pending", std::to_string(o.max_pending)};
   for (std::string& flag : tls_flags("gateway")) gargs.push_back(std::move(flag));
   if (!o.api_key_file.empty()) gargs.insert(gargs.end(), {"--api-key-file", o.api_key_file});
+  if (!o.http_listen.empty()) gargs.insert(gargs.end(), {"--http-listen", o.http_listen});
   gargs.insert(gargs.end(), o.gateway_flags.begin(), o.gateway_flags.end());
   ASSIGN_OR_RETURN(Child * gw, Spawn(o.binary, "gateway", gargs));
   ASSIGN_OR_RETURN(gateway_, WaitAddress(gw, file("gateway"), 30'000));
+  if (!o.http_listen.empty()) {
+    // The gateway's address file: "grpc metrics http".
+    std::ifstream f(file("gateway"));
+    std::string grpc_address, metrics_address;
+    f >> grpc_address >> metrics_address >> http_;
+  }
   return absl::OkStatus();
 }
 
@@ -279,6 +286,7 @@ std::string LocalCluster::AddressLines() const {
     return absl::StrCat(name, " ", address, " -1 -\n");
   };
   std::string out = line("gateway", gateway_) + line("coordinator", coordinator_);
+  if (!http_.empty()) out += line("gateway", http_).replace(0, 7, "http");
   for (const auto& [name, addr] : worker_addrs_) out += line(name, addr);
   return out;
 }

@@ -42,6 +42,7 @@ struct UpOptions {
   // can reach a port can join or call it.
   bool insecure = false;
   std::string api_key_file;  // the gateway's (--api-key-file); empty: no key required
+  std::string http_listen;   // the gateway's OpenAI-compatible HTTP API; empty: none
   std::vector<std::string> coordinator_flags;  // extra flags for the coordinator
   std::vector<std::string> gateway_flags;      // extra flags for the gateway
 };
@@ -58,6 +59,7 @@ class LocalCluster {
   absl::Status CheckChildren();
 
   const std::string& gateway() const { return gateway_; }
+  const std::string& http() const { return http_; }  // "" without --http-listen
   const std::string& coordinator() const { return coordinator_; }
   const std::string& log_dir() const { return log_dir_; }
   const std::vector<std::pair<std::string, std::string>>& workers() const { return worker_addrs_; }
@@ -89,7 +91,7 @@ class LocalCluster {
   void StopChild(Child* c, int grace_ms);
 
   std::vector<Child> children_;  // reserved up front; pointers stay valid
-  std::string log_dir_, gateway_, coordinator_, cert_dir_;
+  std::string log_dir_, gateway_, coordinator_, cert_dir_, http_;
   std::shared_ptr<const TransportSecurity> operator_security_ = TransportSecurity::Insecure();
   std::vector<std::pair<std::string, std::string>> worker_addrs_;
   v1::ClusterInfo info_;

@@ -77,6 +77,8 @@ class TransportSecurity {
   bool mutual() const { return mutual_; }
   // The identity in this process's own certificate (kNone when insecure).
   const Identity& self() const { return self_; }
+  // The files it was made from (empty when insecure).
+  const TlsFiles& files() const { return files_; }
 
   std::shared_ptr<grpc::ServerCredentials> ServerCredentials() const;
   std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials() const;

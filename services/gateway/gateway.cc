@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/json.h"
 #include "runtime/status_macros.h"
 #include "runtime/tokenizer.h"
 #include "services/common/log.h"
@@ -12,6 +13,7 @@
 #include "services/common/server.h"
 #include "services/common/signals.h"
 #include "services/gateway/gateway_service.h"
+#include "services/gateway/http_server.h"
 #include "services/gateway/session_client.h"
 
 namespace strata {
@@ -70,10 +72,37 @@ absl::Status RunGateway(const GatewayOptions& options) {
       api_keys ? ", API keys required" : "", "; requests up to ", max_request >> 10,
       " KiB; coordinator ", options.coordinator, "; tokenizer of ", model_dir,
       metrics ? absl::StrCat("; metrics at http://", metrics->address(), "/metrics") : ""));
+  std::unique_ptr<HttpServer> http;
+  if (!options.http_listen.empty()) {
+    HttpOptions ho;
+    ho.listen = options.http_listen;
+    ho.security = public_tls;
+    ho.version = kStrataVersion;
+    // JSON may spell a byte of the prompt as six ("\u00e9"): room for that.
+    ho.max_body = std::min<int64_t>(6 * max_request, int64_t{64} << 20);
+    std::string name_or_path;
+    if (auto config = ReadJsonFile(model_dir + "/config.json"); config.ok()) {
+      if (const Json* n = config->Find("_name_or_path"); n != nullptr && n->is_string()) {
+        name_or_path = n->string_value();
+      }
+    }
+    ho.model.id = options.served_model_name.empty()
+                      ? openai::DefaultServedName(model_dir, name_or_path)
+                      : options.served_model_name;
+    ho.model.context = model.context;
+    ho.model.created = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+    ASSIGN_OR_RETURN(http, HttpServer::Start(ho, &service));
+    Log(absl::StrCat("OpenAI-compatible HTTP API at ",
+                     public_tls->secure() ? "https://" : "http://", http->address(),
+                     "/v1 (model \"", ho.model.id, "\")"));
+  }
   if (!options.address_file.empty()) {
     RETURN_IF_ERROR(
         WriteAddressFile(options.address_file,
-                         absl::StrCat(server->address(), " ", metrics ? metrics->address() : "-")));
+                         absl::StrCat(server->address(), " ", metrics ? metrics->address() : "-",
+                                      http ? " " + http->address() : "")));
   }
 
   WaitForShutdown(-1);
@@ -85,6 +114,7 @@ absl::Status RunGateway(const GatewayOptions& options) {
   while (service.pending() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  if (http) http->Shutdown();
   server->Shutdown(1000);
   Log("stopped");
   return absl::OkStatus();

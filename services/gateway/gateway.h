@@ -14,9 +14,11 @@
 
 namespace strata {
 
+inline constexpr char kStrataVersion[] = "0.1.0";
+
 struct GatewayOptions {
-  std::string listen = "127.0.0.1:0";          // host:port; port 0 picks a free port
-  std::string address_file;                    // "grpc-address metrics-address" once listening
+  std::string listen = "127.0.0.1:0";  // host:port; port 0 picks a free port
+  std::string address_file;  // "grpc-address metrics-address [http-address]" once listening
   std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
   std::string health_listen;  // plaintext grpc.health.v1 only, for probes; empty = none
   std::string coordinator;    // host:port (required)
@@ -30,6 +32,11 @@ struct GatewayOptions {
   std::string public_tls_cert, public_tls_key;
   // API keys, one per line; clients send "authorization: Bearer KEY". Empty: open.
   std::string api_key_file;
+  // OpenAI-compatible HTTP API (host:port; port 0 picks one); empty: none.
+  std::string http_listen;
+  // The model's name in the HTTP API; default: the config's _name_or_path
+  // when it names a repository, else the folder's name.
+  std::string served_model_name;
 };
 
 absl::Status RunGateway(const GatewayOptions& options);

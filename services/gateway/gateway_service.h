@@ -79,6 +79,9 @@ class GatewayService final : public GenerationBase {
                                          v1::ModelInfo* response) override;
 
   void SetDraining() { draining_ = true; }
+  bool draining() const { return draining_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const ServedModel& model() const { return model_; }
   // OK, or UNAUTHENTICATED when API keys are required and the call has none
   // that is known.
   absl::Status Authenticate(const grpc::ServerContextBase& context) const {

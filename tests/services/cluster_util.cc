@@ -17,8 +17,8 @@
 #include "runtime/config.h"
 #include "runtime/generate.h"
 #include "runtime/tokenizer.h"
-#include "services/common/convert.h"
 #include "services/common/certs.h"
+#include "services/common/convert.h"
 #include "services/common/server.h"
 #include "tests/test_util.h"
 
@@ -71,7 +71,8 @@ std::unique_ptr<Cluster> Cluster::Start(const std::string& model, int workers,
     std::string role, address, metrics;
     pid_t p;
     while (f >> role >> address >> p >> metrics) c->roles_[role] = {address, p, metrics};
-    if (c->roles_.count("gateway") && static_cast<int>(c->roles_.size()) == workers + 2) {
+    const int extra = static_cast<int>(c->roles_.count("http"));
+    if (c->roles_.count("gateway") && static_cast<int>(c->roles_.size()) == workers + 2 + extra) {
       const std::string certs = dir + "/logs/certs";
       if (std::ifstream(certs + "/operator.crt").good()) {
         c->cert_dir_ = certs;

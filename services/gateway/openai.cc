@@ -1,0 +1,524 @@
+#include "services/gateway/openai.h"
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace strata::openai {
+namespace {
+
+using nlohmann::json;
+
+// Parameters OpenAI defines that change the output and that Strata does not
+// implement yet: refused by name rather than ignored. Each is allowed at its
+// neutral value (null, or the value given here).
+struct Unsupported {
+  const char* name;
+  json neutral;
+};
+
+Error Bad(const std::string& param, const std::string& message) {
+  return {400, param + ": " + message, "invalid_request_error", param, ""};
+}
+
+bool IsNeutral(const json& v, const json& neutral) {
+  if (v.is_null()) return true;
+  if (neutral.is_null()) return false;
+  if (v.is_number() && neutral.is_number()) return v.get<double>() == neutral.get<double>();
+  return v == neutral;
+}
+
+// Typed readers: absent or null leaves `*out`; a wrong type is an Error.
+bool ReadNumber(const json& o, const char* key, double lo, double hi, double* out, Error* err) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return true;
+  if (!it->is_number()) return *err = Bad(key, "must be a number"), false;
+  const double v = it->get<double>();
+  if (!std::isfinite(v) || v < lo || v > hi) {
+    return *err = Bad(key, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v)), false;
+  }
+  *out = v;
+  return true;
+}
+
+bool ReadInt(const json& o, const char* key, int64_t lo, int64_t hi, int64_t* out, Error* err) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return true;
+  if (!it->is_number_integer()) return *err = Bad(key, "must be an integer"), false;
+  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(hi)) {
+    return *err = Bad(key, absl::StrCat("must be in [", lo, ", ", hi, "]")), false;
+  }
+  const int64_t v = it->get<int64_t>();
+  if (v < lo || v > hi) {
+    return *err = Bad(key, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v)), false;
+  }
+  *out = v;
+  return true;
+}
+
+bool ReadBool(const json& o, const char* key, bool* out, Error* err) {
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return true;
+  if (!it->is_boolean()) return *err = Bad(key, "must be true or false"), false;
+  *out = it->get<bool>();
+  return true;
+}
+
+bool ReadTokenIds(const json& v, const std::string& name, v1::TokenIds* out, Error* err) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    const json& t = v[i];
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) {
+      return *err = Bad(absl::StrCat(name, "[", i, "]"), "must be a token id (an integer >= 0)"),
+             false;
+    }
+    out->add_ids(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  return true;
+}
+
+// The completion prompt: a string, [string], [ids] or [[ids]] (one prompt).
+bool ReadPrompt(const json& o, v1::GenerateRequest* r, Error* err) {
+  auto it = o.find("prompt");
+  if (it == o.end() || it->is_null()) return *err = Bad("prompt", "required"), false;
+  const json& p = *it;
+  if (p.is_string()) {
+    r->set_prompt(p.get<std::string>());
+    return true;
+  }
+  if (!p.is_array() || p.empty()) {
+    return *err = Bad("prompt", "must be a string, an array of strings or of token ids"), false;
+  }
+  if (p[0].is_number()) return ReadTokenIds(p, "prompt", r->mutable_prompt_tokens(), err);
+  if (p.size() > 1) {
+    return *err = Error{400,
+                        "prompt: one prompt per request (got " + std::to_string(p.size()) +
+                            "); send them as separate requests",
+                        "invalid_request_error", "prompt", "unsupported_value"},
+           false;
+  }
+  if (p[0].is_string()) {
+    r->set_prompt(p[0].get<std::string>());
+    return true;
+  }
+  if (p[0].is_array() && !p[0].empty()) {
+    return ReadTokenIds(p[0], "prompt[0]", r->mutable_prompt_tokens(), err);
+  }
+  return *err = Bad("prompt[0]", "must be a string or an array of token ids"), false;
+}
+
+// Chat messages: role and content (a string or text parts).
+bool ReadMessages(const json& o, v1::GenerateRequest* r, Error* err) {
+  auto it = o.find("messages");
+  if (it == o.end() || !it->is_array() || it->empty()) {
+    return *err = Bad("messages", "required: a non-empty array of messages"), false;
+  }
+  v1::Conversation* conv = r->mutable_messages();
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& m = (*it)[i];
+    const std::string at = absl::StrCat("messages[", i, "]");
+    if (!m.is_object()) return *err = Bad(at, "must be an object"), false;
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) {
+      return *err = Bad(at + ".role", "required: a string"), false;
+    }
+    std::string name = role->get<std::string>();
+    static const std::set<std::string> kRoles = {"system", "developer", "user", "assistant",
+                                                 "tool"};
+    if (kRoles.count(name) == 0) {
+      return *err = Bad(at + ".role",
+                        "must be system, developer, user, assistant or tool, got \"" + name + "\""),
+             false;
+    }
+    if (name == "developer") name = "system";  // OpenAI's newer name for it
+    if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
+      return *err = Bad(at + ".tool_calls", "tool calls are not supported yet"), false;
+    }
+    std::string text;
+    auto content = m.find("content");
+    if (content == m.end() || content->is_null()) {
+      return *err = Bad(at + ".content", "required"), false;
+    } else if (content->is_string()) {
+      text = content->get<std::string>();
+    } else if (content->is_array()) {
+      for (size_t k = 0; k < content->size(); ++k) {
+        const json& part = (*content)[k];
+        const std::string pat = absl::StrCat(at, ".content[", k, "]");
+        if (!part.is_object() || !part.contains("type") || part["type"] != "text") {
+          return *err = Bad(pat, "only {\"type\": \"text\", \"text\": ...} parts are supported"),
+                 false;
+        }
+        if (!part.contains("text") || !part["text"].is_string()) {
+          return *err = Bad(pat + ".text", "required: a string"), false;
+        }
+        text += part["text"].get<std::string>();
+      }
+    } else {
+      return *err = Bad(at + ".content", "must be a string or an array of text parts"), false;
+    }
+    v1::ChatMessage* out = conv->add_messages();
+    out->set_role(name);
+    out->set_content(text);
+  }
+  return true;
+}
+
+bool ReadStop(const json& o, v1::GenerateRequest* r, Error* err) {
+  auto it = o.find("stop");
+  if (it == o.end() || it->is_null()) return true;
+  if (it->is_string()) {
+    r->add_stop(it->get<std::string>());
+    return true;
+  }
+  if (!it->is_array()) return *err = Bad("stop", "must be a string or an array of strings"), false;
+  for (size_t i = 0; i < it->size(); ++i) {
+    if (!(*it)[i].is_string()) {
+      return *err = Bad(absl::StrCat("stop[", i, "]"), "must be a string"), false;
+    }
+    r->add_stop((*it)[i].get<std::string>());
+  }
+  return true;
+}
+
+}  // namespace
+
+json ErrorBody(const Error& e) {
+  return {{"error",
+           {{"message", e.message},
+            {"type", e.type},
+            {"param", e.param.empty() ? json(nullptr) : json(e.param)},
+            {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}};
+}
+
+Error ErrorFromStatus(int code, const std::string& message) {
+  // Field-naming messages start with the field: "prompt: ...".
+  const std::string param = message.substr(0, message.find_first_of(": ["));
+  switch (code) {
+    case 3:   // INVALID_ARGUMENT
+    case 11:  // OUT_OF_RANGE
+    case 9:   // FAILED_PRECONDITION
+      return {400, message, "invalid_request_error", param, ""};
+    case 16:  // UNAUTHENTICATED
+      return {401, message, "authentication_error", "", "invalid_api_key"};
+    case 7:  // PERMISSION_DENIED
+      return {403, message, "permission_error", "", ""};
+    case 5:  // NOT_FOUND
+      return {404, message, "invalid_request_error", "", "not_found"};
+    case 8:  // RESOURCE_EXHAUSTED
+      return {429, message, "rate_limit_error", "", "queue_full"};
+    case 14:  // UNAVAILABLE
+    case 1:   // CANCELLED (the server drained)
+      return {503, message, "server_error", "", "unavailable"};
+    default:
+      return {500, message, "server_error", "", ""};
+  }
+}
+
+json ModelObject(const ModelCard& card) {
+  return {{"id", card.id},
+          {"object", "model"},
+          {"created", card.created},
+          {"owned_by", "strata"},
+          {"max_model_len", card.context}};
+}
+
+json ModelList(const ModelCard& card) {
+  return {{"object", "list"}, {"data", json::array({ModelObject(card)})}};
+}
+
+std::string DefaultServedName(const std::string& model_dir, const std::string& name_or_path) {
+  // A repository id ("org/name" or "name"), not a local path.
+  if (!name_or_path.empty() && name_or_path[0] != '/' && name_or_path[0] != '.' &&
+      std::count(name_or_path.begin(), name_or_path.end(), '/') <= 1) {
+    return name_or_path;
+  }
+  std::string dir = model_dir;
+  while (!dir.empty() && dir.back() == '/') dir.pop_back();
+  const size_t cache = dir.rfind("/models--");
+  const size_t snapshots = dir.find("/snapshots/", cache == std::string::npos ? 0 : cache);
+  if (cache != std::string::npos && snapshots != std::string::npos) {
+    std::string repo = dir.substr(cache + 9, snapshots - cache - 9);  // "org--name"
+    const size_t sep = repo.find("--");
+    if (sep != std::string::npos) repo.replace(sep, 2, "/");
+    return repo;
+  }
+  const size_t slash = dir.rfind('/');
+  return slash == std::string::npos ? dir : dir.substr(slash + 1);
+}
+
+ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& model) {
+  ParseResult out;
+  Error& err = out.error;
+  json o;
+  try {
+    o = json::parse(body);
+  } catch (const json::exception& e) {
+    // nlohmann names the byte: "parse error at line 1, column 9: ...".
+    out.error = {400, std::string("body: not valid JSON: ") + e.what(), "invalid_request_error",
+                 "body", ""};
+    return out;
+  }
+  if (!o.is_object()) {
+    out.error = {400, "body: must be a JSON object", "invalid_request_error", "body", ""};
+    return out;
+  }
+  Request& req = out.request;
+  req.chat = chat;
+  v1::GenerateRequest& r = req.generate;
+
+  auto m = o.find("model");
+  if (m == o.end() || !m->is_string()) {
+    err = Bad("model", "required: a string");
+    return out;
+  }
+  if (m->get<std::string>() != model.id) {
+    err = {404,
+           "model: \"" + m->get<std::string>() + "\" is not served here; this server serves \"" +
+               model.id + "\"",
+           "invalid_request_error", "model", "model_not_found"};
+    return out;
+  }
+  static const Unsupported kUnsupported[] = {{"n", 1},
+                                             {"best_of", 1},
+                                             {"logprobs", nullptr},
+                                             {"top_logprobs", nullptr},
+                                             {"logit_bias", nullptr},
+                                             {"presence_penalty", 0},
+                                             {"frequency_penalty", 0},
+                                             {"suffix", nullptr},
+                                             {"tools", nullptr},
+                                             {"tool_choice", nullptr},
+                                             {"functions", nullptr},
+                                             {"function_call", nullptr},
+                                             {"stop_token_ids", nullptr},
+                                             {"min_tokens", 0},
+                                             {"response_format", nullptr},
+                                             {"audio", nullptr},
+                                             {"modalities", nullptr},
+                                             {"prediction", nullptr}};
+  for (const Unsupported& u : kUnsupported) {
+    auto it = o.find(u.name);
+    if (it == o.end()) continue;
+    const bool neutral =
+        IsNeutral(*it, u.neutral) ||
+        (std::string(u.name) == "logprobs" && it->is_boolean() && !it->get<bool>()) ||
+        (std::string(u.name) == "response_format" && it->is_object() &&
+         it->value("type", "") == "text") ||
+        (std::string(u.name) == "logit_bias" && it->is_object() && it->empty()) ||
+        (std::string(u.name) == "tools" && it->is_array() && it->empty());
+    if (!neutral) {
+      err = {400, std::string(u.name) + ": not supported yet by this server",
+             "invalid_request_error", u.name, "unsupported_parameter"};
+      return out;
+    }
+  }
+  // Everything else a client may send, whether Strata reads it or not.
+  static const std::set<std::string> kKnown = {"model",
+                                               "prompt",
+                                               "messages",
+                                               "max_tokens",
+                                               "max_completion_tokens",
+                                               "temperature",
+                                               "top_p",
+                                               "top_k",
+                                               "min_p",
+                                               "repetition_penalty",
+                                               "seed",
+                                               "stop",
+                                               "stream",
+                                               "stream_options",
+                                               "echo",
+                                               "ignore_eos",
+                                               "user",
+                                               "metadata",
+                                               "store",
+                                               "service_tier",
+                                               "parallel_tool_calls",
+                                               "return_token_ids",
+                                               "add_generation_prompt",
+                                               "n",
+                                               "best_of",
+                                               "logprobs",
+                                               "top_logprobs",
+                                               "logit_bias",
+                                               "presence_penalty",
+                                               "frequency_penalty",
+                                               "suffix",
+                                               "tools",
+                                               "tool_choice",
+                                               "functions",
+                                               "function_call",
+                                               "stop_token_ids",
+                                               "min_tokens",
+                                               "response_format",
+                                               "audio",
+                                               "modalities",
+                                               "prediction",
+                                               "reasoning_effort"};
+  for (auto it = o.begin(); it != o.end(); ++it) {
+    if (kKnown.count(it.key()) == 0) {
+      err = {400, it.key() + ": unknown parameter", "invalid_request_error", it.key(),
+             "unknown_parameter"};
+      return out;
+    }
+  }
+  if (o.contains("reasoning_effort") && !o["reasoning_effort"].is_null()) {
+    err = {400, "reasoning_effort: not supported by this model", "invalid_request_error",
+           "reasoning_effort", "unsupported_parameter"};
+    return out;
+  }
+
+  if (chat) {
+    if (o.contains("prompt")) {
+      err = Bad("prompt", "chat completions take `messages`, not `prompt`");
+      return out;
+    }
+    if (!ReadMessages(o, &r, &err)) return out;
+    bool open = true;
+    if (!ReadBool(o, "add_generation_prompt", &open, &err)) return out;
+    r.mutable_messages()->set_add_generation_prompt(open);
+  } else {
+    if (o.contains("messages")) {
+      err = Bad("messages", "completions take `prompt`; use /v1/chat/completions for messages");
+      return out;
+    }
+    if (!ReadPrompt(o, &r, &err)) return out;
+    if (!ReadBool(o, "echo", &req.echo, &err)) return out;
+  }
+
+  // Completions default to 16 tokens (as OpenAI's); chat to the context.
+  int64_t max_tokens = chat ? model.context : 16;
+  const int64_t cap = std::max<int64_t>(1, model.context);
+  if (!ReadInt(o, "max_tokens", 1, cap, &max_tokens, &err)) return out;
+  if (!ReadInt(o, "max_completion_tokens", 1, cap, &max_tokens, &err)) return out;
+  r.set_max_tokens(static_cast<uint32_t>(max_tokens));
+
+  double temperature = 1.0, top_p = 1.0, min_p = 0.0, repetition = 1.0;
+  int64_t top_k = 0, seed = 0;
+  if (!ReadNumber(o, "temperature", 0, 2, &temperature, &err)) return out;
+  if (!ReadNumber(o, "top_p", 0, 1, &top_p, &err)) return out;
+  if (o.contains("top_p") && o["top_p"].is_number() && top_p <= 0) {
+    err = Bad("top_p", "must be in (0, 1]");
+    return out;
+  }
+  if (!ReadNumber(o, "min_p", 0, 1, &min_p, &err)) return out;
+  if (!ReadNumber(o, "repetition_penalty", 1e-3, 100, &repetition, &err)) return out;
+  if (!ReadInt(o, "top_k", -1, INT32_MAX, &top_k, &err)) return out;
+  if (!ReadInt(o, "seed", INT64_MIN, INT64_MAX, &seed, &err)) return out;
+  req.seed_given = o.contains("seed") && !o["seed"].is_null();
+  v1::SamplingParameters* s = r.mutable_sampling();
+  s->set_temperature(static_cast<float>(temperature));
+  s->set_top_p(static_cast<float>(top_p));
+  s->set_min_p(static_cast<float>(min_p));
+  s->set_repetition_penalty(static_cast<float>(repetition));
+  s->set_top_k(static_cast<int32_t>(top_k < 0 ? 0 : top_k));
+  s->set_seed(static_cast<uint64_t>(seed));
+  if (!ReadStop(o, &r, &err)) return out;
+  bool ignore_eos = false;
+  if (!ReadBool(o, "ignore_eos", &ignore_eos, &err)) return out;
+  r.set_ignore_eos(ignore_eos);
+  if (!ReadBool(o, "stream", &req.stream, &err)) return out;
+  if (!ReadBool(o, "return_token_ids", &req.return_token_ids, &err)) return out;
+  if (auto so = o.find("stream_options"); so != o.end() && !so->is_null()) {
+    if (!so->is_object()) {
+      err = Bad("stream_options", "must be an object");
+      return out;
+    }
+    if (!req.stream) {
+      err = Bad("stream_options", "only allowed with \"stream\": true");
+      return out;
+    }
+    if (!ReadBool(*so, "include_usage", &req.include_usage, &err)) {
+      err.param = "stream_options.include_usage";
+      err.message = "stream_options." + err.message;
+      return out;
+    }
+  }
+  if (auto u = o.find("user"); u != o.end() && !u->is_null() && !u->is_string()) {
+    err = Bad("user", "must be a string");
+    return out;
+  }
+  out.ok = true;
+  return out;
+}
+
+std::string FinishReason(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_EOS:
+    case v1::FINISH_REASON_STOP_SEQUENCE:
+      return "stop";
+    default:
+      return "abort";  // ended by the server (a drain)
+  }
+}
+
+namespace {
+
+json Usage(const Completion& c) {
+  return {{"prompt_tokens", c.prompt_tokens},
+          {"completion_tokens", c.completion_tokens},
+          {"total_tokens", c.prompt_tokens + c.completion_tokens}};
+}
+
+json Head(const Request& r, const Completion& c, const char* object) {
+  return {{"id", c.id},
+          {"object", object},
+          {"created", c.created},
+          {"model", c.model},
+          {"system_fingerprint", c.fingerprint}};
+}
+
+}  // namespace
+
+json CompletionBody(const Request& r, const Completion& c) {
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReason(c.finish)}};
+  if (r.chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+  } else {
+    choice["text"] = c.text;
+  }
+  if (r.return_token_ids) {
+    choice["token_ids"] = c.completion_ids;
+    choice["prompt_token_ids"] = c.prompt_ids;
+  }
+  json body = Head(r, c, r.chat ? "chat.completion" : "text_completion");
+  body["choices"] = json::array({choice});
+  body["usage"] = Usage(c);
+  body["seed"] = c.seed;
+  return body;
+}
+
+json ChunkBody(const Request& r, const Completion& c, const std::string& text,
+               const std::vector<int32_t>& ids, v1::FinishReason finish, bool role_chunk) {
+  json choice = {
+      {"index", 0},
+      {"logprobs", nullptr},
+      {"finish_reason",
+       finish == v1::FINISH_REASON_UNSPECIFIED ? json(nullptr) : json(FinishReason(finish))}};
+  if (r.chat) {
+    json delta = json::object();
+    if (role_chunk) delta["role"] = "assistant";
+    if (role_chunk || !text.empty()) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  if (r.return_token_ids) choice["token_ids"] = ids;
+  json body = Head(r, c, r.chat ? "chat.completion.chunk" : "text_completion");
+  body["choices"] = json::array({choice});
+  if (r.include_usage) body["usage"] = nullptr;
+  if (finish != v1::FINISH_REASON_UNSPECIFIED) body["seed"] = c.seed;
+  return body;
+}
+
+json UsageChunk(const Request& r, const Completion& c) {
+  json body = Head(r, c, r.chat ? "chat.completion.chunk" : "text_completion");
+  body["choices"] = json::array();
+  body["usage"] = Usage(c);
+  return body;
+}
+
+}  // namespace strata::openai

@@ -1,0 +1,87 @@
+// OpenAI's HTTP API as Strata's request, and Strata's responses as OpenAI's
+// objects: pure functions over JSON (nlohmann), so the HTTP server only moves
+// bytes. Request and response shapes follow the `openai` SDK's types:
+// `/v1/completions` (text_completion), `/v1/chat/completions`
+// (chat.completion and chat.completion.chunk), `/v1/models`, OpenAI's error
+// object. A parameter that would change the output and is not supported yet
+// is refused with 400 naming it, never ignored.
+#ifndef STRATA_SERVICES_GATEWAY_OPENAI_H_
+#define STRATA_SERVICES_GATEWAY_OPENAI_H_
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "strata/v1/generation.pb.h"
+
+namespace strata::openai {
+
+// An HTTP error as OpenAI reports it: {"error": {message, type, param, code}}.
+struct Error {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // the offending field ("" when none)
+  std::string code;   // e.g. "model_not_found" ("" when none)
+};
+nlohmann::json ErrorBody(const Error& error);
+// The HTTP status and OpenAI type for a gRPC/absl status code.
+Error ErrorFromStatus(int grpc_code, const std::string& message);
+
+// What the served model is called (GET /v1/models, and the `model` every
+// request must name).
+struct ModelCard {
+  std::string id;
+  int64_t context = 0;
+  int64_t created = 0;  // unix seconds (the gateway's start)
+};
+nlohmann::json ModelObject(const ModelCard& card);
+nlohmann::json ModelList(const ModelCard& card);
+// `--served-model-name` by default: the config's `_name_or_path` when it
+// names a repository, "org/name" from a Hugging Face cache path
+// (models--org--name/snapshots/<hash>), else the folder's name; never a hash.
+std::string DefaultServedName(const std::string& model_dir, const std::string& name_or_path);
+
+// A completions or chat request as Strata's.
+struct Request {
+  v1::GenerateRequest generate;
+  bool chat = false;
+  bool stream = false;
+  bool include_usage = false;     // stream_options.include_usage
+  bool echo = false;              // completions: the prompt before the completion
+  bool return_token_ids = false;  // extension (as vLLM's): token ids in the choices
+  bool seed_given = false;        // else the server draws one and returns it
+};
+// Parses a POST body; `Error` names the field. `chat` picks
+// /v1/chat/completions' schema. `max_context` caps the default max_tokens.
+struct ParseResult {
+  bool ok = false;
+  Request request;
+  Error error;
+};
+ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& model);
+
+// Response objects. `id` is "cmpl-..." or "chatcmpl-...".
+struct Completion {
+  std::string id, model, fingerprint;
+  int64_t created = 0;
+  std::string text;  // the whole completion (echo included)
+  std::vector<int32_t> prompt_ids, completion_ids;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  int prompt_tokens = 0, completion_tokens = 0;
+  uint64_t seed = 0;  // the sampling seed used (reproduces the run)
+};
+std::string FinishReason(v1::FinishReason reason);  // "stop" | "length" | "abort"
+nlohmann::json CompletionBody(const Request& request, const Completion& c);
+// One SSE chunk: a delta (`finish` unspecified) or the last one with its
+// finish_reason; `role_chunk` is chat's opening {"role": "assistant"}.
+nlohmann::json ChunkBody(const Request& request, const Completion& c, const std::string& text,
+                         const std::vector<int32_t>& ids, v1::FinishReason finish,
+                         bool role_chunk = false);
+// The usage-only chunk of stream_options.include_usage.
+nlohmann::json UsageChunk(const Request& request, const Completion& c);
+
+}  // namespace strata::openai
+
+#endif  // STRATA_SERVICES_GATEWAY_OPENAI_H_
