@@ -33,9 +33,11 @@ using nlohmann::json;
 constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr size_t kMaxHeaderBytes = 16 << 10;
 
+// 53 bits, so that clients holding JSON numbers as doubles (JavaScript) send
+// the very seed back.
 uint64_t FreshSeed() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return rng();
+  return rng() >> 11;
 }
 
 std::string NewId(const char* prefix) {
@@ -45,6 +47,10 @@ std::string NewId(const char* prefix) {
                 static_cast<unsigned>(rng()));
   return absl::StrCat(prefix, hex);
 }
+
+// JSON text whatever the strings hold: bytes that are not UTF-8 (a parse
+// error quoting the client's input) become U+FFFD instead of an exception.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 int64_t UnixNow() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -116,7 +122,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (ec) return Close();  // the client left, timed out, or sent no HTTP
     request_msg_ = parser_->release();
     keep_alive_ = request_msg_.keep_alive();
-    Handle();
+    try {
+      Handle();
+    } catch (const std::exception& e) {
+      // A bug, never a dead gateway: the request fails, the server goes on.
+      Log(absl::StrCat("HTTP ", std::string(request_msg_.target()), ": ", e.what()));
+      keep_alive_ = false;
+      SendError({500, "internal error", "server_error", "", ""});
+    }
   }
 
   void Handle() {
@@ -191,7 +204,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     } else if (body.contains("messages")) {
       json chat = body;
       chat["model"] = server_->options.model.id;
-      const openai::ParseResult p = openai::ParseRequest(chat.dump(), true, server_->options.model);
+      const openai::ParseResult p = openai::ParseRequest(Dump(chat), true, server_->options.model);
       if (!p.ok) return SendError(p.error);
       r = p.request.generate;
     } else {
@@ -360,7 +373,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   }
 
   void Event(const json& body) {
-    sse_.push_back("data: " + body.dump() + "\n\n");
+    sse_.push_back("data: " + Dump(body) + "\n\n");
     WriteSse();
   }
 
@@ -451,7 +464,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     res->set(http::field::content_type, "application/json");
     if (retry_after != nullptr) res->set(http::field::retry_after, retry_after);
     res->keep_alive(keep_alive_);
-    res->body() = body.dump();
+    res->body() = Dump(body);
     res->prepare_payload();
     http::async_write(stream_, *res,
                       [self = this->shared_from_this(), res](beast::error_code ec, size_t) {

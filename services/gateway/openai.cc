@@ -193,7 +193,10 @@ json ErrorBody(const Error& e) {
 
 Error ErrorFromStatus(int code, const std::string& message) {
   // Field-naming messages start with the field: "prompt: ...".
-  const std::string param = message.substr(0, message.find_first_of(": ["));
+  const size_t colon = message.find(": ");
+  const std::string param = colon == std::string::npos || message.find(' ') < colon
+                                ? std::string()
+                                : message.substr(0, colon);
   switch (code) {
     case 3:   // INVALID_ARGUMENT
     case 11:  // OUT_OF_RANGE
@@ -395,7 +398,7 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
   r.set_max_tokens(static_cast<uint32_t>(max_tokens));
 
   double temperature = 1.0, top_p = 1.0, min_p = 0.0, repetition = 1.0;
-  int64_t top_k = 0, seed = 0;
+  int64_t top_k = 0;
   if (!ReadNumber(o, "temperature", 0, 2, &temperature, &err)) return out;
   if (!ReadNumber(o, "top_p", 0, 1, &top_p, &err)) return out;
   if (o.contains("top_p") && o["top_p"].is_number() && top_p <= 0) {
@@ -405,15 +408,25 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
   if (!ReadNumber(o, "min_p", 0, 1, &min_p, &err)) return out;
   if (!ReadNumber(o, "repetition_penalty", 1e-3, 100, &repetition, &err)) return out;
   if (!ReadInt(o, "top_k", -1, INT32_MAX, &top_k, &err)) return out;
-  if (!ReadInt(o, "seed", INT64_MIN, INT64_MAX, &seed, &err)) return out;
-  req.seed_given = o.contains("seed") && !o["seed"].is_null();
+  // Any 64-bit integer (negative ones as their two's complement), since the
+  // seeds this server draws are unsigned.
+  uint64_t useed = 0;
+  if (auto it = o.find("seed"); it != o.end() && !it->is_null()) {
+    if (!it->is_number_integer()) {
+      err = Bad("seed", "must be an integer");
+      return out;
+    }
+    useed =
+        it->is_number_unsigned() ? it->get<uint64_t>() : static_cast<uint64_t>(it->get<int64_t>());
+    req.seed_given = true;
+  }
   v1::SamplingParameters* s = r.mutable_sampling();
   s->set_temperature(static_cast<float>(temperature));
   s->set_top_p(static_cast<float>(top_p));
   s->set_min_p(static_cast<float>(min_p));
   s->set_repetition_penalty(static_cast<float>(repetition));
   s->set_top_k(static_cast<int32_t>(top_k < 0 ? 0 : top_k));
-  s->set_seed(static_cast<uint64_t>(seed));
+  s->set_seed(useed);
   if (!ReadStop(o, &r, &err)) return out;
   bool ignore_eos = false;
   if (!ReadBool(o, "ignore_eos", &ignore_eos, &err)) return out;

@@ -39,6 +39,8 @@ class Cluster {
 
   const std::string& gateway() const { return roles_.at("gateway").address; }
   const std::string& coordinator() const { return roles_.at("coordinator").address; }
+  // The gateway's HTTP API (started with --http-listen).
+  const std::string& http() const { return roles_.at("http").address; }
   std::vector<ClusterAddress> workers() const;
   pid_t pid_of(const std::string& role) const { return roles_.at(role).pid; }
   const std::string& metrics_of(const std::string& role) const { return roles_.at(role).metrics; }

@@ -1,0 +1,409 @@
+// The OpenAI-compatible HTTP API against a live cluster (`strata up
+// --http-listen`), spoken by a plain HTTP client: completions and chat,
+// streamed and not, equal the single-process runs token for token; a seed
+// reproduces a sampled run and an unseeded one returns the seed it used;
+// hostile requests each get the right status naming the field; a client that
+// disconnects mid-stream frees its KV on every worker.
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "tests/services/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace strata::testing {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using nlohmann::json;
+
+constexpr char kKey[] = "sk-strata-http-test-0123456789";
+
+struct Reply {
+  int status = 0;
+  std::string body;
+  std::string retry_after;
+};
+
+// One request on a fresh connection.
+Reply Call(const std::string& address, http::verb verb, const std::string& target,
+           const std::string& body, const std::string& key = kKey,
+           const std::string& content_type = "application/json") {
+  net::io_context ioc;
+  tcp::resolver resolver(ioc);
+  beast::tcp_stream stream(ioc);
+  const size_t colon = address.rfind(':');
+  stream.connect(resolver.resolve(address.substr(0, colon), address.substr(colon + 1)));
+  http::request<http::string_body> req{verb, target, 11};
+  req.set(http::field::host, address);
+  req.set(http::field::content_type, content_type);
+  if (!key.empty()) req.set(http::field::authorization, "Bearer " + key);
+  req.body() = body;
+  req.prepare_payload();
+  // A server that refuses a large body (413) answers before reading all of
+  // it and closes: the write may then fail, and the answer is still there.
+  beast::error_code write_error;
+  http::write(stream, req, write_error);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  beast::error_code ec;
+  http::read(stream, buffer, parser, ec);
+  Reply r;
+  if (ec) return r;
+  r.status = parser.get().result_int();
+  r.body = parser.get().body();
+  if (auto it = parser.get().find(http::field::retry_after); it != parser.get().end()) {
+    r.retry_after = std::string(it->value());
+  }
+  return r;
+}
+
+Reply Post(const std::string& address, const std::string& target, const json& body,
+           const std::string& key = kKey) {
+  return Call(address, http::verb::post, target, body.dump(), key);
+}
+
+// The `data:` events of an SSE body, [DONE] excluded; `done` says it came.
+std::vector<json> Events(const std::string& body, bool* done) {
+  std::vector<json> out;
+  *done = false;
+  for (absl::string_view block : absl::StrSplit(body, "\n\n", absl::SkipEmpty())) {
+    if (!absl::ConsumePrefix(&block, "data: ")) continue;
+    if (block == "[DONE]") {
+      *done = true;
+      continue;
+    }
+    out.push_back(json::parse(block));
+  }
+  return out;
+}
+
+class HttpTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string dir = FreshDir("http");
+    keys_ = new std::string(dir + "/keys");
+    std::ofstream(*keys_) << kKey << "\n";
+    cluster_ = Cluster::Start(TestModel("llama"), 2,
+                              {"--http-listen", "127.0.0.1:0", "--api-key-file", *keys_,
+                               "--max-context", "128"})
+                   .release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override {
+    if (cluster_ == nullptr) GTEST_SKIP() << "the cluster did not start";
+    const Reply models = Call(cluster_->http(), http::verb::get, "/v1/models", "");
+    ASSERT_EQ(models.status, 200) << models.body;
+    model_ = json::parse(models.body)["data"][0]["id"];
+  }
+  json Body(const json& extra) const {
+    json b = extra;
+    b["model"] = model_;
+    return b;
+  }
+  static Cluster* cluster_;
+  static std::string* keys_;
+  std::string model_;
+};
+Cluster* HttpTest::cluster_ = nullptr;
+std::string* HttpTest::keys_ = nullptr;
+
+TEST_F(HttpTest, CompletionsEqualTheSingleProcessRunStreamedOrNot) {
+  const std::string prompt = "The old lighthouse keeper";
+  const Reference want = GenerateLocally(TestModel("llama"), prompt, 12, {}, true, 128);
+  const json req = Body({{"prompt", prompt},
+                         {"max_tokens", 12},
+                         {"temperature", 0},
+                         {"ignore_eos", true},
+                         {"return_token_ids", true}});
+  const Reply r = Post(cluster_->http(), "/v1/completions", req);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json body = json::parse(r.body);
+  EXPECT_EQ(body["object"], "text_completion");
+  EXPECT_EQ(body["model"], model_);
+  EXPECT_EQ(body["choices"][0]["text"], want.text);
+  EXPECT_EQ(body["choices"][0]["token_ids"].get<std::vector<int32_t>>(), want.tokens);
+  EXPECT_EQ(body["choices"][0]["prompt_token_ids"].get<std::vector<int32_t>>(), want.prompt);
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(body["usage"]["prompt_tokens"], want.prompt.size());
+  EXPECT_EQ(body["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(body["usage"]["total_tokens"], want.prompt.size() + 12);
+
+  json streamed = req;
+  streamed["stream"] = true;
+  streamed["stream_options"] = {{"include_usage", true}};
+  const Reply s = Post(cluster_->http(), "/v1/completions", streamed);
+  ASSERT_EQ(s.status, 200) << s.body;
+  bool done = false;
+  const std::vector<json> events = Events(s.body, &done);
+  EXPECT_TRUE(done);
+  std::string text;
+  std::vector<int32_t> ids;
+  for (const json& e : events) {
+    if (e["choices"].empty()) continue;
+    text += e["choices"][0]["text"].get<std::string>();
+    for (int32_t id : e["choices"][0]["token_ids"]) ids.push_back(id);
+  }
+  EXPECT_EQ(text, want.text);
+  EXPECT_EQ(ids, want.tokens);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(events.back()["usage"]["completion_tokens"], 12);  // the usage chunk
+
+  json echo = req;
+  echo["echo"] = true;
+  const Reply e = Post(cluster_->http(), "/v1/completions", echo);
+  ASSERT_EQ(e.status, 200) << e.body;
+  EXPECT_EQ(json::parse(e.body)["choices"][0]["text"], prompt + want.text);
+}
+
+TEST_F(HttpTest, ChatEqualsTheGrpcChatPathAndStreamsRoleThenContent) {
+  v1::GenerateRequest grpc_req;
+  grpc_req.set_max_tokens(8);
+  v1::ChatMessage* m = grpc_req.mutable_messages()->add_messages();
+  m->set_role("user");
+  m->set_content("Tell me about the sea");
+  grpc_req.set_ignore_eos(true);
+  // The same conversation over gRPC (with the key, as the gateway requires).
+  StreamResult want;
+  {
+    auto stub = cluster_->generation();
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kKey);
+    auto reader = stub->Generate(&ctx, grpc_req);
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+      if (response.has_delta()) want.text += response.delta().text();
+    }
+    const grpc::Status st = reader->Finish();
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  const json req = Body({{"messages", {{{"role", "user"}, {"content", "Tell me about the sea"}}}},
+                         {"max_tokens", 8},
+                         {"temperature", 0},
+                         {"ignore_eos", true}});
+  const Reply r = Post(cluster_->http(), "/v1/chat/completions", req);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json body = json::parse(r.body);
+  EXPECT_EQ(body["object"], "chat.completion");
+  EXPECT_EQ(body["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(body["choices"][0]["message"]["content"], want.text);
+  json streamed = req;
+  streamed["stream"] = true;
+  const Reply s = Post(cluster_->http(), "/v1/chat/completions", streamed);
+  bool done = false;
+  const std::vector<json> events = Events(s.body, &done);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string text;
+  for (const json& e : events) text += e["choices"][0]["delta"].value("content", "");
+  EXPECT_EQ(text, want.text);
+  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(done);
+}
+
+// A seed reproduces a sampled run bit for bit; without one the server draws
+// a seed and says which, and that seed reproduces it.
+TEST_F(HttpTest, SeedsReproduceAndUnseededRunsReturnTheirSeed) {
+  const std::string prompt = "Once upon a time";
+  SamplingParams sp;
+  sp.temperature = 0.9f;
+  sp.seed = 1234;
+  const Reference want = GenerateLocally(TestModel("llama"), prompt, 16, sp, true, 128);
+  const json seeded = Body({{"prompt", prompt},
+                            {"max_tokens", 16},
+                            {"temperature", 0.9},
+                            {"seed", 1234},
+                            {"ignore_eos", true},
+                            {"return_token_ids", true}});
+  const Reply ra = Post(cluster_->http(), "/v1/completions", seeded);
+  ASSERT_EQ(ra.status, 200) << ra.body;
+  const json a = json::parse(ra.body);
+  EXPECT_EQ(a["choices"][0]["token_ids"].get<std::vector<int32_t>>(), want.tokens);
+  EXPECT_EQ(a["seed"], 1234u);
+  json unseeded = seeded;
+  unseeded.erase("seed");
+  const Reply rb = Post(cluster_->http(), "/v1/completions", unseeded);
+  const Reply rc = Post(cluster_->http(), "/v1/completions", unseeded);
+  ASSERT_EQ(rb.status, 200) << rb.body;
+  ASSERT_EQ(rc.status, 200) << rc.body;
+  const json b = json::parse(rb.body), c = json::parse(rc.body);
+  ASSERT_TRUE(b["seed"].is_number_unsigned());
+  EXPECT_NE(b["seed"], c["seed"]) << "two unseeded runs drew the same seed";
+  json again = seeded;
+  again["seed"] = b["seed"];
+  const Reply rd = Post(cluster_->http(), "/v1/completions", again);
+  ASSERT_EQ(rd.status, 200) << rd.body << "\n" << again.dump();
+  const json d = json::parse(rd.body);
+  EXPECT_EQ(d["choices"][0]["token_ids"], b["choices"][0]["token_ids"]);
+}
+
+TEST_F(HttpTest, ModelsTokenizeDetokenizeHealthVersion) {
+  const json models = json::parse(Call(cluster_->http(), http::verb::get, "/v1/models", "").body);
+  EXPECT_EQ(models["object"], "list");
+  EXPECT_EQ(models["data"][0]["max_model_len"], 128);
+  EXPECT_EQ(model_.find('/'), std::string::npos) << "a local folder is named by its name";
+  EXPECT_EQ(Call(cluster_->http(), http::verb::get, "/v1/models/" + model_, "").status, 200);
+  EXPECT_EQ(Call(cluster_->http(), http::verb::get, "/v1/models/nope", "").status, 404);
+  const Reference want = GenerateLocally(TestModel("llama"), "Once upon a time", 1);
+  const json tok =
+      json::parse(Post(cluster_->http(), "/tokenize", {{"prompt", "Once upon a time"}}).body);
+  EXPECT_EQ(tok["tokens"].get<std::vector<int32_t>>(), want.prompt);
+  EXPECT_EQ(tok["count"], want.prompt.size());
+  const json detok =
+      json::parse(Post(cluster_->http(), "/detokenize", {{"tokens", tok["tokens"]}}).body);
+  EXPECT_EQ(detok["prompt"], "Once upon a time");
+  EXPECT_EQ(Call(cluster_->http(), http::verb::get, "/health", "", "").status, 200);
+  const Reply v = Call(cluster_->http(), http::verb::get, "/version", "", "");
+  EXPECT_EQ(v.status, 200);
+  EXPECT_EQ(json::parse(v.body)["version"], "0.1.0");
+}
+
+// Thirty-odd hostile requests: each gets its status and names its field;
+// afterwards the cluster serves on and no KV is held.
+TEST_F(HttpTest, HostileRequestsGetTheRightStatusAndNameTheField) {
+  const std::string h = cluster_->http();
+  struct Case {
+    std::string what;
+    Reply reply;
+    int status;
+    std::string param;  // "" when the error has none
+  };
+  const json msgs = {{{"role", "user"}, {"content", "x"}}};
+  std::vector<Case> cases = {
+      {"no key", Post(h, "/v1/completions", Body({{"prompt", "x"}}), ""), 401, ""},
+      {"wrong key", Post(h, "/v1/completions", Body({{"prompt", "x"}}), "sk-wrong-key-0000000000"),
+       401, ""},
+      {"bad json", Call(h, http::verb::post, "/v1/completions", "{\"model\": "), 400, "body"},
+      {"not an object", Call(h, http::verb::post, "/v1/completions", "[]"), 400, "body"},
+      {"invalid utf-8",
+       Call(h, http::verb::post, "/v1/completions",
+            "{\"model\": \"" + model_ + "\", \"prompt\": \"\xC3\x28\"}"),
+       400, "body"},
+      {"huge number",
+       Call(h, http::verb::post, "/v1/completions",
+            "{\"model\": \"" + model_ + "\", \"prompt\": \"x\", \"seed\": 1e999}"),
+       400, "body"},
+      {"unknown model", Post(h, "/v1/completions", {{"model", "gpt-4"}, {"prompt", "x"}}), 404,
+       "model"},
+      {"no prompt", Post(h, "/v1/completions", Body({})), 400, "prompt"},
+      {"prompt type", Post(h, "/v1/completions", Body({{"prompt", true}})), 400, "prompt"},
+      {"negative id", Post(h, "/v1/completions", Body({{"prompt", {1, -5}}})), 400, "prompt[1]"},
+      {"id past vocab", Post(h, "/v1/completions", Body({{"prompt", {1, 100000}}})), 400,
+       "prompt_tokens.ids[1]"},
+      {"max_tokens 0", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"max_tokens", 0}})), 400,
+       "max_tokens"},
+      {"max_tokens -1", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"max_tokens", -1}})),
+       400, "max_tokens"},
+      {"max_tokens huge",
+       Post(h, "/v1/completions", Body({{"prompt", "x"}, {"max_tokens", 1LL << 40}})), 400,
+       "max_tokens"},
+      {"temperature", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"temperature", 9}})), 400,
+       "temperature"},
+      {"top_p", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"top_p", -0.1}})), 400, "top_p"},
+      {"min_p", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"min_p", 2}})), 400, "min_p"},
+      {"huge n", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"n", 100000}})), 400, "n"},
+      {"logprobs", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"logprobs", 5}})), 400,
+       "logprobs"},
+      {"stop type",
+       Post(h, "/v1/completions",
+            Body({{"prompt", "x"}, {"stop", json::array({json::object({{"a", 1}})})}})),
+       400, "stop[0]"},
+      {"17 stops",
+       Post(h, "/v1/completions",
+            Body({{"prompt", "x"}, {"stop", std::vector<std::string>(17, "s")}})),
+       400, "stop"},
+      {"unknown field", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"frobnicate", 1}})), 400,
+       "frobnicate"},
+      {"suffix", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"suffix", "y"}})), 400,
+       "suffix"},
+      {"prompt too long", Post(h, "/v1/completions", Body({{"prompt", std::string(20000, 'a')}})),
+       400, "prompt"},
+      {"body too large", Call(h, http::verb::post, "/v1/completions", std::string(80 << 20, ' ')),
+       413, "body"},
+      {"chat without messages", Post(h, "/v1/chat/completions", Body({{"prompt", "x"}})), 400,
+       "prompt"},
+      {"bad role",
+       Post(h, "/v1/chat/completions", Body({{"messages", {{{"role", "x"}, {"content", "y"}}}}})),
+       400, "messages[0].role"},
+      {"tools",
+       Post(h, "/v1/chat/completions",
+            Body({{"messages", msgs}, {"tools", {{{"type", "function"}}}}})),
+       400, "tools"},
+      {"stream_options without stream",
+       Post(h, "/v1/chat/completions",
+            Body({{"messages", msgs}, {"stream_options", {{"include_usage", true}}}})),
+       400, "stream_options"},
+      {"unknown path", Post(h, "/v1/embeddings", Body({{"input", "x"}})), 404, ""},
+      {"wrong method", Call(h, http::verb::get, "/v1/completions", ""), 405, ""},
+      {"detokenize bad id", Post(h, "/detokenize", {{"tokens", {1, 99999}}}), 400, "tokens[1]"},
+      {"tokenize nothing", Post(h, "/tokenize", json::object()), 400, "prompt"},
+  };
+  ASSERT_GE(cases.size(), 30u);
+  for (const Case& c : cases) {
+    EXPECT_EQ(c.reply.status, c.status) << c.what << ": " << c.reply.body;
+    if (c.reply.body.empty()) continue;
+    const json e = json::parse(c.reply.body, nullptr, false);
+    ASSERT_TRUE(e.contains("error")) << c.what << ": " << c.reply.body;
+    EXPECT_FALSE(e["error"]["message"].get<std::string>().empty()) << c.what;
+    if (!c.param.empty()) {
+      EXPECT_EQ(e["error"]["param"], c.param) << c.what << ": " << c.reply.body;
+      EXPECT_NE(e["error"]["message"].get<std::string>().find(c.param), std::string::npos)
+          << c.what << ": " << c.reply.body;
+    }
+  }
+  const Reply ok = Post(h, "/v1/completions", Body({{"prompt", "x"}, {"max_tokens", 3}}));
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_TRUE(cluster_->WaitKvFree(5000));
+}
+
+// A client that closes its connection mid-stream cancels the request: every
+// worker frees its KV.
+TEST_F(HttpTest, ADisconnectMidStreamFreesKvOnEveryWorker) {
+  net::io_context ioc;
+  tcp::resolver resolver(ioc);
+  beast::tcp_stream stream(ioc);
+  const std::string h = cluster_->http();
+  const size_t colon = h.rfind(':');
+  stream.connect(resolver.resolve(h.substr(0, colon), h.substr(colon + 1)));
+  http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
+  req.set(http::field::host, h);
+  req.set(http::field::authorization, std::string("Bearer ") + kKey);
+  req.body() = Body({{"prompt", "The old lighthouse keeper"},
+                     {"max_tokens", 120},
+                     {"ignore_eos", true},
+                     {"stream", true}})
+                   .dump();
+  req.prepare_payload();
+  http::write(stream, req);
+  // Read until the first event arrived, then hang up.
+  std::string seen;
+  char buf[4096];
+  while (seen.find("data: ") == std::string::npos) {
+    beast::error_code ec;
+    const size_t n = stream.socket().read_some(net::buffer(buf), ec);
+    ASSERT_FALSE(ec) << ec.message();
+    seen.append(buf, n);
+  }
+  EXPECT_FALSE(cluster_->WorkerSequences()[0].empty() && cluster_->WorkerSequences()[1].empty());
+  stream.socket().shutdown(tcp::socket::shutdown_both);
+  stream.close();
+  EXPECT_TRUE(cluster_->WaitKvFree(10'000));
+}
+
+}  // namespace
+}  // namespace strata::testing

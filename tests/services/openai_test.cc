@@ -1,0 +1,263 @@
+// OpenAI's request and response shapes, as pure functions: what a request
+// becomes, each malformed one refused with 400 naming the field, the
+// parameters that are not supported yet refused by name (and accepted at
+// their neutral values), and the objects the SDKs read.
+#include "services/gateway/openai.h"
+
+#include "gtest/gtest.h"
+
+namespace strata::openai {
+namespace {
+
+using nlohmann::json;
+
+const ModelCard kModel{"org/model", 256, 1700000000};
+
+ParseResult Parse(const json& body, bool chat = false) {
+  return ParseRequest(body.dump(), chat, kModel);
+}
+
+TEST(OpenAiTest, ACompletionBecomesStrataRequest) {
+  const ParseResult p = Parse({{"model", "org/model"},
+                               {"prompt", "Once upon a time"},
+                               {"max_tokens", 7},
+                               {"temperature", 0.5},
+                               {"top_p", 0.9},
+                               {"top_k", 40},
+                               {"min_p", 0.05},
+                               {"repetition_penalty", 1.1},
+                               {"seed", 42},
+                               {"stop", {"\n", "END"}},
+                               {"echo", true},
+                               {"stream", true},
+                               {"stream_options", {{"include_usage", true}}},
+                               {"user", "u-1"}});
+  ASSERT_TRUE(p.ok) << p.error.message;
+  const v1::GenerateRequest& g = p.request.generate;
+  EXPECT_EQ(g.prompt(), "Once upon a time");
+  EXPECT_EQ(g.max_tokens(), 7u);
+  EXPECT_FLOAT_EQ(g.sampling().temperature(), 0.5f);
+  EXPECT_FLOAT_EQ(g.sampling().top_p(), 0.9f);
+  EXPECT_EQ(g.sampling().top_k(), 40);
+  EXPECT_FLOAT_EQ(g.sampling().min_p(), 0.05f);
+  EXPECT_FLOAT_EQ(g.sampling().repetition_penalty(), 1.1f);
+  EXPECT_EQ(g.sampling().seed(), 42u);
+  EXPECT_TRUE(p.request.seed_given);
+  ASSERT_EQ(g.stop_size(), 2);
+  EXPECT_EQ(g.stop(1), "END");
+  EXPECT_TRUE(p.request.echo && p.request.stream && p.request.include_usage);
+  // Defaults: OpenAI's temperature 1 and 16 tokens; no seed given.
+  const ParseResult d = Parse({{"model", "org/model"}, {"prompt", "x"}});
+  ASSERT_TRUE(d.ok);
+  EXPECT_FLOAT_EQ(d.request.generate.sampling().temperature(), 1.0f);
+  EXPECT_EQ(d.request.generate.max_tokens(), 16u);
+  EXPECT_FALSE(d.request.seed_given);
+}
+
+TEST(OpenAiTest, PromptsAsTextTokenIdsOrOneElementArrays) {
+  auto ids = Parse({{"model", "org/model"}, {"prompt", {1, 5, 9}}});
+  ASSERT_TRUE(ids.ok);
+  EXPECT_EQ(ids.request.generate.prompt_tokens().ids_size(), 3);
+  auto nested = Parse({{"model", "org/model"}, {"prompt", {{1, 5}}}});
+  ASSERT_TRUE(nested.ok);
+  EXPECT_EQ(nested.request.generate.prompt_tokens().ids(1), 5);
+  auto one = Parse({{"model", "org/model"}, {"prompt", {"hi"}}});
+  ASSERT_TRUE(one.ok);
+  EXPECT_EQ(one.request.generate.prompt(), "hi");
+  auto two = Parse({{"model", "org/model"}, {"prompt", {"a", "b"}}});
+  ASSERT_FALSE(two.ok);
+  EXPECT_EQ(two.error.param, "prompt");
+}
+
+TEST(OpenAiTest, ChatMessagesWithTextPartsAndDeveloperRole) {
+  const ParseResult p = Parse(
+      {{"model", "org/model"},
+       {"messages",
+        {{{"role", "developer"}, {"content", "Be brief."}},
+         {{"role", "user"},
+          {"content",
+           {{{"type", "text"}, {"text", "Hello "}}, {{"type", "text"}, {"text", "there"}}}}}}},
+       {"max_completion_tokens", 5}},
+      /*chat=*/true);
+  ASSERT_TRUE(p.ok) << p.error.message;
+  const v1::Conversation& c = p.request.generate.messages();
+  ASSERT_EQ(c.messages_size(), 2);
+  EXPECT_EQ(c.messages(0).role(), "system");
+  EXPECT_EQ(c.messages(1).content(), "Hello there");
+  EXPECT_EQ(p.request.generate.max_tokens(), 5u);
+  // Chat defaults to the context, not 16.
+  const ParseResult d =
+      Parse({{"model", "org/model"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}}, true);
+  ASSERT_TRUE(d.ok);
+  EXPECT_EQ(d.request.generate.max_tokens(), 256u);
+}
+
+// Each malformed body is 400 naming its field (404 for an unknown model).
+TEST(OpenAiTest, MalformedRequestsNameTheField) {
+  struct Case {
+    json body;
+    bool chat;
+    int status;
+    std::string param;
+  };
+  const json ok_msgs = {{{"role", "user"}, {"content", "x"}}};
+  const std::vector<Case> cases = {
+      {{{"prompt", "x"}}, false, 400, "model"},
+      {{{"model", 3}, {"prompt", "x"}}, false, 400, "model"},
+      {{{"model", "other"}, {"prompt", "x"}}, false, 404, "model"},
+      {{{"model", "org/model"}}, false, 400, "prompt"},
+      {{{"model", "org/model"}, {"prompt", 5}}, false, 400, "prompt"},
+      {{{"model", "org/model"}, {"prompt", {1, -2}}}, false, 400, "prompt[1]"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"max_tokens", 0}}, false, 400, "max_tokens"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"max_tokens", 100000}}, false, 400, "max_tokens"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"max_tokens", "9"}}, false, 400, "max_tokens"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"temperature", -1}}, false, 400, "temperature"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"temperature", 3}}, false, 400, "temperature"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"top_p", 0}}, false, 400, "top_p"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"top_k", 1.5}}, false, 400, "top_k"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"seed", "7"}}, false, 400, "seed"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"stop", {1}}}, false, 400, "stop[0]"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"stream", "yes"}}, false, 400, "stream"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"stream_options", {{"include_usage", true}}}},
+       false,
+       400,
+       "stream_options"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"n", 1000000}}, false, 400, "n"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"logprobs", 5}}, false, 400, "logprobs"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"presence_penalty", 0.5}},
+       false,
+       400,
+       "presence_penalty"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"suffix", "end"}}, false, 400, "suffix"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"logit_bias", {{"5", 100}}}},
+       false,
+       400,
+       "logit_bias"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"best_of", 3}}, false, 400, "best_of"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"bogus", 1}}, false, 400, "bogus"},
+      {{{"model", "org/model"}, {"messages", ok_msgs}}, false, 400, "messages"},
+      {{{"model", "org/model"}, {"prompt", "x"}}, true, 400, "prompt"},
+      {{{"model", "org/model"}, {"messages", json::array()}}, true, 400, "messages"},
+      {{{"model", "org/model"}, {"messages", {{{"role", "robot"}, {"content", "x"}}}}},
+       true,
+       400,
+       "messages[0].role"},
+      {{{"model", "org/model"}, {"messages", {{{"role", "user"}}}}},
+       true,
+       400,
+       "messages[0].content"},
+      {{{"model", "org/model"},
+        {"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}}},
+       true,
+       400,
+       "messages[0].content[0]"},
+      {{{"model", "org/model"}, {"messages", ok_msgs}, {"tools", {{{"type", "function"}}}}},
+       true,
+       400,
+       "tools"},
+      {{{"model", "org/model"},
+        {"messages", ok_msgs},
+        {"response_format", {{"type", "json_object"}}}},
+       true,
+       400,
+       "response_format"},
+  };
+  for (const Case& c : cases) {
+    const ParseResult p = Parse(c.body, c.chat);
+    ASSERT_FALSE(p.ok) << c.body.dump();
+    EXPECT_EQ(p.error.status, c.status) << c.body.dump() << ": " << p.error.message;
+    EXPECT_EQ(p.error.param, c.param) << c.body.dump() << ": " << p.error.message;
+    EXPECT_EQ(p.error.message.rfind(c.param, 0), 0u) << p.error.message;
+  }
+  // Bodies that are not JSON, or not an object.
+  for (const std::string& body :
+       {std::string("{bad"), std::string("[1]"), std::string(""),
+        std::string("{\"model\": \"org/model\", \"prompt\": \"\xC3\x28\"}"),
+        std::string("{\"model\": \"org/model\", \"max_tokens\": 1e400}")}) {
+    const ParseResult p = ParseRequest(body, false, kModel);
+    ASSERT_FALSE(p.ok) << body;
+    EXPECT_EQ(p.error.status, 400);
+    EXPECT_EQ(p.error.param, "body") << body << ": " << p.error.message;
+  }
+}
+
+// Unsupported parameters at their neutral values are what SDKs send by
+// default: accepted.
+TEST(OpenAiTest, NeutralValuesOfUnsupportedParametersAreAccepted) {
+  const ParseResult p = Parse({{"model", "org/model"},
+                               {"messages", {{{"role", "user"}, {"content", "x"}}}},
+                               {"n", 1},
+                               {"logprobs", false},
+                               {"presence_penalty", 0},
+                               {"frequency_penalty", 0.0},
+                               {"logit_bias", json::object()},
+                               {"response_format", {{"type", "text"}}},
+                               {"tools", json::array()},
+                               {"tool_choice", nullptr}},
+                              true);
+  EXPECT_TRUE(p.ok) << p.error.message;
+}
+
+TEST(OpenAiTest, ServedNamesAreRepositoriesNeverHashes) {
+  EXPECT_EQ(DefaultServedName("/m/x", "Qwen/Qwen2.5-3B-Instruct"), "Qwen/Qwen2.5-3B-Instruct");
+  EXPECT_EQ(DefaultServedName("/root/.cache/huggingface/hub/models--Qwen--Qwen2.5-3B/snapshots/"
+                              "aa11bb22cc33/",
+                              "/tmp/local/path"),
+            "Qwen/Qwen2.5-3B");
+  EXPECT_EQ(DefaultServedName("/models/current/", ""), "current");
+}
+
+TEST(OpenAiTest, ErrorsAndStatuses) {
+  EXPECT_EQ(ErrorFromStatus(3, "prompt: too long").status, 400);
+  EXPECT_EQ(ErrorFromStatus(3, "prompt: too long").param, "prompt");
+  EXPECT_EQ(ErrorFromStatus(3, "prompt_tokens.ids[1]: 9 is outside").param, "prompt_tokens.ids[1]");
+  EXPECT_EQ(ErrorFromStatus(3, "the queue is full: retry").param, "");
+  EXPECT_EQ(ErrorFromStatus(11, "prompt: 99 tokens").status, 400);
+  EXPECT_EQ(ErrorFromStatus(8, "queue full").status, 429);
+  EXPECT_EQ(ErrorFromStatus(14, "no layer map").status, 503);
+  EXPECT_EQ(ErrorFromStatus(16, "authorization: unknown API key").status, 401);
+  const json body = ErrorBody({400, "top_p: bad", "invalid_request_error", "top_p", ""});
+  EXPECT_EQ(body["error"]["message"], "top_p: bad");
+  EXPECT_EQ(body["error"]["param"], "top_p");
+  EXPECT_TRUE(body["error"]["code"].is_null());
+}
+
+TEST(OpenAiTest, ResponseObjectsHaveOpenAisFields) {
+  Request chat;
+  chat.chat = true;
+  Completion c{"chatcmpl-1",
+               "org/model",
+               "strata-0.1.0",
+               1700000001,
+               "Hi!",
+               {1, 2},
+               {7, 8},
+               v1::FINISH_REASON_EOS,
+               2,
+               2,
+               99};
+  const json body = CompletionBody(chat, c);
+  EXPECT_EQ(body["object"], "chat.completion");
+  EXPECT_EQ(body["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "Hi!");
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(body["usage"]["total_tokens"], 4);
+  EXPECT_EQ(body["seed"], 99u);
+  const json role = ChunkBody(chat, c, "", {}, v1::FINISH_REASON_UNSPECIFIED, true);
+  EXPECT_EQ(role["object"], "chat.completion.chunk");
+  EXPECT_EQ(role["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(role["choices"][0]["finish_reason"].is_null());
+  const json last = ChunkBody(chat, c, "", {}, v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(last["choices"][0]["delta"].empty());
+  Request text;
+  text.include_usage = true;
+  text.stream = true;
+  const json usage = UsageChunk(text, c);
+  EXPECT_EQ(usage["object"], "text_completion");
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 2);
+}
+
+}  // namespace
+}  // namespace strata::openai
