@@ -29,6 +29,7 @@ namespace net = boost::asio;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using nlohmann::json;
+using openai::Dump;
 
 constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr size_t kMaxHeaderBytes = 16 << 10;
@@ -47,10 +48,6 @@ std::string NewId(const char* prefix) {
                 static_cast<unsigned>(rng()));
   return absl::StrCat(prefix, hex);
 }
-
-// JSON text whatever the strings hold: bytes that are not UTF-8 (a parse
-// error quoting the client's input) become U+FFFD instead of an exception.
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 int64_t UnixNow() {
   return std::chrono::duration_cast<std::chrono::seconds>(

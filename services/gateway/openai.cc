@@ -183,6 +183,8 @@ bool ReadStop(const json& o, v1::GenerateRequest* r, Error* err) {
 
 }  // namespace
 
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 json ErrorBody(const Error& e) {
   return {{"error",
            {{"message", e.message},

@@ -26,6 +26,9 @@ struct Error {
   std::string code;   // e.g. "model_not_found" ("" when none)
 };
 nlohmann::json ErrorBody(const Error& error);
+// JSON text whatever its strings hold: bytes that are not UTF-8 (a parse
+// error quoting the client's input) become U+FFFD instead of an exception.
+std::string Dump(const nlohmann::json& j);
 // The HTTP status and OpenAI type for a gRPC/absl status code.
 Error ErrorFromStatus(int grpc_code, const std::string& message);
 
