@@ -10,10 +10,14 @@
 #include <boost/beast/http.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "tests/services/cluster_util.h"
 #include "tests/test_util.h"
@@ -403,6 +407,151 @@ TEST_F(HttpTest, ADisconnectMidStreamFreesKvOnEveryWorker) {
   stream.socket().shutdown(tcp::socket::shutdown_both);
   stream.close();
   EXPECT_TRUE(cluster_->WaitKvFree(10'000));
+}
+
+}  // namespace
+}  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// Reads an SSE response from an open connection until [DONE]; or, with
+// `hang_up_after` events, closes the connection after that many.
+struct SseRun {
+  std::string text;
+  std::vector<int32_t> ids;
+  bool done = false;
+  int status = 0;
+};
+
+SseRun StreamSse(const std::string& address, const json& body, int hang_up_after) {
+  SseRun run;
+  net::io_context ioc;
+  tcp::resolver resolver(ioc);
+  beast::tcp_stream stream(ioc);
+  const size_t colon = address.rfind(':');
+  beast::error_code ec;
+  stream.connect(resolver.resolve(address.substr(0, colon), address.substr(colon + 1)), ec);
+  if (ec) return run;
+  http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
+  req.set(http::field::host, address);
+  req.set(http::field::authorization, std::string("Bearer ") + kKey);
+  req.body() = body.dump();
+  req.prepare_payload();
+  http::write(stream, req, ec);
+  if (ec) return run;
+  beast::flat_buffer buffer;
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(boost::none);
+  http::read_header(stream, buffer, parser, ec);
+  if (ec) return run;
+  run.status = parser.get().result_int();
+  std::string pending;
+  int events = 0;
+  char chunk[4096];
+  while (!parser.is_done()) {
+    parser.get().body().data = chunk;
+    parser.get().body().size = sizeof(chunk);
+    http::read(stream, buffer, parser, ec);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) break;
+    pending.append(chunk, sizeof(chunk) - parser.get().body().size);
+    size_t end;
+    while ((end = pending.find("\n\n")) != std::string::npos) {
+      const std::string event = pending.substr(0, end);
+      pending.erase(0, end + 2);
+      if (event == "data: [DONE]") {
+        run.done = true;
+        continue;
+      }
+      const json e = json::parse(event.substr(6));
+      if (e.contains("choices") && !e["choices"].empty()) {
+        run.text += e["choices"][0]["text"].get<std::string>();
+        for (int32_t id : e["choices"][0]["token_ids"]) run.ids.push_back(id);
+      }
+      if (hang_up_after > 0 && ++events >= hang_up_after) {
+        stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+        return run;
+      }
+    }
+  }
+  return run;
+}
+
+int64_t RssKiB(pid_t pid) {
+  std::ifstream f(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      int64_t kib = 0;
+      (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(6, line.find(" kB") - 6)),
+                             &kib);
+      return kib;
+    }
+  }
+  return -1;
+}
+
+// 300 concurrent SSE streams, a third of them hung up after a few events:
+// every completed stream equals its single-process run, no KV is left on
+// any worker, and the gateway's memory does not grow with the streams.
+TEST(HttpLoadTest, ThreeHundredSseStreamsWithRandomDisconnects) {
+  const std::string dir = FreshDir("http-load");
+  std::ofstream(dir + "/keys") << kKey << "\n";
+  auto cluster =
+      Cluster::Start(TestModel("llama"), 2,
+                     {"--http-listen", "127.0.0.1:0", "--api-key-file", dir + "/keys",
+                      "--max-context", "128", "--max-pending", "1024", "--max-sequences", "64"});
+  ASSERT_NE(cluster, nullptr);
+  const char* const prompts[] = {"The old lighthouse keeper", "Once upon a time",
+                                 "In the morning the harbour", "She opened the door"};
+  std::vector<Reference> want;
+  for (const char* p : prompts) {
+    want.push_back(GenerateLocally(TestModel("llama"), p, 24, {}, true, 128));
+  }
+  const pid_t gateway = cluster->pid_of("gateway");
+  auto warm = StreamSse(cluster->http(),
+                        {{"model", "llama-f32-1"},
+                         {"prompt", "x"},
+                         {"max_tokens", 2},
+                         {"stream", true},
+                         {"return_token_ids", true}},
+                        0);
+  ASSERT_TRUE(warm.done);
+  const int64_t rss_before = RssKiB(gateway);
+  constexpr int kStreams = 300;
+  std::vector<SseRun> runs(kStreams);
+  std::vector<std::thread> clients;
+  std::mt19937 rng(7);
+  std::vector<int> hang_up(kStreams);
+  for (int i = 0; i < kStreams; ++i) hang_up[i] = i % 3 == 0 ? 1 + rng() % 5 : 0;
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] {
+      runs[i] = StreamSse(cluster->http(),
+                          {{"model", "llama-f32-1"},
+                           {"prompt", prompts[i % 4]},
+                           {"max_tokens", 24},
+                           {"temperature", 0},
+                           {"ignore_eos", true},
+                           {"stream", true},
+                           {"return_token_ids", true}},
+                          hang_up[i]);
+    });
+  }
+  for (auto& t : clients) t.join();
+  int completed = 0;
+  for (int i = 0; i < kStreams; ++i) {
+    if (hang_up[i] > 0) continue;
+    ASSERT_EQ(runs[i].status, 200) << "stream " << i;
+    ASSERT_TRUE(runs[i].done) << "stream " << i;
+    EXPECT_EQ(runs[i].ids, want[i % 4].tokens) << "stream " << i;
+    EXPECT_EQ(runs[i].text, want[i % 4].text) << "stream " << i;
+    ++completed;
+  }
+  EXPECT_EQ(completed, kStreams - kStreams / 3);
+  EXPECT_TRUE(cluster->WaitKvFree(20'000));
+  // Bounded: the gateway holds nothing per finished stream.
+  EXPECT_LT(RssKiB(gateway) - rss_before, 64 << 10);
 }
 
 }  // namespace
