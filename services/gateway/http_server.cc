@@ -515,6 +515,9 @@ void HttpServer::Impl::Accept() {
       if (!stopped) Accept();
       return;
     }
+    // Each SSE event is a small write that must leave at once (no Nagle).
+    beast::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
     if (tls.has_value()) {
       std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
           beast::ssl_stream<beast::tcp_stream>(std::move(socket), *tls), this)

@@ -452,7 +452,7 @@ SseRun StreamSse(const std::string& address, const json& body, int hang_up_after
   while (!parser.is_done()) {
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof(chunk);
-    http::read(stream, buffer, parser, ec);
+    http::read_some(stream, buffer, parser, ec);  // returns with what arrived
     if (ec == http::error::need_buffer) ec = {};
     if (ec) break;
     pending.append(chunk, sizeof(chunk) - parser.get().body().size);
