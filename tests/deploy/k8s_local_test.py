@@ -25,6 +25,7 @@ With --static only step 1 runs (for the GPU base, whose workers need GPUs).
    pod at once (`kubectl delete`) and expects each to exit 0 within its
    terminationGracePeriodSeconds.
 """
+import json
 import math
 import os
 import re
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -423,6 +425,19 @@ def main():
             check(reference.startswith(PROMPT) and text == reference[len(PROMPT):].rstrip("\n")
                   or text == reference.rstrip("\n"),
                   f"through the manifests: {text!r}; strata generate: {reference!r}")
+
+            # The gateway Service's HTTP port: OpenAI's API, behind the same key.
+            http = cluster.service_target("strata-gateway", 8000)
+            request = urllib.request.Request(f"http://{http}/v1/models",
+                                             headers={"Authorization": "Bearer " + API_KEY})
+            with urllib.request.urlopen(request, timeout=10) as r:
+                models = json.loads(r.read().decode())
+            check(models["data"][0]["id"] == "current", f"/v1/models through the Service: {models}")
+            try:
+                urllib.request.urlopen(f"http://{http}/v1/models", timeout=10)
+                check(False, "the HTTP API answered without an API key")
+            except urllib.error.HTTPError as e:
+                check(e.code == 401, f"the HTTP API without a key: {e.code}")
 
             for pod in cluster.pods:
                 with urllib.request.urlopen(f"http://127.0.0.1:{pod.ports[pod.named['metrics']]}/metrics",
