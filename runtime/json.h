@@ -1,6 +1,9 @@
-// A small JSON document model and parser for the files Strata reads:
-// config.json, tokenizer_config.json, generation_config.json, safetensors
-// headers and their index. Integers that fit in int64 are kept exactly (tensor
+// The JSON document model of the files Strata reads: config.json,
+// tokenizer_config.json, generation_config.json, tokenizer.json, safetensors
+// headers and their index. Parsing and serialising are nlohmann/json's
+// (json_document.cc adapts its tree to this one): strict RFC 8259, so
+// leading zeros, NaN/Infinity, invalid UTF-8 and numbers out of range are
+// errors naming the file and byte; nesting is bounded at 128 levels. Integers that fit in int64 are kept exactly (tensor
 // offsets can exceed 2^53 in principle). Values are immutable after parsing;
 // a parsed document is safe to read from many threads.
 #ifndef STRATA_RUNTIME_JSON_H_

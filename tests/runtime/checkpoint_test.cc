@@ -96,7 +96,12 @@ TEST(JsonTest, RoundTripsAndKeepsLargeIntegersExact) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->Dump(), j->Dump());
   EXPECT_FALSE(ParseJson("[1, 2", "t").ok());
-  EXPECT_FALSE(ParseJson(std::string(1000, '['), "t").ok());  // depth bound, no stack overflow
+  EXPECT_FALSE(ParseJson(std::string(1000, '['), "t").ok());
+  // Valid but deep: refused at 128 levels, before any recursion over it.
+  const auto deep = ParseJson(std::string(200, '[') + std::string(200, ']'), "deep.json");
+  ASSERT_FALSE(deep.ok());
+  EXPECT_TRUE(Contains(deep.status(), "deep.json: nesting deeper than 128 levels")) << deep.status();
+  EXPECT_TRUE(ParseJson(std::string(100, '[') + std::string(100, ']'), "t").ok());
 }
 
 // What JSON forbids is refused by name, before any value is used.
