@@ -26,15 +26,15 @@ struct CoordinatorOptions {
   std::string listen = "127.0.0.1:0";          // host:port; port 0 picks a free port
   std::string address_file;                    // "grpc-address metrics-address" once listening
   std::string metrics_listen = "127.0.0.1:0";  // /metrics over HTTP; empty = none
-  std::string health_listen;  // plaintext grpc.health.v1 only, for probes; empty = none
-  std::string model_dir;                       // as the workers see it (shared storage)
-  int workers = 1;                             // start serving once this many registered
-  int startup_timeout_ms = 60'000;             // for registration and for loading
-  std::string layers;                          // manual split "0-9,10-21"; empty = planner
-  int64_t max_sequences = 16;                  // concurrency: the KV budget on every worker
-  int64_t max_context = 0;                     // tokens per sequence; 0 = model's, capped at 8192
-  int64_t max_batch_tokens = 512;              // tokens per step
-  int max_inflight_steps = 0;                  // micro-batches in the pipeline; 0 = one per stage
+  std::string health_listen;        // plaintext grpc.health.v1 only, for probes; empty = none
+  std::string model_dir;            // as the workers see it (shared storage)
+  int workers = 1;                  // start serving once this many registered
+  int startup_timeout_ms = 60'000;  // for registration and for loading
+  std::string layers;               // manual split "0-9,10-21"; empty = planner
+  int64_t max_sequences = 16;       // concurrency: the KV budget on every worker
+  int64_t max_context = 0;          // tokens per sequence; 0 = model's, capped at 8192
+  int64_t max_batch_tokens = 512;   // tokens per step
+  int max_inflight_steps = 0;       // micro-batches in the pipeline; 0 = one per stage
   int drain_timeout_ms = 30'000;
   int heartbeat_ms = 200;           // how often workers report
   int heartbeat_timeout_ms = 1000;  // a worker silent this long is lost (hung, SIGSTOP)

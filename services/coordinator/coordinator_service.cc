@@ -302,6 +302,7 @@ void CoordinatorService::HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartb
 
 void CoordinatorService::HandleResult(const std::string& worker_id, const v1::StepResult& result) {
   std::vector<Emission> out;
+  std::map<uint64_t, v1::TokenLogprobs> logprobs;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (scheduler_ == nullptr || result.epoch() != map_.epoch() || !serving_) return;
@@ -343,12 +344,15 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
     } else {
       std::vector<std::pair<uint64_t, int32_t>> tokens;
       tokens.reserve(result.tokens_size());
-      for (const auto& t : result.tokens()) tokens.emplace_back(t.seq_id(), t.token_id());
+      for (const auto& t : result.tokens()) {
+        tokens.emplace_back(t.seq_id(), t.token_id());
+        if (t.has_logprobs()) logprobs[t.seq_id()] = t.logprobs();
+      }
       out = scheduler_->OnResult(result.step_id(), tokens);
     }
   }
   cv_.notify_all();
-  Deliver(std::move(out));
+  Deliver(std::move(out), /*admitted=*/false, &logprobs);
 }
 
 grpc::Status CoordinatorService::Session(
@@ -396,10 +400,14 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   spec.sampling = SamplingFromProto(submit.sampling());
   spec.max_tokens = submit.max_tokens();
   spec.ignore_eos = submit.ignore_eos();
+  spec.logprobs = submit.has_logprobs() ? submit.logprobs() : -1;
   spec.submitted = Clock::now();
   // The gateway validated the request already; this guards the pipeline
   // against any other client of the internal API.
   absl::Status error = ValidateSamplingParams(spec.sampling);
+  if (error.ok() && submit.has_logprobs() && (submit.logprobs() < 0 || submit.logprobs() > 20)) {
+    error = absl::InvalidArgumentError("submit: logprobs must be in [0, 20]");
+  }
   if (error.ok() && (spec.prompt.empty() || spec.max_tokens <= 0)) {
     error = absl::InvalidArgumentError("submit: prompt_ids and max_tokens must be non-empty");
   }
@@ -440,7 +448,8 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   if (record->open) record->stream->Write(event);
 }
 
-void CoordinatorService::Deliver(std::vector<Emission> emissions, bool admitted) {
+void CoordinatorService::Deliver(std::vector<Emission> emissions, bool admitted,
+                                 const std::map<uint64_t, v1::TokenLogprobs>* logprobs) {
   for (Emission& e : emissions) {
     std::shared_ptr<SessionRecord> record;
     {
@@ -452,6 +461,11 @@ void CoordinatorService::Deliver(std::vector<Emission> emissions, bool admitted)
     v1::SessionEvent event;
     event.set_request_id(e.request_id);
     for (int32_t t : e.tokens) event.add_token_ids(t);
+    if (logprobs != nullptr && !e.tokens.empty()) {
+      if (auto it = logprobs->find(e.seq_id); it != logprobs->end()) {
+        *event.add_logprobs() = it->second;
+      }
+    }
     event.set_finish(FinishToProto(e.finish));
     event.set_admitted(admitted);
     if (!e.error.ok()) {
@@ -1030,6 +1044,7 @@ void CoordinatorService::PumpLoop() {
       chunk->mutable_token_ids()->Add(c.token_ids.begin(), c.token_ids.end());
       chunk->set_sample(c.sample);
       if (c.sample) *chunk->mutable_sampling() = SamplingToProto(c.sampling);
+      if (c.sample && c.logprobs >= 0) chunk->set_logprobs(c.logprobs);
     }
     bool written = false;
     {

@@ -118,7 +118,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
   std::set<std::string> EligibleLocked(Clock::time_point now) const;
   // Sends each emission to its session; `admitted` marks them as the notice
   // that the request left the queue.
-  void Deliver(std::vector<Emission> emissions, bool admitted = false);
+  // `logprobs` (by sequence) go with the tokens of the emissions that carry
+  // that sequence's id.
+  void Deliver(std::vector<Emission> emissions, bool admitted = false,
+               const std::map<uint64_t, v1::TokenLogprobs>* logprobs = nullptr);
   void HandleResult(const std::string& worker_id, const v1::StepResult& result);
   void HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartbeat& heartbeat);
   // Whether a re-plan is due: a worker of the map is gone, or a new one may

@@ -79,6 +79,7 @@ std::optional<PlannedStep> Scheduler::NextStep() {
     for (int64_t i = s.fed; i < s.fed + n; ++i) c.token_ids.push_back(s.token(i));
     c.sample = s.fed + n == s.known();
     c.sampling = s.spec.sampling;
+    c.logprobs = s.spec.logprobs;
     step.chunks.push_back(std::move(c));
     s.fed += n;
     s.in_flight = true;
@@ -155,7 +156,8 @@ std::vector<Emission> Scheduler::OnResult(uint64_t step_id,
       continue;
     }
     s.generated.push_back(tok->second);
-    Emission e{s.spec.session, s.spec.request_id, {tok->second}, CheckFinish(s), absl::OkStatus()};
+    Emission e{s.spec.session, s.spec.request_id, {tok->second},
+               CheckFinish(s), absl::OkStatus(),  id};
     if (e.finish != Finish::kNone) Retire(id);
     out.push_back(std::move(e));
   }

@@ -43,6 +43,7 @@ struct SequenceSpec {
   SamplingParams sampling;
   int64_t max_tokens = 0;
   bool ignore_eos = false;
+  int logprobs = -1;  // -1: none; else each token's log-probability and the top N
   std::chrono::steady_clock::time_point submitted;  // for the queue-time metric
 };
 
@@ -52,6 +53,7 @@ struct PlannedChunk {
   std::vector<int32_t> token_ids;
   bool sample = false;
   SamplingParams sampling;
+  int logprobs = -1;  // when sample: as SequenceSpec::logprobs
 };
 
 struct PlannedStep {
@@ -65,7 +67,8 @@ struct Emission {
   uint64_t session = 0, request_id = 0;
   std::vector<int32_t> tokens;
   Finish finish = Finish::kNone;
-  absl::Status error;  // not OK: the request failed
+  absl::Status error;   // not OK: the request failed
+  uint64_t seq_id = 0;  // the sequence the tokens came from (OnResult)
 };
 
 struct SchedulerOptions {

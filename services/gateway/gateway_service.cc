@@ -61,6 +61,13 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
   }
   *submit.mutable_sampling() = SamplingToProto(sampling);
   submit.set_ignore_eos(request.ignore_eos());
+  if (request.has_logprobs()) {
+    if (request.logprobs() < 0 || request.logprobs() > 20) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logprobs: must be in [0, 20], got ", request.logprobs()));
+    }
+    submit.set_logprobs(request.logprobs());
+  }
 
   std::vector<int32_t> ids;
   switch (request.input_case()) {

@@ -299,9 +299,23 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       const std::vector<int32_t> ids(r.delta().token_ids().begin(), r.delta().token_ids().end());
       done_.completion_ids.insert(done_.completion_ids.end(), ids.begin(), ids.end());
       done_.text += r.delta().text();
+      // Each token's log-probabilities with its text (its bytes).
+      std::vector<openai::LogprobEntry> entries;
+      const Tokenizer& tok = server_->service->tokenizer();
+      for (int i = 0; i < r.delta().logprobs_size() && i < static_cast<int>(ids.size()); ++i) {
+        const v1::TokenLogprobs& lp = r.delta().logprobs(i);
+        const std::string bytes = tok.TokenBytes(ids[i]);
+        openai::LogprobEntry e{openai::TokenText(bytes), bytes.size(), lp.logprob(), {}};
+        for (const v1::TokenLogprob& alt : lp.top()) {
+          e.top.emplace_back(openai::TokenText(tok.TokenBytes(alt.token_id())), alt.logprob());
+        }
+        entries.push_back(std::move(e));
+      }
+      done_.logprobs.insert(done_.logprobs.end(), entries.begin(), entries.end());
       if (gen_.stream) {
         StartStream();
-        Event(openai::ChunkBody(gen_, done_, r.delta().text(), ids, v1::FINISH_REASON_UNSPECIFIED));
+        Event(openai::ChunkBody(gen_, done_, r.delta().text(), ids, v1::FINISH_REASON_UNSPECIFIED,
+                                false, &entries));
       }
     } else if (r.has_finished()) {
       finished_ = true;

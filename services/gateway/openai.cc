@@ -5,6 +5,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/tokenizer/unicode.h"
 
 namespace strata::openai {
 namespace {
@@ -286,8 +288,6 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
   }
   static const Unsupported kUnsupported[] = {{"n", 1},
                                              {"best_of", 1},
-                                             {"logprobs", nullptr},
-                                             {"top_logprobs", nullptr},
                                              {"logit_bias", nullptr},
                                              {"presence_penalty", 0},
                                              {"frequency_penalty", 0},
@@ -305,13 +305,11 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
   for (const Unsupported& u : kUnsupported) {
     auto it = o.find(u.name);
     if (it == o.end()) continue;
-    const bool neutral =
-        IsNeutral(*it, u.neutral) ||
-        (std::string(u.name) == "logprobs" && it->is_boolean() && !it->get<bool>()) ||
-        (std::string(u.name) == "response_format" && it->is_object() &&
-         it->value("type", "") == "text") ||
-        (std::string(u.name) == "logit_bias" && it->is_object() && it->empty()) ||
-        (std::string(u.name) == "tools" && it->is_array() && it->empty());
+    const bool neutral = IsNeutral(*it, u.neutral) ||
+                         (std::string(u.name) == "response_format" && it->is_object() &&
+                          it->value("type", "") == "text") ||
+                         (std::string(u.name) == "logit_bias" && it->is_object() && it->empty()) ||
+                         (std::string(u.name) == "tools" && it->is_array() && it->empty());
     if (!neutral) {
       err = {400, std::string(u.name) + ": not supported yet by this server",
              "invalid_request_error", u.name, "unsupported_parameter"};
@@ -450,6 +448,36 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
       return out;
     }
   }
+  // Log-probabilities: completions take `logprobs: N`, chat `logprobs: true`
+  // with `top_logprobs: N`.
+  if (chat) {
+    bool want = false;
+    if (!ReadBool(o, "logprobs", &want, &err)) return out;
+    int64_t top = 0;
+    if (!ReadInt(o, "top_logprobs", 0, 20, &top, &err)) return out;
+    if (!want && o.contains("top_logprobs") && !o["top_logprobs"].is_null()) {
+      err = Bad("top_logprobs", "needs \"logprobs\": true");
+      return out;
+    }
+    if (want) req.logprobs = static_cast<int>(top);
+  } else {
+    if (o.contains("top_logprobs") && !o["top_logprobs"].is_null()) {
+      err = Bad("top_logprobs", "is for chat; completions take `logprobs: N`");
+      return out;
+    }
+    int64_t n = -1;
+    if (!ReadInt(o, "logprobs", 0, 20, &n, &err)) return out;
+    if (n >= 0) req.logprobs = static_cast<int>(n);
+  }
+  if (req.logprobs >= 0) {
+    if (req.echo) {
+      err = {400,
+             "echo: the prompt's log-probabilities are not supported yet; drop echo or logprobs",
+             "invalid_request_error", "echo", "unsupported_parameter"};
+      return out;
+    }
+    r.set_logprobs(req.logprobs);
+  }
   if (auto u = o.find("user"); u != o.end() && !u->is_null() && !u->is_string()) {
     err = Bad("user", "must be a string");
     return out;
@@ -488,8 +516,63 @@ json Head(const Request& r, const Completion& c, const char* object) {
 
 }  // namespace
 
+std::string TokenText(const std::string& bytes) {
+  if (unicode::IsValidUtf8(bytes)) return bytes;
+  std::string out = "bytes:";
+  for (unsigned char c : bytes) absl::StrAppendFormat(&out, "\\x%02x", c);
+  return out;
+}
+
+json LogprobsBody(const Request& r, const std::vector<LogprobEntry>& entries, size_t offset) {
+  if (r.chat) {
+    // The token's bytes, from its text (or its "bytes:\xNN" form).
+    auto bytes = [](const std::string& t) {
+      std::vector<int> b;
+      if (t.rfind("bytes:", 0) == 0) {
+        for (size_t i = 6; i + 3 < t.size() + 1; i += 4) {
+          b.push_back(std::stoi(t.substr(i + 2, 2), nullptr, 16));
+        }
+        return b;
+      }
+      for (unsigned char ch : t) b.push_back(ch);
+      return b;
+    };
+    json content = json::array();
+    for (const LogprobEntry& e : entries) {
+      json top = json::array();
+      for (const auto& [t, lp] : e.top) {
+        top.push_back({{"token", t}, {"logprob", lp}, {"bytes", bytes(t)}});
+      }
+      content.push_back({{"token", e.token},
+                         {"logprob", e.logprob},
+                         {"bytes", bytes(e.token)},
+                         {"top_logprobs", top}});
+    }
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+       offsets = json::array();
+  for (const LogprobEntry& e : entries) {
+    tokens.push_back(e.token);
+    token_logprobs.push_back(e.logprob);
+    json alternatives = json::object();
+    for (const auto& [t, lp] : e.top) {
+      if (!alternatives.contains(t)) alternatives[t] = lp;
+    }
+    top.push_back(alternatives);
+    offsets.push_back(offset);
+    offset += e.size;
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
+}
+
 json CompletionBody(const Request& r, const Completion& c) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReason(c.finish)}};
+  json choice = {{"index", 0},
+                 {"logprobs", r.logprobs >= 0 ? LogprobsBody(r, c.logprobs, 0) : json(nullptr)},
+                 {"finish_reason", FinishReason(c.finish)}};
   if (r.chat) {
     choice["message"] = {{"role", "assistant"}, {"content", c.text}};
   } else {
@@ -507,10 +590,14 @@ json CompletionBody(const Request& r, const Completion& c) {
 }
 
 json ChunkBody(const Request& r, const Completion& c, const std::string& text,
-               const std::vector<int32_t>& ids, v1::FinishReason finish, bool role_chunk) {
+               const std::vector<int32_t>& ids, v1::FinishReason finish, bool role_chunk,
+               const std::vector<LogprobEntry>* logprobs) {
+  // A chunk's text offsets count from where its text starts in the whole.
+  const size_t offset = c.text.size() >= text.size() ? c.text.size() - text.size() : 0;
   json choice = {
       {"index", 0},
-      {"logprobs", nullptr},
+      {"logprobs",
+       r.logprobs >= 0 && logprobs != nullptr ? LogprobsBody(r, *logprobs, offset) : json(nullptr)},
       {"finish_reason",
        finish == v1::FINISH_REASON_UNSPECIFIED ? json(nullptr) : json(FinishReason(finish))}};
   if (r.chat) {

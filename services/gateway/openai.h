@@ -55,7 +55,23 @@ struct Request {
   bool echo = false;              // completions: the prompt before the completion
   bool return_token_ids = false;  // extension (as vLLM's): token ids in the choices
   bool seed_given = false;        // else the server draws one and returns it
+  // -1: no log-probabilities; else each token's and the top N alternatives'
+  // (completions: `logprobs: N`; chat: `logprobs: true, top_logprobs: N`).
+  int logprobs = -1;
 };
+
+// A generated token's log-probability with its text (the token's bytes,
+// possibly part of a UTF-8 character) and the most likely alternatives'.
+struct LogprobEntry {
+  std::string token;  // TokenText(): the text, or "bytes:\\xNN..." when not UTF-8
+  size_t size = 0;    // the token's length in bytes (for text_offset)
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;
+};
+// A token's bytes as logprobs show them: the text when it is valid UTF-8,
+// else "bytes:\xe2\x80" (as OpenAI writes tokens that are part of a
+// character), so distinct tokens keep distinct keys.
+std::string TokenText(const std::string& bytes);
 // Parses a POST body; `Error` names the field. `chat` picks
 // /v1/chat/completions' schema. `max_context` caps the default max_tokens.
 struct ParseResult {
@@ -73,7 +89,8 @@ struct Completion {
   std::vector<int32_t> prompt_ids, completion_ids;
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   int prompt_tokens = 0, completion_tokens = 0;
-  uint64_t seed = 0;  // the sampling seed used (reproduces the run)
+  uint64_t seed = 0;                   // the sampling seed used (reproduces the run)
+  std::vector<LogprobEntry> logprobs;  // one per completion token, when asked
 };
 std::string FinishReason(v1::FinishReason reason);  // "stop" | "length" | "abort"
 nlohmann::json CompletionBody(const Request& request, const Completion& c);
@@ -81,7 +98,13 @@ nlohmann::json CompletionBody(const Request& request, const Completion& c);
 // finish_reason; `role_chunk` is chat's opening {"role": "assistant"}.
 nlohmann::json ChunkBody(const Request& request, const Completion& c, const std::string& text,
                          const std::vector<int32_t>& ids, v1::FinishReason finish,
-                         bool role_chunk = false);
+                         bool role_chunk = false,
+                         const std::vector<LogprobEntry>* logprobs = nullptr);
+// A choice's `logprobs`: the legacy completions shape (tokens,
+// token_logprobs, top_logprobs, text_offset from `offset`) or chat's
+// (content: [{token, logprob, bytes, top_logprobs}]).
+nlohmann::json LogprobsBody(const Request& request, const std::vector<LogprobEntry>& entries,
+                            size_t offset);
 // The usage-only chunk of stream_options.include_usage.
 nlohmann::json UsageChunk(const Request& request, const Completion& c);
 

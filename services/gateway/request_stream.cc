@@ -114,6 +114,7 @@ void RequestStream::OnEvent(const v1::SessionEvent& e) {
     delta->add_token_ids(t);
     text += detok_->Push(t);
   }
+  *delta->mutable_logprobs() = e.logprobs();
   const bool last = e.finish() != v1::FINISH_REASON_UNSPECIFIED;
   if (last) text += detok_->Flush();
   std::string shown = matcher_->Push(text);

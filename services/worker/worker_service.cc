@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -200,6 +201,29 @@ absl::Status WorkerService::CheckUpstream(const Identity& peer, const std::strin
         ", not from ", DescribeIdentity(peer)));
   }
   return absl::OkStatus();
+}
+
+void FillLogprobs(std::span<const float> logits, int32_t token, int top_n, v1::TokenLogprobs* out) {
+  // log-softmax of the raw logits, the sum in double.
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - max);
+  const double lse = max + std::log(sum);
+  out->set_logprob(static_cast<float>(logits[token] - lse));
+  const int n = std::clamp<int>(top_n, 0, static_cast<int>(logits.size()));
+  if (n == 0) return;
+  std::vector<int32_t> ids(logits.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  // Highest first; ties by the lower id, so the order is deterministic.
+  auto before = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), before);
+  for (int i = 0; i < n; ++i) {
+    v1::TokenLogprob* alt = out->add_top();
+    alt->set_token_id(ids[i]);
+    alt->set_logprob(static_cast<float>(logits[ids[i]] - lse));
+  }
 }
 
 void WorkerService::StallUntilCancelled(grpc::ServerContext* context) {
@@ -460,8 +484,11 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     to.logits = LogitsMode::kNone;
     if (from.sample()) {
       const SamplingParams params = SamplingFromProto(from.sampling());
-      to.logits = IsPlainGreedy(params.temperature, params.repetition_penalty) ? LogitsMode::kGreedy
-                                                                               : LogitsMode::kLast;
+      // The greedy fast path needs no logits on the host; log-probabilities do.
+      to.logits =
+          IsPlainGreedy(params.temperature, params.repetition_penalty) && !from.has_logprobs()
+              ? LogitsMode::kGreedy
+              : LogitsMode::kLast;
     }
     total += to.num_tokens;
   }
@@ -520,15 +547,19 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     h.insert(h.end(), chunk.token_ids().begin(), chunk.token_ids().end());
     if (!chunk.sample()) continue;
     int32_t token = out_.greedy[c];
+    const float* row = token < 0 ? out_.logits.data() + out_.logits_row[c] * vocab : nullptr;
     if (token < 0) {
       const SamplingParams params = SamplingFromProto(chunk.sampling());
-      const float* row = out_.logits.data() + out_.logits_row[c] * vocab;
       token = sampler_.Sample(std::span<const float>(row, vocab), params, h,
                               chunk.start_pos() + chunk.token_ids_size());
     }
     v1::SampledToken* t = result->add_tokens();
     t->set_seq_id(chunk.seq_id());
     t->set_token_id(token);
+    if (chunk.has_logprobs() && row != nullptr) {
+      FillLogprobs(std::span<const float>(row, vocab), token, chunk.logprobs(),
+                   t->mutable_logprobs());
+    }
   }
   *result->mutable_compute_us() = step.compute_us();
   result->add_compute_us(static_cast<uint32_t>(

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,10 @@ struct WorkerMetrics {
 // one batch of activations that fit capacity - reserve (0 capacity: no check).
 absl::Status CheckLoadLimits(const v1::LoadRequest& request, const ModelConfig& config,
                              int64_t capacity_bytes, int64_t reserve_bytes);
+
+// The log-probability of `token` under `logits` (log-softmax of the raw
+// logits) and the `top_n` most likely tokens' (highest first, ties by id).
+void FillLogprobs(std::span<const float> logits, int32_t token, int top_n, v1::TokenLogprobs* out);
 
 class WorkerService final : public v1::Worker::Service {
  public:

@@ -8,6 +8,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -321,7 +322,7 @@ TEST_F(HttpTest, HostileRequestsGetTheRightStatusAndNameTheField) {
       {"top_p", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"top_p", -0.1}})), 400, "top_p"},
       {"min_p", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"min_p", 2}})), 400, "min_p"},
       {"huge n", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"n", 100000}})), 400, "n"},
-      {"logprobs", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"logprobs", 5}})), 400,
+      {"logprobs", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"logprobs", 50}})), 400,
        "logprobs"},
       {"stop type",
        Post(h, "/v1/completions",
@@ -552,6 +553,119 @@ TEST(HttpLoadTest, ThreeHundredSseStreamsWithRandomDisconnects) {
   EXPECT_TRUE(cluster->WaitKvFree(20'000));
   // Bounded: the gateway holds nothing per finished stream.
   EXPECT_LT(RssKiB(gateway) - rss_before, 64 << 10);
+}
+
+}  // namespace
+}  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// Log-probabilities through the cluster equal the log-softmax of the raw
+// logits `strata logits` writes for the same tokens (1e-4 on CPU); the
+// alternatives are sorted, hold the chosen token when it ranks within k, and
+// their probabilities sum to at most 1. Chat carries them in its own shape.
+TEST_F(HttpTest, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
+  constexpr int kTokens = 10, kTop = 5;
+  const Reply r = Post(cluster_->http(), "/v1/completions",
+                       Body({{"prompt", "The old lighthouse keeper"},
+                             {"max_tokens", kTokens},
+                             {"temperature", 0},
+                             {"ignore_eos", true},
+                             {"logprobs", kTop},
+                             {"return_token_ids", true}}));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json choice = json::parse(r.body)["choices"][0];
+  const std::vector<int32_t> prompt = choice["prompt_token_ids"];
+  const std::vector<int32_t> tokens = choice["token_ids"];
+  ASSERT_EQ(tokens.size(), static_cast<size_t>(kTokens));
+  const json& lp = choice["logprobs"];
+  ASSERT_EQ(lp["token_logprobs"].size(), tokens.size()) << lp.dump();
+  // The same run's logits from `strata logits`.
+  const std::string dir = FreshDir("logprobs");
+  std::string ids, out;
+  for (size_t i = 0; i < prompt.size(); ++i) absl::StrAppend(&ids, i ? "," : "", prompt[i]);
+  ASSERT_EQ(
+      RunCommand(absl::StrCat(STRATA_BINARY, " logits --model ", TestModel("llama"), " --ids ", ids,
+                              " --steps ", kTokens, " --out ", dir, "/logits.f32 2>/dev/null"),
+                 &out),
+      0)
+      << out;
+  const json meta = json::parse(out);
+  EXPECT_EQ(meta["tokens"].get<std::vector<int32_t>>(), tokens);
+  const int64_t vocab = meta["vocab_size"];
+  const std::string raw = ReadFile(dir + "/logits.f32");
+  ASSERT_GE(raw.size(), tokens.size() * vocab * sizeof(float));
+  EXPECT_EQ(lp["text_offset"][0], 0);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const float* row = reinterpret_cast<const float*>(raw.data()) + i * vocab;
+    double max = row[0], sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) max = std::max<double>(max, row[v]);
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - max);
+    const double lse = max + std::log(sum);
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), row[tokens[i]] - lse, 1e-4) << "token " << i;
+    const json& top = lp["top_logprobs"][i];
+    double mass = 0, previous = 1;
+    // The legacy shape keys alternatives by text; compare values, sorted.
+    std::vector<double> values;
+    for (auto it = top.begin(); it != top.end(); ++it) values.push_back(it.value());
+    std::sort(values.rbegin(), values.rend());
+    std::vector<double> want;
+    for (int64_t v = 0; v < vocab; ++v) want.push_back(row[v] - lse);
+    std::sort(want.rbegin(), want.rend());
+    ASSERT_GE(values.size(), 1u);
+    for (size_t k = 0; k < values.size(); ++k) {
+      EXPECT_LE(values[k], previous);
+      previous = values[k];
+      mass += std::exp(values[k]);
+    }
+    EXPECT_NEAR(values[0], want[0], 1e-4);  // greedy: the chosen token leads
+    EXPECT_NEAR(values[0], lp["token_logprobs"][i].get<double>(), 1e-6);
+    EXPECT_LE(mass, 1.0 + 1e-6);
+    if (i > 0) EXPECT_GE(lp["text_offset"][i], lp["text_offset"][i - 1]);
+  }
+
+  // Chat: {"content": [{token, logprob, bytes, top_logprobs}]}, top sorted.
+  const Reply c = Post(cluster_->http(), "/v1/chat/completions",
+                       Body({{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                             {"max_tokens", 4},
+                             {"temperature", 0.8},
+                             {"seed", 3},
+                             {"ignore_eos", true},
+                             {"logprobs", true},
+                             {"top_logprobs", 3}}));
+  ASSERT_EQ(c.status, 200) << c.body;
+  const json content = json::parse(c.body)["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 4u);
+  for (const json& e : content) {
+    ASSERT_EQ(e["top_logprobs"].size(), 3u);
+    EXPECT_GE(e["top_logprobs"][0]["logprob"].get<double>(),
+              e["top_logprobs"][2]["logprob"].get<double>());
+    EXPECT_LE(e["logprob"].get<double>(), 0.0);
+    // Sampled (not greedy): the chosen token is among the top 3 or below them.
+    bool within = false;
+    for (const json& alt : e["top_logprobs"]) within |= alt["bytes"] == e["bytes"];
+    EXPECT_TRUE(within ||
+                e["logprob"].get<double>() <= e["top_logprobs"][2]["logprob"].get<double>());
+  }
+  // Streamed chunks carry the logprobs of their own tokens.
+  const Reply s = Post(cluster_->http(), "/v1/completions",
+                       Body({{"prompt", "The old lighthouse keeper"},
+                             {"max_tokens", kTokens},
+                             {"temperature", 0},
+                             {"ignore_eos", true},
+                             {"logprobs", 1},
+                             {"stream", true}}));
+  bool done = false;
+  std::vector<double> streamed;
+  for (const json& e : Events(s.body, &done)) {
+    if (e["choices"].empty() || e["choices"][0]["logprobs"].is_null()) continue;
+    for (double v : e["choices"][0]["logprobs"]["token_logprobs"]) streamed.push_back(v);
+  }
+  ASSERT_EQ(streamed.size(), tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    EXPECT_NEAR(streamed[i], lp["token_logprobs"][i].get<double>(), 1e-6);
+  }
 }
 
 }  // namespace

@@ -123,7 +123,24 @@ TEST(OpenAiTest, MalformedRequestsNameTheField) {
        400,
        "stream_options"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"n", 1000000}}, false, 400, "n"},
-      {{{"model", "org/model"}, {"prompt", "x"}, {"logprobs", 5}}, false, 400, "logprobs"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"logprobs", 21}}, false, 400, "logprobs"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"logprobs", 2}, {"echo", true}},
+       false,
+       400,
+       "echo"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"top_logprobs", 2}}, false, 400, "top_logprobs"},
+      {{{"model", "org/model"},
+        {"messages", {{{"role", "user"}, {"content", "x"}}}},
+        {"top_logprobs", 2}},
+       true,
+       400,
+       "top_logprobs"},
+      {{{"model", "org/model"},
+        {"messages", {{{"role", "user"}, {"content", "x"}}}},
+        {"logprobs", 3}},
+       true,
+       400,
+       "logprobs"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"presence_penalty", 0.5}},
        false,
        400,
@@ -188,6 +205,7 @@ TEST(OpenAiTest, NeutralValuesOfUnsupportedParametersAreAccepted) {
                                {"messages", {{{"role", "user"}, {"content", "x"}}}},
                                {"n", 1},
                                {"logprobs", false},
+                               {"top_logprobs", nullptr},
                                {"presence_penalty", 0},
                                {"frequency_penalty", 0.0},
                                {"logit_bias", json::object()},
@@ -196,6 +214,33 @@ TEST(OpenAiTest, NeutralValuesOfUnsupportedParametersAreAccepted) {
                                {"tool_choice", nullptr}},
                               true);
   EXPECT_TRUE(p.ok) << p.error.message;
+}
+
+TEST(OpenAiTest, LogprobsInBothShapes) {
+  const ParseResult text = Parse({{"model", "org/model"}, {"prompt", "x"}, {"logprobs", 3}});
+  ASSERT_TRUE(text.ok) << text.error.message;
+  EXPECT_EQ(text.request.logprobs, 3);
+  EXPECT_EQ(text.request.generate.logprobs(), 3);
+  const ParseResult chat = Parse({{"model", "org/model"},
+                                  {"messages", {{{"role", "user"}, {"content", "x"}}}},
+                                  {"logprobs", true},
+                                  {"top_logprobs", 2}},
+                                 true);
+  ASSERT_TRUE(chat.ok) << chat.error.message;
+  EXPECT_EQ(chat.request.logprobs, 2);
+  EXPECT_FALSE(Parse({{"model", "org/model"}, {"prompt", "x"}}).request.generate.has_logprobs());
+
+  const std::vector<LogprobEntry> entries = {{"He", 2, -0.5f, {{"He", -0.5f}, {"We", -1.5f}}},
+                                             {TokenText("\xE2\x80"), 2, -2.0f, {}}};
+  EXPECT_EQ(entries[1].token, "bytes:\\xe2\\x80");
+  EXPECT_EQ(TokenText("caf\xC3\xA9"), "caf\xC3\xA9");
+  const json legacy = LogprobsBody(text.request, entries, 5);
+  EXPECT_EQ(legacy["tokens"], json::array({"He", "bytes:\\xe2\\x80"}));
+  EXPECT_EQ(legacy["text_offset"], json::array({5, 7}));
+  EXPECT_EQ(legacy["top_logprobs"][0]["We"], -1.5f);
+  const json content = LogprobsBody(chat.request, entries, 0)["content"];
+  EXPECT_EQ(content[1]["bytes"], json::array({0xE2, 0x80}));
+  EXPECT_EQ(content[0]["top_logprobs"][1]["token"], "We");
 }
 
 TEST(OpenAiTest, ServedNamesAreRepositoriesNeverHashes) {

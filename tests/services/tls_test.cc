@@ -1,7 +1,6 @@
 // Certificates, identities and API keys: what `strata certs` makes, what a
 // process refuses to start with (each error naming the flag and file), and
 // the constant-time key check of the public plane.
-#include "services/common/certs.h"
 #include "services/common/tls.h"
 
 #include <sys/stat.h>
@@ -9,6 +8,7 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "services/common/certs.h"
 #include "tests/test_util.h"
 
 namespace strata {
