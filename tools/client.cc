@@ -61,13 +61,14 @@ absl::Status StreamCompletion(const ClientOptions& options, std::FILE* out) {
     const double decode = total - finished.time_to_first_token_seconds();
     std::fprintf(stderr,
                  "strata: %u prompt tokens, %u generated (%s); time to first token %.1f ms, "
-                 "%.1f tokens/s after it\n",
+                 "%.1f tokens/s after it; seed %llu\n",
                  finished.prompt_tokens(), finished.completion_tokens(),
                  v1::FinishReason_Name(finished.reason()).c_str(),
                  finished.time_to_first_token_seconds() * 1000,
                  finished.completion_tokens() > 1 && decode > 0
                      ? (finished.completion_tokens() - 1) / decode
-                     : 0.0);
+                     : 0.0,
+                 static_cast<unsigned long long>(finished.seed()));
   }
   return absl::OkStatus();
 }

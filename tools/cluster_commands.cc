@@ -54,7 +54,7 @@ void DeclareTls(FlagSet& f, TlsFiles* tls) {
 // The request flags shared by `client` and `up --prompt`.
 struct RequestFlags {
   std::string prompt;
-  int64_t max_tokens = 64, top_k = 0, seed = 0;
+  int64_t max_tokens = 64, top_k = 0, seed = -1;
   double temperature = 0, top_p = 1, repetition_penalty = 1, min_p = 0;
   std::string stop;  // comma-separated
   bool ignore_eos = false;
@@ -69,7 +69,7 @@ struct RequestFlags {
     f.Float("top-p", &top_p, "nucleus sampling mass; 1 = off (1)");
     f.Float("min-p", &min_p, "drop tokens below min-p x the top probability; 0 = off (0)");
     f.Float("repetition-penalty", &repetition_penalty, "1 = off (1)");
-    f.Int("seed", &seed, "sampling seed (0)");
+    f.Int("seed", &seed, "sampling seed (none: the gateway draws one, printed with --stats)");
     f.String("stop", &stop, "stop sequences, comma-separated");
     f.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence");
     f.Bool("chat", &chat, "send the prompt as a user message, in the model's chat template");
@@ -78,7 +78,7 @@ struct RequestFlags {
   absl::StatusOr<v1::GenerateRequest> Build() const {
     RETURN_IF_ERROR(IntIn("max-tokens", max_tokens, 1, INT32_MAX));
     RETURN_IF_ERROR(IntIn("top-k", top_k, 0, INT32_MAX));
-    RETURN_IF_ERROR(IntIn("seed", seed, 0, INT64_MAX));
+    RETURN_IF_ERROR(IntIn("seed", seed, -1, INT64_MAX));
     v1::GenerateRequest r;
     if (chat || !system.empty()) {
       v1::Conversation* c = r.mutable_messages();
@@ -99,7 +99,7 @@ struct RequestFlags {
     r.mutable_sampling()->set_top_p(static_cast<float>(top_p));
     r.mutable_sampling()->set_min_p(static_cast<float>(min_p));
     r.mutable_sampling()->set_repetition_penalty(static_cast<float>(repetition_penalty));
-    r.mutable_sampling()->set_seed(static_cast<uint64_t>(seed));
+    if (seed >= 0) r.mutable_sampling()->set_seed(static_cast<uint64_t>(seed));
     r.set_ignore_eos(ignore_eos);
     if (!stop.empty()) {
       for (absl::string_view s : absl::StrSplit(stop, ',')) r.add_stop(std::string(s));

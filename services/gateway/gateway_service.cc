@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/sampler.h"
@@ -60,6 +61,12 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
     return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
   }
   *submit.mutable_sampling() = SamplingToProto(sampling);
+  // No seed: a fresh one (53 bits, exact as a JavaScript number), returned
+  // to the client, so the run can be reproduced.
+  if (!request.sampling().has_seed()) {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    submit.mutable_sampling()->set_seed(rng() >> 11);
+  }
   submit.set_ignore_eos(request.ignore_eos());
   if (request.has_logprobs()) {
     if (request.logprobs() < 0 || request.logprobs() > 20) {

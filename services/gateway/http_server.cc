@@ -34,13 +34,6 @@ using openai::Dump;
 constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr size_t kMaxHeaderBytes = 16 << 10;
 
-// 53 bits, so that clients holding JSON numbers as doubles (JavaScript) send
-// the very seed back.
-uint64_t FreshSeed() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return rng() >> 11;
-}
-
 std::string NewId(const char* prefix) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   char hex[25];
@@ -264,13 +257,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
     gen_ = std::move(p.request);
     v1::SamplingParameters* s = gen_.generate.mutable_sampling();
-    if (!gen_.seed_given) s->set_seed(FreshSeed());
+    if (!gen_.seed_given) s->clear_seed();  // the request path draws one
     done_ = {};
     done_.id = NewId(chat ? "chatcmpl-" : "cmpl-");
     done_.model = server_->options.model.id;
     done_.fingerprint = "strata-" + server_->options.version;
     done_.created = UnixNow();
-    done_.seed = s->seed();
+
     streamed_header_ = false;
     finished_ = false;
     std::weak_ptr<Self> weak = this->shared_from_this();
@@ -323,6 +316,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       done_.prompt_ids = request_->prompt_ids();
       done_.prompt_tokens = static_cast<int>(r.finished().prompt_tokens());
       done_.completion_tokens = static_cast<int>(r.finished().completion_tokens());
+      done_.seed = r.finished().seed();
       if (gen_.stream) {
         StartStream();
         Event(openai::ChunkBody(gen_, done_, "", {}, done_.finish));

@@ -426,7 +426,7 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
   s->set_min_p(static_cast<float>(min_p));
   s->set_repetition_penalty(static_cast<float>(repetition));
   s->set_top_k(static_cast<int32_t>(top_k < 0 ? 0 : top_k));
-  s->set_seed(useed);
+  if (req.seed_given) s->set_seed(useed);
   if (!ReadStop(o, &r, &err)) return out;
   bool ignore_eos = false;
   if (!ReadBool(o, "ignore_eos", &ignore_eos, &err)) return out;

@@ -54,6 +54,7 @@ void RequestStream::Begin(const v1::GenerateRequest& request) {
   absl::StatusOr<v1::Submit> submit = ValidateAndTokenize(request, *s.tokenizer_, s.model_);
   if (!submit.ok()) return FinishLocked(ToGrpcStatus(submit.status()), "invalid");
   prompt_ids_.assign(submit->prompt_ids().begin(), submit->prompt_ids().end());
+  seed_ = submit->sampling().seed();
   if (s.pending_.fetch_add(1) >= s.options_.max_pending) {
     s.pending_.fetch_sub(1);
     return FinishLocked(
@@ -137,6 +138,7 @@ void RequestStream::SendFinishedLocked(v1::FinishReason reason) {
   f->set_completion_tokens(completion_);
   f->set_time_to_first_token_seconds(std::max(0.0, ttft_));
   f->set_request_id(request_id_);
+  f->set_seed(seed_);
   if (matcher_->matched()) f->set_stop_sequence(matcher_->matched_stop());
   if (emit_) emit_(response);
   if (GatewayMetrics* metrics = service_->metrics_; metrics != nullptr) {

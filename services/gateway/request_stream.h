@@ -75,6 +75,7 @@ class RequestStream {
   uint64_t id_ = 0;             // the session's request id (0: not submitted)
   bool upstream_done_ = false;  // the coordinator finished or forgot the request
   std::string request_id_;
+  uint64_t seed_ = 0;
   std::vector<int32_t> prompt_ids_;
   int completion_ = 0;
   bool admitted_ = false;

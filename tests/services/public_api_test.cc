@@ -192,3 +192,51 @@ TEST_F(PublicApiTest, PythonClientWithKeyAndTls) {
 
 }  // namespace
 }  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+v1::Finished FinishedOf(v1::Generation::Stub& stub, const v1::GenerateRequest& request,
+                        std::vector<int32_t>* tokens) {
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", std::string("Bearer ") + kKey);
+  auto reader = stub.Generate(&ctx, request);
+  v1::GenerateResponse response;
+  v1::Finished finished;
+  while (reader->Read(&response)) {
+    if (response.has_delta()) {
+      tokens->insert(tokens->end(), response.delta().token_ids().begin(),
+                     response.delta().token_ids().end());
+    } else {
+      finished = response.finished();
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  return finished;
+}
+
+// Without a seed the gateway draws one and returns it in Finished.seed;
+// sending it back reproduces the run. A given seed comes back unchanged.
+TEST_F(PublicApiTest, UnseededRequestsGetAFreshSeedThatReproducesThem) {
+  auto stub = Tls();
+  v1::GenerateRequest r = TextRequest("Once upon a time", 12, {}, true);
+  r.mutable_sampling()->set_temperature(0.9f);
+  r.mutable_sampling()->clear_seed();
+  std::vector<int32_t> a, b, again;
+  const v1::Finished fa = FinishedOf(*stub, r, &a);
+  const v1::Finished fb = FinishedOf(*stub, r, &b);
+  EXPECT_NE(fa.seed(), fb.seed());
+  EXPECT_LT(fa.seed(), uint64_t{1} << 53);
+  r.mutable_sampling()->set_seed(fa.seed());
+  const v1::Finished fr = FinishedOf(*stub, r, &again);
+  EXPECT_EQ(fr.seed(), fa.seed());
+  EXPECT_EQ(again, a);
+  SamplingParams sp;
+  sp.temperature = 0.9f;
+  sp.seed = fa.seed();
+  EXPECT_EQ(again,
+            GenerateLocally(TestModel("llama"), "Once upon a time", 12, sp, true, 64).tokens);
+}
+
+}  // namespace
+}  // namespace strata::testing
