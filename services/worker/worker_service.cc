@@ -27,6 +27,8 @@ constexpr int64_t kMaxLoadSequences = 65536;
 constexpr int64_t kMaxLoadContext = 1 << 20;
 constexpr int64_t kMaxLoadBatchTokens = 65536;
 constexpr int32_t kMaxLoadThreads = 1024;
+// How long a Load or Release waits for the attach session's token to arrive.
+constexpr int kTokenWaitMs = 2000;
 
 std::string MetadataValue(const grpc::ServerContext& context, const char* key) {
   auto it = context.client_metadata().find(key);
@@ -121,13 +123,21 @@ void WorkerService::DropAssignment() {
 }
 
 void WorkerService::SetSessionToken(const std::string& token) {
-  std::lock_guard<std::mutex> lock(token_mu_);
-  session_token_ = token;
+  {
+    std::lock_guard<std::mutex> lock(token_mu_);
+    session_token_ = token;
+  }
+  token_cv_.notify_all();
 }
 
 bool WorkerService::SessionTokenMatches(const std::string& token) {
-  std::lock_guard<std::mutex> lock(token_mu_);
-  return !session_token_.empty() && SecretsEqual(token, session_token_);
+  // The coordinator sends Registered (with the token) before its first
+  // Load, but the two travel on different streams: a Load may overtake the
+  // reply. So a Load waits a moment for the token it carries.
+  std::unique_lock<std::mutex> lock(token_mu_);
+  return token_cv_.wait_for(lock, std::chrono::milliseconds(kTokenWaitMs), [&] {
+    return !session_token_.empty() && SecretsEqual(token, session_token_);
+  });
 }
 
 void WorkerService::FillHeartbeat(v1::Heartbeat* heartbeat) {

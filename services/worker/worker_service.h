@@ -5,6 +5,7 @@
 #define STRATA_SERVICES_WORKER_WORKER_SERVICE_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -101,6 +102,7 @@ class WorkerService final : public v1::Worker::Service {
   const std::shared_ptr<const TransportSecurity> security_;
   std::mutex token_mu_;
   std::string session_token_;  // guarded by token_mu_
+  std::condition_variable token_cv_;
   // This epoch's hop authorisation (guarded by mu_).
   std::string upstream_token_, downstream_token_, upstream_worker_id_;
   // Step progress this epoch, for the heartbeat (the coordinator's watchdog).
