@@ -50,7 +50,8 @@ class PublicApiTest : public ::testing::Test {
         MakeCertificates(*dir_ + "/public", {{Role::kGateway, "public"}}, {"127.0.0.1"}, 1).ok());
     cluster_ =
         Cluster::Start(TestModel("llama"), 2,
-                       {"--api-key-file", *dir_ + "/keys", "--max-context", "64", "--gateway-flags",
+                       {"--api-key-file", *dir_ + "/keys", "--max-context", "64",
+                        "--http-listen", "127.0.0.1:0", "--gateway-flags",
                         absl::StrCat("--public-tls-cert ", *dir_, "/public/public.crt ",
                                      "--public-tls-key ", *dir_, "/public/public.key")})
             .release();
@@ -236,6 +237,40 @@ TEST_F(PublicApiTest, UnseededRequestsGetAFreshSeedThatReproducesThem) {
   sp.seed = fa.seed();
   EXPECT_EQ(again,
             GenerateLocally(TestModel("llama"), "Once upon a time", 12, sp, true, 64).tokens);
+}
+
+}  // namespace
+}  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// The HTTP API shares the public TLS: HTTPS with the CA and a key works,
+// plain HTTP on that port does not.
+TEST_F(PublicApiTest, TheHttpApiSpeaksTlsWithKeys) {
+  const std::string script = absl::StrCat(
+      "import json, ssl, sys, urllib.request\n"
+      "ctx = ssl.create_default_context(cafile='", *dir_, "/public/ca.crt')\n"
+      "req = urllib.request.Request('https://", cluster_->http(), "/v1/completions', "
+      "data=json.dumps({'model': 'llama-f32-1', 'prompt': 'Once upon a time', 'max_tokens': 4, "
+      "'temperature': 0, 'return_token_ids': True}).encode(), "
+      "headers={'Authorization': 'Bearer ", kKey, "', 'Content-Type': 'application/json'})\n"
+      "body = json.loads(urllib.request.urlopen(req, context=ctx, timeout=30).read())\n"
+      "print(json.dumps(body['choices'][0]['token_ids']))\n"
+      "try:\n"
+      "  urllib.request.urlopen('http://", cluster_->http(), "/health', timeout=5)\n"
+      "  print('PLAIN-OK')\n"
+      "except Exception as e:\n"
+      "  print('PLAIN-REFUSED')\n");
+  const std::string path = *dir_ + "/https.py";
+  std::ofstream(path) << script;
+  std::string out;
+  ASSERT_EQ(RunCommand("/usr/bin/python3 " + path + " 2>&1", &out), 0) << out;
+  const auto want = GenerateLocally(TestModel("llama"), "Once upon a time", 4, {}, false, 64).tokens;
+  std::string ids;
+  for (size_t i = 0; i < want.size(); ++i) absl::StrAppend(&ids, i ? ", " : "", want[i]);
+  EXPECT_NE(out.find("[" + ids + "]"), std::string::npos) << out;
+  EXPECT_NE(out.find("PLAIN-REFUSED"), std::string::npos) << out;
 }
 
 }  // namespace
