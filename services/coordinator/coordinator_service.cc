@@ -401,6 +401,8 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   spec.max_tokens = submit.max_tokens();
   spec.ignore_eos = submit.ignore_eos();
   spec.logprobs = submit.has_logprobs() ? submit.logprobs() : -1;
+  spec.stop_token_ids.assign(submit.stop_token_ids().begin(), submit.stop_token_ids().end());
+  spec.min_tokens = submit.min_tokens();
   spec.submitted = Clock::now();
   // The gateway validated the request already; this guards the pipeline
   // against any other client of the internal API.
@@ -415,6 +417,16 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
     error =
         absl::OutOfRangeError(absl::StrCat("submit: prompt of ", spec.prompt.size(),
                                            " tokens does not fit the context of ", max_context_));
+  }
+  for (int32_t t : spec.stop_token_ids) {
+    if (error.ok() && (t < 0 || t >= config_.vocab_size)) {
+      error = absl::InvalidArgumentError(absl::StrCat(
+          "submit: stop token id ", t, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+    }
+  }
+  if (error.ok() && (spec.stop_token_ids.size() > 64 || spec.min_tokens > spec.max_tokens)) {
+    error = absl::InvalidArgumentError(
+        "submit: at most 64 stop_token_ids, and min_tokens <= max_tokens");
   }
   for (int32_t t : spec.prompt) {
     if (error.ok() && (t < 0 || t >= config_.vocab_size)) {
@@ -1045,6 +1057,7 @@ void CoordinatorService::PumpLoop() {
       chunk->set_sample(c.sample);
       if (c.sample) *chunk->mutable_sampling() = SamplingToProto(c.sampling);
       if (c.sample && c.logprobs >= 0) chunk->set_logprobs(c.logprobs);
+      chunk->mutable_banned_ids()->Add(c.banned.begin(), c.banned.end());
     }
     bool written = false;
     {

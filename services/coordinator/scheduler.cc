@@ -80,6 +80,11 @@ std::optional<PlannedStep> Scheduler::NextStep() {
     c.sample = s.fed + n == s.known();
     c.sampling = s.spec.sampling;
     c.logprobs = s.spec.logprobs;
+    if (c.sample && static_cast<int64_t>(s.generated.size()) < s.spec.min_tokens) {
+      // Too early to end: neither EOS nor a stop token may come next.
+      if (!s.spec.ignore_eos) c.banned = options_.eos_ids;
+      c.banned.insert(c.banned.end(), s.spec.stop_token_ids.begin(), s.spec.stop_token_ids.end());
+    }
     step.chunks.push_back(std::move(c));
     s.fed += n;
     s.in_flight = true;
@@ -124,6 +129,10 @@ Finish Scheduler::CheckFinish(const Sequence& s) const {
   if (!s.spec.ignore_eos &&
       std::find(options_.eos_ids.begin(), options_.eos_ids.end(), last) != options_.eos_ids.end()) {
     return Finish::kEos;
+  }
+  if (std::find(s.spec.stop_token_ids.begin(), s.spec.stop_token_ids.end(), last) !=
+      s.spec.stop_token_ids.end()) {
+    return Finish::kEos;  // a stop token ends it as EOS does ("stop")
   }
   if (static_cast<int64_t>(s.generated.size()) >= s.spec.max_tokens) return Finish::kLength;
   // The next token would sit at position known(); it must be inside the context.

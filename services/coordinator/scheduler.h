@@ -43,7 +43,9 @@ struct SequenceSpec {
   SamplingParams sampling;
   int64_t max_tokens = 0;
   bool ignore_eos = false;
-  int logprobs = -1;  // -1: none; else each token's log-probability and the top N
+  int logprobs = -1;                    // -1: none; else each token's log-probability and the top N
+  std::vector<int32_t> stop_token_ids;  // generating one of these ends the sequence (EOS-like)
+  int64_t min_tokens = 0;  // before this many, EOS and stop_token_ids cannot be sampled
   std::chrono::steady_clock::time_point submitted;  // for the queue-time metric
 };
 
@@ -53,7 +55,8 @@ struct PlannedChunk {
   std::vector<int32_t> token_ids;
   bool sample = false;
   SamplingParams sampling;
-  int logprobs = -1;  // when sample: as SequenceSpec::logprobs
+  int logprobs = -1;            // when sample: as SequenceSpec::logprobs
+  std::vector<int32_t> banned;  // when sample: ids that must not be sampled (min_tokens)
 };
 
 struct PlannedStep {

@@ -68,6 +68,24 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
     submit.mutable_sampling()->set_seed(rng() >> 11);
   }
   submit.set_ignore_eos(request.ignore_eos());
+  if (request.stop_token_ids_size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop_token_ids: at most 64, got ", request.stop_token_ids_size()));
+  }
+  for (int i = 0; i < request.stop_token_ids_size(); ++i) {
+    const int32_t t = request.stop_token_ids(i);
+    if (t < 0 || t >= model.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "]: ", t,
+                                                     " is outside the vocabulary [0, ",
+                                                     model.vocab_size, ")"));
+    }
+  }
+  submit.mutable_stop_token_ids()->CopyFrom(request.stop_token_ids());
+  if (request.min_tokens() > max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("min_tokens: ", request.min_tokens(),
+                                                   " is more than max_tokens ", max_tokens));
+  }
+  submit.set_min_tokens(request.min_tokens());
   if (request.has_logprobs()) {
     if (request.logprobs() < 0 || request.logprobs() > 20) {
       return absl::InvalidArgumentError(

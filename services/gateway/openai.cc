@@ -296,8 +296,6 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
                                              {"tool_choice", nullptr},
                                              {"functions", nullptr},
                                              {"function_call", nullptr},
-                                             {"stop_token_ids", nullptr},
-                                             {"min_tokens", 0},
                                              {"response_format", nullptr},
                                              {"audio", nullptr},
                                              {"modalities", nullptr},
@@ -430,6 +428,18 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
   if (!ReadStop(o, &r, &err)) return out;
   bool ignore_eos = false;
   if (!ReadBool(o, "ignore_eos", &ignore_eos, &err)) return out;
+  if (auto it = o.find("stop_token_ids"); it != o.end() && !it->is_null()) {
+    if (!it->is_array()) {
+      err = Bad("stop_token_ids", "must be an array of token ids");
+      return out;
+    }
+    v1::TokenIds ids;
+    if (!ReadTokenIds(*it, "stop_token_ids", &ids, &err)) return out;
+    r.mutable_stop_token_ids()->CopyFrom(ids.ids());
+  }
+  int64_t min_tokens = 0;
+  if (!ReadInt(o, "min_tokens", 0, cap, &min_tokens, &err)) return out;
+  r.set_min_tokens(static_cast<uint32_t>(min_tokens));
   r.set_ignore_eos(ignore_eos);
   if (!ReadBool(o, "stream", &req.stream, &err)) return out;
   if (!ReadBool(o, "return_token_ids", &req.return_token_ids, &err)) return out;

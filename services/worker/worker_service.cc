@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -495,10 +496,10 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     if (from.sample()) {
       const SamplingParams params = SamplingFromProto(from.sampling());
       // The greedy fast path needs no logits on the host; log-probabilities do.
-      to.logits =
-          IsPlainGreedy(params.temperature, params.repetition_penalty) && !from.has_logprobs()
-              ? LogitsMode::kGreedy
-              : LogitsMode::kLast;
+      to.logits = IsPlainGreedy(params.temperature, params.repetition_penalty) &&
+                          !from.has_logprobs() && from.banned_ids().empty()
+                      ? LogitsMode::kGreedy
+                      : LogitsMode::kLast;
     }
     total += to.num_tokens;
   }
@@ -560,8 +561,17 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     const float* row = token < 0 ? out_.logits.data() + out_.logits_row[c] * vocab : nullptr;
     if (token < 0) {
       const SamplingParams params = SamplingFromProto(chunk.sampling());
-      token = sampler_.Sample(std::span<const float>(row, vocab), params, h,
-                              chunk.start_pos() + chunk.token_ids_size());
+      std::span<const float> logits(row, vocab);
+      if (!chunk.banned_ids().empty()) {
+        // min_tokens: these cannot come yet (the log-probabilities below
+        // still describe the raw logits).
+        banned_row_.assign(row, row + vocab);
+        for (int32_t id : chunk.banned_ids()) {
+          if (id >= 0 && id < vocab) banned_row_[id] = -std::numeric_limits<float>::infinity();
+        }
+        logits = banned_row_;
+      }
+      token = sampler_.Sample(logits, params, h, chunk.start_pos() + chunk.token_ids_size());
     }
     v1::SampledToken* t = result->add_tokens();
     t->set_seq_id(chunk.seq_id());

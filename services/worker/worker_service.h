@@ -151,6 +151,7 @@ class WorkerService final : public v1::Worker::Service {
   StageBatch batch_;
   StageOutput out_;
   std::vector<float> hidden_in_;
+  std::vector<float> banned_row_;  // a logits row with min_tokens' bans applied
 };
 
 }  // namespace strata

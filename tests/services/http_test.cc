@@ -670,3 +670,57 @@ TEST_F(HttpTest, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
 
 }  // namespace
 }  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// stop_token_ids end a sequence as EOS does (the stop token is its last);
+// min_tokens keeps EOS and the stop tokens from being sampled before then.
+TEST_F(HttpTest, StopTokenIdsAndMinTokens) {
+  const std::string prompt = "The old lighthouse keeper";
+  const Reference free_run = GenerateLocally(TestModel("llama"), prompt, 12, {}, true, 128);
+  // The first position whose token did not occur before it.
+  size_t k = 3;
+  while (k < free_run.tokens.size() &&
+         std::find(free_run.tokens.begin(), free_run.tokens.begin() + k, free_run.tokens[k]) !=
+             free_run.tokens.begin() + k) {
+    ++k;
+  }
+  ASSERT_LT(k, free_run.tokens.size());
+  const int32_t stop = free_run.tokens[k];
+  const Reply r = Post(cluster_->http(), "/v1/completions",
+                       Body({{"prompt", prompt},
+                             {"max_tokens", 12},
+                             {"temperature", 0},
+                             {"stop_token_ids", {stop}},
+                             {"return_token_ids", true}}));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json choice = json::parse(r.body)["choices"][0];
+  const std::vector<int32_t> stopped = choice["token_ids"];
+  EXPECT_EQ(stopped,
+            std::vector<int32_t>(free_run.tokens.begin(), free_run.tokens.begin() + k + 1));
+  EXPECT_EQ(choice["finish_reason"], "stop");
+
+  // With min_tokens past k, that token cannot come at k: the run differs
+  // there, and no stop token ends it before min_tokens.
+  const Reply m = Post(cluster_->http(), "/v1/completions",
+                       Body({{"prompt", prompt},
+                             {"max_tokens", 12},
+                             {"temperature", 0},
+                             {"stop_token_ids", {stop}},
+                             {"min_tokens", k + 2},
+                             {"return_token_ids", true}}));
+  ASSERT_EQ(m.status, 200) << m.body;
+  const std::vector<int32_t> held = json::parse(m.body)["choices"][0]["token_ids"];
+  ASSERT_GE(held.size(), k + 2);
+  EXPECT_EQ(std::vector<int32_t>(held.begin(), held.begin() + k),
+            std::vector<int32_t>(free_run.tokens.begin(), free_run.tokens.begin() + k));
+  for (size_t i = 0; i < k + 2; ++i) EXPECT_NE(held[i], stop) << "position " << i;
+  const Reply bad = Post(cluster_->http(), "/v1/completions",
+                         Body({{"prompt", prompt}, {"max_tokens", 4}, {"min_tokens", 5}}));
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(json::parse(bad.body)["error"]["param"], "min_tokens");
+}
+
+}  // namespace
+}  // namespace strata::testing

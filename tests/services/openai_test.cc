@@ -211,7 +211,9 @@ TEST(OpenAiTest, NeutralValuesOfUnsupportedParametersAreAccepted) {
                                {"logit_bias", json::object()},
                                {"response_format", {{"type", "text"}}},
                                {"tools", json::array()},
-                               {"tool_choice", nullptr}},
+                               {"tool_choice", nullptr},
+                               {"stop_token_ids", json::array()},
+                               {"min_tokens", 0}},
                               true);
   EXPECT_TRUE(p.ok) << p.error.message;
 }

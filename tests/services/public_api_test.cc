@@ -48,13 +48,12 @@ class PublicApiTest : public ::testing::Test {
     // The public port's certificate, from a CA the clients are given.
     ASSERT_TRUE(
         MakeCertificates(*dir_ + "/public", {{Role::kGateway, "public"}}, {"127.0.0.1"}, 1).ok());
-    cluster_ =
-        Cluster::Start(TestModel("llama"), 2,
-                       {"--api-key-file", *dir_ + "/keys", "--max-context", "64",
-                        "--http-listen", "127.0.0.1:0", "--gateway-flags",
-                        absl::StrCat("--public-tls-cert ", *dir_, "/public/public.crt ",
-                                     "--public-tls-key ", *dir_, "/public/public.key")})
-            .release();
+    cluster_ = Cluster::Start(TestModel("llama"), 2,
+                              {"--api-key-file", *dir_ + "/keys", "--max-context", "64",
+                               "--http-listen", "127.0.0.1:0", "--gateway-flags",
+                               absl::StrCat("--public-tls-cert ", *dir_, "/public/public.crt ",
+                                            "--public-tls-key ", *dir_, "/public/public.key")})
+                   .release();
   }
   static void TearDownTestSuite() {
     delete cluster_;
@@ -250,15 +249,23 @@ namespace {
 TEST_F(PublicApiTest, TheHttpApiSpeaksTlsWithKeys) {
   const std::string script = absl::StrCat(
       "import json, ssl, sys, urllib.request\n"
-      "ctx = ssl.create_default_context(cafile='", *dir_, "/public/ca.crt')\n"
-      "req = urllib.request.Request('https://", cluster_->http(), "/v1/completions', "
+      "ctx = ssl.create_default_context(cafile='",
+      *dir_,
+      "/public/ca.crt')\n"
+      "req = urllib.request.Request('https://",
+      cluster_->http(),
+      "/v1/completions', "
       "data=json.dumps({'model': 'llama-f32-1', 'prompt': 'Once upon a time', 'max_tokens': 4, "
       "'temperature': 0, 'return_token_ids': True}).encode(), "
-      "headers={'Authorization': 'Bearer ", kKey, "', 'Content-Type': 'application/json'})\n"
+      "headers={'Authorization': 'Bearer ",
+      kKey,
+      "', 'Content-Type': 'application/json'})\n"
       "body = json.loads(urllib.request.urlopen(req, context=ctx, timeout=30).read())\n"
       "print(json.dumps(body['choices'][0]['token_ids']))\n"
       "try:\n"
-      "  urllib.request.urlopen('http://", cluster_->http(), "/health', timeout=5)\n"
+      "  urllib.request.urlopen('http://",
+      cluster_->http(),
+      "/health', timeout=5)\n"
       "  print('PLAIN-OK')\n"
       "except Exception as e:\n"
       "  print('PLAIN-REFUSED')\n");
@@ -266,7 +273,8 @@ TEST_F(PublicApiTest, TheHttpApiSpeaksTlsWithKeys) {
   std::ofstream(path) << script;
   std::string out;
   ASSERT_EQ(RunCommand("/usr/bin/python3 " + path + " 2>&1", &out), 0) << out;
-  const auto want = GenerateLocally(TestModel("llama"), "Once upon a time", 4, {}, false, 64).tokens;
+  const auto want =
+      GenerateLocally(TestModel("llama"), "Once upon a time", 4, {}, false, 64).tokens;
   std::string ids;
   for (size_t i = 0; i < want.size(); ++i) absl::StrAppend(&ids, i ? ", " : "", want[i]);
   EXPECT_NE(out.find("[" + ids + "]"), std::string::npos) << out;

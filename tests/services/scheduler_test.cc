@@ -288,3 +288,42 @@ TEST(SchedulerTest, DecodeStepsStayWithinTheBatch) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// min_tokens bans EOS and the stop tokens from the sampled chunks until that
+// many tokens exist; a stop token then ends the sequence as EOS does.
+TEST(SchedulerTest, MinTokensBansEndingTokensAndStopTokensEndTheSequence) {
+  Scheduler s(Options(4, 64));
+  SequenceSpec spec = Spec(1, 3, 10);
+  spec.stop_token_ids = {7};
+  spec.min_tokens = 2;
+  s.Submit(spec);
+  std::vector<std::vector<int32_t>> banned;
+  std::vector<Emission> out;
+  for (int32_t token : {5, 6, 7}) {
+    auto step = s.NextStep();
+    ASSERT_TRUE(step.has_value());
+    ASSERT_EQ(step->chunks.size(), 1u);
+    banned.push_back(step->chunks[0].banned);
+    out = s.OnResult(step->step_id, Answer(*step, token));
+  }
+  EXPECT_EQ(banned[0], (std::vector<int32_t>{2, 7}));  // nothing generated yet
+  EXPECT_EQ(banned[1], (std::vector<int32_t>{2, 7}));  // one of two
+  EXPECT_TRUE(banned[2].empty());                      // two: free to end
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].finish, Finish::kEos);  // the stop token 7 ended it
+  EXPECT_EQ(out[0].seq_id, 1u);
+  // ignore_eos leaves EOS free to be sampled, but not the stop tokens.
+  SequenceSpec free_eos = Spec(2, 3, 10, /*ignore_eos=*/true);
+  free_eos.stop_token_ids = {7};
+  free_eos.min_tokens = 1;
+  s.Submit(free_eos);
+  auto step = s.NextStep();
+  ASSERT_TRUE(step.has_value());
+  EXPECT_EQ(step->chunks[0].banned, (std::vector<int32_t>{7}));
+}
+
+}  // namespace
+}  // namespace strata
