@@ -622,7 +622,9 @@ TEST_F(HttpTest, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
     EXPECT_NEAR(values[0], want[0], 1e-4);  // greedy: the chosen token leads
     EXPECT_NEAR(values[0], lp["token_logprobs"][i].get<double>(), 1e-6);
     EXPECT_LE(mass, 1.0 + 1e-6);
-    if (i > 0) EXPECT_GE(lp["text_offset"][i], lp["text_offset"][i - 1]);
+    if (i > 0) {
+      EXPECT_GE(lp["text_offset"][i], lp["text_offset"][i - 1]);
+    }
   }
 
   // Chat: {"content": [{token, logprob, bytes, top_logprobs}]}, top sorted.
