@@ -176,18 +176,26 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                "invalid_request_error", "", "method_not_allowed"});
   }
 
+  // The request's body as a JSON object; false after answering 400.
+  bool ParseObject(json* body) {
+    try {
+      *body = json::parse(request_msg_.body());
+    } catch (const json::exception& e) {
+      SendError({400, std::string("body: not valid JSON: ") + e.what(), "invalid_request_error",
+                 "body", ""});
+      return false;
+    }
+    if (!body->is_object()) {
+      SendError({400, "body: must be a JSON object", "invalid_request_error", "body", ""});
+      return false;
+    }
+    return true;
+  }
+
   // POST /tokenize: {"prompt": "..."} or {"messages": [...]}, vLLM's shape.
   void Tokenize() {
     json body;
-    try {
-      body = json::parse(request_msg_.body());
-    } catch (const json::exception& e) {
-      return SendError({400, std::string("body: not valid JSON: ") + e.what(),
-                        "invalid_request_error", "body", ""});
-    }
-    if (!body.is_object()) {
-      return SendError({400, "body: must be a JSON object", "invalid_request_error", "body", ""});
-    }
+    if (!ParseObject(&body)) return;
     v1::GenerateRequest r;
     if (body.contains("prompt") && body["prompt"].is_string()) {
       r.set_prompt(body["prompt"].get<std::string>());
@@ -223,13 +231,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   // POST /detokenize: {"tokens": [...]} -> {"prompt": "..."}.
   void Detokenize() {
     json body;
-    try {
-      body = json::parse(request_msg_.body());
-    } catch (const json::exception& e) {
-      return SendError({400, std::string("body: not valid JSON: ") + e.what(),
-                        "invalid_request_error", "body", ""});
-    }
-    if (!body.is_object() || !body.contains("tokens") || !body["tokens"].is_array()) {
+    if (!ParseObject(&body)) return;
+    if (!body.contains("tokens") || !body["tokens"].is_array()) {
       return SendError(
           {400, "tokens: required: an array of token ids", "invalid_request_error", "tokens", ""});
     }
