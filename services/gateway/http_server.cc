@@ -268,7 +268,6 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     done_.created = UnixNow();
 
     streamed_header_ = false;
-    finished_ = false;
     std::weak_ptr<Self> weak = this->shared_from_this();
     request_ = std::make_unique<RequestStream>(
         server_->service,
@@ -314,7 +313,6 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                 false, &entries));
       }
     } else if (r.has_finished()) {
-      finished_ = true;
       done_.finish = r.finished().reason();
       done_.prompt_ids = request_->prompt_ids();
       done_.prompt_tokens = static_cast<int>(r.finished().prompt_tokens());
@@ -506,7 +504,6 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   openai::Request gen_;
   openai::Completion done_;
   std::unique_ptr<RequestStream> request_;
-  bool finished_ = false;
   bool client_gone_ = false;
   // SSE output.
   std::optional<http::response<http::empty_body>> sse_res_;
