@@ -17,7 +17,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -140,20 +139,6 @@ Outcome RunStreams(v1::Generation::Stub* stub, int streams, int max_tokens,
   return o;
 }
 
-int64_t RssKiB(int pid) {
-  std::ifstream f(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      int64_t kib = 0;
-      (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(6, line.find(" kB") - 6)),
-                             &kib);
-      return kib;
-    }
-  }
-  return -1;
-}
-
 absl::Status Run(int argc, char** argv) {
   std::string model, strata = STRATA_BINARY, streams_list = "50,200,500";
   int64_t max_tokens = 16, workers = 2, max_pending = 256, max_sequences = 64, huge_mb = 100;
@@ -229,7 +214,7 @@ absl::Status Run(int argc, char** argv) {
     std::vector<std::string> f = absl::StrSplit(line, ' ');
     if (f.size() >= 3 && f[0] == "gateway") (void)absl::SimpleAtoi(f[2], &gateway_pid);
   }
-  const int64_t rss_before = RssKiB(gateway_pid);
+  const int64_t rss_before = ResidentKiB(gateway_pid);
   v1::GenerateRequest huge;
   huge.set_prompt(std::string(static_cast<size_t>(huge_mb) << 20, 'a'));
   huge.set_max_tokens(1);
@@ -241,7 +226,7 @@ absl::Status Run(int argc, char** argv) {
   }
   const grpc::Status st = reader->Finish();
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-  const int64_t rss_after = RssKiB(gateway_pid);
+  const int64_t rss_after = ResidentKiB(gateway_pid);
   std::printf(
       "{\"bench\": \"gateway_huge_prompt\", \"prompt_mb\": %lld, \"code\": \"%s\", "
       "\"refused_ms\": %.1f, \"gateway_rss_growth_mib\": %.1f}\n",

@@ -10,9 +10,6 @@
 //
 // Prints one JSON object per line, then a summary on stderr.
 #include <algorithm>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -31,14 +28,11 @@
 #include "tools/flags.h"
 #include "tools/launcher.h"
 #include "tools/model_maker.h"
+#include "tools/sse_client.h"
 
 namespace strata {
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
@@ -98,56 +92,21 @@ Timing GrpcStream(v1::Generation::Stub& stub, const std::string& prompt, int max
 Timing HttpStream(const std::string& address, const std::string& model, const std::string& prompt,
                   int max_tokens) {
   Timing t;
-  net::io_context ioc;
-  tcp::resolver resolver(ioc);
-  beast::tcp_stream stream(ioc);
-  const size_t colon = address.rfind(':');
-  beast::error_code ec;
-  stream.connect(resolver.resolve(address.substr(0, colon), address.substr(colon + 1)), ec);
-  if (ec) return ++t.failures, t;
-  http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
-  req.set(http::field::host, address);
-  req.set(http::field::content_type, "application/json");
-  req.body() =
-      json{{"model", model},     {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0},
-           {"ignore_eos", true}, {"stream", true},   {"return_token_ids", true}}
-          .dump();
-  req.prepare_payload();
+  const json body = {{"model", model},          {"prompt", prompt},   {"max_tokens", max_tokens},
+                     {"temperature", 0},        {"ignore_eos", true}, {"stream", true},
+                     {"return_token_ids", true}};
   const auto start = Clock::now();
   auto last = start;
   bool first = true;
-  http::write(stream, req, ec);
-  beast::flat_buffer buffer;
-  http::response_parser<http::buffer_body> parser;
-  parser.body_limit(boost::none);
-  if (!ec) http::read_header(stream, buffer, parser, ec);
-  if (ec || parser.get().result_int() != 200) return ++t.failures, t;
-  std::string pending;
-  char chunk[4096];
-  bool done = false;
-  while (!parser.is_done()) {
-    parser.get().body().data = chunk;
-    parser.get().body().size = sizeof(chunk);
-    http::read_some(stream, buffer, parser, ec);  // returns with what arrived
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) break;
-    const auto now = Clock::now();
-    pending.append(chunk, sizeof(chunk) - parser.get().body().size);
-    size_t end;
-    while ((end = pending.find("\n\n")) != std::string::npos) {
-      const std::string event = pending.substr(0, end);
-      pending.erase(0, end + 2);
-      if (event == "data: [DONE]") {
-        done = true;
-        continue;
-      }
-      const json e = json::parse(event.substr(6), nullptr, false);
-      if (e.is_discarded() || !e.contains("choices") || e["choices"].empty()) continue;
-      const int n = static_cast<int>(e["choices"][0]["token_ids"].size());
-      if (n > 0) Tick(&t, start, &last, &first, n, now);
-    }
-  }
-  if (!done) ++t.failures;
+  const SseReply reply = PostSse(
+      address, "/v1/completions", body.dump(), "", [&](const json& e, Clock::time_point at) {
+        if (e.contains("choices") && !e["choices"].empty()) {
+          const int n = static_cast<int>(e["choices"][0]["token_ids"].size());
+          if (n > 0) Tick(&t, start, &last, &first, n, at);
+        }
+        return true;
+      });
+  if (reply.status != 200 || !reply.done) ++t.failures;
   return t;
 }
 

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -80,6 +82,21 @@ absl::StatusOr<LocalCluster::Child*> LocalCluster::Spawn(const std::string& bina
   c.pid = pid;
   children_.push_back(c);
   return &children_.back();
+}
+
+int64_t ResidentKiB(pid_t pid) {
+  std::ifstream f(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      int64_t kib = 0;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(6, line.find(" kB") - 6)),
+                           &kib)) {
+        return kib;
+      }
+    }
+  }
+  return -1;
 }
 
 absl::Status LocalCluster::ExitError(const Child& c) const {

@@ -47,6 +47,9 @@ struct UpOptions {
   std::vector<std::string> gateway_flags;      // extra flags for the gateway
 };
 
+// A process's resident memory (VmRSS) in KiB; -1 when it cannot be read.
+int64_t ResidentKiB(pid_t pid);
+
 class LocalCluster {
  public:
   ~LocalCluster();

@@ -22,6 +22,8 @@
 #include "gtest/gtest.h"
 #include "tests/services/cluster_util.h"
 #include "tests/test_util.h"
+#include "tools/launcher.h"
+#include "tools/sse_client.h"
 
 namespace strata::testing {
 namespace {
@@ -427,70 +429,18 @@ struct SseRun {
 
 SseRun StreamSse(const std::string& address, const json& body, int hang_up_after) {
   SseRun run;
-  net::io_context ioc;
-  tcp::resolver resolver(ioc);
-  beast::tcp_stream stream(ioc);
-  const size_t colon = address.rfind(':');
-  beast::error_code ec;
-  stream.connect(resolver.resolve(address.substr(0, colon), address.substr(colon + 1)), ec);
-  if (ec) return run;
-  http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
-  req.set(http::field::host, address);
-  req.set(http::field::authorization, std::string("Bearer ") + kKey);
-  req.body() = body.dump();
-  req.prepare_payload();
-  http::write(stream, req, ec);
-  if (ec) return run;
-  beast::flat_buffer buffer;
-  http::response_parser<http::buffer_body> parser;
-  parser.body_limit(boost::none);
-  http::read_header(stream, buffer, parser, ec);
-  if (ec) return run;
-  run.status = parser.get().result_int();
-  std::string pending;
   int events = 0;
-  char chunk[4096];
-  while (!parser.is_done()) {
-    parser.get().body().data = chunk;
-    parser.get().body().size = sizeof(chunk);
-    http::read_some(stream, buffer, parser, ec);  // returns with what arrived
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) break;
-    pending.append(chunk, sizeof(chunk) - parser.get().body().size);
-    size_t end;
-    while ((end = pending.find("\n\n")) != std::string::npos) {
-      const std::string event = pending.substr(0, end);
-      pending.erase(0, end + 2);
-      if (event == "data: [DONE]") {
-        run.done = true;
-        continue;
-      }
-      const json e = json::parse(event.substr(6));
-      if (e.contains("choices") && !e["choices"].empty()) {
-        run.text += e["choices"][0]["text"].get<std::string>();
-        for (int32_t id : e["choices"][0]["token_ids"]) run.ids.push_back(id);
-      }
-      if (hang_up_after > 0 && ++events >= hang_up_after) {
-        stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-        return run;
-      }
-    }
-  }
+  const SseReply reply =
+      PostSse(address, "/v1/completions", body.dump(), kKey, [&](const json& e, auto) {
+        if (e.contains("choices") && !e["choices"].empty()) {
+          run.text += e["choices"][0]["text"].get<std::string>();
+          for (int32_t id : e["choices"][0]["token_ids"]) run.ids.push_back(id);
+        }
+        return hang_up_after == 0 || ++events < hang_up_after;
+      });
+  run.status = reply.status;
+  run.done = reply.done;
   return run;
-}
-
-int64_t RssKiB(pid_t pid) {
-  std::ifstream f(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      int64_t kib = 0;
-      (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(6, line.find(" kB") - 6)),
-                             &kib);
-      return kib;
-    }
-  }
-  return -1;
 }
 
 // 300 concurrent SSE streams, a third of them hung up after a few events:
@@ -519,7 +469,7 @@ TEST(HttpLoadTest, ThreeHundredSseStreamsWithRandomDisconnects) {
                          {"return_token_ids", true}},
                         0);
   ASSERT_TRUE(warm.done);
-  const int64_t rss_before = RssKiB(gateway);
+  const int64_t rss_before = ResidentKiB(gateway);
   constexpr int kStreams = 300;
   std::vector<SseRun> runs(kStreams);
   std::vector<std::thread> clients;
@@ -552,7 +502,7 @@ TEST(HttpLoadTest, ThreeHundredSseStreamsWithRandomDisconnects) {
   EXPECT_EQ(completed, kStreams - kStreams / 3);
   EXPECT_TRUE(cluster->WaitKvFree(20'000));
   // Bounded: the gateway holds nothing per finished stream.
-  EXPECT_LT(RssKiB(gateway) - rss_before, 64 << 10);
+  EXPECT_LT(ResidentKiB(gateway) - rss_before, 64 << 10);
 }
 
 }  // namespace
