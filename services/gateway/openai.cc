@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/tokenizer/unicode.h"
+#include "services/common/metrics.h"
 
 namespace strata::openai {
 namespace {
@@ -250,8 +251,7 @@ std::string DefaultServedName(const std::string& model_dir, const std::string& n
     if (sep != std::string::npos) repo.replace(sep, 2, "/");
     return repo;
   }
-  const size_t slash = dir.rfind('/');
-  return slash == std::string::npos ? dir : dir.substr(slash + 1);
+  return ModelLabel(dir);  // the folder's name, as the metrics label it
 }
 
 ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& model) {
