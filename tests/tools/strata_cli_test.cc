@@ -277,3 +277,48 @@ TEST(StrataCliTest, UpGivesEachWorkerItsIndexInWorkerFlags) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// The security and HTTP flags: each bad value is refused at start, naming
+// the flag (exit 2 for flag errors, 1 for what the process found).
+TEST(StrataCliTest, SecurityAndHttpFlagsAreCheckedAtStart) {
+  const std::string& model = testing::TestModel("llama");
+  const std::string dir = testing::FreshDir("cli-certs");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat(Strata(), " certs --out ", dir, " --workers 1"), &out),
+            0)
+      << out;
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"certs", "--out: required"},
+      {absl::StrCat("certs --out ", dir, " --hosts 'a b'"), "--hosts"},
+      {absl::StrCat("certs --out ", dir, " --worker-names 'bad/name'"), "identity URI"},
+      {absl::StrCat("coordinator --model ", model, " --tls-cert ", dir, "/coordinator.crt"),
+       "--tls-key: required"},
+      {absl::StrCat("coordinator --model ", model, " --tls-cert ", dir, "/gateway.crt --tls-key ",
+                    dir, "/gateway.key --tls-ca ", dir, "/ca.crt"),
+       "is a gateway certificate, not a coordinator's"},
+      {absl::StrCat("worker --coordinator 127.0.0.1:1 --id other --tls-cert ", dir,
+                    "/worker-0.crt --tls-key ", dir, "/worker-0.key --tls-ca ", dir, "/ca.crt"),
+       "--id: other differs from the name in --tls-cert"},
+      {absl::StrCat("coordinator --model ", model, " --health-listen not-an-address:x"),
+       "--health-listen: cannot bind"},
+      {absl::StrCat("coordinator --model ", model, " --step-watchdog-factor 0"),
+       "--step-watchdog-factor"},
+      {"gateway --coordinator 127.0.0.1:1 --api-key-file /nonexistent/keys",
+       "--api-key-file: cannot read /nonexistent/keys"},
+      {"gateway --coordinator 127.0.0.1:1 --public-tls-cert x.crt", "--public-tls-key"},
+  };
+  for (const Case& c : cases) {
+    const int code = testing::RunCommand(absl::StrCat(Strata(), " ", c.args), &out);
+    EXPECT_NE(code, 0) << c.args << "\n" << out;
+    EXPECT_NE(out.find(c.expect), std::string::npos) << c.args << "\n" << out;
+  }
+}
+
+}  // namespace
+}  // namespace strata
