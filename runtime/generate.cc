@@ -117,10 +117,7 @@ absl::StatusOr<GenerateResult> Generate(LocalPipeline& pipeline, const GenerateR
   chunk.seq_id = seq;
 
   // Greedy decoding takes the argmax where the logits are computed.
-  const LogitsMode head =
-      IsPlainGreedy(request.sampling.temperature, request.sampling.repetition_penalty)
-          ? LogitsMode::kGreedy
-          : LogitsMode::kLast;
+  const LogitsMode head = IsPlainGreedy(request.sampling) ? LogitsMode::kGreedy : LogitsMode::kLast;
   // Prefill in chunks no larger than the stage's batch limit.
   const auto t0 = Clock::now();
   const int64_t prompt_len = static_cast<int64_t>(request.prompt_ids.size());
@@ -142,7 +139,7 @@ absl::StatusOr<GenerateResult> Generate(LocalPipeline& pipeline, const GenerateR
         head == LogitsMode::kGreedy
             ? out.greedy[0]
             : sampler.Sample(std::span<const float>(out.logits.data(), config.vocab_size),
-                             request.sampling, history, pos);
+                             request.sampling, history, request.prompt_ids.size(), pos);
     result.tokens.push_back(token);
     history.push_back(token);
     if (on_token) on_token(token);

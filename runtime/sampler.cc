@@ -25,7 +25,20 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
     return absl::InvalidArgumentError(
         absl::StrCat("repetition_penalty must be a finite number > 0, got ", p.repetition_penalty));
   }
+  if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("presence_penalty must be in [-2, 2], got ", p.presence_penalty));
+  }
+  if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frequency_penalty must be in [-2, 2], got ", p.frequency_penalty));
+  }
   return absl::OkStatus();
+}
+
+bool IsPlainGreedy(const SamplingParams& p) {
+  return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f;
 }
 
 namespace {
@@ -43,21 +56,37 @@ double UniformAt(uint64_t seed, int64_t position) {
 }
 
 void Sampler::Penalise(std::span<const float> logits, const SamplingParams& p,
-                       std::span<const int32_t> history) {
+                       std::span<const int32_t> history, size_t prompt_length) {
   const int64_t vocab = static_cast<int64_t>(logits.size());
   scores_.assign(logits.begin(), logits.end());
-  if (p.repetition_penalty == 1.0f) return;
-  // Each distinct id once, as torch.gather/scatter over input_ids does.
-  for (int32_t id : history) {
-    if (id < 0 || id >= vocab) continue;
-    const float s = logits[id];
-    scores_[id] = s < 0 ? s * p.repetition_penalty : s / p.repetition_penalty;
+  if (p.repetition_penalty != 1.0f) {
+    // Each distinct id once, as torch.gather/scatter over input_ids does.
+    for (int32_t id : history) {
+      if (id < 0 || id >= vocab) continue;
+      const float s = logits[id];
+      scores_[id] = s < 0 ? s * p.repetition_penalty : s / p.repetition_penalty;
+    }
+  }
+  if (p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f) return;
+  const std::span<const int32_t> generated =
+      history.subspan(std::min(prompt_length, history.size()));
+  // As vLLM: score - frequency x count, then - presence, in float.
+  if (counts_.size() != static_cast<size_t>(vocab)) counts_.assign(vocab, 0);
+  for (int32_t id : generated) {
+    if (id >= 0 && id < vocab) ++counts_[id];
+  }
+  for (int32_t id : generated) {
+    if (id < 0 || id >= vocab || counts_[id] == 0) continue;
+    scores_[id] = scores_[id] - p.frequency_penalty * static_cast<float>(counts_[id]);
+    scores_[id] = scores_[id] - p.presence_penalty;
+    counts_[id] = 0;  // once per distinct id; all zero again afterwards
   }
 }
 
 const std::vector<std::pair<double, int32_t>>& Sampler::Distribution(
-    std::span<const float> logits, const SamplingParams& p, std::span<const int32_t> history) {
-  Penalise(logits, p, history);
+    std::span<const float> logits, const SamplingParams& p, std::span<const int32_t> history,
+    size_t prompt_length) {
+  Penalise(logits, p, history, prompt_length);
   distribution_.clear();
   if (p.temperature == 0.0f) {
     const auto top = std::max_element(scores_.begin(), scores_.end());
@@ -116,12 +145,12 @@ const std::vector<std::pair<double, int32_t>>& Sampler::Distribution(
 }
 
 int32_t Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
-                        std::span<const int32_t> history, int64_t position) {
+                        std::span<const int32_t> history, size_t prompt_length, int64_t position) {
   if (p.temperature == 0.0f) {
-    Penalise(logits, p, history);
+    Penalise(logits, p, history, prompt_length);
     return static_cast<int32_t>(std::max_element(scores_.begin(), scores_.end()) - scores_.begin());
   }
-  const auto& d = Distribution(logits, p, history);
+  const auto& d = Distribution(logits, p, history, prompt_length);
   const double target = UniformAt(p.seed, position);
   double acc = 0;
   for (const auto& [probability, id] : d) {

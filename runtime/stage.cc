@@ -478,8 +478,4 @@ absl::Status Stage::ComputeHead(const StageBatch& batch, StageOutput* out) {
   return absl::OkStatus();
 }
 
-bool IsPlainGreedy(float temperature, float repetition_penalty) {
-  return temperature == 0.0f && repetition_penalty == 1.0f;
-}
-
 }  // namespace strata

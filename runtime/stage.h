@@ -43,10 +43,6 @@ struct StageOptions {
 // copied out).
 enum class LogitsMode { kNone, kLast, kAll, kGreedy };
 
-// Whether `params` pick the argmax of the raw logits, so that kGreedy gives
-// exactly the token Sampler::Sample would.
-bool IsPlainGreedy(float temperature, float repetition_penalty);
-
 struct SequenceChunk {
   uint64_t seq_id = 0;
   int64_t start_pos = 0;  // must be <= the tokens the stage holds for seq_id

@@ -56,7 +56,8 @@ struct RequestFlags {
   std::string prompt;
   int64_t max_tokens = 64, top_k = 0, seed = -1;
   double temperature = 0, top_p = 1, repetition_penalty = 1, min_p = 0;
-  std::string stop;  // comma-separated
+  double presence_penalty = 0, frequency_penalty = 0;
+  std::vector<std::string> stop;
   bool ignore_eos = false;
   bool chat = false;
   std::string system;
@@ -69,8 +70,10 @@ struct RequestFlags {
     f.Float("top-p", &top_p, "nucleus sampling mass; 1 = off (1)");
     f.Float("min-p", &min_p, "drop tokens below min-p x the top probability; 0 = off (0)");
     f.Float("repetition-penalty", &repetition_penalty, "1 = off (1)");
+    f.Float("presence-penalty", &presence_penalty, "OpenAI's, in [-2, 2]; 0 = off (0)");
+    f.Float("frequency-penalty", &frequency_penalty, "OpenAI's, in [-2, 2]; 0 = off (0)");
     f.Int("seed", &seed, "sampling seed (none: the gateway draws one, printed with --stats)");
-    f.String("stop", &stop, "stop sequences, comma-separated");
+    f.Strings("stop", &stop, "a stop sequence; repeat the flag for several");
     f.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence");
     f.Bool("chat", &chat, "send the prompt as a user message, in the model's chat template");
     f.String("system", &system, "a system message before it (implies --chat)");
@@ -99,11 +102,11 @@ struct RequestFlags {
     r.mutable_sampling()->set_top_p(static_cast<float>(top_p));
     r.mutable_sampling()->set_min_p(static_cast<float>(min_p));
     r.mutable_sampling()->set_repetition_penalty(static_cast<float>(repetition_penalty));
+    r.mutable_sampling()->set_presence_penalty(static_cast<float>(presence_penalty));
+    r.mutable_sampling()->set_frequency_penalty(static_cast<float>(frequency_penalty));
     if (seed >= 0) r.mutable_sampling()->set_seed(static_cast<uint64_t>(seed));
     r.set_ignore_eos(ignore_eos);
-    if (!stop.empty()) {
-      for (absl::string_view s : absl::StrSplit(stop, ',')) r.add_stop(std::string(s));
-    }
+    for (const std::string& s : stop) r.add_stop(s);
     return r;
   }
 };

@@ -1,5 +1,6 @@
 #include "tools/flags.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -23,6 +24,10 @@ void FlagSet::Bool(const char* name, bool* dest, const char* help) {
   flags_.push_back({name, dest, help});
 }
 
+void FlagSet::Strings(const char* name, std::vector<std::string>* dest, const char* help) {
+  flags_.push_back({name, dest, help});
+}
+
 std::string FlagSet::EnvName(const std::string& flag) {
   std::string env = "STRATA_";
   for (char c : flag)
@@ -39,6 +44,8 @@ absl::Status FlagSet::Set(Flag& flag, const std::string& value, const std::strin
     **b = value == "true" || value == "1";
   } else if (auto* str = std::get_if<std::string*>(&flag.dest)) {
     **str = value;
+  } else if (auto* list = std::get_if<std::vector<std::string>*>(&flag.dest)) {
+    (*list)->push_back(value);
   } else if (auto* n = std::get_if<int64_t*>(&flag.dest)) {
     if (!absl::SimpleAtoi(value, *n)) {
       return absl::InvalidArgumentError(
@@ -62,6 +69,7 @@ absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
       if (!st.ok()) return st;
     }
   }
+  std::vector<const Flag*> listed;  // repeatable flags given on the command line
   for (size_t i = 0; i < args.size(); ++i) {
     std::string arg = args[i];
     if (arg.rfind("--", 0) != 0) {
@@ -91,6 +99,11 @@ absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
         return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       }
       value = args[++i];
+    }
+    if (auto* list = std::get_if<std::vector<std::string>*>(&flag->dest);
+        list != nullptr && std::find(listed.begin(), listed.end(), flag) == listed.end()) {
+      (*list)->clear();  // the command line replaces the environment's value
+      listed.push_back(flag);
     }
     absl::Status st = Set(*flag, value, "--" + name);
     if (!st.ok()) return st;

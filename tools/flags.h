@@ -20,6 +20,9 @@ class FlagSet {
   void Int(const char* name, int64_t* dest, const char* help);
   void Float(const char* name, double* dest, const char* help);
   void Bool(const char* name, bool* dest, const char* help);  // present = true
+  // Repeatable: each --name VALUE appends one value, taken whole (no
+  // splitting at commas). The environment variable gives one value.
+  void Strings(const char* name, std::vector<std::string>* dest, const char* help);
   // Parses args (without the program and subcommand names).
   absl::Status Parse(const std::vector<std::string>& args);
   std::string Usage() const;
@@ -27,7 +30,7 @@ class FlagSet {
  private:
   struct Flag {
     std::string name;
-    std::variant<std::string*, int64_t*, double*, bool*> dest;
+    std::variant<std::string*, int64_t*, double*, bool*, std::vector<std::string>*> dest;
     std::string help;
   };
   static std::string EnvName(const std::string& flag);

@@ -46,6 +46,7 @@ absl::Status Generate(const std::vector<std::string>& args) {
   std::string model, prompt, device = "cpu";
   int64_t max_tokens = 64, top_k = 0, seed = 0, threads = 0, max_context = 0;
   double temperature = 0, top_p = 1, repetition_penalty = 1, min_p = 0;
+  double presence_penalty = 0, frequency_penalty = 0;
   bool ignore_eos = false, stats = false, help = false, chat = false;
   std::string system;
   FlagSet flags;
@@ -59,6 +60,8 @@ absl::Status Generate(const std::vector<std::string>& args) {
   flags.Float("top-p", &top_p, "nucleus sampling mass; 1 = off (1)");
   flags.Float("min-p", &min_p, "drop tokens below min-p x the top probability; 0 = off (0)");
   flags.Float("repetition-penalty", &repetition_penalty, "1 = off (1)");
+  flags.Float("presence-penalty", &presence_penalty, "OpenAI's, in [-2, 2]; 0 = off (0)");
+  flags.Float("frequency-penalty", &frequency_penalty, "OpenAI's, in [-2, 2]; 0 = off (0)");
   flags.Int("seed", &seed, "sampling seed (0)");
   flags.Bool("ignore-eos", &ignore_eos, "keep generating past end-of-sequence");
   flags.String("device", &device, "where to run: cpu, cuda or cuda:N (cpu)");
@@ -108,6 +111,8 @@ absl::Status Generate(const std::vector<std::string>& args) {
   request.sampling.top_p = static_cast<float>(top_p);
   request.sampling.min_p = static_cast<float>(min_p);
   request.sampling.repetition_penalty = static_cast<float>(repetition_penalty);
+  request.sampling.presence_penalty = static_cast<float>(presence_penalty);
+  request.sampling.frequency_penalty = static_cast<float>(frequency_penalty);
   request.sampling.seed = static_cast<uint64_t>(seed);
 
   std::fputs(prompt.c_str(), stdout);

@@ -10,6 +10,8 @@ SamplingParams SamplingFromProto(const v1::SamplingParameters& p) {
   s.repetition_penalty = p.has_repetition_penalty() ? p.repetition_penalty() : 1.0f;
   s.seed = p.seed();
   s.min_p = p.min_p();
+  s.presence_penalty = p.presence_penalty();
+  s.frequency_penalty = p.frequency_penalty();
   return s;
 }
 
@@ -21,6 +23,8 @@ v1::SamplingParameters SamplingToProto(const SamplingParams& s) {
   p.set_repetition_penalty(s.repetition_penalty);
   p.set_seed(s.seed);
   p.set_min_p(s.min_p);
+  p.set_presence_penalty(s.presence_penalty);
+  p.set_frequency_penalty(s.frequency_penalty);
   return p;
 }
 

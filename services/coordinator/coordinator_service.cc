@@ -303,6 +303,7 @@ void CoordinatorService::HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartb
 void CoordinatorService::HandleResult(const std::string& worker_id, const v1::StepResult& result) {
   std::vector<Emission> out;
   std::map<uint64_t, v1::TokenLogprobs> logprobs;
+  std::vector<std::pair<uint64_t, v1::SessionEvent>> prompt_events;  // by session
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (scheduler_ == nullptr || result.epoch() != map_.epoch() || !serving_) return;
@@ -342,6 +343,20 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
       Log(absl::StrCat("step ", result.step_id(), " failed: ", error.ToString()));
       out = scheduler_->OnStepFailed(result.step_id(), error);
     } else {
+      // The prompt's log-probabilities first: they precede its first token,
+      // which may also end the sequence.
+      for (const v1::PromptLogprobs& p : result.prompt_logprobs()) {
+        const auto target =
+            scheduler_->TakePromptLogprobs(p.seq_id(), p.first_position(), p.logprobs_size());
+        if (!target.has_value()) continue;
+        v1::SessionEvent event;
+        event.set_request_id(target->request_id);
+        event.set_epoch(result.epoch());
+        for (int64_t i = target->skip; i < target->skip + target->count; ++i) {
+          *event.add_prompt_logprobs() = p.logprobs(static_cast<int>(i));
+        }
+        prompt_events.emplace_back(target->session, std::move(event));
+      }
       std::vector<std::pair<uint64_t, int32_t>> tokens;
       tokens.reserve(result.tokens_size());
       for (const auto& t : result.tokens()) {
@@ -352,7 +367,8 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
     }
   }
   cv_.notify_all();
-  Deliver(std::move(out), /*admitted=*/false, &logprobs);
+  for (const auto& [session, event] : prompt_events) Send(session, event);
+  Deliver(std::move(out), /*admitted=*/false, &logprobs, result.epoch());
 }
 
 grpc::Status CoordinatorService::Session(
@@ -403,12 +419,17 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   spec.logprobs = submit.has_logprobs() ? submit.logprobs() : -1;
   spec.stop_token_ids.assign(submit.stop_token_ids().begin(), submit.stop_token_ids().end());
   spec.min_tokens = submit.min_tokens();
+  spec.prompt_logprobs = submit.has_prompt_logprobs() ? submit.prompt_logprobs() : -1;
   spec.submitted = Clock::now();
   // The gateway validated the request already; this guards the pipeline
   // against any other client of the internal API.
   absl::Status error = ValidateSamplingParams(spec.sampling);
   if (error.ok() && submit.has_logprobs() && (submit.logprobs() < 0 || submit.logprobs() > 20)) {
     error = absl::InvalidArgumentError("submit: logprobs must be in [0, 20]");
+  }
+  if (error.ok() && submit.has_prompt_logprobs() &&
+      (submit.prompt_logprobs() < 0 || submit.prompt_logprobs() > 20)) {
+    error = absl::InvalidArgumentError("submit: prompt_logprobs must be in [0, 20]");
   }
   if (error.ok() && (spec.prompt.empty() || spec.max_tokens <= 0)) {
     error = absl::InvalidArgumentError("submit: prompt_ids and max_tokens must be non-empty");
@@ -461,18 +482,13 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
 }
 
 void CoordinatorService::Deliver(std::vector<Emission> emissions, bool admitted,
-                                 const std::map<uint64_t, v1::TokenLogprobs>* logprobs) {
+                                 const std::map<uint64_t, v1::TokenLogprobs>* logprobs,
+                                 uint64_t epoch) {
   for (Emission& e : emissions) {
-    std::shared_ptr<SessionRecord> record;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = sessions_.find(e.session);
-      if (it == sessions_.end()) continue;
-      record = it->second;
-    }
     v1::SessionEvent event;
     event.set_request_id(e.request_id);
     for (int32_t t : e.tokens) event.add_token_ids(t);
+    if (!e.tokens.empty()) event.set_epoch(epoch);
     if (logprobs != nullptr && !e.tokens.empty()) {
       if (auto it = logprobs->find(e.seq_id); it != logprobs->end()) {
         *event.add_logprobs() = it->second;
@@ -484,9 +500,20 @@ void CoordinatorService::Deliver(std::vector<Emission> emissions, bool admitted,
       event.set_error_code(static_cast<int>(e.error.code()));
       event.set_error(std::string(e.error.message()));
     }
-    std::lock_guard<std::mutex> write(record->write_mu);
-    if (record->open) record->stream->Write(event);
+    Send(e.session, event);
   }
+}
+
+void CoordinatorService::Send(uint64_t session, const v1::SessionEvent& event) {
+  std::shared_ptr<SessionRecord> record;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sessions_.find(session);
+    if (it == sessions_.end()) return;
+    record = it->second;
+  }
+  std::lock_guard<std::mutex> write(record->write_mu);
+  if (record->open) record->stream->Write(event);
 }
 
 grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext* context,
@@ -1058,6 +1085,11 @@ void CoordinatorService::PumpLoop() {
       if (c.sample) *chunk->mutable_sampling() = SamplingToProto(c.sampling);
       if (c.sample && c.logprobs >= 0) chunk->set_logprobs(c.logprobs);
       chunk->mutable_banned_ids()->Add(c.banned.begin(), c.banned.end());
+      if (c.sample) chunk->set_prompt_tokens(static_cast<uint32_t>(c.prompt_tokens));
+      if (c.prompt_logprobs >= 0) {
+        chunk->set_prompt_logprobs(c.prompt_logprobs);
+        if (c.next_token >= 0) chunk->set_next_token_id(c.next_token);
+      }
     }
     bool written = false;
     {

@@ -119,9 +119,11 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // Sends each emission to its session; `admitted` marks them as the notice
   // that the request left the queue.
   // `logprobs` (by sequence) go with the tokens of the emissions that carry
-  // that sequence's id.
+  // that sequence's id; `epoch` is the map's that produced the tokens.
   void Deliver(std::vector<Emission> emissions, bool admitted = false,
-               const std::map<uint64_t, v1::TokenLogprobs>* logprobs = nullptr);
+               const std::map<uint64_t, v1::TokenLogprobs>* logprobs = nullptr, uint64_t epoch = 0);
+  // Writes `event` to the gateway session, if it is still open.
+  void Send(uint64_t session, const v1::SessionEvent& event);
   void HandleResult(const std::string& worker_id, const v1::StepResult& result);
   void HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartbeat& heartbeat);
   // Whether a re-plan is due: a worker of the map is gone, or a new one may

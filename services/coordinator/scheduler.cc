@@ -80,6 +80,13 @@ std::optional<PlannedStep> Scheduler::NextStep() {
     c.sample = s.fed + n == s.known();
     c.sampling = s.spec.sampling;
     c.logprobs = s.spec.logprobs;
+    c.prompt_tokens = static_cast<int64_t>(s.spec.prompt.size());
+    const int64_t prompt_len = static_cast<int64_t>(s.spec.prompt.size());
+    if (s.spec.prompt_logprobs >= 0 && s.prompt_logprobs_next < prompt_len &&
+        s.fed + 1 < prompt_len) {
+      c.prompt_logprobs = s.spec.prompt_logprobs;
+      if (!c.sample && s.fed + n < prompt_len) c.next_token = s.token(s.fed + n);
+    }
     if (c.sample && static_cast<int64_t>(s.generated.size()) < s.spec.min_tokens) {
       // Too early to end: neither EOS nor a stop token may come next.
       if (!s.spec.ignore_eos) c.banned = options_.eos_ids;
@@ -138,6 +145,22 @@ Finish Scheduler::CheckFinish(const Sequence& s) const {
   // The next token would sit at position known(); it must be inside the context.
   if (s.known() >= options_.max_context) return Finish::kLength;
   return Finish::kNone;
+}
+
+std::optional<Scheduler::PromptLogprobsTarget> Scheduler::TakePromptLogprobs(uint64_t seq_id,
+                                                                             int64_t first,
+                                                                             int64_t count) {
+  auto it = running_.find(seq_id);
+  if (it == running_.end() || it->second.cancelled || it->second.spec.prompt_logprobs < 0) {
+    return std::nullopt;
+  }
+  Sequence& s = it->second;
+  // Positions [first, first + count) given; prompt positions [next, prompt) due.
+  const int64_t lo = std::max(first, s.prompt_logprobs_next);
+  const int64_t hi = std::min(first + count, static_cast<int64_t>(s.spec.prompt.size()));
+  if (lo >= hi || lo != s.prompt_logprobs_next) return std::nullopt;  // nothing new, or a gap
+  s.prompt_logprobs_next = hi;
+  return PromptLogprobsTarget{s.spec.session, s.spec.request_id, lo - first, hi - lo};
 }
 
 std::vector<Emission> Scheduler::OnResult(uint64_t step_id,

@@ -45,7 +45,8 @@ struct SequenceSpec {
   bool ignore_eos = false;
   int logprobs = -1;                    // -1: none; else each token's log-probability and the top N
   std::vector<int32_t> stop_token_ids;  // generating one of these ends the sequence (EOS-like)
-  int64_t min_tokens = 0;  // before this many, EOS and stop_token_ids cannot be sampled
+  int64_t min_tokens = 0;    // before this many, EOS and stop_token_ids cannot be sampled
+  int prompt_logprobs = -1;  // -1: none; else each prompt token's (after the first) and top N
   std::chrono::steady_clock::time_point submitted;  // for the queue-time metric
 };
 
@@ -57,6 +58,11 @@ struct PlannedChunk {
   SamplingParams sampling;
   int logprobs = -1;            // when sample: as SequenceSpec::logprobs
   std::vector<int32_t> banned;  // when sample: ids that must not be sampled (min_tokens)
+  int64_t prompt_tokens = 0;    // when sample: the sequence's prompt length
+  // >= 0: return the log-probabilities (top N) of the prompt tokens this
+  // chunk predicts: its own after the first, and next_token (-1: none).
+  int prompt_logprobs = -1;
+  int32_t next_token = -1;
 };
 
 struct PlannedStep {
@@ -94,6 +100,16 @@ class Scheduler {
   // The last stage's tokens for `step_id`: (seq id, sampled token) pairs.
   std::vector<Emission> OnResult(uint64_t step_id,
                                  std::span<const std::pair<uint64_t, int32_t>> tokens);
+  // A chunk's prompt log-probabilities for `seq_id`, `count` of them from
+  // position `first`: which request they are for and which of them are new
+  // ([skip, skip + count) of the ones given; a replay after a failover
+  // computes some again). Call before OnResult for the same step.
+  struct PromptLogprobsTarget {
+    uint64_t session = 0, request_id = 0;
+    int64_t skip = 0, count = 0;
+  };
+  std::optional<PromptLogprobsTarget> TakePromptLogprobs(uint64_t seq_id, int64_t first,
+                                                         int64_t count);
   // A stage failed the step: its sequences fail with `error`.
   std::vector<Emission> OnStepFailed(uint64_t step_id, const absl::Status& error);
   // Every request fails with `error` (the pipeline is gone); state is reset.
@@ -127,7 +143,8 @@ class Scheduler {
   struct Sequence {
     SequenceSpec spec;
     std::vector<int32_t> generated;
-    int64_t fed = 0;  // tokens sent into the pipeline
+    int64_t fed = 0;                   // tokens sent into the pipeline
+    int64_t prompt_logprobs_next = 1;  // the first prompt position not yet delivered
     bool in_flight = false;
     bool cancelled = false;
     int64_t known() const { return static_cast<int64_t>(spec.prompt.size() + generated.size()); }

@@ -34,6 +34,11 @@ absl::Status CheckTextBytes(const char* field, std::string_view text, const Toke
 
 }  // namespace
 
+uint64_t FreshSeed() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng() >> 11;
+}
+
 absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& request,
                                                const Tokenizer& tokenizer,
                                                const ServedModel& model) {
@@ -61,12 +66,7 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
     return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
   }
   *submit.mutable_sampling() = SamplingToProto(sampling);
-  // No seed: a fresh one (53 bits, exact as a JavaScript number), returned
-  // to the client, so the run can be reproduced.
-  if (!request.sampling().has_seed()) {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
-    submit.mutable_sampling()->set_seed(rng() >> 11);
-  }
+  if (!request.sampling().has_seed()) submit.mutable_sampling()->set_seed(FreshSeed());
   submit.set_ignore_eos(request.ignore_eos());
   if (request.stop_token_ids_size() > 64) {
     return absl::InvalidArgumentError(
@@ -92,6 +92,13 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
           absl::StrCat("logprobs: must be in [0, 20], got ", request.logprobs()));
     }
     submit.set_logprobs(request.logprobs());
+  }
+  if (request.has_prompt_logprobs()) {
+    if (request.prompt_logprobs() < 0 || request.prompt_logprobs() > 20) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt_logprobs: must be in [0, 20], got ", request.prompt_logprobs()));
+    }
+    submit.set_prompt_logprobs(request.prompt_logprobs());
   }
 
   std::vector<int32_t> ids;

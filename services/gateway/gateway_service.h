@@ -33,6 +33,10 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
                                                const Tokenizer& tokenizer,
                                                const ServedModel& model);
 
+// A fresh sampling seed for a request that gave none: 53 random bits (exact
+// as a JavaScript number), returned to the client to reproduce the run.
+uint64_t FreshSeed();
+
 // The gateway's Prometheus series (all labelled with the model).
 struct GatewayMetrics {
   GatewayMetrics(prometheus::Registry& registry, const std::string& model);

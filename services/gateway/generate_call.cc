@@ -9,8 +9,8 @@ namespace strata {
 GenerateCall::GenerateCall(GatewayService* service, grpc::CallbackServerContext* context)
     : service_(service),
       context_(context),
-      stream_(std::make_unique<RequestStream>(
-          service, [this](const v1::GenerateResponse& r) { Queue(r); },
+      group_(std::make_unique<RequestGroup>(
+          service, [this](int, const v1::GenerateResponse& r) { Queue(r); },
           [this](const grpc::Status& st) { End(st); })) {}
 
 void GenerateCall::Begin(const grpc::ByteBuffer& wire) {
@@ -23,7 +23,7 @@ void GenerateCall::Begin(const grpc::ByteBuffer& wire) {
     service_->Count("invalid");
     return End(ToGrpcStatus(st));
   }
-  stream_->Begin(request);
+  group_->Begin({request});
 }
 
 void GenerateCall::Queue(const v1::GenerateResponse& response) {
@@ -54,7 +54,7 @@ void GenerateCall::WriteNextLocked() {
 }
 
 void GenerateCall::OnWriteDone(bool ok) {
-  if (!ok) stream_->Cancel("cancelled", "the client went away");  // calls End
+  if (!ok) group_->Cancel("cancelled", "the client went away");  // calls End
   std::lock_guard<std::mutex> lock(mu_);
   queue_.pop_front();
   if (!ok) queue_.clear();
@@ -63,11 +63,11 @@ void GenerateCall::OnWriteDone(bool ok) {
 
 void GenerateCall::OnCancel() {
   const bool deadline = context_->deadline() <= std::chrono::system_clock::now();
-  stream_->Cancel(deadline ? "deadline" : "cancelled", "the client cancelled the request");
+  group_->Cancel(deadline ? "deadline" : "cancelled", "the client cancelled the request");
 }
 
 void GenerateCall::OnDone() {
-  stream_->Close();
+  group_->Close();
   delete this;
 }
 

@@ -1,10 +1,9 @@
 // One Generate stream of the gateway, as a gRPC callback reactor over a
-// RequestStream. Nothing waits or polls: the call is woken by its request's
-// responses (from the session's reader thread), by its own writes completing
-// and by the client's cancellation (on gRPC's threads). One write is in
-// flight at a time; responses that arrive meanwhile queue under mu_.
-// Lock order: the RequestStream's lock, then mu_; the call never calls into
-// its stream while holding mu_.
+// RequestGroup (one RequestStream per choice). Nothing waits or polls: the call is woken by its
+// request's responses (from the session's reader thread), by its own writes completing and by the
+// client's cancellation (on gRPC's threads). One write is in flight at a time; responses that
+// arrive meanwhile queue under mu_. Lock order: the RequestStream's lock, then mu_; the call never
+// calls into its stream while holding mu_.
 #ifndef STRATA_SERVICES_GATEWAY_GENERATE_CALL_H_
 #define STRATA_SERVICES_GATEWAY_GENERATE_CALL_H_
 
@@ -15,7 +14,7 @@
 #include <mutex>
 #include <optional>
 
-#include "services/gateway/request_stream.h"
+#include "services/gateway/request_group.h"
 
 namespace strata {
 
@@ -39,7 +38,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   GatewayService* const service_;
   grpc::CallbackServerContext* const context_;
-  std::unique_ptr<RequestStream> stream_;
+  std::unique_ptr<RequestGroup> group_;
 
   std::mutex mu_;
   std::deque<grpc::ByteBuffer> queue_;

@@ -18,7 +18,7 @@
 #include "services/common/log.h"
 #include "services/common/server.h"
 #include "services/gateway/gateway_service.h"
-#include "services/gateway/request_stream.h"
+#include "services/gateway/request_group.h"
 
 namespace strata {
 namespace {
@@ -259,21 +259,28 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return SendError(p.error);
     }
     gen_ = std::move(p.request);
-    v1::SamplingParameters* s = gen_.generate.mutable_sampling();
-    if (!gen_.seed_given) s->clear_seed();  // the request path draws one
-    done_ = {};
-    done_.id = NewId(chat ? "chatcmpl-" : "cmpl-");
-    done_.model = server_->options.model.id;
-    done_.fingerprint = "strata-" + server_->options.version;
-    done_.created = UnixNow();
+    openai::Completion blank;
+    blank.id = NewId(chat ? "chatcmpl-" : "cmpl-");
+    blank.model = server_->options.model.id;
+    blank.fingerprint = openai::Fingerprint(server_->options.version, 0);
+    blank.created = UnixNow();
+    choices_.assign(gen_.prompts.size() * gen_.n(), blank);
+    echoed_.assign(choices_.size(), false);
+    for (size_t i = 0; i < choices_.size(); ++i) choices_[i].index = static_cast<int>(i);
+    std::vector<std::string> labels;
+    if (gen_.prompts.size() > 1) {
+      for (size_t i = 0; i < gen_.prompts.size(); ++i)
+        labels.push_back(absl::StrCat("prompt[", i, "]"));
+    }
 
     streamed_header_ = false;
     std::weak_ptr<Self> weak = this->shared_from_this();
-    request_ = std::make_unique<RequestStream>(
+    request_ = std::make_unique<RequestGroup>(
         server_->service,
-        [weak](const v1::GenerateResponse& r) {
+        [weak](int index, const v1::GenerateResponse& r) {
           if (auto self = weak.lock()) {
-            net::post(self->stream_.get_executor(), [self, r] { self->OnResponse(r); });
+            net::post(self->stream_.get_executor(),
+                      [self, index, r] { self->OnResponse(index, r); });
           }
         },
         [weak](const grpc::Status& st) {
@@ -285,49 +292,98 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     // is noticed by the probe read.
     beast::get_lowest_layer(stream_).expires_never();
     Probe();
-    request_->Begin(gen_.generate);
+    request_->Begin(gen_.prompts, labels);
   }
 
-  void OnResponse(const v1::GenerateResponse& r) {
+  void OnResponse(int index, const v1::GenerateResponse& r) {
     if (request_ == nullptr) return;
+    openai::Completion& c = choices_[index];
     if (r.has_delta()) {
       const std::vector<int32_t> ids(r.delta().token_ids().begin(), r.delta().token_ids().end());
-      done_.completion_ids.insert(done_.completion_ids.end(), ids.begin(), ids.end());
-      done_.text += r.delta().text();
+      c.completion_ids.insert(c.completion_ids.end(), ids.begin(), ids.end());
+      c.text += r.delta().text();
+      SetEpoch(c, r.delta().map_epoch());
+      // The prompt's log-probabilities (echo): the first token has none.
+      if (r.delta().prompt_logprobs_size() > 0) {
+        const std::vector<int32_t>& prompt = request_->prompt_ids(index);
+        if (c.prompt_logprobs.empty()) {
+          c.prompt_logprobs.push_back(Entry(prompt[0], nullptr));
+        }
+        for (const v1::TokenLogprobs& lp : r.delta().prompt_logprobs()) {
+          const size_t at = c.prompt_logprobs.size();
+          if (at < prompt.size()) c.prompt_logprobs.push_back(Entry(prompt[at], &lp));
+        }
+      }
       // Each token's log-probabilities with its text (its bytes).
       std::vector<openai::LogprobEntry> entries;
-      const Tokenizer& tok = server_->service->tokenizer();
       for (int i = 0; i < r.delta().logprobs_size() && i < static_cast<int>(ids.size()); ++i) {
-        const v1::TokenLogprobs& lp = r.delta().logprobs(i);
-        const std::string bytes = tok.TokenBytes(ids[i]);
-        openai::LogprobEntry e{openai::TokenText(bytes), bytes.size(), lp.logprob(), {}};
-        for (const v1::TokenLogprob& alt : lp.top()) {
-          e.top.emplace_back(openai::TokenText(tok.TokenBytes(alt.token_id())), alt.logprob());
-        }
-        entries.push_back(std::move(e));
+        entries.push_back(Entry(ids[i], &r.delta().logprobs(i)));
       }
-      done_.logprobs.insert(done_.logprobs.end(), entries.begin(), entries.end());
-      if (gen_.stream) {
+      c.logprobs.insert(c.logprobs.end(), entries.begin(), entries.end());
+      if (gen_.stream && (!ids.empty() || !r.delta().text().empty())) {
         StartStream();
-        Event(openai::ChunkBody(gen_, done_, r.delta().text(), ids, v1::FINISH_REASON_UNSPECIFIED,
+        Echo(index);
+        Event(openai::ChunkBody(gen_, c, r.delta().text(), ids, v1::FINISH_REASON_UNSPECIFIED,
                                 false, &entries));
       }
     } else if (r.has_finished()) {
-      done_.finish = r.finished().reason();
-      done_.prompt_ids = request_->prompt_ids();
-      done_.prompt_tokens = static_cast<int>(r.finished().prompt_tokens());
-      done_.completion_tokens = static_cast<int>(r.finished().completion_tokens());
-      done_.seed = r.finished().seed();
+      const v1::Finished& f = r.finished();
+      c.finish = f.reason();
+      c.prompt_ids = request_->prompt_ids(index);
+      c.prompt_tokens = static_cast<int>(f.prompt_tokens());
+      c.completion_tokens = static_cast<int>(f.completion_tokens());
+      c.seed = f.seed();
+      SetEpoch(c, f.map_epoch());
       if (gen_.stream) {
         StartStream();
-        Event(openai::ChunkBody(gen_, done_, "", {}, done_.finish));
-        if (gen_.include_usage) Event(openai::UsageChunk(gen_, done_));
+        Echo(index);
+        Event(openai::ChunkBody(gen_, c, "", {}, c.finish));
       }
     }
   }
 
+  // A token's log-probability entry with its text; `lp` null: none (null).
+  openai::LogprobEntry Entry(int32_t id, const v1::TokenLogprobs* lp) const {
+    const Tokenizer& tok = server_->service->tokenizer();
+    const std::string bytes = tok.TokenBytes(id);
+    openai::LogprobEntry e{openai::TokenText(bytes), bytes.size(), 0, {}};
+    if (lp == nullptr) {
+      e.none = true;
+      return e;
+    }
+    e.logprob = lp->logprob();
+    for (const v1::TokenLogprob& alt : lp->top()) {
+      e.top.emplace_back(openai::TokenText(tok.TokenBytes(alt.token_id())), alt.logprob());
+    }
+    return e;
+  }
+
+  // Streamed completions with echo: the prompt as choice `index`'s first
+  // chunk, with its log-probabilities when asked (so it waits for them).
+  void Echo(int index) {
+    if (!gen_.echo || gen_.chat || echoed_[index]) return;
+    echoed_[index] = true;
+    openai::Completion& c = choices_[index];
+    const std::string completion = c.text;  // the text offsets count from the echo
+    c.text = EchoText(index);
+    Event(openai::ChunkBody(gen_, c, c.text, {}, v1::FINISH_REASON_UNSPECIFIED, false,
+                            &c.prompt_logprobs));
+    c.text += completion;
+  }
+
+  void SetEpoch(openai::Completion& c, uint64_t epoch) {
+    if (epoch == 0 || epoch == c.map_epoch) return;
+    c.map_epoch = epoch;
+    c.fingerprint = openai::Fingerprint(server_->options.version, epoch);
+  }
+
   void OnEnd(const grpc::Status& st) {
     if (request_ == nullptr) return;
+    // The prompts' ids, for echo, before the group goes.
+    std::vector<std::string> echoes;
+    if (gen_.echo && !gen_.stream && st.ok()) {
+      for (size_t i = 0; i < choices_.size(); ++i) echoes.push_back(EchoText(static_cast<int>(i)));
+    }
     request_->Close();
     request_.reset();
     if (!st.ok()) {
@@ -340,20 +396,27 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         return SendError(e);
       }
     } else if (!gen_.stream) {
-      if (gen_.echo) done_.text = EchoText() + done_.text;
-      return Send(http::status::ok, openai::CompletionBody(gen_, done_));
+      for (size_t i = 0; i < echoes.size(); ++i) {
+        openai::Completion& c = choices_[i];
+        c.text = echoes[i] + c.text;
+        c.logprobs.insert(c.logprobs.begin(), c.prompt_logprobs.begin(), c.prompt_logprobs.end());
+      }
+      return Send(http::status::ok, openai::CompletionBody(gen_, choices_));
     }
     if (gen_.stream) {
       StartStream();
+      if (st.ok() && gen_.include_usage) Event(openai::UsageChunk(gen_, choices_));
       sse_.push_back("data: [DONE]\n\n");
       sse_done_ = true;
       WriteSse();
     }
   }
 
-  std::string EchoText() const {
-    if (gen_.generate.has_prompt()) return gen_.generate.prompt();
-    return server_->service->tokenizer().Decode(done_.prompt_ids);
+  // Choice `index`'s prompt as text: as sent, or its token ids decoded.
+  std::string EchoText(int index) const {
+    const v1::GenerateRequest& prompt = gen_.prompts[index / gen_.n()];
+    if (prompt.has_prompt()) return prompt.prompt();
+    return server_->service->tokenizer().Decode(request_->prompt_ids(index));
   }
 
   // SSE: the response header (chunked), then one chunk per event.
@@ -371,10 +434,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                              [self = this->shared_from_this()](beast::error_code ec, size_t) {
                                self->OnSseWritten(ec, /*header=*/true);
                              });
-    if (gen_.chat)
-      Event(openai::ChunkBody(gen_, done_, "", {}, v1::FINISH_REASON_UNSPECIFIED, true));
-    if (gen_.echo && !gen_.chat) {
-      Event(openai::ChunkBody(gen_, done_, EchoText(), {}, v1::FINISH_REASON_UNSPECIFIED));
+    for (openai::Completion& c : choices_) {
+      if (gen_.chat) Event(openai::ChunkBody(gen_, c, "", {}, v1::FINISH_REASON_UNSPECIFIED, true));
     }
   }
 
@@ -502,8 +563,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   bool keep_alive_ = false;
   // The generation in progress.
   openai::Request gen_;
-  openai::Completion done_;
-  std::unique_ptr<RequestStream> request_;
+  std::vector<openai::Completion> choices_;  // by index
+  std::vector<bool> echoed_;                 // streamed: the echo chunk went out
+  std::unique_ptr<RequestGroup> request_;
   bool client_gone_ = false;
   // SSE output.
   std::optional<http::response<http::empty_body>> sse_res_;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "runtime/tokenizer/unicode.h"
 #include "services/common/metrics.h"
+#include "services/gateway/request_group.h"
 
 namespace strata::openai {
 namespace {
@@ -17,6 +18,8 @@ using nlohmann::json;
 // Parameters OpenAI defines that change the output and that Strata does not
 // implement yet: refused by name rather than ignored. Each is allowed at its
 // neutral value (null, or the value given here).
+constexpr int kMaxChoices = RequestGroup::kMaxChoices;
+
 struct Unsupported {
   const char* name;
   json neutral;
@@ -81,34 +84,38 @@ bool ReadTokenIds(const json& v, const std::string& name, v1::TokenIds* out, Err
   return true;
 }
 
-// The completion prompt: a string, [string], [ids] or [[ids]] (one prompt).
-bool ReadPrompt(const json& o, v1::GenerateRequest* r, Error* err) {
+// The completion prompts: a string, [ids], [string, ...] or [[ids], ...];
+// each as a request holding only its input.
+bool ReadPrompts(const json& o, std::vector<v1::GenerateRequest>* out, Error* err) {
   auto it = o.find("prompt");
   if (it == o.end() || it->is_null()) return *err = Bad("prompt", "required"), false;
   const json& p = *it;
   if (p.is_string()) {
-    r->set_prompt(p.get<std::string>());
+    out->emplace_back().set_prompt(p.get<std::string>());
     return true;
   }
   if (!p.is_array() || p.empty()) {
     return *err = Bad("prompt", "must be a string, an array of strings or of token ids"), false;
   }
-  if (p[0].is_number()) return ReadTokenIds(p, "prompt", r->mutable_prompt_tokens(), err);
-  if (p.size() > 1) {
-    return *err = Error{400,
-                        "prompt: one prompt per request (got " + std::to_string(p.size()) +
-                            "); send them as separate requests",
-                        "invalid_request_error", "prompt", "unsupported_value"},
+  if (p[0].is_number()) {
+    return ReadTokenIds(p, "prompt", out->emplace_back().mutable_prompt_tokens(), err);
+  }
+  if (p.size() > static_cast<size_t>(kMaxChoices)) {
+    return *err = Bad("prompt", absl::StrCat("at most ", kMaxChoices, " prompts per request, got ",
+                                             p.size())),
            false;
   }
-  if (p[0].is_string()) {
-    r->set_prompt(p[0].get<std::string>());
-    return true;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const std::string at = absl::StrCat("prompt[", i, "]");
+    if (p[i].is_string()) {
+      out->emplace_back().set_prompt(p[i].get<std::string>());
+    } else if (p[i].is_array() && !p[i].empty()) {
+      if (!ReadTokenIds(p[i], at, out->emplace_back().mutable_prompt_tokens(), err)) return false;
+    } else {
+      return *err = Bad(at, "must be a string or a non-empty array of token ids"), false;
+    }
   }
-  if (p[0].is_array() && !p[0].empty()) {
-    return ReadTokenIds(p[0], "prompt[0]", r->mutable_prompt_tokens(), err);
-  }
-  return *err = Bad("prompt[0]", "must be a string or an array of token ids"), false;
+  return true;
 }
 
 // Chat messages: role and content (a string or text parts).
@@ -286,20 +293,11 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
            "invalid_request_error", "model", "model_not_found"};
     return out;
   }
-  static const Unsupported kUnsupported[] = {{"n", 1},
-                                             {"best_of", 1},
-                                             {"logit_bias", nullptr},
-                                             {"presence_penalty", 0},
-                                             {"frequency_penalty", 0},
-                                             {"suffix", nullptr},
-                                             {"tools", nullptr},
-                                             {"tool_choice", nullptr},
-                                             {"functions", nullptr},
-                                             {"function_call", nullptr},
-                                             {"response_format", nullptr},
-                                             {"audio", nullptr},
-                                             {"modalities", nullptr},
-                                             {"prediction", nullptr}};
+  static const Unsupported kUnsupported[] = {
+      {"logit_bias", nullptr},      {"suffix", nullptr},    {"tools", nullptr},
+      {"tool_choice", nullptr},     {"functions", nullptr}, {"function_call", nullptr},
+      {"response_format", nullptr}, {"audio", nullptr},     {"modalities", nullptr},
+      {"prediction", nullptr}};
   for (const Unsupported& u : kUnsupported) {
     auto it = o.find(u.name);
     if (it == o.end()) continue;
@@ -384,9 +382,28 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
       err = Bad("messages", "completions take `prompt`; use /v1/chat/completions for messages");
       return out;
     }
-    if (!ReadPrompt(o, &r, &err)) return out;
+    if (!ReadPrompts(o, &req.prompts, &err)) return out;
     if (!ReadBool(o, "echo", &req.echo, &err)) return out;
   }
+  // n samples of each prompt; best_of only as n (every sample is returned).
+  int64_t n = 1;
+  if (!ReadInt(o, "n", 1, kMaxChoices, &n, &err)) return out;
+  const int64_t prompts = chat ? 1 : static_cast<int64_t>(req.prompts.size());
+  if (n * prompts > kMaxChoices) {
+    err = Bad("n", absl::StrCat(prompts, " prompts x n = ", n * prompts, " choices; at most ",
+                                kMaxChoices, " per request"));
+    return out;
+  }
+  if (auto b = o.find("best_of"); b != o.end() && !b->is_null()) {
+    if (!b->is_number_integer() || b->get<int64_t>() != n) {
+      err = {400,
+             absl::StrCat("best_of: only best_of = n (", n,
+                          ") is supported: every sample is returned, none is ranked away"),
+             "invalid_request_error", "best_of", "unsupported_value"};
+      return out;
+    }
+  }
+  if (n > 1) r.set_n(static_cast<uint32_t>(n));
 
   // Completions default to 16 tokens (as OpenAI's); chat to the context.
   int64_t max_tokens = chat ? model.context : 16;
@@ -405,6 +422,9 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
   }
   if (!ReadNumber(o, "min_p", 0, 1, &min_p, &err)) return out;
   if (!ReadNumber(o, "repetition_penalty", 1e-3, 100, &repetition, &err)) return out;
+  double presence = 0, frequency = 0;
+  if (!ReadNumber(o, "presence_penalty", -2, 2, &presence, &err)) return out;
+  if (!ReadNumber(o, "frequency_penalty", -2, 2, &frequency, &err)) return out;
   if (!ReadInt(o, "top_k", -1, INT32_MAX, &top_k, &err)) return out;
   // Any 64-bit integer (negative ones as their two's complement), since the
   // seeds this server draws are unsigned.
@@ -423,6 +443,8 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
   s->set_top_p(static_cast<float>(top_p));
   s->set_min_p(static_cast<float>(min_p));
   s->set_repetition_penalty(static_cast<float>(repetition));
+  s->set_presence_penalty(static_cast<float>(presence));
+  s->set_frequency_penalty(static_cast<float>(frequency));
   s->set_top_k(static_cast<int32_t>(top_k < 0 ? 0 : top_k));
   if (req.seed_given) s->set_seed(useed);
   if (!ReadStop(o, &r, &err)) return out;
@@ -480,17 +502,28 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
     if (n >= 0) req.logprobs = static_cast<int>(n);
   }
   if (req.logprobs >= 0) {
-    if (req.echo) {
-      err = {400,
-             "echo: the prompt's log-probabilities are not supported yet; drop echo or logprobs",
-             "invalid_request_error", "echo", "unsupported_parameter"};
-      return out;
-    }
     r.set_logprobs(req.logprobs);
+    // echo: the prompt's tokens get theirs too (OpenAI's legacy shape).
+    if (req.echo) r.set_prompt_logprobs(req.logprobs);
   }
   if (auto u = o.find("user"); u != o.end() && !u->is_null() && !u->is_string()) {
     err = Bad("user", "must be a string");
     return out;
+  }
+  // Every prompt with the request's parameters; `generate` is the first.
+  if (chat) {
+    req.prompts.push_back(r);
+  } else {
+    for (v1::GenerateRequest& p : req.prompts) {
+      v1::GenerateRequest full = r;
+      if (p.has_prompt_tokens()) {
+        *full.mutable_prompt_tokens() = std::move(*p.mutable_prompt_tokens());
+      } else {
+        full.set_prompt(std::move(*p.mutable_prompt()));
+      }
+      p = std::move(full);
+    }
+    r = req.prompts[0];
   }
   out.ok = true;
   return out;
@@ -510,10 +543,15 @@ std::string FinishReason(v1::FinishReason reason) {
 
 namespace {
 
-json Usage(const Completion& c) {
-  return {{"prompt_tokens", c.prompt_tokens},
-          {"completion_tokens", c.completion_tokens},
-          {"total_tokens", c.prompt_tokens + c.completion_tokens}};
+json Usage(const Request& r, const std::vector<Completion>& choices) {
+  int64_t prompt = 0, completion = 0;
+  for (const Completion& c : choices) {
+    if (c.index % r.n() == 0) prompt += c.prompt_tokens;  // each prompt once
+    completion += c.completion_tokens;
+  }
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion}};
 }
 
 json Head(const Request& r, const Completion& c, const char* object) {
@@ -564,6 +602,13 @@ json LogprobsBody(const Request& r, const std::vector<LogprobEntry>& entries, si
        offsets = json::array();
   for (const LogprobEntry& e : entries) {
     tokens.push_back(e.token);
+    if (e.none) {  // the prompt's first token: nothing predicts it
+      token_logprobs.push_back(nullptr);
+      top.push_back(nullptr);
+      offsets.push_back(offset);
+      offset += e.size;
+      continue;
+    }
     token_logprobs.push_back(e.logprob);
     json alternatives = json::object();
     for (const auto& [t, lp] : e.top) {
@@ -579,23 +624,39 @@ json LogprobsBody(const Request& r, const std::vector<LogprobEntry>& entries, si
           {"text_offset", offsets}};
 }
 
-json CompletionBody(const Request& r, const Completion& c) {
-  json choice = {{"index", 0},
-                 {"logprobs", r.logprobs >= 0 ? LogprobsBody(r, c.logprobs, 0) : json(nullptr)},
-                 {"finish_reason", FinishReason(c.finish)}};
-  if (r.chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", c.text}};
-  } else {
-    choice["text"] = c.text;
+std::string Fingerprint(const std::string& version, uint64_t map_epoch) {
+  std::string f = "strata-" + version;
+  if (map_epoch != 0) absl::StrAppend(&f, "-map", map_epoch);
+  return f;
+}
+
+json CompletionBody(const Request& r, const std::vector<Completion>& choices) {
+  json list = json::array();
+  for (const Completion& c : choices) {
+    json choice = {{"index", c.index},
+                   {"logprobs", r.logprobs >= 0 ? LogprobsBody(r, c.logprobs, 0) : json(nullptr)},
+                   {"finish_reason", FinishReason(c.finish)}};
+    if (r.chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+    }
+    if (r.return_token_ids) {
+      choice["token_ids"] = c.completion_ids;
+      choice["prompt_token_ids"] = c.prompt_ids;
+    }
+    list.push_back(std::move(choice));
   }
-  if (r.return_token_ids) {
-    choice["token_ids"] = c.completion_ids;
-    choice["prompt_token_ids"] = c.prompt_ids;
+  // The latest map's fingerprint: the one that finished the response.
+  const Completion* latest = &choices.front();
+  for (const Completion& c : choices) {
+    if (c.map_epoch > latest->map_epoch) latest = &c;
   }
-  json body = Head(r, c, r.chat ? "chat.completion" : "text_completion");
-  body["choices"] = json::array({choice});
-  body["usage"] = Usage(c);
-  body["seed"] = c.seed;
+  const Completion& head = choices.front();
+  json body = Head(r, *latest, r.chat ? "chat.completion" : "text_completion");
+  body["choices"] = std::move(list);
+  body["usage"] = Usage(r, choices);
+  body["seed"] = head.seed;
   return body;
 }
 
@@ -605,7 +666,7 @@ json ChunkBody(const Request& r, const Completion& c, const std::string& text,
   // A chunk's text offsets count from where its text starts in the whole.
   const size_t offset = c.text.size() >= text.size() ? c.text.size() - text.size() : 0;
   json choice = {
-      {"index", 0},
+      {"index", c.index},
       {"logprobs",
        r.logprobs >= 0 && logprobs != nullptr ? LogprobsBody(r, *logprobs, offset) : json(nullptr)},
       {"finish_reason",
@@ -626,10 +687,10 @@ json ChunkBody(const Request& r, const Completion& c, const std::string& text,
   return body;
 }
 
-json UsageChunk(const Request& r, const Completion& c) {
-  json body = Head(r, c, r.chat ? "chat.completion.chunk" : "text_completion");
+json UsageChunk(const Request& r, const std::vector<Completion>& choices) {
+  json body = Head(r, choices.front(), r.chat ? "chat.completion.chunk" : "text_completion");
   body["choices"] = json::array();
-  body["usage"] = Usage(c);
+  body["usage"] = Usage(r, choices);
   return body;
 }
 

@@ -48,7 +48,10 @@ std::string DefaultServedName(const std::string& model_dir, const std::string& n
 
 // A completions or chat request as Strata's.
 struct Request {
-  v1::GenerateRequest generate;
+  // Every prompt with the request's parameters (chat: one); each gives
+  // `n` choices (generate.n(), unset: 1), prompt p's j-th at index p * n + j.
+  std::vector<v1::GenerateRequest> prompts;
+  v1::GenerateRequest generate;  // prompts[0]
   bool chat = false;
   bool stream = false;
   bool include_usage = false;     // stream_options.include_usage
@@ -58,6 +61,7 @@ struct Request {
   // -1: no log-probabilities; else each token's and the top N alternatives'
   // (completions: `logprobs: N`; chat: `logprobs: true, top_logprobs: N`).
   int logprobs = -1;
+  int n() const { return generate.has_n() ? static_cast<int>(generate.n()) : 1; }
 };
 
 // A generated token's log-probability with its text (the token's bytes,
@@ -67,6 +71,7 @@ struct LogprobEntry {
   size_t size = 0;    // the token's length in bytes (for text_offset)
   float logprob = 0;
   std::vector<std::pair<std::string, float>> top;
+  bool none = false;  // no log-probability (a prompt's first token): null
 };
 // A token's bytes as logprobs show them: the text when it is valid UTF-8,
 // else "bytes:\xe2\x80" (as OpenAI writes tokens that are part of a
@@ -81,9 +86,12 @@ struct ParseResult {
 };
 ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& model);
 
-// Response objects. `id` is "cmpl-..." or "chatcmpl-...".
+// Response objects, one Completion per choice. `id` is "cmpl-..." or
+// "chatcmpl-..."; `fingerprint` names the build and the layer map's epoch.
 struct Completion {
+  int index = 0;  // the choice
   std::string id, model, fingerprint;
+  uint64_t map_epoch = 0;  // in the fingerprint
   int64_t created = 0;
   std::string text;  // the whole completion (echo included)
   std::vector<int32_t> prompt_ids, completion_ids;
@@ -91,9 +99,15 @@ struct Completion {
   int prompt_tokens = 0, completion_tokens = 0;
   uint64_t seed = 0;                   // the sampling seed used (reproduces the run)
   std::vector<LogprobEntry> logprobs;  // one per completion token, when asked
+  // echo with logprobs: one per prompt token (the first `none`).
+  std::vector<LogprobEntry> prompt_logprobs;
 };
 std::string FinishReason(v1::FinishReason reason);  // "stop" | "length" | "abort"
-nlohmann::json CompletionBody(const Request& request, const Completion& c);
+// Every choice, in index order; usage counts each prompt once.
+nlohmann::json CompletionBody(const Request& request, const std::vector<Completion>& choices);
+// The system_fingerprint: "strata-VERSION", and "-mapEPOCH" once a layer map
+// produced tokens.
+std::string Fingerprint(const std::string& version, uint64_t map_epoch);
 // One SSE chunk: a delta (`finish` unspecified) or the last one with its
 // finish_reason; `role_chunk` is chat's opening {"role": "assistant"}.
 nlohmann::json ChunkBody(const Request& request, const Completion& c, const std::string& text,
@@ -106,7 +120,7 @@ nlohmann::json ChunkBody(const Request& request, const Completion& c, const std:
 nlohmann::json LogprobsBody(const Request& request, const std::vector<LogprobEntry>& entries,
                             size_t offset);
 // The usage-only chunk of stream_options.include_usage.
-nlohmann::json UsageChunk(const Request& request, const Completion& c);
+nlohmann::json UsageChunk(const Request& request, const std::vector<Completion>& choices);
 
 }  // namespace strata::openai
 

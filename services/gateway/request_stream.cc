@@ -45,6 +45,7 @@ void RequestStream::Close() {
 
 void RequestStream::Begin(const v1::GenerateRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (ended_) return;  // cancelled before it began
   GatewayService& s = *service_;
   request_id_ = request.request_id();
   if (s.draining_) {
@@ -116,12 +117,19 @@ void RequestStream::OnEvent(const v1::SessionEvent& e) {
     text += detok_->Push(t);
   }
   *delta->mutable_logprobs() = e.logprobs();
+  *delta->mutable_prompt_logprobs() = e.prompt_logprobs();
+  if (e.epoch() != 0) map_epoch_ = e.epoch();
+  delta->set_map_epoch(map_epoch_);
+  delta->set_index(index_);
   const bool last = e.finish() != v1::FINISH_REASON_UNSPECIFIED;
   if (last) text += detok_->Flush();
   std::string shown = matcher_->Push(text);
   if (last && !matcher_->matched()) shown += matcher_->Flush();
   delta->set_text(shown);
-  if ((delta->token_ids_size() > 0 || !shown.empty()) && emit_) emit_(response);
+  if ((delta->token_ids_size() > 0 || !shown.empty() || delta->prompt_logprobs_size() > 0) &&
+      emit_) {
+    emit_(response);
+  }
   if (matcher_->matched()) {
     SendFinishedLocked(v1::FINISH_REASON_STOP_SEQUENCE);  // cancels upstream
   } else if (last) {
@@ -139,6 +147,8 @@ void RequestStream::SendFinishedLocked(v1::FinishReason reason) {
   f->set_time_to_first_token_seconds(std::max(0.0, ttft_));
   f->set_request_id(request_id_);
   f->set_seed(seed_);
+  f->set_map_epoch(map_epoch_);
+  f->set_index(index_);
   if (matcher_->matched()) f->set_stop_sequence(matcher_->matched_stop());
   if (emit_) emit_(response);
   if (GatewayMetrics* metrics = service_->metrics_; metrics != nullptr) {

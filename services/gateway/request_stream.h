@@ -48,6 +48,8 @@ class RequestStream {
   // No more callbacks; the request is released upstream if still open.
   void Close();
 
+  // The choice this stream is (stamped on its responses); before Begin.
+  void set_index(uint32_t index) { index_ = index; }
   // The submitted prompt's token ids (valid after a successful Begin).
   const std::vector<int32_t>& prompt_ids() const { return prompt_ids_; }
 
@@ -76,6 +78,8 @@ class RequestStream {
   bool upstream_done_ = false;  // the coordinator finished or forgot the request
   std::string request_id_;
   uint64_t seed_ = 0;
+  uint64_t map_epoch_ = 0;  // of the last tokens
+  uint32_t index_ = 0;
   std::vector<int32_t> prompt_ids_;
   int completion_ = 0;
   bool admitted_ = false;

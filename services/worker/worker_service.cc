@@ -237,6 +237,24 @@ void FillLogprobs(std::span<const float> logits, int32_t token, int top_n, v1::T
   }
 }
 
+void WorkerService::FillPromptLogprobs(const v1::Chunk& chunk, int64_t first_row,
+                                       v1::StepResult* result) const {
+  const int64_t vocab = stage_->config().vocab_size;
+  const int n = chunk.token_ids_size();
+  v1::PromptLogprobs* p = result->add_prompt_logprobs();
+  p->set_seq_id(chunk.seq_id());
+  p->set_first_position(chunk.start_pos() + 1);
+  // Row i predicts the token at start_pos + i + 1.
+  for (int i = 0; i < n; ++i) {
+    const int32_t next = i + 1 < n                   ? chunk.token_ids(i + 1)
+                         : chunk.has_next_token_id() ? chunk.next_token_id()
+                                                     : -1;
+    if (next < 0 || next >= vocab) break;
+    FillLogprobs(std::span<const float>(out_.logits.data() + (first_row + i) * vocab, vocab), next,
+                 chunk.prompt_logprobs(), p->add_logprobs());
+  }
+}
+
 void WorkerService::StallUntilCancelled(grpc::ServerContext* context) {
   Log("debug: this step stalls until its stream is cancelled (--debug-stall-step)");
   while (!context->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -493,11 +511,12 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     to.token_ids.clear();
     if (stage_->is_first()) to.token_ids.assign(from.token_ids().begin(), from.token_ids().end());
     to.logits = LogitsMode::kNone;
-    if (from.sample()) {
+    if (from.has_prompt_logprobs()) {
+      to.logits = LogitsMode::kAll;  // every position predicts a prompt token
+    } else if (from.sample()) {
       const SamplingParams params = SamplingFromProto(from.sampling());
       // The greedy fast path needs no logits on the host; log-probabilities do.
-      to.logits = IsPlainGreedy(params.temperature, params.repetition_penalty) &&
-                          !from.has_logprobs() && from.banned_ids().empty()
+      to.logits = IsPlainGreedy(params) && !from.has_logprobs() && from.banned_ids().empty()
                       ? LogitsMode::kGreedy
                       : LogitsMode::kLast;
     }
@@ -556,9 +575,13 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     std::vector<int32_t>& h = history_[chunk.seq_id()];
     if (static_cast<int64_t>(h.size()) > chunk.start_pos()) h.resize(chunk.start_pos());
     h.insert(h.end(), chunk.token_ids().begin(), chunk.token_ids().end());
+    const bool all_rows = chunk.has_prompt_logprobs();
+    if (all_rows) FillPromptLogprobs(chunk, out_.logits_row[c], result);
     if (!chunk.sample()) continue;
     int32_t token = out_.greedy[c];
-    const float* row = token < 0 ? out_.logits.data() + out_.logits_row[c] * vocab : nullptr;
+    // The last position's row (kAll holds one row per position).
+    const int64_t last_row = out_.logits_row[c] + (all_rows ? chunk.token_ids_size() - 1 : 0);
+    const float* row = token < 0 ? out_.logits.data() + last_row * vocab : nullptr;
     if (token < 0) {
       const SamplingParams params = SamplingFromProto(chunk.sampling());
       std::span<const float> logits(row, vocab);
@@ -571,7 +594,8 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
         }
         logits = banned_row_;
       }
-      token = sampler_.Sample(logits, params, h, chunk.start_pos() + chunk.token_ids_size());
+      token = sampler_.Sample(logits, params, h, chunk.prompt_tokens(),
+                              chunk.start_pos() + chunk.token_ids_size());
     }
     v1::SampledToken* t = result->add_tokens();
     t->set_seq_id(chunk.seq_id());

@@ -95,6 +95,9 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status CheckUpstream(const Identity& peer, const std::string& token) const;
   // debug_stall_step: holds the step until its stream is cancelled.
   void StallUntilCancelled(grpc::ServerContext* context);
+  // Last stage: the log-probabilities of the prompt tokens a kAll chunk
+  // predicts (its rows from `first_row` of out_.logits), into `result`.
+  void FillPromptLogprobs(const v1::Chunk& chunk, int64_t first_row, v1::StepResult* result) const;
   void CloseNext();
   void SetPeerStage(Stage* stage);
 

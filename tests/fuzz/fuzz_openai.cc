@@ -23,9 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   c.text = p.request.generate.prompt();  // whatever the client sent, echoed
   c.completion_ids = {1, 2, 3};
   c.finish = strata::v1::FINISH_REASON_STOP_SEQUENCE;
-  (void)strata::openai::Dump(strata::openai::CompletionBody(p.request, c));
+  (void)strata::openai::Dump(strata::openai::CompletionBody(p.request, {c}));
   (void)strata::openai::Dump(
       strata::openai::ChunkBody(p.request, c, c.text, {4}, strata::v1::FINISH_REASON_UNSPECIFIED));
-  (void)strata::openai::Dump(strata::openai::UsageChunk(p.request, c));
+  (void)strata::openai::Dump(strata::openai::UsageChunk(p.request, {c}));
   return 0;
 }

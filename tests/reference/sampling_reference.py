@@ -9,6 +9,10 @@ sharing nothing with Strata's C++ sampler:
   TopPLogitsWarper: sort ascending, softmax, cumulative sum; tokens whose
       cumulative probability is <= 1 - top_p become -inf, the most likely
       one always stays;
+and between the repetition penalty and the temperature, OpenAI's presence and
+frequency penalties as vLLM applies them to the generated ids (the history
+after its first prompt_length ids): scores - frequency * count, then
+- presence where count > 0;
   MinPLogitsWarper: softmax; tokens whose probability is below
       min_p * the largest probability become -inf, the most likely stays;
 then softmax. Scores are processed in float32, as generate() does on a
@@ -19,7 +23,8 @@ here the higher id counts as the less likely one, as in Strata.
 
 Usage: sampling_reference.py CASES.json LOGITS.f32 OUT.f64
   CASES.json: [{"vocab", "history", "temperature", "top_k", "top_p",
-                "min_p", "repetition_penalty"}, ...], each case's logits
+                "min_p", "repetition_penalty", "prompt_length",
+                "presence_penalty", "frequency_penalty"}, ...], each case's logits
   consecutive in LOGITS.f32; OUT.f64 gets each case's vocab probabilities.
 """
 import json
@@ -29,7 +34,8 @@ import numpy as np
 import torch
 
 
-def distribution(logits, history, temperature, top_k, top_p, min_p, penalty):
+def distribution(logits, history, temperature, top_k, top_p, min_p, penalty, prompt_length=0,
+                 presence=0.0, frequency=0.0):
     scores = torch.from_numpy(logits.copy())  # float32
     vocab = scores.shape[0]
     if penalty != 1.0:
@@ -38,6 +44,13 @@ def distribution(logits, history, temperature, top_k, top_p, min_p, penalty):
             picked = scores[ids]
             p = torch.tensor(penalty, dtype=torch.float32)
             scores[ids] = torch.where(picked < 0, picked * p, picked / p)
+    if presence != 0.0 or frequency != 0.0:
+        counts = torch.zeros(vocab, dtype=torch.float32)
+        for h in history[prompt_length:]:
+            if 0 <= h < vocab:
+                counts[h] += 1
+        scores = scores - torch.tensor(frequency, dtype=torch.float32) * counts
+        scores = scores - torch.tensor(presence, dtype=torch.float32) * (counts > 0).float()
     if temperature == 0:
         out = torch.zeros(vocab, dtype=torch.float64)
         out[int(torch.argmax(scores))] = 1.0  # first maximum, as argmax
@@ -76,7 +89,8 @@ def main():
     for c in cases:
         v = c["vocab"]
         d = distribution(logits[at:at + v], c["history"], c["temperature"], c["top_k"],
-                         c["top_p"], c["min_p"], c["repetition_penalty"])
+                         c["top_p"], c["min_p"], c["repetition_penalty"], c["prompt_length"],
+                         c["presence_penalty"], c["frequency_penalty"])
         out.append(d.numpy())
         at += v
     np.concatenate(out).astype(np.float64).tofile(sys.argv[3])

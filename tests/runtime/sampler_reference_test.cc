@@ -2,10 +2,10 @@
 // logits processing (tests/reference/sampling_reference.py): on thousands of
 // random logit vectors (ties, -inf, huge and tiny values; vocabularies of 8
 // to 152k) and every combination of repetition penalty, temperature, top-k,
-// top-p and min-p, the distribution the sampler draws from must have the
-// reference's support and its probabilities to 1e-6 relative. Then the
-// draws themselves: 10^5 per case at a fixed seed, a chi-square test of the
-// frequencies against the reference distribution at significance 1e-4.
+// top-p and min-p (and presence and frequency penalties on the random cases), the distribution the
+// sampler draws from must have the reference's support and its probabilities to 1e-6 relative. Then
+// the draws themselves: 10^5 per case at a fixed seed, a chi-square test of the frequencies against
+// the reference distribution at significance 1e-4.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +27,7 @@ namespace {
 struct Case {
   std::vector<float> logits;
   std::vector<int32_t> history;
+  size_t prompt_length = 0;  // history[prompt_length:] was generated
   SamplingParams params;
 };
 
@@ -116,6 +117,15 @@ std::vector<Case> MakeCases() {
     c.params.top_p = rng() % 3 == 0 ? 1.0f : std::max(1e-3f, unit(rng));
     c.params.min_p = rng() % 2 == 0 ? 0.0f : 0.2f * unit(rng);
     c.params.repetition_penalty = rng() % 2 == 0 ? 1.0f : 0.5f + unit(rng);
+    // Repeated ids, so counts above one come up.
+    if (rng() % 2 == 0) {
+      for (size_t j = 0, n = c.history.size(); j < n; ++j) c.history.push_back(c.history[j]);
+    }
+    c.prompt_length = c.history.empty() ? 0 : rng() % c.history.size();
+    if (rng() % 2 == 0) {
+      c.params.presence_penalty = rng() % 3 == 0 ? 0.0f : -2.0f + 4.0f * unit(rng);
+      c.params.frequency_penalty = rng() % 3 == 0 ? 0.0f : -2.0f + 4.0f * unit(rng);
+    }
     cases.push_back(std::move(c));
   }
   return cases;
@@ -134,9 +144,11 @@ std::vector<double> Reference(const std::vector<Case>& cases) {
     json << (i ? "," : "")
          << absl::StrFormat(
                 "{\"vocab\":%d,\"history\":[%s],\"temperature\":%.9g,\"top_k\":%d,"
-                "\"top_p\":%.9g,\"min_p\":%.9g,\"repetition_penalty\":%.9g}",
+                "\"top_p\":%.9g,\"min_p\":%.9g,\"repetition_penalty\":%.9g,"
+                "\"prompt_length\":%d,\"presence_penalty\":%.9g,\"frequency_penalty\":%.9g}",
                 c.logits.size(), history, c.params.temperature, c.params.top_k, c.params.top_p,
-                c.params.min_p, c.params.repetition_penalty);
+                c.params.min_p, c.params.repetition_penalty, c.prompt_length,
+                c.params.presence_penalty, c.params.frequency_penalty);
     logits.write(reinterpret_cast<const char*>(c.logits.data()),
                  static_cast<std::streamsize>(c.logits.size() * sizeof(float)));
     total += static_cast<int64_t>(c.logits.size());
@@ -168,7 +180,8 @@ TEST(SamplerReferenceTest, DistributionsEqualTransformersSemantics) {
   for (const Case& c : cases) {
     const int64_t vocab = static_cast<int64_t>(c.logits.size());
     std::vector<double> got(vocab, 0.0);
-    for (const auto& [p, id] : sampler.Distribution(c.logits, c.params, c.history)) got[id] = p;
+    for (const auto& [p, id] : sampler.Distribution(c.logits, c.params, c.history, c.prompt_length))
+      got[id] = p;
     for (int64_t id = 0; id < vocab; ++id) {
       const double w = want[at + id], g = got[id];
       ASSERT_EQ(w > 0, g > 0) << Describe(c) << ": token " << id << " has probability " << g
@@ -218,7 +231,7 @@ TEST(SamplerReferenceTest, DrawsFollowTheReferenceDistribution) {
     const int64_t vocab = static_cast<int64_t>(c.logits.size());
     std::vector<int64_t> counts(vocab, 0);
     for (int64_t pos = 0; pos < kDraws; ++pos)
-      ++counts[sampler.Sample(c.logits, c.params, c.history, pos)];
+      ++counts[sampler.Sample(c.logits, c.params, c.history, c.prompt_length, pos)];
     // Bins of expected count >= 5; the rest pooled into one.
     double chi2 = 0, pooled_expected = 0, pooled_seen = 0;
     int bins = 0;

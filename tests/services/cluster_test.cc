@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -222,6 +223,50 @@ TEST(ClusterTest, SixteenConcurrentStreamsMatchTheirSingleProcessRuns) {
     EXPECT_EQ(got[i].tokens, ref.tokens) << "stream " << i;
     EXPECT_EQ(got[i].text, ref.text) << "stream " << i;
   }
+  EXPECT_TRUE(cluster->WaitKvFree(5000));
+}
+
+// n = 4 samples over gRPC: every response names its choice, each choice
+// ends with one Finished and is the single-process run with seed + index;
+// the map's epoch comes back; penalties apply per choice.
+TEST(ClusterTest, NSamplesAreTheRunsWithConsecutiveSeeds) {
+  const std::string& model = TestModel("llama");
+  auto cluster = Cluster::Start(model, 2);
+  ASSERT_NE(cluster, nullptr);
+  SamplingParams s;
+  s.temperature = 0.8f;
+  s.top_k = 20;
+  s.seed = 500;
+  s.presence_penalty = 0.7f;
+  s.frequency_penalty = 0.4f;
+  v1::GenerateRequest request = TextRequest(kPrompts[1], 14, s, true);
+  request.set_n(4);
+  auto stub = cluster->generation();
+  const StreamResult got = Stream(*stub, request);
+  ASSERT_EQ(got.code, 0) << got.message;
+  ASSERT_EQ(got.choices.size(), 4u);
+  std::set<std::vector<int32_t>> distinct;
+  for (uint32_t j = 0; j < 4; ++j) {
+    SamplingParams sj = s;
+    sj.seed = 500 + j;
+    const Reference ref = GenerateLocally(model, kPrompts[1], 14, sj, true);
+    const StreamResult::Choice& c = got.choices.at(j);
+    EXPECT_EQ(c.tokens, ref.tokens) << "choice " << j;
+    EXPECT_EQ(c.text, ref.text) << "choice " << j;
+    ASSERT_EQ(c.finished.size(), 1u) << "choice " << j;
+    EXPECT_EQ(c.finished[0].seed(), 500 + j);
+    EXPECT_EQ(c.finished[0].completion_tokens(), 14u);
+    EXPECT_GE(c.finished[0].map_epoch(), 1u);
+    distinct.insert(c.tokens);
+  }
+  EXPECT_GT(distinct.size(), 1u) << "four samples at temperature 0.8 all alike";
+  // n out of range names the field.
+  request.set_n(65);
+  const StreamResult refused = Stream(*stub, request);
+  EXPECT_EQ(refused.code, grpc::INVALID_ARGUMENT);
+  EXPECT_NE(refused.message.find("n:"), std::string::npos) << refused.message;
+  request.set_n(0);
+  EXPECT_EQ(Stream(*stub, request).code, grpc::INVALID_ARGUMENT);
   EXPECT_TRUE(cluster->WaitKvFree(5000));
 }
 

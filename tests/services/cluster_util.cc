@@ -241,12 +241,16 @@ StreamResult Stream(v1::Generation::Stub& stub, const v1::GenerateRequest& reque
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
     if (response.has_delta()) {
+      const v1::Delta& d = response.delta();
       ++r.deltas;
-      r.text += response.delta().text();
-      r.tokens.insert(r.tokens.end(), response.delta().token_ids().begin(),
-                      response.delta().token_ids().end());
+      r.text += d.text();
+      r.tokens.insert(r.tokens.end(), d.token_ids().begin(), d.token_ids().end());
+      StreamResult::Choice& c = r.choices[d.index()];
+      c.text += d.text();
+      c.tokens.insert(c.tokens.end(), d.token_ids().begin(), d.token_ids().end());
     } else {
       r.finished = response.finished();
+      r.choices[r.finished.index()].finished.push_back(r.finished);
     }
   }
   grpc::Status st = reader->Finish();

@@ -81,10 +81,17 @@ class Cluster {
 struct StreamResult {
   int code = 0;  // grpc::StatusCode
   std::string message;
-  std::string text;
+  std::string text;  // every choice's, in arrival order (n = 1: the completion)
   std::vector<int32_t> tokens;
-  v1::Finished finished;
+  v1::Finished finished;  // the last one
   int deltas = 0;
+  // By choice index (GenerateRequest.n).
+  struct Choice {
+    std::string text;
+    std::vector<int32_t> tokens;
+    std::vector<v1::Finished> finished;  // exactly one when the stream is well formed
+  };
+  std::map<uint32_t, Choice> choices;
 };
 
 // Runs Generate to completion (deadline `timeout_ms`, 0 = 60 s).

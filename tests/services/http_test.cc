@@ -324,6 +324,18 @@ TEST_F(HttpTest, HostileRequestsGetTheRightStatusAndNameTheField) {
       {"top_p", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"top_p", -0.1}})), 400, "top_p"},
       {"min_p", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"min_p", 2}})), 400, "min_p"},
       {"huge n", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"n", 100000}})), 400, "n"},
+      {"prompts x n",
+       Post(h, "/v1/completions", Body({{"prompt", std::vector<std::string>(8, "x")}, {"n", 9}})),
+       400, "n"},
+      {"best_of above n", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"best_of", 2}})), 400,
+       "best_of"},
+      {"presence_penalty",
+       Post(h, "/v1/completions", Body({{"prompt", "x"}, {"presence_penalty", -3}})), 400,
+       "presence_penalty"},
+      {"one prompt of a batch too long",
+       Post(h, "/v1/completions",
+            Body({{"prompt", {"x", std::string(20000, 'a')}}, {"n", 2}, {"max_tokens", 50}})),
+       400, "prompt[1]"},
       {"logprobs", Post(h, "/v1/completions", Body({{"prompt", "x"}, {"logprobs", 50}})), 400,
        "logprobs"},
       {"stop type",
@@ -381,35 +393,39 @@ TEST_F(HttpTest, HostileRequestsGetTheRightStatusAndNameTheField) {
 // A client that closes its connection mid-stream cancels the request: every
 // worker frees its KV.
 TEST_F(HttpTest, ADisconnectMidStreamFreesKvOnEveryWorker) {
-  net::io_context ioc;
-  tcp::resolver resolver(ioc);
-  beast::tcp_stream stream(ioc);
-  const std::string h = cluster_->http();
-  const size_t colon = h.rfind(':');
-  stream.connect(resolver.resolve(h.substr(0, colon), h.substr(colon + 1)));
-  http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
-  req.set(http::field::host, h);
-  req.set(http::field::authorization, std::string("Bearer ") + kKey);
-  req.body() = Body({{"prompt", "The old lighthouse keeper"},
-                     {"max_tokens", 120},
-                     {"ignore_eos", true},
-                     {"stream", true}})
-                   .dump();
-  req.prepare_payload();
-  http::write(stream, req);
-  // Read until the first event arrived, then hang up.
-  std::string seen;
-  char buf[4096];
-  while (seen.find("data: ") == std::string::npos) {
-    beast::error_code ec;
-    const size_t n = stream.socket().read_some(net::buffer(buf), ec);
-    ASSERT_FALSE(ec) << ec.message();
-    seen.append(buf, n);
+  for (int n : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat("n = ", n));
+    net::io_context ioc;
+    tcp::resolver resolver(ioc);
+    beast::tcp_stream stream(ioc);
+    const std::string h = cluster_->http();
+    const size_t colon = h.rfind(':');
+    stream.connect(resolver.resolve(h.substr(0, colon), h.substr(colon + 1)));
+    http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
+    req.set(http::field::host, h);
+    req.set(http::field::authorization, std::string("Bearer ") + kKey);
+    req.body() = Body({{"prompt", "The old lighthouse keeper"},
+                       {"max_tokens", 120},
+                       {"ignore_eos", true},
+                       {"n", n},
+                       {"stream", true}})
+                     .dump();
+    req.prepare_payload();
+    http::write(stream, req);
+    // Read until the first event arrived, then hang up.
+    std::string seen;
+    char buf[4096];
+    while (seen.find("data: ") == std::string::npos) {
+      beast::error_code ec;
+      const size_t got = stream.socket().read_some(net::buffer(buf), ec);
+      ASSERT_FALSE(ec) << ec.message();
+      seen.append(buf, got);
+    }
+    EXPECT_FALSE(cluster_->WorkerSequences()[0].empty() && cluster_->WorkerSequences()[1].empty());
+    stream.socket().shutdown(tcp::socket::shutdown_both);
+    stream.close();
+    EXPECT_TRUE(cluster_->WaitKvFree(10'000));
   }
-  EXPECT_FALSE(cluster_->WorkerSequences()[0].empty() && cluster_->WorkerSequences()[1].empty());
-  stream.socket().shutdown(tcp::socket::shutdown_both);
-  stream.close();
-  EXPECT_TRUE(cluster_->WaitKvFree(10'000));
 }
 
 }  // namespace
@@ -672,6 +688,92 @@ TEST_F(HttpTest, StopTokenIdsAndMinTokens) {
                          Body({{"prompt", prompt}, {"max_tokens", 4}, {"min_tokens", 5}}));
   EXPECT_EQ(bad.status, 400) << bad.body;
   EXPECT_EQ(json::parse(bad.body)["error"]["param"], "min_tokens");
+}
+
+// echo with logprobs: the prompt's tokens get theirs (the first null), equal
+// to the log-softmax of the logits `strata logits` gives for each prefix,
+// though the prompt is prefilled in chunks of 4 tokens (so a chunk's last
+// position predicts the next chunk's first token). Streamed, the echo chunk
+// carries them.
+TEST(HttpPromptLogprobsTest, EchoGivesThePromptTokensLogprobs) {
+  const std::string dir = FreshDir("prompt-logprobs");
+  auto cluster = Cluster::Start(TestModel("llama"), 2,
+                                {"--http-listen", "127.0.0.1:0", "--max-batch-tokens", "4"});
+  ASSERT_NE(cluster, nullptr);
+  const std::string prompt_text = "The old lighthouse keeper watched the harbour";
+  json body = {{"model", "llama-f32-1"}, {"prompt", prompt_text},   {"max_tokens", 3},
+               {"temperature", 0},       {"ignore_eos", true},      {"echo", true},
+               {"logprobs", 2},          {"return_token_ids", true}};
+  const Reply r = Post(cluster->http(), "/v1/completions", body, "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json choice = json::parse(r.body)["choices"][0];
+  const std::vector<int32_t> prompt = choice["prompt_token_ids"];
+  const std::vector<int32_t> tokens = choice["token_ids"];
+  ASSERT_GT(prompt.size(), 8u) << "the prompt should span several chunks of 4";
+  ASSERT_EQ(tokens.size(), 3u);
+  const json& lp = choice["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), prompt.size() + 3) << lp.dump();
+  ASSERT_EQ(lp["token_logprobs"].size(), prompt.size() + 3);
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(choice["text"].get<std::string>().rfind(prompt_text, 0), 0u);
+  for (size_t k = 1; k < prompt.size(); ++k) {
+    std::string ids, out;
+    for (size_t i = 0; i < k; ++i) absl::StrAppend(&ids, i ? "," : "", prompt[i]);
+    const std::string file = absl::StrCat(dir, "/prefix", k, ".f32");
+    ASSERT_EQ(RunCommand(absl::StrCat(STRATA_BINARY, " logits --model ", TestModel("llama"),
+                                      " --ids ", ids, " --steps 0 --out ", file, " 2>/dev/null"),
+                         &out),
+              0)
+        << out;
+    const std::string raw = ReadFile(file);
+    const int64_t vocab = json::parse(out)["vocab_size"];
+    ASSERT_GE(raw.size(), vocab * sizeof(float));
+    const float* row = reinterpret_cast<const float*>(raw.data());
+    double max = row[0], sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) max = std::max<double>(max, row[v]);
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - max);
+    const double lse = max + std::log(sum);
+    EXPECT_NEAR(lp["token_logprobs"][k].get<double>(), row[prompt[k]] - lse, 1e-4) << "token " << k;
+    const json& top = lp["top_logprobs"][k];
+    ASSERT_TRUE(top.is_object()) << k;
+    double best = -1e30;
+    for (auto it = top.begin(); it != top.end(); ++it) best = std::max<double>(best, it.value());
+    EXPECT_NEAR(best, max - lse, 1e-4) << "token " << k;
+    EXPECT_GE(lp["text_offset"][k], lp["text_offset"][k - 1]);
+  }
+  // The completion's tokens follow, as without echo.
+  const Reply plain = Post(cluster->http(), "/v1/completions",
+                           {{"model", "llama-f32-1"},
+                            {"prompt", prompt_text},
+                            {"max_tokens", 3},
+                            {"temperature", 0},
+                            {"ignore_eos", true},
+                            {"logprobs", 2}},
+                           "");
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const json plain_lp = json::parse(plain.body)["choices"][0]["logprobs"];
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(lp["token_logprobs"][prompt.size() + i].get<double>(),
+                plain_lp["token_logprobs"][i].get<double>(), 1e-6);
+  }
+  // Streamed: the first chunk is the prompt with the same log-probabilities.
+  body["stream"] = true;
+  const Reply s = Post(cluster->http(), "/v1/completions", body, "");
+  ASSERT_EQ(s.status, 200) << s.body;
+  bool done = false;
+  const std::vector<json> events = Events(s.body, &done);
+  ASSERT_TRUE(done);
+  ASSERT_FALSE(events.empty());
+  const json first = events[0]["choices"][0];
+  EXPECT_EQ(first["text"], prompt_text);
+  ASSERT_EQ(first["logprobs"]["token_logprobs"].size(), prompt.size());
+  EXPECT_TRUE(first["logprobs"]["token_logprobs"][0].is_null());
+  for (size_t k = 1; k < prompt.size(); ++k) {
+    EXPECT_NEAR(first["logprobs"]["token_logprobs"][k].get<double>(),
+                lp["token_logprobs"][k].get<double>(), 1e-6);
+  }
+  EXPECT_TRUE(cluster->WaitKvFree(5000));
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 // The official OpenAI SDK (npm `openai`, pinned by
 // tests/reference/openai/package-lock.json) against a live cluster's HTTP
-// API: completions and chat, streamed and not, seeds, stop sequences,
-// models and errors. Greedy and seeded results equal the single-process runs
+// API: completions and chat, streamed and not, seeds, n = 3, batches of
+// prompts, penalties, log-probabilities, stop sequences, models and errors. Greedy and seeded
+// results equal the single-process runs
 // (`strata generate`'s path); streamed text equals the non-streamed text;
 // usage counts are exact.
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -82,6 +84,51 @@ TEST(OpenAiSdkTest, TheOfficialSdkTalksToStrata) {
   EXPECT_EQ(r["seeded"]["seed"], 1234);
   EXPECT_EQ(r["unseeded"]["replay"], r["unseeded"]["token_ids"]);
 
+  // n = 3: choice j is the run with seed 1234 + j; each prompt counted once.
+  ASSERT_EQ(r["n3"]["choices"].size(), 3u);
+  EXPECT_EQ(r["n3"]["seed"], 1234);
+  for (int j = 0; j < 3; ++j) {
+    SamplingParams sj = sp;
+    sj.seed = 1234 + j;
+    const Reference want = GenerateLocally(m, "Once upon a time", 16, sj, true, 128);
+    EXPECT_EQ(r["n3"]["choices"][j]["index"], j);
+    EXPECT_EQ(r["n3"]["choices"][j]["token_ids"].get<std::vector<int32_t>>(), want.tokens) << j;
+    EXPECT_EQ(r["n3"]["choices"][j]["text"], want.text) << j;
+  }
+  EXPECT_NE(r["n3"]["choices"][0]["token_ids"], r["n3"]["choices"][1]["token_ids"]);
+  EXPECT_EQ(r["n3"]["usage"]["prompt_tokens"], seeded.prompt.size());
+  EXPECT_EQ(r["n3"]["usage"]["completion_tokens"], 48);
+  EXPECT_EQ(r["chat_n3"]["streamed"], r["chat_n3"]["contents"]);
+  EXPECT_EQ(r["chat_n3"]["completion_tokens"], 24);
+
+  // A batch of two prompts: each choice is that prompt's greedy run.
+  const Reference once = GenerateLocally(m, "Once upon a time", 12, {}, true, 128);
+  EXPECT_EQ(r["batch"]["texts"], json::array({greedy.text, once.text}));
+  EXPECT_EQ(r["batch"]["usage"]["prompt_tokens"], greedy.prompt.size() + once.prompt.size());
+
+  // Penalties as `strata generate` applies them (they change the output).
+  SamplingParams pen;
+  pen.presence_penalty = 1.5f;
+  pen.frequency_penalty = 1.0f;
+  const Reference penalised = GenerateLocally(m, "The old lighthouse keeper", 24, pen, true, 128);
+  EXPECT_EQ(r["penalised"]["token_ids"].get<std::vector<int32_t>>(), penalised.tokens);
+  const Reference plain = GenerateLocally(m, "The old lighthouse keeper", 24, {}, true, 128);
+  EXPECT_NE(penalised.tokens, plain.tokens) << "the penalties should change this greedy run";
+
+  // Chat log-probabilities: greedy, so each token is its position's top one.
+  ASSERT_EQ(r["chat_logprobs"].size(), 6u);
+  for (const json& e : r["chat_logprobs"]) {
+    ASSERT_EQ(e["top"].size(), 3u);
+    EXPECT_EQ(e["top"][0][0], e["token"]);
+    EXPECT_FLOAT_EQ(e["top"][0][1].get<float>(), e["logprob"].get<float>());
+    double mass = 0;
+    for (size_t k = 0; k < 3; ++k) {
+      if (k > 0) EXPECT_GE(e["top"][k - 1][1].get<double>(), e["top"][k][1].get<double>());
+      mass += std::exp(e["top"][k][1].get<double>());
+    }
+    EXPECT_LE(mass, 1.0 + 1e-6);
+  }
+
   // The stop sequence: the text up to its first occurrence, excluded.
   EXPECT_EQ(r["stop"]["text"], longer.text.substr(0, longer.text.find(stop)));
   EXPECT_EQ(r["stop"]["finish_reason"], "stop");
@@ -90,8 +137,10 @@ TEST(OpenAiSdkTest, TheOfficialSdkTalksToStrata) {
   EXPECT_EQ(r["unknown_model"]["status"], 404);
   EXPECT_EQ(r["unknown_model"]["param"], "model");
   EXPECT_EQ(r["unknown_model"]["code"], "model_not_found");
-  EXPECT_EQ(r["unsupported_n"]["status"], 400);
-  EXPECT_EQ(r["unsupported_n"]["param"], "n");
+  EXPECT_EQ(r["huge_n"]["status"], 400);
+  EXPECT_EQ(r["huge_n"]["param"], "n");
+  EXPECT_EQ(r["unsupported_best_of"]["status"], 400);
+  EXPECT_EQ(r["unsupported_best_of"]["param"], "best_of");
   EXPECT_EQ(r["wrong_key"]["status"], 401);
 }
 

@@ -26,6 +26,8 @@ TEST(OpenAiTest, ACompletionBecomesStrataRequest) {
                                {"top_k", 40},
                                {"min_p", 0.05},
                                {"repetition_penalty", 1.1},
+                               {"presence_penalty", -0.5},
+                               {"frequency_penalty", 1.5},
                                {"seed", 42},
                                {"stop", {"\n", "END"}},
                                {"echo", true},
@@ -41,6 +43,8 @@ TEST(OpenAiTest, ACompletionBecomesStrataRequest) {
   EXPECT_EQ(g.sampling().top_k(), 40);
   EXPECT_FLOAT_EQ(g.sampling().min_p(), 0.05f);
   EXPECT_FLOAT_EQ(g.sampling().repetition_penalty(), 1.1f);
+  EXPECT_FLOAT_EQ(g.sampling().presence_penalty(), -0.5f);
+  EXPECT_FLOAT_EQ(g.sampling().frequency_penalty(), 1.5f);
   EXPECT_EQ(g.sampling().seed(), 42u);
   EXPECT_TRUE(p.request.seed_given);
   ASSERT_EQ(g.stop_size(), 2);
@@ -54,7 +58,7 @@ TEST(OpenAiTest, ACompletionBecomesStrataRequest) {
   EXPECT_FALSE(d.request.seed_given);
 }
 
-TEST(OpenAiTest, PromptsAsTextTokenIdsOrOneElementArrays) {
+TEST(OpenAiTest, PromptsAsTextTokenIdsOrBatches) {
   auto ids = Parse({{"model", "org/model"}, {"prompt", {1, 5, 9}}});
   ASSERT_TRUE(ids.ok);
   EXPECT_EQ(ids.request.generate.prompt_tokens().ids_size(), 3);
@@ -64,9 +68,24 @@ TEST(OpenAiTest, PromptsAsTextTokenIdsOrOneElementArrays) {
   auto one = Parse({{"model", "org/model"}, {"prompt", {"hi"}}});
   ASSERT_TRUE(one.ok);
   EXPECT_EQ(one.request.generate.prompt(), "hi");
-  auto two = Parse({{"model", "org/model"}, {"prompt", {"a", "b"}}});
-  ASSERT_FALSE(two.ok);
-  EXPECT_EQ(two.error.param, "prompt");
+  EXPECT_EQ(one.request.prompts.size(), 1u);
+  EXPECT_EQ(one.request.n(), 1);
+  // A batch: every prompt with the request's parameters, n choices each.
+  auto batch = Parse({{"model", "org/model"},
+                      {"prompt", {{1, 2}, {3}}},
+                      {"n", 3},
+                      {"best_of", 3},
+                      {"max_tokens", 4}});
+  ASSERT_TRUE(batch.ok) << batch.error.message;
+  ASSERT_EQ(batch.request.prompts.size(), 2u);
+  EXPECT_EQ(batch.request.n(), 3);
+  EXPECT_EQ(batch.request.prompts[1].prompt_tokens().ids(0), 3);
+  EXPECT_EQ(batch.request.prompts[1].max_tokens(), 4u);
+  EXPECT_EQ(batch.request.prompts[1].n(), 3u);
+  EXPECT_EQ(batch.request.generate.prompt_tokens().ids_size(), 2);
+  auto texts = Parse({{"model", "org/model"}, {"prompt", {"a", "b"}}});
+  ASSERT_TRUE(texts.ok);
+  EXPECT_EQ(texts.request.prompts[1].prompt(), "b");
 }
 
 TEST(OpenAiTest, ChatMessagesWithTextPartsAndDeveloperRole) {
@@ -124,10 +143,6 @@ TEST(OpenAiTest, MalformedRequestsNameTheField) {
        "stream_options"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"n", 1000000}}, false, 400, "n"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"logprobs", 21}}, false, 400, "logprobs"},
-      {{{"model", "org/model"}, {"prompt", "x"}, {"logprobs", 2}, {"echo", true}},
-       false,
-       400,
-       "echo"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"top_logprobs", 2}}, false, 400, "top_logprobs"},
       {{{"model", "org/model"},
         {"messages", {{{"role", "user"}, {"content", "x"}}}},
@@ -141,16 +156,26 @@ TEST(OpenAiTest, MalformedRequestsNameTheField) {
        true,
        400,
        "logprobs"},
-      {{{"model", "org/model"}, {"prompt", "x"}, {"presence_penalty", 0.5}},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"presence_penalty", 2.5}},
        false,
        400,
        "presence_penalty"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"frequency_penalty", "1"}},
+       false,
+       400,
+       "frequency_penalty"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"n", 0}}, false, 400, "n"},
+      {{{"model", "org/model"}, {"prompt", {"a", "b", "c"}}, {"n", 30}}, false, 400, "n"},
+      {{{"model", "org/model"}, {"prompt", {"a", 5}}}, false, 400, "prompt[1]"},
+      {{{"model", "org/model"}, {"prompt", {"a", json::array()}}}, false, 400, "prompt[1]"},
+      {{{"model", "org/model"}, {"prompt", {{1, 2}, {3, -4}}}}, false, 400, "prompt[1][1]"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"suffix", "end"}}, false, 400, "suffix"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"logit_bias", {{"5", 100}}}},
        false,
        400,
        "logit_bias"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"best_of", 3}}, false, 400, "best_of"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"n", 2}, {"best_of", 3}}, false, 400, "best_of"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"bogus", 1}}, false, 400, "bogus"},
       {{{"model", "org/model"}, {"messages", ok_msgs}}, false, 400, "messages"},
       {{{"model", "org/model"}, {"prompt", "x"}}, true, 400, "prompt"},
@@ -272,18 +297,19 @@ TEST(OpenAiTest, ErrorsAndStatuses) {
 TEST(OpenAiTest, ResponseObjectsHaveOpenAisFields) {
   Request chat;
   chat.chat = true;
-  Completion c{"chatcmpl-1",
-               "org/model",
-               "strata-0.1.0",
-               1700000001,
-               "Hi!",
-               {1, 2},
-               {7, 8},
-               v1::FINISH_REASON_EOS,
-               2,
-               2,
-               99};
-  const json body = CompletionBody(chat, c);
+  Completion c;
+  c.id = "chatcmpl-1";
+  c.model = "org/model";
+  c.fingerprint = Fingerprint("0.1.0", 0);
+  c.created = 1700000001;
+  c.text = "Hi!";
+  c.prompt_ids = {1, 2};
+  c.completion_ids = {7, 8};
+  c.finish = v1::FINISH_REASON_EOS;
+  c.prompt_tokens = 2;
+  c.completion_tokens = 2;
+  c.seed = 99;
+  const json body = CompletionBody(chat, {c});
   EXPECT_EQ(body["object"], "chat.completion");
   EXPECT_EQ(body["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(body["choices"][0]["message"]["content"], "Hi!");
@@ -300,10 +326,40 @@ TEST(OpenAiTest, ResponseObjectsHaveOpenAisFields) {
   Request text;
   text.include_usage = true;
   text.stream = true;
-  const json usage = UsageChunk(text, c);
+  const json usage = UsageChunk(text, {c});
   EXPECT_EQ(usage["object"], "text_completion");
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["completion_tokens"], 2);
+}
+
+TEST(OpenAiTest, SeveralChoicesCountEachPromptOnce) {
+  // Two prompts x n = 2: choices 0, 1 of prompt 0 (3 tokens), 2, 3 of prompt 1 (5).
+  const ParseResult p = Parse({{"model", "org/model"}, {"prompt", {"a", "b"}}, {"n", 2}});
+  ASSERT_TRUE(p.ok) << p.error.message;
+  std::vector<Completion> choices(4);
+  for (int i = 0; i < 4; ++i) {
+    choices[i].index = i;
+    choices[i].text = std::string(1, static_cast<char>('w' + i));
+    choices[i].prompt_tokens = i < 2 ? 3 : 5;
+    choices[i].completion_tokens = i + 1;
+    choices[i].finish = v1::FINISH_REASON_LENGTH;
+    choices[i].seed = 40 + i % 2;
+    choices[i].map_epoch = i == 2 ? 9 : 2;
+    choices[i].fingerprint = Fingerprint("0.1.0", choices[i].map_epoch);
+  }
+  const json body = CompletionBody(p.request, choices);
+  ASSERT_EQ(body["choices"].size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(body["choices"][i]["index"], i);
+  EXPECT_EQ(body["choices"][3]["text"], "z");
+  EXPECT_EQ(body["usage"]["prompt_tokens"], 8);
+  EXPECT_EQ(body["usage"]["completion_tokens"], 10);
+  EXPECT_EQ(body["usage"]["total_tokens"], 18);
+  EXPECT_EQ(body["seed"], 40u);  // choice j used seed + j
+  EXPECT_EQ(body["system_fingerprint"], "strata-0.1.0-map9");
+  EXPECT_EQ(ChunkBody(p.request, choices[3], "z", {},
+                      v1::FINISH_REASON_UNSPECIFIED)["choices"][0]["index"],
+            3);
+  EXPECT_EQ(Fingerprint("0.1.0", 0), "strata-0.1.0");
 }
 
 }  // namespace

@@ -38,6 +38,57 @@ std::vector<std::pair<uint64_t, int32_t>> Answer(const PlannedStep& step, int32_
   return out;
 }
 
+// Prompt log-probabilities: each prefill chunk asks for them and names the
+// prompt token after it; each position is delivered once, even when a
+// failover replays the prompt; decode chunks do not ask.
+TEST(SchedulerTest, PromptLogprobsAreAskedPerChunkAndDeliveredOnce) {
+  Scheduler s(Options(4, 8));
+  SequenceSpec spec = Spec(1, 20, 3, true);
+  spec.prompt_logprobs = 2;
+  s.Submit(spec);
+  auto first = s.NextStep();
+  ASSERT_TRUE(first.has_value());
+  const PlannedChunk& c0 = first->chunks[0];
+  EXPECT_EQ(c0.prompt_logprobs, 2);
+  EXPECT_EQ(c0.next_token, 18);  // prompt[8]
+  // Positions 1..8 come back (7 within the chunk, then next_token's).
+  auto t = s.TakePromptLogprobs(c0.seq_id, 1, 8);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->request_id, 1u);
+  EXPECT_EQ(t->skip, 0);
+  EXPECT_EQ(t->count, 8);
+  EXPECT_FALSE(s.TakePromptLogprobs(c0.seq_id, 1, 8).has_value());  // not twice
+  EXPECT_TRUE(s.OnResult(first->step_id, {}).empty());
+  // A failover before the next chunk: the replay starts over at position 0.
+  s.Rewind();
+  auto replay = s.NextStep();
+  ASSERT_TRUE(replay.has_value());
+  EXPECT_EQ(replay->chunks[0].start_pos, 0);
+  EXPECT_EQ(replay->chunks[0].prompt_logprobs, 2);
+  EXPECT_FALSE(s.TakePromptLogprobs(c0.seq_id, 1, 8).has_value());
+  EXPECT_TRUE(s.OnResult(replay->step_id, {}).empty());
+  auto second = s.NextStep();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->chunks[0].start_pos, 8);
+  EXPECT_EQ(second->chunks[0].next_token, 26);  // prompt[16]
+  t = s.TakePromptLogprobs(second->chunks[0].seq_id, 9, 8);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->count, 8);
+  EXPECT_TRUE(s.OnResult(second->step_id, {}).empty());
+  auto last = s.NextStep();
+  ASSERT_TRUE(last.has_value());
+  EXPECT_TRUE(last->chunks[0].sample);
+  EXPECT_EQ(last->chunks[0].next_token, -1);  // the sampled token follows
+  // Positions 17..19 (the chunk's own tokens after its first).
+  t = s.TakePromptLogprobs(last->chunks[0].seq_id, 17, 3);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->count, 3);
+  EXPECT_EQ(s.OnResult(last->step_id, Answer(*last, 7)).size(), 1u);
+  auto decode = s.NextStep();
+  ASSERT_TRUE(decode.has_value());
+  EXPECT_EQ(decode->chunks[0].prompt_logprobs, -1);
+}
+
 TEST(SchedulerTest, PrefillChunksHaveFixedBoundariesAndOnlyTheLastSamples) {
   Scheduler s(Options(4, 8));
   s.Submit(Spec(1, 20, 4));

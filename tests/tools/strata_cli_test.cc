@@ -94,6 +94,52 @@ TEST(StrataCliTest, FlagsReadTheirEnvironmentVariables) {
   EXPECT_NE(out.find("STRATA_MAX_TOKENS"), std::string::npos) << out;
 }
 
+// --stop repeats and takes each value whole: a comma is part of the stop
+// sequence, never a separator. --presence-penalty and --frequency-penalty
+// are checked by name.
+TEST(StrataCliTest, StopFlagsRepeatAndKeepTheirCommas) {
+  const std::string& model = testing::TestModel("llama");
+  const std::string run = absl::StrCat(Strata(), " up --model ", model,
+                                       " --workers 1 --prompt 'The old lighthouse keeper'"
+                                       " --max-tokens 40 --ignore-eos");
+  // The completion is the line that starts with the prompt.
+  auto text = [](const std::string& out) {
+    const size_t at = out.find("\nThe old lighthouse keeper");
+    if (at == std::string::npos) return std::string();
+    return out.substr(at + 1, out.find('\n', at + 1) - at - 1);
+  };
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(run + " 2>/dev/null", &out), 0) << out;
+  const std::string full = text(out);
+  // Two letters from the completion's middle.
+  size_t at = std::string("The old lighthouse keeper").size() + 4;
+  while (at + 1 < full.size() && !(std::isalpha(static_cast<unsigned char>(full[at])) &&
+                                   std::isalpha(static_cast<unsigned char>(full[at + 1])))) {
+    ++at;
+  }
+  ASSERT_LT(at + 1, full.size()) << "no letters to stop at in " << full;
+  const std::string letters = full.substr(at, 2);
+  const size_t cut = full.find(letters, std::string("The old lighthouse keeper").size());
+  // "XY,never" is one stop sequence that never occurs: nothing is cut.
+  ASSERT_EQ(
+      testing::RunCommand(
+          absl::StrCat(run, " --stop '", letters, ",never' --stop 'also never' 2>/dev/null"), &out),
+      0)
+      << out;
+  EXPECT_EQ(text(out), full);
+  ASSERT_EQ(testing::RunCommand(
+                absl::StrCat(run, " --stop 'never' --stop '", letters, "' 2>/dev/null"), &out),
+            0)
+      << out;
+  EXPECT_EQ(text(out), full.substr(0, cut));
+  for (const char* flag : {"--presence-penalty 2.5", "--frequency-penalty -3"}) {
+    EXPECT_NE(testing::RunCommand(
+                  absl::StrCat(Strata(), " generate --model ", model, " --prompt hi ", flag), &out),
+              0);
+    EXPECT_NE(out.find(std::string(flag).substr(2, 8)), std::string::npos) << out;
+  }
+}
+
 TEST(StrataCliTest, InspectPrintsLayersAndTotal) {
   std::string out;
   ASSERT_EQ(

@@ -68,6 +68,49 @@ const replay = await client.completions.create({
 out.unseeded = { token_ids: unseeded.choices[0].token_ids, seed: unseeded.seed,
                  replay: replay.choices[0].token_ids };
 
+// n = 3 seeded samples of one prompt: choice j used seed + j.
+const three = await client.completions.create({
+  model, prompt: "Once upon a time", max_tokens: 16, temperature: 0.9, seed: 1234, n: 3,
+  ignore_eos: true, return_token_ids: true,
+});
+out.n3 = { seed: three.seed, usage: three.usage,
+           choices: three.choices.map((ch) => ({ index: ch.index, token_ids: ch.token_ids,
+                                                 text: ch.text })) };
+// The same as chat, streamed and not: per choice, the deltas make the text.
+const chatThree = { model, messages, max_tokens: 8, temperature: 1.0, seed: 99, n: 3,
+                    ignore_eos: true };
+const chat3 = await client.chat.completions.create(chatThree);
+const chat3s = await client.chat.completions.create({ ...chatThree, stream: true });
+const parts = ["", "", ""];
+for await (const chunk of chat3s) {
+  for (const ch of chunk.choices) parts[ch.index] += ch.delta.content ?? "";
+}
+out.chat_n3 = { contents: chat3.choices.map((ch) => ch.message.content), streamed: parts,
+                completion_tokens: chat3.usage.completion_tokens };
+
+// Two prompts in one request.
+const batch = await client.completions.create({
+  model, prompt: [prompt, "Once upon a time"], max_tokens: 12, temperature: 0, ignore_eos: true,
+  return_token_ids: true,
+});
+out.batch = { texts: batch.choices.map((ch) => ch.text), usage: batch.usage };
+
+// Presence and frequency penalties (greedy).
+const penalised = await client.completions.create({
+  model, prompt, max_tokens: 24, temperature: 0, presence_penalty: 1.5, frequency_penalty: 1.0,
+  ignore_eos: true, return_token_ids: true,
+});
+out.penalised = { token_ids: penalised.choices[0].token_ids };
+
+// Chat log-probabilities with the top 3 alternatives.
+const lp = await client.chat.completions.create({
+  model, messages, max_tokens: 6, temperature: 0, ignore_eos: true, logprobs: true,
+  top_logprobs: 3,
+});
+out.chat_logprobs = lp.choices[0].logprobs.content.map((e) => ({
+  token: e.token, logprob: e.logprob, top: e.top_logprobs.map((t) => [t.token, t.logprob]),
+}));
+
 // A stop sequence.
 const stopped = await client.completions.create({
   model, prompt, max_tokens: 40, temperature: 0, stop: [stop], ignore_eos: true,
@@ -79,7 +122,8 @@ const models = await client.models.list();
 out.models = models.data.map((m) => m.id);
 for (const [name, req] of [
   ["unknown_model", { model: "gpt-4o", prompt }],
-  ["unsupported_n", { model, prompt, n: 3 }],
+  ["huge_n", { model, prompt, n: 65 }],
+  ["unsupported_best_of", { model, prompt, n: 2, best_of: 4 }],
 ]) {
   try {
     await client.completions.create(req);
