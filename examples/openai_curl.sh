@@ -21,7 +21,19 @@ curl -sN "${auth[@]}" "$base/v1/chat/completions" -H 'Content-Type: application/
   \"model\": \"$model\", \"messages\": [{\"role\": \"user\", \"content\": \"Tell me about the sea\"}],
   \"max_tokens\": 8, \"stream\": true, \"stream_options\": {\"include_usage\": true}}"
 
+echo "# three samples of one prompt (sample j uses seed + j), with penalties"
+curl -s "${auth[@]}" "$base/v1/completions" -H 'Content-Type: application/json' -d "{
+  \"model\": \"$model\", \"prompt\": \"Once upon a time\", \"max_tokens\": 12, \"n\": 3,
+  \"temperature\": 0.9, \"seed\": 11, \"presence_penalty\": 0.5, \"frequency_penalty\": 0.5}"
+echo
+
+echo "# the prompt's log-probabilities (echo), as lm-eval scores with"
+curl -s "${auth[@]}" "$base/v1/completions" -H 'Content-Type: application/json' -d "{
+  \"model\": \"$model\", \"prompt\": \"The sea is\", \"max_tokens\": 1, \"temperature\": 0,
+  \"echo\": true, \"logprobs\": 1}"
+echo
+
 echo "# an unsupported parameter is refused by name"
 curl -s "${auth[@]}" "$base/v1/completions" -H 'Content-Type: application/json' -d "{
-  \"model\": \"$model\", \"prompt\": \"x\", \"n\": 3}"
+  \"model\": \"$model\", \"prompt\": \"x\", \"logit_bias\": {\"5\": 100}}"
 echo

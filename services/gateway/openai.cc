@@ -374,6 +374,13 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
       return out;
     }
     if (!ReadMessages(o, &r, &err)) return out;
+    bool echo = false;
+    if (!ReadBool(o, "echo", &echo, &err)) return out;
+    if (echo) {
+      err = {400, "echo: only completions echo their prompt", "invalid_request_error", "echo",
+             "unsupported_parameter"};
+      return out;
+    }
     bool open = true;
     if (!ReadBool(o, "add_generation_prompt", &open, &err)) return out;
     r.mutable_messages()->set_add_generation_prompt(open);

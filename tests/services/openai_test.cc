@@ -170,6 +170,7 @@ TEST(OpenAiTest, MalformedRequestsNameTheField) {
       {{{"model", "org/model"}, {"prompt", {"a", json::array()}}}, false, 400, "prompt[1]"},
       {{{"model", "org/model"}, {"prompt", {{1, 2}, {3, -4}}}}, false, 400, "prompt[1][1]"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"suffix", "end"}}, false, 400, "suffix"},
+      {{{"model", "org/model"}, {"messages", ok_msgs}, {"echo", true}}, true, 400, "echo"},
       {{{"model", "org/model"}, {"prompt", "x"}, {"logit_bias", {{"5", 100}}}},
        false,
        400,
