@@ -1,20 +1,22 @@
-// Chat templates as built-in renderers. A model's tokenizer_config.json
-// carries a Jinja `chat_template`; Strata does not run Jinja but recognises
-// which family's template it is and renders the same text in C++:
-//   kChatMl   <|im_start|>role\n...<|im_end|>\n  (Qwen2/Qwen2.5, with the
-//             template's default system prompt and tool messages)
-//   kLlama2   <s>[INST] <<SYS>>\n...\n<</SYS>>\n\n... [/INST] ... </s>
-//   kLlama3   <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>
-//   kHunyuan  <｜hy_begin▁of▁sentence｜>...<｜hy_User｜>...<｜hy_Assistant｜>
-// tests/reference/chat checks each renderer against the Jinja templates
-// rendered by Jinja2 for the same conversations.
+// A model's chat template, run as written: the Jinja `chat_template` of its
+// tokenizer_config.json (or chat_template.jinja beside it) is parsed once
+// and rendered per request by Strata's Jinja interpreter (runtime/jinja),
+// with the variables transformers' apply_chat_template passes: `messages`,
+// `add_generation_prompt`, `tools`, `documents`, the special tokens of the
+// config (bos_token, eos_token, ...) and any extra keyword arguments
+// (chat_template_kwargs, e.g. enable_thinking). A config may carry several
+// named templates (a list of {name, template}); as transformers, `tool_use`
+// is taken when tools are given and it exists, else `default`.
 #ifndef STRATA_RUNTIME_CHAT_TEMPLATE_H_
 #define STRATA_RUNTIME_CHAT_TEMPLATE_H_
 
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/jinja/template.h"
 #include "runtime/json.h"
 
 namespace strata {
@@ -35,33 +37,53 @@ inline constexpr char kAssistant[] = "<\xEF\xBD\x9Chy_Assistant\xEF\xBD\x9C>";
 }  // namespace hunyuan
 
 struct ChatMessage {
-  std::string role;  // system | user | assistant | tool (ChatML)
+  std::string role;  // system | developer | user | assistant | tool
   std::string content;
+  // Other fields the template may read (tool_calls, tool_call_id, name,
+  // content as parts, ...): they are added to the message's dict, and a
+  // "content" here replaces the string above.
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
 };
 
-enum class ChatFormat { kChatMl, kLlama2, kLlama3, kHunyuan };
-const char* ChatFormatName(ChatFormat format);
+struct ChatOptions {
+  bool add_generation_prompt = true;
+  nlohmann::ordered_json tools;      // null: none; else a list of tool definitions
+  nlohmann::ordered_json documents;  // null: none
+  // Extra variables (chat_template_kwargs), e.g. {"enable_thinking": false}.
+  nlohmann::ordered_json kwargs = nlohmann::ordered_json::object();
+  // strftime_now(); null: the local time now.
+  jinja::Interpreter::Clock clock;
+};
 
 class ChatTemplate {
  public:
-  // From a model folder's tokenizer_config.json; NotFound when it has no
-  // chat_template, InvalidArgument when the template is not one Strata knows.
+  // From a model folder: chat_template.jinja if present, else the
+  // chat_template of tokenizer_config.json (whose special tokens are used
+  // either way). NotFound when there is none; InvalidArgument naming the
+  // file, line and column when the template does not parse.
   static absl::StatusOr<ChatTemplate> FromModelDir(const std::string& model_dir);
   static absl::StatusOr<ChatTemplate> FromConfig(const Json& tokenizer_config,
                                                  const std::string& where);
 
-  // The prompt text for `messages` (special tokens written out as text, as
-  // the Jinja template does); `add_generation_prompt` opens the assistant's
-  // turn. Errors name the offending message ("messages[2].role: ...").
+  // The prompt text. A template's raise_exception() is FAILED_PRECONDITION
+  // with its message; other errors INVALID_ARGUMENT.
   absl::StatusOr<std::string> Render(const std::vector<ChatMessage>& messages,
-                                     bool add_generation_prompt) const;
+                                     const ChatOptions& options) const;
+  absl::StatusOr<std::string> Render(const std::vector<ChatMessage>& messages,
+                                     bool add_generation_prompt) const {
+    ChatOptions options;
+    options.add_generation_prompt = add_generation_prompt;
+    return Render(messages, options);
+  }
 
-  ChatFormat format() const { return format_; }
+  // The named templates, in the config's order ("default" for a single one).
+  std::vector<std::string> names() const;
 
  private:
-  ChatFormat format_ = ChatFormat::kChatMl;
-  std::string bos_, eos_;
-  std::string default_system_;  // ChatML: the template's system prompt when none is given
+  std::map<std::string, jinja::Template> templates_;
+  std::vector<std::string> order_;
+  jinja::Dict special_tokens_;
+  std::string where_;
 };
 
 // Python's str.strip() (Jinja's `trim` and `.strip()`): removes leading and

@@ -18,6 +18,7 @@ absl::Status ClientCommand(const std::vector<std::string>& args);
 absl::Status PlanCommand(const std::vector<std::string>& args);
 absl::Status CertsCommand(const std::vector<std::string>& args);
 absl::Status LogitsCommand(const std::vector<std::string>& args);
+absl::Status RenderCommand(const std::vector<std::string>& args);
 
 }  // namespace strata
 

@@ -34,7 +34,7 @@ std::vector<std::string> ModelFlavours() { return {"llama", "mistral", "qwen2", 
 std::vector<std::string> ModelSizes() { return {"tiny", "1b", "qwen2.5-3b", "hy-mt1.5-1.8b"}; }
 
 // tools/chat_templates/*.jinja, compiled in (tools/CMakeLists.txt).
-extern const char k_chatml_template[];
+extern const char k_qwen2_5_template[];  // Qwen2.5-Instruct's published template
 extern const char k_llama2_template[];
 extern const char k_hunyuan_template[];
 
@@ -334,7 +334,7 @@ absl::Status WriteTokenizer(const std::string& flavour, const std::vector<std::s
     tc["bos_token"] = Json::Null();
     tc["eos_token"] = Json::String("<|im_end|>");
     tc["pad_token"] = Json::String("<|endoftext|>");
-    tc["chat_template"] = Json::String(k_chatml_template);
+    tc["chat_template"] = Json::String(k_qwen2_5_template);  // Qwen2.5-Instruct's, with tools
     tc["tokenizer_class"] = Json::String("Qwen2Tokenizer");
     set("bos_token_id", Json::Integer(specials[0].id));  // <|endoftext|>
     set("eos_token_id",

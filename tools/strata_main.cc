@@ -34,6 +34,7 @@ commands:
   plan        print the layer-to-device placement for a model and devices
   certs       make a cluster CA and certificates for mutual TLS (coordinator, gateway, workers)
   logits      greedy-decode token ids and write every step's logits (parity checks)
+  render      apply a model's chat template to a conversation (debugging templates)
   up          start a local cluster (coordinator, N workers, gateway) on loopback
   client      stream a completion from a running gateway
   coordinator run the coordinator (control plane and scheduler)
@@ -243,6 +244,8 @@ int Main(int argc, char** argv) {
     status = MakeModelCommand(args);
   } else if (command == "logits") {
     status = LogitsCommand(args);
+  } else if (command == "render") {
+    status = RenderCommand(args);
   } else if (command == "plan") {
     status = PlanCommand(args);
   } else if (command == "certs") {

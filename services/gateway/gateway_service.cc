@@ -140,7 +140,11 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
                         request.messages().add_generation_prompt();
       auto text = model.chat->Render(messages, open);
       if (!text.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("messages: ", text.status().message()));
+        // The template's raise_exception() stays FAILED_PRECONDITION (HTTP 400).
+        return absl::Status(absl::IsFailedPrecondition(text.status())
+                                ? absl::StatusCode::kFailedPrecondition
+                                : absl::StatusCode::kInvalidArgument,
+                            absl::StrCat("messages: ", text.status().message()));
       }
       RETURN_IF_ERROR(CheckTextBytes("messages", *text, tokenizer, model.context));
       auto encoded = tokenizer.Encode(*text, /*add_bos=*/false);

@@ -319,6 +319,9 @@ TEST(JinjaTest, RealChatTemplatesRenderAsTransformersDoes) {
   for (const auto& [name, config] : templates) {
     for (size_t i = 0; i < conversations.size(); ++i) {
       ordered_json vars = conversations[i];
+      // As apply_chat_template: tools and documents are always passed.
+      if (!vars.contains("tools")) vars["tools"] = nullptr;
+      if (!vars.contains("documents")) vars["documents"] = nullptr;
       for (auto it = config.begin(); it != config.end(); ++it) {
         if (it.key() != "chat_template" && it.key() != "source") vars[it.key()] = it.value();
       }
