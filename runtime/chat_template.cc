@@ -123,10 +123,16 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
   }
   jinja::Dict vars = special_tokens_;
   jinja::List list;
+  list.reserve(messages.size());
   for (const ChatMessage& m : messages) {
-    nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
-    for (auto e = m.extra.begin(); e != m.extra.end(); ++e) message[e.key()] = e.value();
-    list.push_back(jinja::Value::FromJson(message));
+    jinja::Dict message;
+    message.items.reserve(2 + m.extra.size());
+    message.items.emplace_back(jinja::Value("role"), jinja::Value(m.role));
+    message.items.emplace_back(jinja::Value("content"), jinja::Value(m.content));
+    for (auto e = m.extra.begin(); e != m.extra.end(); ++e) {
+      message.Set(jinja::Value(e.key()), jinja::Value::FromJson(e.value()));
+    }
+    list.push_back(jinja::Value::MakeDict(std::move(message)));
   }
   vars.Set("messages", jinja::Value::MakeList(std::move(list)));
   vars.Set("add_generation_prompt", options.add_generation_prompt);

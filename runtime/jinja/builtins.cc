@@ -371,19 +371,20 @@ absl::StatusOr<bool> Less(const Value& a, const Value& b) {
 
 absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Value& v,
                              const Args& args) {
+  const std::string_view n = name;  // compares lengths first
   auto need_string = [&]() -> absl::Status {
     if (v.is_undefined()) return absl::OkStatus();
     return absl::OkStatus();
   };
   (void)need_string;
-  if (name == "trim") return Value(Strip(v.Str(), args.Get(0, "chars"), true, true));
-  if (name == "upper") return Value(ToUpper(v.Str()));
-  if (name == "lower") return Value(ToLower(v.Str()));
-  if (name == "title") return Value(Title(v.Str()));
-  if (name == "capitalize") return Value(Capitalize(v.Str()));
-  if (name == "string") return Value(v.Str());
-  if (name == "safe" || name == "e" || name == "escape" || name == "forceescape") {
-    if (name == "safe") return v;
+  if (n == "trim") return Value(Strip(v.Str(), args.Get(0, "chars"), true, true));
+  if (n == "upper") return Value(ToUpper(v.Str()));
+  if (n == "lower") return Value(ToLower(v.Str()));
+  if (n == "title") return Value(Title(v.Str()));
+  if (n == "capitalize") return Value(Capitalize(v.Str()));
+  if (n == "string") return Value(v.Str());
+  if (n == "safe" || n == "e" || n == "escape" || n == "forceescape") {
+    if (n == "safe") return v;
     std::string out;
     for (char c : v.Str()) {
       switch (c) {
@@ -408,14 +409,14 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return Value(std::move(out));
   }
-  if (name == "length" || name == "count") {
+  if (n == "length" || n == "count") {
     if (v.is_string()) return Value(CodePointCount(v.as_string()));
     if (v.is_list()) return Value(static_cast<int64_t>(v.list().size()));
     if (v.is_dict()) return Value(static_cast<int64_t>(v.dict().items.size()));
     if (v.is_undefined()) return Value(0);
     return Error("object of type '" + v.TypeName() + "' has no len()");
   }
-  if (name == "tojson") {
+  if (n == "tojson") {
     const Value* indent = args.Get(0, "indent");
     const Value* sort_keys = args.Get(99, "sort_keys");
     ASSIGN_OR_RETURN(std::string json,
@@ -423,13 +424,13 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
                             sort_keys != nullptr && sort_keys->Truthy()));
     return Value(std::move(json));
   }
-  if (name == "replace") {
+  if (n == "replace") {
     const Value* from = args.Get(0, "old");
     const Value* to = args.Get(1, "new");
     if (from == nullptr || to == nullptr) return Error("replace() needs two arguments");
     return Value(Replace(v.Str(), from->Str(), to->Str(), IntArg(args, 2, "count", -1)));
   }
-  if (name == "join") {
+  if (n == "join") {
     const Value* sep = args.Get(0, "d");
     const Value* attribute = args.Get(1, "attribute");
     ASSIGN_OR_RETURN(List items, Items(v));
@@ -444,7 +445,7 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return Value(std::move(out));
   }
-  if (name == "default" || name == "d") {
+  if (n == "default" || n == "d") {
     const Value* fallback = args.Get(0, "default_value");
     const bool boolean = BoolArg(args, 1, "boolean", false);
     if (v.is_undefined() || (boolean && !v.Truthy())) {
@@ -452,16 +453,16 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return v;
   }
-  if (name == "first" || name == "last") {
+  if (n == "first" || n == "last") {
     ASSIGN_OR_RETURN(List items, Items(v));
     if (items.empty()) return Value::Undefined();
-    return name == "first" ? items.front() : items.back();
+    return n == "first" ? items.front() : items.back();
   }
-  if (name == "list") {
+  if (n == "list") {
     ASSIGN_OR_RETURN(List items, Items(v));
     return Value::MakeList(std::move(items));
   }
-  if (name == "int") {
+  if (n == "int") {
     const int64_t fallback = IntArg(args, 0, "default", 0);
     if (v.is_number()) return Value(v.as_int());
     if (v.is_string()) {
@@ -477,7 +478,7 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return Value(fallback);
   }
-  if (name == "float") {
+  if (n == "float") {
     const Value* fallback = args.Get(0, "default");
     if (v.is_number()) return Value(v.as_float());
     if (v.is_string()) {
@@ -491,18 +492,18 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return fallback != nullptr ? Value(fallback->as_float()) : Value(0.0);
   }
-  if (name == "abs") {
+  if (n == "abs") {
     if (!v.is_number()) return Error("bad operand type for abs(): '" + v.TypeName() + "'");
     return v.is_float() ? Value(std::fabs(v.as_float()))
                         : Value(static_cast<int64_t>(std::llabs(v.as_int())));
   }
-  if (name == "round") return Round(v, args);
-  if (name == "items" || name == "dictsort") {
+  if (n == "round") return Round(v, args);
+  if (n == "items" || n == "dictsort") {
     if (v.is_undefined()) return Value::MakeList();
     if (!v.is_dict()) return Error(name + "(): expected a dict, got " + v.TypeName());
     List pairs;
     for (const auto& [k, x] : v.dict().items) pairs.push_back(Value::MakeTuple({k, x}));
-    if (name == "items") return Value::MakeList(std::move(pairs));
+    if (n == "items") return Value::MakeList(std::move(pairs));
     const bool case_sensitive = BoolArg(args, 0, "case_sensitive", false);
     const Value* by = args.Get(1, "by");
     const bool by_value = by != nullptr && by->Str() == "value";
@@ -510,12 +511,12 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     const Value attribute(by_value ? "1" : "0");
     return Sorted(in, std::move(pairs), reverse, case_sensitive, &attribute);
   }
-  if (name == "sort") {
+  if (n == "sort") {
     ASSIGN_OR_RETURN(List items, Items(v));
     return Sorted(in, std::move(items), BoolArg(args, 0, "reverse", false),
                   BoolArg(args, 1, "case_sensitive", false), args.Get(2, "attribute"));
   }
-  if (name == "reverse") {
+  if (n == "reverse") {
     if (v.is_string()) {
       std::vector<std::string> chars = CodePoints(v.as_string());
       std::reverse(chars.begin(), chars.end());
@@ -525,12 +526,12 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     std::reverse(items.begin(), items.end());
     return Value::MakeList(std::move(items));
   }
-  if (name == "select" || name == "reject")
-    return SelectReject(in, v, args, name == "select", false);
-  if (name == "selectattr" || name == "rejectattr") {
-    return SelectReject(in, v, args, name == "selectattr", true);
+  if (n == "select" || n == "reject")
+    return SelectReject(in, v, args, n == "select", false);
+  if (n == "selectattr" || n == "rejectattr") {
+    return SelectReject(in, v, args, n == "selectattr", true);
   }
-  if (name == "map") {
+  if (n == "map") {
     ASSIGN_OR_RETURN(List items, Items(v));
     List out;
     if (const Value* attribute = args.Get(99, "attribute")) {
@@ -553,7 +554,7 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return Value::MakeList(std::move(out));
   }
-  if (name == "unique") {
+  if (n == "unique") {
     ASSIGN_OR_RETURN(List items, Items(v));
     const bool case_sensitive = BoolArg(args, 0, "case_sensitive", false);
     const Value* attribute = args.Get(1, "attribute");
@@ -572,7 +573,7 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return Value::MakeList(std::move(out));
   }
-  if (name == "indent") {
+  if (n == "indent") {
     const Value* width = args.Get(0, "width");
     std::string pad = "    ";
     if (width != nullptr)
@@ -580,7 +581,7 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     return Value(
         Indent(v.Str(), pad, BoolArg(args, 1, "first", false), BoolArg(args, 2, "blank", false)));
   }
-  if (name == "batch") {
+  if (n == "batch") {
     ASSIGN_OR_RETURN(List items, Items(v));
     const int64_t size = IntArg(args, 0, "linecount", 1);
     if (size <= 0) return Error("batch(): the size must be positive");
@@ -600,7 +601,7 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return Value::MakeList(std::move(out));
   }
-  if (name == "sum") {
+  if (n == "sum") {
     ASSIGN_OR_RETURN(List items, Items(v));
     const Value* attribute = args.Get(0, "attribute");
     const Value* start = args.Get(1, "start");
@@ -619,24 +620,24 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     }
     return total;
   }
-  if (name == "min" || name == "max") {
+  if (n == "min" || n == "max") {
     ASSIGN_OR_RETURN(List items, Items(v));
     if (items.empty()) return Value::Undefined();
     const bool case_sensitive = BoolArg(args, 0, "case_sensitive", false);
     const Value* attribute = args.Get(1, "attribute");
     ASSIGN_OR_RETURN(Value sorted, Sorted(in, items, false, case_sensitive, attribute));
-    return name == "min" ? sorted.list().front() : sorted.list().back();
+    return n == "min" ? sorted.list().front() : sorted.list().back();
   }
-  if (name == "wordcount") {
+  if (n == "wordcount") {
     ASSIGN_OR_RETURN(Value words, Split(v.Str(), nullptr, -1, false));
     return Value(static_cast<int64_t>(words.list().size()));
   }
-  if (name == "attr") {
+  if (n == "attr") {
     const Value* attribute = args.Get(0, "name");
     if (attribute == nullptr) return Error("attr() needs a name");
     return in.GetAttr(v, attribute->Str());
   }
-  if (name == "format") {
+  if (n == "format") {
     Args none;
     Value fmt = v;
     Value values = Value::MakeList(args.positional);
@@ -666,64 +667,65 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
 
 absl::StatusOr<bool> Test(Interpreter& in, const std::string& name, const Value& v,
                           const Args& args) {
+  const std::string_view n = name;  // compares lengths first
   (void)in;
   const Value* arg = args.Get(0, "value");
   auto need_arg = [&]() -> absl::Status {
     return arg == nullptr ? Error("test '" + name + "' needs an argument") : absl::OkStatus();
   };
-  if (name == "defined") return !v.is_undefined();
-  if (name == "undefined") return v.is_undefined();
-  if (name == "none") return v.is_none();
-  if (name == "string") return v.is_string();
-  if (name == "number") return v.is_number();
-  if (name == "integer") return v.is_int();
-  if (name == "float") return v.is_float();
-  if (name == "boolean") return v.is_bool();
-  if (name == "true") return v.is_bool() && v.as_bool();
-  if (name == "false") return v.is_bool() && !v.as_bool();
-  if (name == "mapping") return v.is_dict();
-  if (name == "iterable") return v.is_list() || v.is_dict() || v.is_string();
-  if (name == "sequence") return v.is_list() || v.is_dict() || v.is_string();
-  if (name == "callable") return v.is_callable();
-  if (name == "escaped") return false;
-  if (name == "lower") return v.is_string() && ToLower(v.as_string()) == v.as_string();
-  if (name == "upper") return v.is_string() && ToUpper(v.as_string()) == v.as_string();
-  if (name == "odd" || name == "even" || name == "divisibleby") {
+  if (n == "defined") return !v.is_undefined();
+  if (n == "undefined") return v.is_undefined();
+  if (n == "none") return v.is_none();
+  if (n == "string") return v.is_string();
+  if (n == "number") return v.is_number();
+  if (n == "integer") return v.is_int();
+  if (n == "float") return v.is_float();
+  if (n == "boolean") return v.is_bool();
+  if (n == "true") return v.is_bool() && v.as_bool();
+  if (n == "false") return v.is_bool() && !v.as_bool();
+  if (n == "mapping") return v.is_dict();
+  if (n == "iterable") return v.is_list() || v.is_dict() || v.is_string();
+  if (n == "sequence") return v.is_list() || v.is_dict() || v.is_string();
+  if (n == "callable") return v.is_callable();
+  if (n == "escaped") return false;
+  if (n == "lower") return v.is_string() && ToLower(v.as_string()) == v.as_string();
+  if (n == "upper") return v.is_string() && ToUpper(v.as_string()) == v.as_string();
+  if (n == "odd" || n == "even" || n == "divisibleby") {
     if (!v.is_number()) return Error("test '" + name + "' needs a number, got " + v.TypeName());
-    if (name == "divisibleby") {
+    if (n == "divisibleby") {
       RETURN_IF_ERROR(need_arg());
       if (arg->as_int() == 0) return Error("divisibleby 0");
       return v.as_int() % arg->as_int() == 0;
     }
-    return (v.as_int() % 2 != 0) == (name == "odd");
+    return (v.as_int() % 2 != 0) == (n == "odd");
   }
-  if (name == "eq" || name == "equalto" || name == "==") {
+  if (n == "eq" || n == "equalto" || n == "==") {
     RETURN_IF_ERROR(need_arg());
     return v.Equals(*arg);
   }
-  if (name == "ne" || name == "!=") {
+  if (n == "ne" || n == "!=") {
     RETURN_IF_ERROR(need_arg());
     return !v.Equals(*arg);
   }
-  if (name == "lt" || name == "lessthan" || name == "<") {
+  if (n == "lt" || n == "lessthan" || n == "<") {
     RETURN_IF_ERROR(need_arg());
     return Less(v, *arg);
   }
-  if (name == "gt" || name == "greaterthan" || name == ">") {
+  if (n == "gt" || n == "greaterthan" || n == ">") {
     RETURN_IF_ERROR(need_arg());
     return Less(*arg, v);
   }
-  if (name == "le" || name == "<=") {
+  if (n == "le" || n == "<=") {
     RETURN_IF_ERROR(need_arg());
     ASSIGN_OR_RETURN(bool lt, Less(v, *arg));
     return lt || v.Equals(*arg);
   }
-  if (name == "ge" || name == ">=") {
+  if (n == "ge" || n == ">=") {
     RETURN_IF_ERROR(need_arg());
     ASSIGN_OR_RETURN(bool lt, Less(*arg, v));
     return lt || v.Equals(*arg);
   }
-  if (name == "in") {
+  if (n == "in") {
     RETURN_IF_ERROR(need_arg());
     if (arg->is_string())
       return v.is_string() && arg->as_string().find(v.as_string()) != std::string::npos;
@@ -736,7 +738,7 @@ absl::StatusOr<bool> Test(Interpreter& in, const std::string& name, const Value&
     if (arg->is_dict()) return arg->dict().Find(v) != nullptr;
     return Error("test 'in' needs a container");
   }
-  if (name == "sameas") {
+  if (n == "sameas") {
     RETURN_IF_ERROR(need_arg());
     if (v.kind() != arg->kind()) return false;
     if (v.is_list() || v.is_dict())
@@ -748,6 +750,7 @@ absl::StatusOr<bool> Test(Interpreter& in, const std::string& name, const Value&
 }
 
 Value Method(const Value& obj, const std::string& name) {
+  const std::string_view n = name;  // compares lengths first
   auto method = [&](std::function<absl::StatusOr<Value>(Interpreter&, const Args&)> fn) {
     return Value::MakeCallable(name, std::move(fn));
   };
@@ -759,19 +762,19 @@ Value Method(const Value& obj, const std::string& name) {
   };
   if (obj.is_string()) {
     const std::string s = obj.as_string();
-    if (name == "strip" || name == "lstrip" || name == "rstrip") {
-      const bool left = name != "rstrip", right = name != "lstrip";
+    if (n == "strip" || n == "lstrip" || n == "rstrip") {
+      const bool left = n != "rstrip", right = n != "lstrip";
       return method([s, left, right](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         return Value(Strip(s, a.Get(0, "chars"), left, right));
       });
     }
-    if (name == "split" || name == "rsplit") {
-      const bool right = name == "rsplit";
+    if (n == "split" || n == "rsplit") {
+      const bool right = n == "rsplit";
       return method([s, right](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         return Split(s, a.Get(0, "sep"), IntArg(a, 1, "maxsplit", -1), right);
       });
     }
-    if (name == "splitlines") {
+    if (n == "splitlines") {
       return method([s](Interpreter&, const Args&) -> absl::StatusOr<Value> {
         List lines;
         size_t at = 0;
@@ -787,8 +790,8 @@ Value Method(const Value& obj, const std::string& name) {
         return Value::MakeList(std::move(lines));
       });
     }
-    if (name == "startswith" || name == "endswith") {
-      const bool start = name == "startswith";
+    if (n == "startswith" || n == "endswith") {
+      const bool start = n == "startswith";
       return method([s, start](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         const Value* p = a.Get(0, "prefix");
         if (p == nullptr) return Error("startswith/endswith need an argument");
@@ -804,7 +807,7 @@ Value Method(const Value& obj, const std::string& name) {
         return Value(false);
       });
     }
-    if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
+    if (n == "upper" || n == "lower" || n == "title" || n == "capitalize") {
       const std::string n = name;
       return method([s, n](Interpreter&, const Args&) -> absl::StatusOr<Value> {
         if (n == "upper") return Value(ToUpper(s));
@@ -813,7 +816,7 @@ Value Method(const Value& obj, const std::string& name) {
         return Value(Capitalize(s));
       });
     }
-    if (name == "replace") {
+    if (n == "replace") {
       return method([s](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         const Value* from = a.Get(0, "old");
         const Value* to = a.Get(1, "new");
@@ -821,7 +824,7 @@ Value Method(const Value& obj, const std::string& name) {
         return Value(Replace(s, from->Str(), to->Str(), IntArg(a, 2, "count", -1)));
       });
     }
-    if (name == "find" || name == "rfind" || name == "count" || name == "index") {
+    if (n == "find" || n == "rfind" || n == "count" || n == "index") {
       const std::string n = name;
       return method([s, n](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         const Value* sub = a.Get(0, "sub");
@@ -841,7 +844,7 @@ Value Method(const Value& obj, const std::string& name) {
         return Value(CodePointCount(s.substr(0, at)));
       });
     }
-    if (name == "join") {
+    if (n == "join") {
       return method([s](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         if (a.positional.empty()) return Error("join() needs an iterable");
         ASSIGN_OR_RETURN(List items, Items(a.positional[0]));
@@ -854,8 +857,8 @@ Value Method(const Value& obj, const std::string& name) {
         return Value(std::move(out));
       });
     }
-    if (name == "isdigit" || name == "isalpha" || name == "isalnum" || name == "isspace" ||
-        name == "islower" || name == "isupper") {
+    if (n == "isdigit" || n == "isalpha" || n == "isalnum" || n == "isspace" ||
+        n == "islower" || n == "isupper") {
       const std::string n = name;
       return method([s, n](Interpreter&, const Args&) -> absl::StatusOr<Value> {
         if (s.empty()) return Value(false);
@@ -875,7 +878,7 @@ Value Method(const Value& obj, const std::string& name) {
         return Value(true);
       });
     }
-    if (name == "format") {
+    if (n == "format") {
       return method([s](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         // str.format with {}, {0} and {name} fields (no format specs).
         std::string out;
@@ -914,7 +917,7 @@ Value Method(const Value& obj, const std::string& name) {
   }
   if (obj.is_dict()) {
     const Value self = obj;
-    if (name == "items" || name == "keys" || name == "values") {
+    if (n == "items" || n == "keys" || n == "values") {
       const std::string n = name;
       return method([self, n](Interpreter&, const Args&) -> absl::StatusOr<Value> {
         List out;
@@ -924,7 +927,7 @@ Value Method(const Value& obj, const std::string& name) {
         return Value::MakeList(std::move(out));
       });
     }
-    if (name == "get") {
+    if (n == "get") {
       return method([self](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         const Value* key = a.Get(0, "key");
         if (key == nullptr) return Error("get() needs a key");
@@ -933,7 +936,7 @@ Value Method(const Value& obj, const std::string& name) {
         return fallback != nullptr ? *fallback : Value::None();
       });
     }
-    if (name == "copy") {
+    if (n == "copy") {
       return method([self](Interpreter&, const Args&) -> absl::StatusOr<Value> {
         return Value::MakeDict(self.dict());
       });
@@ -945,8 +948,8 @@ Value Method(const Value& obj, const std::string& name) {
   }
   if (obj.is_list()) {
     const Value self = obj;
-    if (name == "index" || name == "count") {
-      const bool index = name == "index";
+    if (n == "index" || n == "count") {
+      const bool index = n == "index";
       return method([self, index](Interpreter&, const Args& a) -> absl::StatusOr<Value> {
         if (a.positional.empty()) return Error("index()/count() need a value");
         int64_t c = 0;

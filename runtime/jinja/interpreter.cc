@@ -226,29 +226,39 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecFor(const Node& n, Scope* sco
   }
   if (items.empty()) return Exec(n.else_body, scope, out);
   const int64_t length = static_cast<int64_t>(items.size());
+  // One `loop` object, updated in place each iteration.
+  auto position = std::make_shared<int64_t>(0);
+  Dict loop;
+  loop.items.reserve(12);
+  for (const char* key : {"index", "index0", "revindex", "revindex0", "first", "last", "length",
+                          "depth", "depth0", "previtem", "nextitem"}) {
+    loop.items.emplace_back(Value(key), Value());
+  }
+  loop.Set("cycle", Value::MakeCallable(
+                        "cycle", [position](Interpreter&, const Args& args) -> absl::StatusOr<Value> {
+                          if (args.positional.empty()) {
+                            return TypeError("loop.cycle() needs at least one value");
+                          }
+                          return args.positional[*position % args.positional.size()];
+                        }));
+  const Value loop_value = Value::MakeDict(std::move(loop));
+  local->vars["loop"] = loop_value;
+  auto& fields = loop_value.dict().items;
   for (int64_t i = 0; i < length; ++i) {
     RETURN_IF_ERROR(Step());
     RETURN_IF_ERROR(bind(items[i]));
-    Dict loop;
-    loop.Set("index", Value(i + 1));
-    loop.Set("index0", Value(i));
-    loop.Set("revindex", Value(length - i));
-    loop.Set("revindex0", Value(length - i - 1));
-    loop.Set("first", Value(i == 0));
-    loop.Set("last", Value(i == length - 1));
-    loop.Set("length", Value(length));
-    loop.Set("depth", Value(1));
-    loop.Set("depth0", Value(0));
-    loop.Set("previtem", i > 0 ? items[i - 1] : Value::Undefined("previtem"));
-    loop.Set("nextitem", i + 1 < length ? items[i + 1] : Value::Undefined("nextitem"));
-    loop.Set("cycle", Value::MakeCallable(
-                          "cycle", [i](Interpreter&, const Args& args) -> absl::StatusOr<Value> {
-                            if (args.positional.empty()) {
-                              return TypeError("loop.cycle() needs at least one value");
-                            }
-                            return args.positional[i % args.positional.size()];
-                          }));
-    local->vars["loop"] = Value::MakeDict(std::move(loop));
+    *position = i;
+    fields[0].second = Value(i + 1);
+    fields[1].second = Value(i);
+    fields[2].second = Value(length - i);
+    fields[3].second = Value(length - i - 1);
+    fields[4].second = Value(i == 0);
+    fields[5].second = Value(i == length - 1);
+    fields[6].second = Value(length);
+    fields[7].second = Value(1);
+    fields[8].second = Value(0);
+    fields[9].second = i > 0 ? items[i - 1] : Value::Undefined("previtem");
+    fields[10].second = i + 1 < length ? items[i + 1] : Value::Undefined("nextitem");
     ASSIGN_OR_RETURN(Flow flow, Exec(n.body, local, out));
     if (flow == Flow::kBreak) break;
   }
@@ -379,13 +389,13 @@ absl::StatusOr<Value> Interpreter::GetAttr(const Value& obj, const std::string& 
                          : "'" + obj.undefined_name() + "' is undefined");
   }
   if (obj.is_namespace()) {
-    const Value* v = obj.ns().attributes.Find(Value(name));
+    const Value* v = obj.ns().attributes.Find(std::string_view(name));
     return v != nullptr ? *v : Value::Undefined(name);
   }
   Value method = Method(obj, name);
   if (!method.is_undefined()) return method;
   if (obj.is_dict()) {
-    const Value* v = obj.dict().Find(Value(name));
+    const Value* v = obj.dict().Find(std::string_view(name));
     return v != nullptr ? *v : Value::Undefined(name);
   }
   return Value::Undefined(name);

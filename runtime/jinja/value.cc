@@ -24,6 +24,13 @@ Value* Dict::Find(const Value& key) {
   return nullptr;
 }
 
+const Value* Dict::Find(std::string_view key) const {
+  for (const auto& [k, v] : items) {
+    if (k.is_string() && k.as_string() == key) return &v;
+  }
+  return nullptr;
+}
+
 void Dict::Set(const Value& key, Value value) {
   if (Value* v = Find(key)) {
     *v = std::move(value);
@@ -41,7 +48,7 @@ const Value* Args::Get(size_t index, const std::string& name) const {
 
 Value Value::MakeList(List items) {
   Value v(Kind::kList);
-  v.list_ = std::make_shared<List>(std::move(items));
+  v.object_ = std::make_shared<List>(std::move(items));
   return v;
 }
 
@@ -53,20 +60,20 @@ Value Value::MakeTuple(List items) {
 
 Value Value::MakeDict(Dict dict) {
   Value v(Kind::kDict);
-  v.dict_ = std::make_shared<Dict>(std::move(dict));
+  v.object_ = std::make_shared<Dict>(std::move(dict));
   return v;
 }
 
 Value Value::MakeCallable(std::string name,
                           std::function<absl::StatusOr<Value>(Interpreter&, const Args&)> fn) {
   Value v(Kind::kCallable);
-  v.callable_ = std::make_shared<Callable>(Callable{std::move(name), std::move(fn)});
+  v.object_ = std::make_shared<Callable>(Callable{std::move(name), std::move(fn)});
   return v;
 }
 
 Value Value::MakeNamespace(Dict attributes) {
   Value v(Kind::kNamespace);
-  v.namespace_ = std::make_shared<Namespace>(Namespace{std::move(attributes)});
+  v.object_ = std::make_shared<Namespace>(Namespace{std::move(attributes)});
   return v;
 }
 
@@ -86,11 +93,13 @@ Value Value::FromJson(const nlohmann::ordered_json& j) {
       return Value(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       List items;
+      items.reserve(j.size());
       for (const auto& e : j) items.push_back(FromJson(e));
       return MakeList(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
       Dict d;
+      d.items.reserve(j.size());
       for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), FromJson(*it));
       return MakeDict(std::move(d));
     }
@@ -112,9 +121,9 @@ bool Value::Truthy() const {
     case Kind::kString:
       return !string_.empty();
     case Kind::kList:
-      return !list_->empty();
+      return !list().empty();
     case Kind::kDict:
-      return !dict_->items.empty();
+      return !dict().items.empty();
     default:
       return true;
   }
@@ -133,26 +142,26 @@ bool Value::Equals(const Value& o) const {
     case Kind::kString:
       return string_ == o.string_;
     case Kind::kList: {
-      if (list_ == o.list_) return true;
-      if (list_->size() != o.list_->size()) return false;
-      for (size_t i = 0; i < list_->size(); ++i) {
-        if (!(*list_)[i].Equals((*o.list_)[i])) return false;
+      if (SameObject(o)) return true;
+      if (list().size() != o.list().size()) return false;
+      for (size_t i = 0; i < list().size(); ++i) {
+        if (!list()[i].Equals(o.list()[i])) return false;
       }
       return true;
     }
     case Kind::kDict: {
-      if (dict_ == o.dict_) return true;
-      if (dict_->items.size() != o.dict_->items.size()) return false;
-      for (const auto& [k, v] : dict_->items) {
-        const Value* other = o.dict_->Find(k);
+      if (SameObject(o)) return true;
+      if (dict().items.size() != o.dict().items.size()) return false;
+      for (const auto& [k, v] : dict().items) {
+        const Value* other = o.dict().Find(k);
         if (other == nullptr || !v.Equals(*other)) return false;
       }
       return true;
     }
     case Kind::kCallable:
-      return callable_ == o.callable_;
+      return SameObject(o);
     case Kind::kNamespace:
-      return namespace_ == o.namespace_;
+      return SameObject(o);
     default:
       return false;
   }
@@ -249,28 +258,28 @@ std::string Value::Repr() const {
       return PythonRepr(string_);
     case Kind::kList: {
       std::string out = tuple_ ? "(" : "[";
-      for (size_t i = 0; i < list_->size(); ++i) {
+      for (size_t i = 0; i < list().size(); ++i) {
         if (i) out += ", ";
-        out += (*list_)[i].Repr();
+        out += list()[i].Repr();
       }
-      if (tuple_ && list_->size() == 1) out += ",";
+      if (tuple_ && list().size() == 1) out += ",";
       return out + (tuple_ ? ")" : "]");
     }
     case Kind::kDict: {
       std::string out = "{";
-      for (size_t i = 0; i < dict_->items.size(); ++i) {
+      for (size_t i = 0; i < dict().items.size(); ++i) {
         if (i) out += ", ";
-        out += dict_->items[i].first.Repr() + ": " + dict_->items[i].second.Repr();
+        out += dict().items[i].first.Repr() + ": " + dict().items[i].second.Repr();
       }
       return out + "}";
     }
     case Kind::kCallable:
-      return "<function " + callable_->name + ">";
+      return "<function " + callable().name + ">";
     case Kind::kNamespace: {
       std::string out = "<Namespace {";
-      for (size_t i = 0; i < namespace_->attributes.items.size(); ++i) {
+      for (size_t i = 0; i < ns().attributes.items.size(); ++i) {
         if (i) out += ", ";
-        const auto& [k, v] = namespace_->attributes.items[i];
+        const auto& [k, v] = ns().attributes.items[i];
         out += k.Repr() + ": " + v.Repr();
       }
       return out + "}>";

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -29,6 +30,8 @@ struct Dict {
   std::vector<std::pair<Value, Value>> items;
   const Value* Find(const Value& key) const;
   Value* Find(const Value& key);
+  // A string key, without making a Value of it.
+  const Value* Find(std::string_view key) const;
   void Set(const Value& key, Value value);
 };
 
@@ -109,10 +112,12 @@ class Value {
   const std::string& as_string() const { return string_; }
   // The undefined value's name (for error messages).
   const std::string& undefined_name() const { return string_; }
-  List& list() const { return *list_; }
-  Dict& dict() const { return *dict_; }
-  const Callable& callable() const { return *callable_; }
-  Namespace& ns() const { return *namespace_; }
+  List& list() const { return *static_cast<List*>(object_.get()); }
+  Dict& dict() const { return *static_cast<Dict*>(object_.get()); }
+  const Callable& callable() const { return *static_cast<Callable*>(object_.get()); }
+  Namespace& ns() const { return *static_cast<Namespace*>(object_.get()); }
+  // Whether two values are the same list, dict, callable or namespace object.
+  bool SameObject(const Value& other) const { return object_ && object_ == other.object_; }
 
   // Python truthiness (undefined: false).
   bool Truthy() const;
@@ -133,10 +138,7 @@ class Value {
   int64_t int_ = 0;
   double float_ = 0;
   std::string string_;
-  std::shared_ptr<List> list_;
-  std::shared_ptr<Dict> dict_;
-  std::shared_ptr<Callable> callable_;
-  std::shared_ptr<Namespace> namespace_;
+  std::shared_ptr<void> object_;  // the List, Dict, Callable or Namespace
 };
 
 // Python's repr() of a float ("1.0", "0.1", "1e-05", "inf").
