@@ -24,8 +24,9 @@ absl::Status Run(int argc, char** argv) {
   std::string model;
   int64_t iterations = 20000;
   FlagSet flags;
-  flags.String("model", &model, "model folder whose template to render (default: a qwen2 "
-                                "test model made in a temporary folder)");
+  flags.String("model", &model,
+               "model folder whose template to render (default: a qwen2 "
+               "test model made in a temporary folder)");
   flags.Int("iterations", &iterations, "renders to time (20000)");
   RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
   if (iterations < 10) return absl::InvalidArgumentError("--iterations: at least 10");
@@ -76,12 +77,15 @@ absl::Status Run(int argc, char** argv) {
       "{\"template\": \"qwen2.5\", \"messages\": %zu, \"tools\": 3, \"prompt_bytes\": %zu, "
       "\"iterations\": %lld, \"render_us_p50\": %.2f, \"render_us_p99\": %.2f}\n",
       messages.size(), text.size(), static_cast<long long>(iterations), p50, p99);
-  std::printf("chat template: %zu messages, 3 tools -> %zu bytes; render p50 %.1f us, p99 %.1f us\n",
-              messages.size(), text.size(), p50, p99);
+  std::printf(
+      "chat template: %zu messages, 3 tools -> %zu bytes; render p50 %.1f us, p99 %.1f us\n",
+      messages.size(), text.size(), p50, p99);
   return absl::OkStatus();
 }
 
 }  // namespace
 }  // namespace strata
 
-int main(int argc, char** argv) { return strata::BenchMain("chat_template_bench", strata::Run, argc, argv); }
+int main(int argc, char** argv) {
+  return strata::BenchMain("chat_template_bench", strata::Run, argc, argv);
+}

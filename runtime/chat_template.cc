@@ -46,8 +46,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromModelDir(const std::string& model
     std::ifstream in(jinja_path, std::ios::binary);
     std::stringstream text;
     text << in.rdbuf();
-    std::map<std::string, Json> members = config.is_object() ? config.object()
-                                                             : std::map<std::string, Json>{};
+    std::map<std::string, Json> members =
+        config.is_object() ? config.object() : std::map<std::string, Json>{};
     members["chat_template"] = Json::String(text.str());
     return FromConfig(Json::Object(std::move(members)), jinja_path.string());
   }
@@ -66,12 +66,15 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromConfig(const Json& config,
   auto add = [&](const std::string& name, const std::string& source) -> absl::Status {
     absl::StatusOr<jinja::Template> parsed = jinja::Template::Parse(source);
     if (!parsed.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": chat_template", name == "default" ? "" : " \"" + name + "\"", ": ",
-          parsed.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(where, ": chat_template",
+                                                     name == "default" ? "" : " \"" + name + "\"",
+                                                     ": ", parsed.status().message()));
     }
     result.templates_.emplace(name, *std::move(parsed));
     result.order_.push_back(name);
+    if (result.tool_format_ == ToolCallFormat::kNone) {
+      result.tool_format_ = DetectToolCallFormat(source);
+    }
     return absl::OkStatus();
   };
   if (t != nullptr && t->is_string() && !t->string_value().empty()) {

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/jinja/template.h"
 #include "runtime/json.h"
+#include "runtime/tool_calls.h"
 
 namespace strata {
 
@@ -78,12 +79,15 @@ class ChatTemplate {
 
   // The named templates, in the config's order ("default" for a single one).
   std::vector<std::string> names() const;
+  // The format its model writes tool calls in (from the templates' text).
+  ToolCallFormat tool_call_format() const { return tool_format_; }
 
  private:
   std::map<std::string, jinja::Template> templates_;
   std::vector<std::string> order_;
   jinja::Dict special_tokens_;
   std::string where_;
+  ToolCallFormat tool_format_ = ToolCallFormat::kNone;
 };
 
 // Python's str.strip() (Jinja's `trim` and `.strip()`): removes leading and

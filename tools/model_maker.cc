@@ -111,7 +111,9 @@ absl::StatusOr<Json> FlavourConfig(const ModelSpec& spec, int64_t vocab, const s
   c["head_dim"] = Json::Integer(shape.head_dim);
   c["intermediate_size"] = Json::Integer(shape.intermediate);
   c["vocab_size"] = Json::Integer(shape.vocab);
-  c["max_position_embeddings"] = Json::Integer(shape.positions);
+  if (spec.positions < 0) return absl::InvalidArgumentError("--positions: must not be negative");
+  c["max_position_embeddings"] =
+      Json::Integer(spec.positions > 0 ? spec.positions : shape.positions);
   c["rms_norm_eps"] = Json::Number(1e-5);
   c["rope_theta"] = Json::Number(10000.0);
   c["hidden_act"] = Json::String("silu");

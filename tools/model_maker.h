@@ -33,6 +33,8 @@ struct ModelSpec {
   // Decoder layers; 0 = the size's own count (a few layers of a large shape
   // suffice for comparing numbers with a reference).
   int layers = 0;
+  // max_position_embeddings; 0 = the size's own (256 for tiny).
+  int64_t positions = 0;
 };
 
 std::vector<std::string> ModelFlavours();

@@ -46,13 +46,14 @@ absl::Status RenderCommand(const std::vector<std::string>& args) {
   f.String("model", &model, "model folder (required)");
   f.String("messages", &messages_path, "a JSON file with the messages (required)");
   f.String("tools", &tools_path, "a JSON file with tool definitions (OpenAI's `tools`)");
-  f.String("kwargs", &kwargs_text, "extra template variables as a JSON object, e.g. "
-                                   "'{\"enable_thinking\": false}'");
+  f.String("kwargs", &kwargs_text,
+           "extra template variables as a JSON object, e.g. "
+           "'{\"enable_thinking\": false}'");
   f.Bool("no-generation-prompt", &no_generation_prompt, "do not open the assistant's turn");
   f.Bool("ids", &ids, "print the token ids instead of the text");
   bool stop = false;
-  RETURN_IF_ERROR(ParseOrHelp(
-      f, args, "usage: strata render --model DIR --messages FILE.json [flags]", &stop));
+  RETURN_IF_ERROR(
+      ParseOrHelp(f, args, "usage: strata render --model DIR --messages FILE.json [flags]", &stop));
   if (stop) return absl::OkStatus();
   if (model.empty()) return absl::InvalidArgumentError("--model: required");
   if (messages_path.empty()) return absl::InvalidArgumentError("--messages: required");

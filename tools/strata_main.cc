@@ -195,7 +195,7 @@ absl::Status Inspect(const std::vector<std::string>& args) {
 absl::Status MakeModelCommand(const std::vector<std::string>& args) {
   ModelSpec spec;
   std::string out;
-  int64_t shards = 1, seed = 0, layers = 0;
+  int64_t shards = 1, seed = 0, layers = 0, positions = 0;
   bool help = false;
   FlagSet flags;
   flags.String("flavour", &spec.flavour, "llama | mistral | qwen2 | hunyuan-dense (llama)");
@@ -207,6 +207,7 @@ absl::Status MakeModelCommand(const std::vector<std::string>& args) {
                "random | bigram: corpus bigram embedding and head | zeros: sparse files, the "
                "shape without the disk space (random)");
   flags.Int("layers", &layers, "decoder layers; 0 = the size's own (0)");
+  flags.Int("positions", &positions, "max_position_embeddings; 0 = the size's own (0)");
   flags.Int("shards", &shards, "number of safetensors shards (1)");
   flags.Int("seed", &seed, "weights seed (0)");
   flags.String("out", &out, "output folder (required)");
@@ -223,6 +224,10 @@ absl::Status MakeModelCommand(const std::vector<std::string>& args) {
   spec.seed = static_cast<uint64_t>(seed);
   if (layers < 0 || layers > 1000) return absl::InvalidArgumentError("--layers must be 0..1000");
   spec.layers = static_cast<int>(layers);
+  if (positions < 0 || positions > (1 << 20)) {
+    return absl::InvalidArgumentError("--positions must be 0..1048576");
+  }
+  spec.positions = positions;
   RETURN_IF_ERROR(MakeModel(spec, out));
   std::cout << "wrote " << spec.flavour << " " << spec.size << " model to " << out << "\n";
   return absl::OkStatus();

@@ -32,7 +32,81 @@ absl::Status CheckTextBytes(const char* field, std::string_view text, const Toke
                                             " tokens (at least one must remain to generate)"));
 }
 
+absl::StatusOr<nlohmann::ordered_json> ParseJsonField(const std::string& field,
+                                                      const std::string& text) {
+  try {
+    return nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": not valid JSON: ", e.what()));
+  }
+}
+
 }  // namespace
+
+absl::StatusOr<ChatConversation> ChatFromProto(const v1::Conversation& conversation) {
+  ChatConversation chat;
+  chat.options.add_generation_prompt =
+      !conversation.has_add_generation_prompt() || conversation.add_generation_prompt();
+  for (int i = 0; i < conversation.messages_size(); ++i) {
+    const v1::ChatMessage& m = conversation.messages(i);
+    ChatMessage message{m.role(), m.content()};
+    if (!m.tool_calls_json().empty()) {
+      const std::string field = absl::StrCat("messages[", i, "].tool_calls");
+      ASSIGN_OR_RETURN(nlohmann::ordered_json calls, ParseJsonField(field, m.tool_calls_json()));
+      if (!calls.is_array()) return absl::InvalidArgumentError(field + ": must be an array");
+      // Arguments sent as a JSON string reach the template as the object,
+      // as vLLM and transformers' own examples give them.
+      for (auto& call : calls) {
+        if (!call.is_object())
+          return absl::InvalidArgumentError(field + ": each call must be an object");
+        auto fn = call.find("function");
+        if (fn == call.end() || !fn->is_object()) continue;
+        auto args = fn->find("arguments");
+        if (args == fn->end() || !args->is_string()) continue;
+        try {
+          nlohmann::ordered_json parsed = nlohmann::ordered_json::parse(args->get<std::string>());
+          if (parsed.is_object()) *args = std::move(parsed);
+        } catch (const nlohmann::json::exception&) {
+        }
+      }
+      message.extra["tool_calls"] = std::move(calls);
+    }
+    if (!m.tool_call_id().empty()) message.extra["tool_call_id"] = m.tool_call_id();
+    if (!m.name().empty()) message.extra["name"] = m.name();
+    chat.messages.push_back(std::move(message));
+  }
+  if (!conversation.tools_json().empty()) {
+    ASSIGN_OR_RETURN(chat.options.tools,
+                     ParseJsonField("messages.tools", conversation.tools_json()));
+    if (!chat.options.tools.is_array()) {
+      return absl::InvalidArgumentError("messages.tools: must be an array of tool definitions");
+    }
+    for (size_t i = 0; i < chat.options.tools.size(); ++i) {
+      const auto& t = chat.options.tools[i];
+      const bool ok = t.is_object() && t.contains("function") && t["function"].is_object() &&
+                      t["function"].contains("name") && t["function"]["name"].is_string();
+      if (!ok) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("messages.tools[", i,
+                         "]: must be {\"type\": \"function\", \"function\": {\"name\": ...}}"));
+      }
+    }
+  }
+  if (!conversation.template_kwargs_json().empty()) {
+    ASSIGN_OR_RETURN(chat.options.kwargs, ParseJsonField("messages.template_kwargs",
+                                                         conversation.template_kwargs_json()));
+    if (!chat.options.kwargs.is_object()) {
+      return absl::InvalidArgumentError("messages.template_kwargs: must be a JSON object");
+    }
+    for (const char* reserved : {"messages", "tools", "documents", "add_generation_prompt"}) {
+      if (chat.options.kwargs.contains(reserved)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("messages.template_kwargs: may not set \"", reserved, "\""));
+      }
+    }
+  }
+  return chat;
+}
 
 uint64_t FreshSeed() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -132,13 +206,8 @@ absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& reques
         return absl::InvalidArgumentError(absl::StrCat("messages: at most ", kMaxMessages, ", got ",
                                                        request.messages().messages_size()));
       }
-      std::vector<ChatMessage> messages;
-      for (const v1::ChatMessage& m : request.messages().messages()) {
-        messages.push_back({m.role(), m.content()});
-      }
-      const bool open = !request.messages().has_add_generation_prompt() ||
-                        request.messages().add_generation_prompt();
-      auto text = model.chat->Render(messages, open);
+      ASSIGN_OR_RETURN(ChatConversation chat, ChatFromProto(request.messages()));
+      auto text = model.chat->Render(chat.messages, chat.options);
       if (!text.ok()) {
         // The template's raise_exception() stays FAILED_PRECONDITION (HTTP 400).
         return absl::Status(absl::IsFailedPrecondition(text.status())

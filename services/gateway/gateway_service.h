@@ -28,6 +28,14 @@ struct ServedModel {
   absl::StatusOr<ChatTemplate> chat = absl::NotFoundError("no chat template");
 };
 
+// A Conversation as the chat template takes it; errors name the field
+// (messages[2].tool_calls, messages.tools[0], ...).
+struct ChatConversation {
+  std::vector<ChatMessage> messages;
+  ChatOptions options;
+};
+absl::StatusOr<ChatConversation> ChatFromProto(const v1::Conversation& conversation);
+
 // The request as the coordinator takes it; errors name the field.
 absl::StatusOr<v1::Submit> ValidateAndTokenize(const v1::GenerateRequest& request,
                                                const Tokenizer& tokenizer,

@@ -333,10 +333,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       c.prompt_tokens = static_cast<int>(f.prompt_tokens());
       c.completion_tokens = static_cast<int>(f.completion_tokens());
       c.seed = f.seed();
+      c.tool_calls.assign(f.tool_calls().begin(), f.tool_calls().end());
       SetEpoch(c, f.map_epoch());
       if (gen_.stream) {
         StartStream();
         Echo(index);
+        if (!c.tool_calls.empty()) Event(openai::ToolCallsChunk(gen_, c));
         Event(openai::ChunkBody(gen_, c, "", {}, c.finish));
       }
     }

@@ -142,13 +142,42 @@ bool ReadMessages(const json& o, v1::GenerateRequest* r, Error* err) {
              false;
     }
     if (name == "developer") name = "system";  // OpenAI's newer name for it
-    if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
-      return *err = Bad(at + ".tool_calls", "tool calls are not supported yet"), false;
+    v1::ChatMessage* out = conv->add_messages();
+    // An assistant's tool calls: [{id, type: function, function: {name, arguments}}].
+    const bool calls = m.contains("tool_calls") && !m["tool_calls"].is_null();
+    if (calls) {
+      const json& tc = m["tool_calls"];
+      if (name != "assistant")
+        return *err = Bad(at + ".tool_calls", "only assistants make tool calls"), false;
+      if (!tc.is_array()) return *err = Bad(at + ".tool_calls", "must be an array"), false;
+      for (size_t k = 0; k < tc.size(); ++k) {
+        const std::string ck = absl::StrCat(at, ".tool_calls[", k, "]");
+        const json& c = tc[k];
+        if (!c.is_object() || !c.contains("function") || !c["function"].is_object()) {
+          return *err = Bad(ck + ".function", "required: an object"), false;
+        }
+        const json& f = c["function"];
+        if (!f.contains("name") || !f["name"].is_string()) {
+          return *err = Bad(ck + ".function.name", "required: a string"), false;
+        }
+        if (f.contains("arguments") && !f["arguments"].is_string() && !f["arguments"].is_object()) {
+          return *err = Bad(ck + ".function.arguments", "must be a JSON string or an object"),
+                 false;
+        }
+      }
+      out->set_tool_calls_json(Dump(tc));
+    }
+    for (const char* key : {"tool_call_id", "name"}) {
+      auto v = m.find(key);
+      if (v == m.end() || v->is_null()) continue;
+      if (!v->is_string()) return *err = Bad(at + "." + key, "must be a string"), false;
+      (std::string(key) == "name" ? *out->mutable_name() : *out->mutable_tool_call_id()) =
+          v->get<std::string>();
     }
     std::string text;
     auto content = m.find("content");
     if (content == m.end() || content->is_null()) {
-      return *err = Bad(at + ".content", "required"), false;
+      if (!calls) return *err = Bad(at + ".content", "required"), false;
     } else if (content->is_string()) {
       text = content->get<std::string>();
     } else if (content->is_array()) {
@@ -167,10 +196,45 @@ bool ReadMessages(const json& o, v1::GenerateRequest* r, Error* err) {
     } else {
       return *err = Bad(at + ".content", "must be a string or an array of text parts"), false;
     }
-    v1::ChatMessage* out = conv->add_messages();
     out->set_role(name);
     out->set_content(text);
   }
+  return true;
+}
+
+// Chat's tools and tool_choice: OpenAI's function definitions, rendered by
+// the template; tool_choice "none" leaves them out.
+bool ReadTools(const json& o, v1::Conversation* conv, Error* err) {
+  std::string choice = "auto";
+  if (auto c = o.find("tool_choice"); c != o.end() && !c->is_null()) {
+    if (!c->is_string() || (*c != "auto" && *c != "none")) {
+      *err = {400, "tool_choice: only \"auto\" and \"none\" are supported", "invalid_request_error",
+              "tool_choice", "unsupported_value"};
+      return false;
+    }
+    choice = c->get<std::string>();
+  }
+  auto t = o.find("tools");
+  if (t == o.end() || t->is_null()) return true;
+  if (!t->is_array()) return *err = Bad("tools", "must be an array of tool definitions"), false;
+  for (size_t i = 0; i < t->size(); ++i) {
+    const json& tool = (*t)[i];
+    const std::string at = absl::StrCat("tools[", i, "]");
+    if (!tool.is_object() || tool.value("type", "") != "function") {
+      return *err = Bad(at + ".type", "must be \"function\""), false;
+    }
+    if (!tool.contains("function") || !tool["function"].is_object()) {
+      return *err = Bad(at + ".function", "required: an object"), false;
+    }
+    const json& f = tool["function"];
+    if (!f.contains("name") || !f["name"].is_string() || f["name"].get<std::string>().empty()) {
+      return *err = Bad(at + ".function.name", "required: a non-empty string"), false;
+    }
+    if (f.contains("parameters") && !f["parameters"].is_object() && !f["parameters"].is_null()) {
+      return *err = Bad(at + ".function.parameters", "must be a JSON schema object"), false;
+    }
+  }
+  if (choice != "none" && !t->empty()) conv->set_tools_json(Dump(*t));
   return true;
 }
 
@@ -294,18 +358,16 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
     return out;
   }
   static const Unsupported kUnsupported[] = {
-      {"logit_bias", nullptr},      {"suffix", nullptr},    {"tools", nullptr},
-      {"tool_choice", nullptr},     {"functions", nullptr}, {"function_call", nullptr},
-      {"response_format", nullptr}, {"audio", nullptr},     {"modalities", nullptr},
-      {"prediction", nullptr}};
+      {"logit_bias", nullptr},    {"suffix", nullptr},          {"functions", nullptr},
+      {"function_call", nullptr}, {"response_format", nullptr}, {"audio", nullptr},
+      {"modalities", nullptr},    {"prediction", nullptr}};
   for (const Unsupported& u : kUnsupported) {
     auto it = o.find(u.name);
     if (it == o.end()) continue;
     const bool neutral = IsNeutral(*it, u.neutral) ||
                          (std::string(u.name) == "response_format" && it->is_object() &&
                           it->value("type", "") == "text") ||
-                         (std::string(u.name) == "logit_bias" && it->is_object() && it->empty()) ||
-                         (std::string(u.name) == "tools" && it->is_array() && it->empty());
+                         (std::string(u.name) == "logit_bias" && it->is_object() && it->empty());
     if (!neutral) {
       err = {400, std::string(u.name) + ": not supported yet by this server",
              "invalid_request_error", u.name, "unsupported_parameter"};
@@ -354,7 +416,8 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
                                                "audio",
                                                "modalities",
                                                "prediction",
-                                               "reasoning_effort"};
+                                               "reasoning_effort",
+                                               "chat_template_kwargs"};
   for (auto it = o.begin(); it != o.end(); ++it) {
     if (kKnown.count(it.key()) == 0) {
       err = {400, it.key() + ": unknown parameter", "invalid_request_error", it.key(),
@@ -374,6 +437,14 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
       return out;
     }
     if (!ReadMessages(o, &r, &err)) return out;
+    if (!ReadTools(o, r.mutable_messages(), &err)) return out;
+    if (auto k = o.find("chat_template_kwargs"); k != o.end() && !k->is_null()) {
+      if (!k->is_object()) {
+        err = Bad("chat_template_kwargs", "must be an object");
+        return out;
+      }
+      r.mutable_messages()->set_template_kwargs_json(Dump(*k));
+    }
     bool echo = false;
     if (!ReadBool(o, "echo", &echo, &err)) return out;
     if (echo) {
@@ -388,6 +459,12 @@ ParseResult ParseRequest(const std::string& body, bool chat, const ModelCard& mo
     if (o.contains("messages")) {
       err = Bad("messages", "completions take `prompt`; use /v1/chat/completions for messages");
       return out;
+    }
+    for (const char* chat_only : {"tools", "tool_choice", "chat_template_kwargs"}) {
+      if (o.contains(chat_only) && !o[chat_only].is_null()) {
+        err = Bad(chat_only, "is for /v1/chat/completions");
+        return out;
+      }
     }
     if (!ReadPrompts(o, &req.prompts, &err)) return out;
     if (!ReadBool(o, "echo", &req.echo, &err)) return out;
@@ -543,6 +620,8 @@ std::string FinishReason(v1::FinishReason reason) {
     case v1::FINISH_REASON_EOS:
     case v1::FINISH_REASON_STOP_SEQUENCE:
       return "stop";
+    case v1::FINISH_REASON_TOOL_CALLS:
+      return "tool_calls";
     default:
       return "abort";  // ended by the server (a drain)
   }
@@ -559,6 +638,20 @@ json Usage(const Request& r, const std::vector<Completion>& choices) {
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion}};
+}
+
+// OpenAI's tool_calls: [{id, type, function: {name, arguments}}] (streamed: with index).
+json ToolCallsJson(const Completion& c, bool indexed) {
+  json calls = json::array();
+  for (size_t i = 0; i < c.tool_calls.size(); ++i) {
+    const v1::ToolCall& t = c.tool_calls[i];
+    json call = {{"id", t.id()},
+                 {"type", "function"},
+                 {"function", {{"name", t.name()}, {"arguments", t.arguments()}}}};
+    if (indexed) call["index"] = i;
+    calls.push_back(std::move(call));
+  }
+  return calls;
 }
 
 json Head(const Request& r, const Completion& c, const char* object) {
@@ -644,7 +737,10 @@ json CompletionBody(const Request& r, const std::vector<Completion>& choices) {
                    {"logprobs", r.logprobs >= 0 ? LogprobsBody(r, c.logprobs, 0) : json(nullptr)},
                    {"finish_reason", FinishReason(c.finish)}};
     if (r.chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      choice["message"] = {
+          {"role", "assistant"},
+          {"content", c.text.empty() && !c.tool_calls.empty() ? json(nullptr) : json(c.text)}};
+      if (!c.tool_calls.empty()) choice["message"]["tool_calls"] = ToolCallsJson(c, false);
     } else {
       choice["text"] = c.text;
     }
@@ -691,6 +787,16 @@ json ChunkBody(const Request& r, const Completion& c, const std::string& text,
   body["choices"] = json::array({choice});
   if (r.include_usage) body["usage"] = nullptr;
   if (finish != v1::FINISH_REASON_UNSPECIFIED) body["seed"] = c.seed;
+  return body;
+}
+
+json ToolCallsChunk(const Request& r, const Completion& c) {
+  json body = Head(r, c, "chat.completion.chunk");
+  body["choices"] = json::array({{{"index", c.index},
+                                  {"delta", {{"tool_calls", ToolCallsJson(c, true)}}},
+                                  {"logprobs", nullptr},
+                                  {"finish_reason", nullptr}}});
+  if (r.include_usage) body["usage"] = nullptr;
   return body;
 }
 

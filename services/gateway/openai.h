@@ -101,6 +101,7 @@ struct Completion {
   std::vector<LogprobEntry> logprobs;  // one per completion token, when asked
   // echo with logprobs: one per prompt token (the first `none`).
   std::vector<LogprobEntry> prompt_logprobs;
+  std::vector<v1::ToolCall> tool_calls;  // chat with tools: the calls the model made
 };
 std::string FinishReason(v1::FinishReason reason);  // "stop" | "length" | "abort"
 // Every choice, in index order; usage counts each prompt once.
@@ -119,6 +120,8 @@ nlohmann::json ChunkBody(const Request& request, const Completion& c, const std:
 // (content: [{token, logprob, bytes, top_logprobs}]).
 nlohmann::json LogprobsBody(const Request& request, const std::vector<LogprobEntry>& entries,
                             size_t offset);
+// The chunk carrying a chat choice's tool calls, before its finish chunk.
+nlohmann::json ToolCallsChunk(const Request& request, const Completion& c);
 // The usage-only chunk of stream_options.include_usage.
 nlohmann::json UsageChunk(const Request& request, const std::vector<Completion>& choices);
 

@@ -1,8 +1,10 @@
 #include "services/gateway/request_stream.h"
 
 #include <cctype>
+#include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "services/common/server.h"
 #include "services/gateway/gateway_service.h"
 
@@ -55,6 +57,9 @@ void RequestStream::Begin(const v1::GenerateRequest& request) {
   absl::StatusOr<v1::Submit> submit = ValidateAndTokenize(request, *s.tokenizer_, s.model_);
   if (!submit.ok()) return FinishLocked(ToGrpcStatus(submit.status()), "invalid");
   prompt_ids_.assign(submit->prompt_ids().begin(), submit->prompt_ids().end());
+  if (request.has_messages() && !request.messages().tools_json().empty() && s.model_.chat.ok()) {
+    tool_format_ = s.model_.chat->tool_call_format();
+  }
   seed_ = submit->sampling().seed();
   if (s.pending_.fetch_add(1) >= s.options_.max_pending) {
     s.pending_.fetch_sub(1);
@@ -125,6 +130,8 @@ void RequestStream::OnEvent(const v1::SessionEvent& e) {
   if (last) text += detok_->Flush();
   std::string shown = matcher_->Push(text);
   if (last && !matcher_->matched()) shown += matcher_->Flush();
+  if (tool_format_ != ToolCallFormat::kNone)
+    shown = HoldToolText(shown, last || matcher_->matched());
   delta->set_text(shown);
   if ((delta->token_ids_size() > 0 || !shown.empty() || delta->prompt_logprobs_size() > 0) &&
       emit_) {
@@ -138,9 +145,35 @@ void RequestStream::OnEvent(const v1::SessionEvent& e) {
   }
 }
 
+std::string RequestStream::HoldToolText(const std::string& text, bool end) {
+  tool_text_ += text;
+  size_t show = ShowableToolText(tool_format_, tool_text_);
+  if (end) {
+    ToolCallOutput parsed = ParseToolCalls(tool_format_, tool_text_);
+    tool_calls_ = std::move(parsed.calls);
+    // No calls: everything held is content after all; calls: the content
+    // before them (already shown, as it came before the first call).
+    show = tool_calls_.empty() ? tool_text_.size() : parsed.content.size();
+  }
+  if (show <= tool_shown_) return "";
+  std::string out = tool_text_.substr(tool_shown_, show - tool_shown_);
+  tool_shown_ = show;
+  return out;
+}
+
 void RequestStream::SendFinishedLocked(v1::FinishReason reason) {
   v1::GenerateResponse response;
   v1::Finished* f = response.mutable_finished();
+  if (!tool_calls_.empty()) {
+    reason = v1::FINISH_REASON_TOOL_CALLS;
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    for (const ParsedToolCall& call : tool_calls_) {
+      v1::ToolCall* t = f->add_tool_calls();
+      t->set_id(absl::StrFormat("call_%016x%08x", rng(), static_cast<uint32_t>(rng())));
+      t->set_name(call.name);
+      t->set_arguments(call.arguments);
+    }
+  }
   f->set_reason(reason);
   f->set_prompt_tokens(static_cast<uint32_t>(prompt_ids_.size()));
   f->set_completion_tokens(completion_);

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "runtime/tokenizer.h"
+#include "runtime/tool_calls.h"
 #include "services/gateway/stop_matcher.h"
 #include "strata/v1/coordinator.pb.h"
 #include "strata/v1/generation.pb.h"
@@ -64,6 +65,9 @@ class RequestStream {
   void OnEvent(const v1::SessionEvent& event);
   void FinishLocked(const grpc::Status& status, const char* outcome, const char* finish = "none");
   void SendFinishedLocked(v1::FinishReason reason);
+  // With tools: what of `text` (the next shown text) may go out now; at the
+  // `end`, parses the calls into tool_calls_ and releases held content.
+  std::string HoldToolText(const std::string& text, bool end);
 
   GatewayService* const service_;
   const Clock::time_point start_ = Clock::now();
@@ -80,6 +84,13 @@ class RequestStream {
   uint64_t seed_ = 0;
   uint64_t map_epoch_ = 0;  // of the last tokens
   uint32_t index_ = 0;
+  // With tools: the completion's text (after stop sequences), of which the
+  // first tool_shown_ bytes went out; the rest is held until the end shows
+  // whether it is a tool call.
+  ToolCallFormat tool_format_ = ToolCallFormat::kNone;
+  std::string tool_text_;
+  size_t tool_shown_ = 0;
+  std::vector<ParsedToolCall> tool_calls_;
   std::vector<int32_t> prompt_ids_;
   int completion_ = 0;
   bool admitted_ = false;

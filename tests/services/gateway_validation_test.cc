@@ -1,6 +1,7 @@
 // The gateway's request validation (ValidateAndTokenize) at its boundaries,
 // in process with the tiny model's real tokenizer: each limit's last allowed
 // value passes, the first refused one fails naming the field.
+#include <functional>
 #include <limits>
 #include <string>
 
@@ -139,6 +140,65 @@ TEST_F(GatewayValidationTest, ATextPromptIsTokenizedWithItsBos) {
   EXPECT_FALSE(ValidateAndTokenize(v1::GenerateRequest(), *tokenizer_, model_).ok());
   r.set_prompt("");  // no text and no BOS: nothing to generate from
   ExpectRefused(r, absl::StatusCode::kInvalidArgument, "encodes to no tokens");
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// A Conversation's tool fields as the template gets them; bad JSON or shapes
+// are refused naming the field.
+TEST(ChatFromProtoTest, ToolFieldsReachTheTemplateAndBadOnesAreNamed) {
+  v1::Conversation c;
+  c.add_messages()->set_role("user");
+  v1::ChatMessage* call = c.add_messages();
+  call->set_role("assistant");
+  call->set_tool_calls_json(
+      R"([{"type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}])");
+  v1::ChatMessage* result = c.add_messages();
+  result->set_role("tool");
+  result->set_tool_call_id("call_1");
+  result->set_content("ok");
+  c.set_tools_json(R"([{"type": "function", "function": {"name": "f"}}])");
+  c.set_template_kwargs_json(R"({"enable_thinking": false})");
+  c.set_add_generation_prompt(false);
+  auto chat = ChatFromProto(c);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  ASSERT_EQ(chat->messages.size(), 3u);
+  // The arguments string became the object.
+  EXPECT_EQ(chat->messages[1].extra["tool_calls"][0]["function"]["arguments"]["a"], 1);
+  EXPECT_EQ(chat->messages[2].extra["tool_call_id"], "call_1");
+  EXPECT_EQ(chat->options.tools.size(), 1u);
+  EXPECT_EQ(chat->options.kwargs["enable_thinking"], false);
+  EXPECT_FALSE(chat->options.add_generation_prompt);
+
+  struct Bad {
+    std::function<void(v1::Conversation*)> change;
+    const char* field;
+  };
+  const Bad bad[] = {
+      {[](v1::Conversation* x) { x->set_tools_json("[{"); }, "messages.tools"},
+      {[](v1::Conversation* x) { x->set_tools_json(R"({"name": "f"})"); }, "messages.tools"},
+      {[](v1::Conversation* x) { x->set_tools_json(R"([{"type": "function"}])"); },
+       "messages.tools[0]"},
+      {[](v1::Conversation* x) { x->mutable_messages(1)->set_tool_calls_json("{}"); },
+       "messages[1].tool_calls"},
+      {[](v1::Conversation* x) { x->mutable_messages(1)->set_tool_calls_json("[1]"); },
+       "messages[1].tool_calls"},
+      {[](v1::Conversation* x) { x->set_template_kwargs_json("[]"); }, "messages.template_kwargs"},
+      {[](v1::Conversation* x) { x->set_template_kwargs_json(R"({"messages": []})"); },
+       "messages.template_kwargs"},
+  };
+  for (const Bad& b : bad) {
+    v1::Conversation x = c;
+    b.change(&x);
+    auto got = ChatFromProto(x);
+    ASSERT_FALSE(got.ok()) << b.field;
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(got.status().message().find(b.field), std::string::npos) << got.status();
+  }
 }
 
 }  // namespace

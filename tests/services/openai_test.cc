@@ -197,7 +197,37 @@ TEST(OpenAiTest, MalformedRequestsNameTheField) {
       {{{"model", "org/model"}, {"messages", ok_msgs}, {"tools", {{{"type", "function"}}}}},
        true,
        400,
+       "tools[0].function"},
+      {{{"model", "org/model"}, {"messages", ok_msgs}, {"tools", {{{"type", "retrieval"}}}}},
+       true,
+       400,
+       "tools[0].type"},
+      {{{"model", "org/model"}, {"messages", ok_msgs}, {"tools", "get_weather"}},
+       true,
+       400,
        "tools"},
+      {{{"model", "org/model"}, {"messages", ok_msgs}, {"tool_choice", "required"}},
+       true,
+       400,
+       "tool_choice"},
+      {{{"model", "org/model"}, {"prompt", "x"}, {"tools", json::array()}}, false, 400, "tools"},
+      {{{"model", "org/model"},
+        {"messages", {{{"role", "user"}, {"content", "x"}, {"tool_calls", json::array()}}}}},
+       true,
+       400,
+       "messages[0].tool_calls"},
+      {{{"model", "org/model"},
+        {"messages",
+         {{{"role", "assistant"},
+           {"content", nullptr},
+           {"tool_calls", {{{"function", {{"arguments", "{}"}}}}}}}}}},
+       true,
+       400,
+       "messages[0].tool_calls[0].function.name"},
+      {{{"model", "org/model"}, {"messages", ok_msgs}, {"chat_template_kwargs", "x"}},
+       true,
+       400,
+       "chat_template_kwargs"},
       {{{"model", "org/model"},
         {"messages", ok_msgs},
         {"response_format", {{"type", "json_object"}}}},
@@ -226,6 +256,56 @@ TEST(OpenAiTest, MalformedRequestsNameTheField) {
 
 // Unsupported parameters at their neutral values are what SDKs send by
 // default: accepted.
+// Tools, tool calls and tool results reach the Conversation for the template.
+TEST(OpenAiTest, ToolsAndToolMessagesBecomeTheConversationsFields) {
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "description": "Weather.", "parameters": {"type": "object", "properties": {}}}}])");
+  const json messages = json::parse(R"([
+      {"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+          "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "18C"}])");
+  ParseResult p = Parse({{"model", "org/model"},
+                         {"messages", messages},
+                         {"tools", tools},
+                         {"tool_choice", "auto"},
+                         {"parallel_tool_calls", true},
+                         {"chat_template_kwargs", {{"enable_thinking", false}}}},
+                        true);
+  ASSERT_TRUE(p.ok) << p.error.message;
+  const v1::Conversation& c = p.request.generate.messages();
+  EXPECT_EQ(json::parse(c.tools_json()), tools);
+  EXPECT_EQ(json::parse(c.template_kwargs_json()), json({{"enable_thinking", false}}));
+  ASSERT_EQ(c.messages_size(), 3);
+  EXPECT_EQ(json::parse(c.messages(1).tool_calls_json()), messages[1]["tool_calls"]);
+  EXPECT_EQ(c.messages(1).content(), "");
+  EXPECT_EQ(c.messages(2).tool_call_id(), "call_1");
+  EXPECT_EQ(c.messages(2).name(), "get_weather");
+  // tool_choice "none": the template does not see the tools.
+  p = Parse(
+      {{"model", "org/model"}, {"messages", messages}, {"tools", tools}, {"tool_choice", "none"}},
+      true);
+  ASSERT_TRUE(p.ok) << p.error.message;
+  EXPECT_TRUE(p.request.generate.messages().tools_json().empty());
+  // The response: tool_calls, content null, finish_reason tool_calls; streamed, their own chunk.
+  Completion done;
+  done.finish = v1::FINISH_REASON_TOOL_CALLS;
+  v1::ToolCall call;
+  call.set_id("call_9");
+  call.set_name("get_weather");
+  call.set_arguments(R"({"city":"Oslo"})");
+  done.tool_calls.push_back(call);
+  const json body = CompletionBody(p.request, {done});
+  const json& message = body["choices"][0]["message"];
+  EXPECT_TRUE(message["content"].is_null());
+  EXPECT_EQ(message["tool_calls"][0]["function"]["arguments"], R"({"city":"Oslo"})");
+  EXPECT_EQ(message["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "tool_calls");
+  const json chunk = ToolCallsChunk(p.request, done);
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["id"], "call_9");
+}
+
 TEST(OpenAiTest, NeutralValuesOfUnsupportedParametersAreAccepted) {
   const ParseResult p = Parse({{"model", "org/model"},
                                {"messages", {{{"role", "user"}, {"content", "x"}}}},
