@@ -350,6 +350,28 @@ absl::StatusOr<Value> Round(const Value& v, const Args& args) {
 
 }  // namespace
 
+absl::StatusOr<std::string> PercentFormat(const std::string& f, const List& values) {
+  std::string out;
+  size_t next = 0;
+  for (size_t i = 0; i < f.size(); ++i) {
+    if (f[i] != '%' || i + 1 >= f.size()) {
+      out += f[i];
+      continue;
+    }
+    const char c = f[++i];
+    if (c == '%') {
+      out += '%';
+    } else if (c == 's' || c == 'd' || c == 'r' || c == 'i') {
+      if (next >= values.size()) return Error("not enough arguments for format string");
+      const Value& v = values[next++];
+      out += c == 'r' ? v.Repr() : (c == 's' ? v.Str() : std::to_string(v.as_int()));
+    } else {
+      return Error(std::string("unsupported format character '") + c + "'");
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<bool> Less(const Value& a, const Value& b) {
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.as_float() < b.as_float();
@@ -526,8 +548,7 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     std::reverse(items.begin(), items.end());
     return Value::MakeList(std::move(items));
   }
-  if (n == "select" || n == "reject")
-    return SelectReject(in, v, args, n == "select", false);
+  if (n == "select" || n == "reject") return SelectReject(in, v, args, n == "select", false);
   if (n == "selectattr" || n == "rejectattr") {
     return SelectReject(in, v, args, n == "selectattr", true);
   }
@@ -638,28 +659,8 @@ absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Val
     return in.GetAttr(v, attribute->Str());
   }
   if (n == "format") {
-    Args none;
-    Value fmt = v;
-    Value values = Value::MakeList(args.positional);
-    (void)none;
-    // "%s %s"|format(a, b): printf-style, as Python's % operator.
-    std::string out;
-    size_t next = 0;
-    const std::string& f = fmt.Str();
-    for (size_t i = 0; i < f.size(); ++i) {
-      if (f[i] != '%' || i + 1 >= f.size()) {
-        out += f[i];
-        continue;
-      }
-      const char c = f[++i];
-      if (c == '%') {
-        out += '%';
-      } else {
-        if (next >= values.list().size()) return Error("not enough arguments for format string");
-        const Value& x = values.list()[next++];
-        out += c == 'r' ? x.Repr() : (c == 'd' || c == 'i') ? std::to_string(x.as_int()) : x.Str();
-      }
-    }
+    // "%s and %s"|format(a, b): printf-style, as Python's % operator.
+    ASSIGN_OR_RETURN(std::string out, PercentFormat(v.Str(), args.positional));
     return Value(std::move(out));
   }
   return Error("no filter named '" + name + "'");
@@ -857,8 +858,8 @@ Value Method(const Value& obj, const std::string& name) {
         return Value(std::move(out));
       });
     }
-    if (n == "isdigit" || n == "isalpha" || n == "isalnum" || n == "isspace" ||
-        n == "islower" || n == "isupper") {
+    if (n == "isdigit" || n == "isalpha" || n == "isalnum" || n == "isspace" || n == "islower" ||
+        n == "isupper") {
       const std::string n = name;
       return method([s, n](Interpreter&, const Args&) -> absl::StatusOr<Value> {
         if (s.empty()) return Value(false);

@@ -234,13 +234,14 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecFor(const Node& n, Scope* sco
                           "depth", "depth0", "previtem", "nextitem"}) {
     loop.items.emplace_back(Value(key), Value());
   }
-  loop.Set("cycle", Value::MakeCallable(
-                        "cycle", [position](Interpreter&, const Args& args) -> absl::StatusOr<Value> {
-                          if (args.positional.empty()) {
-                            return TypeError("loop.cycle() needs at least one value");
-                          }
-                          return args.positional[*position % args.positional.size()];
-                        }));
+  loop.Set("cycle",
+           Value::MakeCallable("cycle",
+                               [position](Interpreter&, const Args& args) -> absl::StatusOr<Value> {
+                                 if (args.positional.empty()) {
+                                   return TypeError("loop.cycle() needs at least one value");
+                                 }
+                                 return args.positional[*position % args.positional.size()];
+                               }));
   const Value loop_value = Value::MakeDict(std::move(loop));
   local->vars["loop"] = loop_value;
   auto& fields = loop_value.dict().items;
@@ -639,27 +640,9 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const Expr& e, Scope* scope) {
     }
   }
   if (op == "%" && a.is_string()) {
-    // printf-style formatting: %s and %d with one value or a list.
-    List values = b.is_list() ? b.list() : List{b};
-    std::string out;
-    size_t next = 0;
-    const std::string& f = a.as_string();
-    for (size_t i = 0; i < f.size(); ++i) {
-      if (f[i] != '%' || i + 1 >= f.size()) {
-        out += f[i];
-        continue;
-      }
-      const char c = f[++i];
-      if (c == '%') {
-        out += '%';
-      } else if (c == 's' || c == 'd' || c == 'r' || c == 'i') {
-        if (next >= values.size()) return TypeError("not enough arguments for format string");
-        const Value& v = values[next++];
-        out += c == 'r' ? v.Repr() : (c == 's' ? v.Str() : std::to_string(v.as_int()));
-      } else {
-        return TypeError(std::string("unsupported format character '") + c + "'");
-      }
-    }
+    // printf-style formatting: %s and %d with one value or a tuple.
+    ASSIGN_OR_RETURN(std::string out,
+                     PercentFormat(a.as_string(), b.is_list() ? b.list() : List{b}));
     return Value(std::move(out));
   }
   if (!a.is_number() || !b.is_number()) return type_error();

@@ -94,6 +94,8 @@ Value Method(const Value& obj, const std::string& name);
 // The globals every template sees: range, namespace, dict, raise_exception,
 // strftime_now.
 void AddGlobals(Dict* globals);
+// Python's printf-style `format % values` (%s, %d, %i, %r, %%).
+absl::StatusOr<std::string> PercentFormat(const std::string& format, const List& values);
 // Python's <, for sort/min/max and comparisons; error when the types do not compare.
 absl::StatusOr<bool> Less(const Value& a, const Value& b);
 
