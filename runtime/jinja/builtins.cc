@@ -226,7 +226,7 @@ absl::StatusOr<List> Items(const Value& v) {
     return chars;
   }
   if (v.is_undefined()) return List{};
-  return Error("'" + v.TypeName() + "' object is not iterable");
+  return Error(absl::StrCat("\'", v.TypeName(), "' object is not iterable"));
 }
 
 // obj.attribute with Jinja's dotted paths ("a.b") and integer parts.

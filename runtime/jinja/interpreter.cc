@@ -196,7 +196,7 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecFor(const Node& n, Scope* sco
   } else if (iterable.is_string()) {
     for (std::string& c : CodePoints(iterable.as_string())) items.emplace_back(std::move(c));
   } else if (!iterable.is_undefined()) {
-    return TypeError("'" + iterable.TypeName() + "' object is not iterable");
+    return TypeError(absl::StrCat("\'", iterable.TypeName(), "' object is not iterable"));
   }
   scopes_.push_back(std::make_unique<Scope>());
   Scope* local = scopes_.back().get();
@@ -365,9 +365,9 @@ absl::StatusOr<Args> Interpreter::EvalArgs(const CallArgs& call, Scope* scope) {
 absl::StatusOr<Value> Interpreter::Call(const Value& callee, const Args& args) {
   RETURN_IF_ERROR(Step());
   if (callee.is_undefined()) {
-    return TypeError("'" + callee.undefined_name() + "' is undefined");
+    return TypeError(absl::StrCat("\'", callee.undefined_name(), "' is undefined"));
   }
-  if (!callee.is_callable()) return TypeError("'" + callee.TypeName() + "' object is not callable");
+  if (!callee.is_callable()) return TypeError(absl::StrCat("\'", callee.TypeName(), "' object is not callable"));
   return callee.callable().call(*this, args);
 }
 
@@ -387,7 +387,7 @@ absl::StatusOr<Value> Interpreter::GetAttr(const Value& obj, const std::string& 
   if (obj.is_undefined()) {
     return TypeError(obj.undefined_name().empty()
                          ? "an undefined value has no attribute '" + name + "'"
-                         : "'" + obj.undefined_name() + "' is undefined");
+                         : absl::StrCat("\'", obj.undefined_name(), "' is undefined"));
   }
   if (obj.is_namespace()) {
     const Value* v = obj.ns().attributes.Find(std::string_view(name));
@@ -405,7 +405,7 @@ absl::StatusOr<Value> Interpreter::GetAttr(const Value& obj, const std::string& 
 absl::StatusOr<Value> Interpreter::GetItem(const Value& obj, const Value& key) {
   if (obj.is_undefined()) {
     return TypeError(obj.undefined_name().empty() ? "an undefined value has no item " + key.Repr()
-                                                  : "'" + obj.undefined_name() + "' is undefined");
+                                                  : absl::StrCat("\'", obj.undefined_name(), "' is undefined"));
   }
   if (obj.is_dict()) {
     if (const Value* v = obj.dict().Find(key)) return *v;
@@ -447,9 +447,9 @@ absl::StatusOr<Value> Interpreter::Slice(const Value& obj, const Value& start_v,
     chars = CodePoints(obj.as_string());
     n = static_cast<int64_t>(chars.size());
   } else if (obj.is_undefined()) {
-    return TypeError("'" + obj.undefined_name() + "' is undefined");
+    return TypeError(absl::StrCat("\'", obj.undefined_name(), "' is undefined"));
   } else {
-    return TypeError("'" + obj.TypeName() + "' object is not subscriptable");
+    return TypeError(absl::StrCat("\'", obj.TypeName(), "' object is not subscriptable"));
   }
   ASSIGN_OR_RETURN(int64_t step, get(step_v, 1));
   if (step == 0) return TypeError("slice step cannot be zero");
@@ -593,7 +593,7 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const Expr& e, Scope* scope) {
     return Value(lt || a.Equals(b));
   }
   auto undefined_error = [&](const Value& v) {
-    return TypeError("'" + v.undefined_name() + "' is undefined");
+    return TypeError(absl::StrCat("\'", v.undefined_name(), "' is undefined"));
   };
   if (a.is_undefined()) return undefined_error(a);
   if (b.is_undefined()) return undefined_error(b);

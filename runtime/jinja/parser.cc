@@ -50,7 +50,7 @@ class Parser {
       case T::kText:
         return "text";
       default:
-        return "'" + t.value + "'";
+        return absl::StrCat("'", t.value, "'");
     }
   }
   absl::Status Expect(const char* op) {
@@ -143,7 +143,7 @@ class Parser {
     if (keyword == "call") return ParseCallBlock(at);
     if (keyword == "filter") return ParseFilterBlock(at);
     if (keyword == "break" || keyword == "continue") {
-      if (loops_ == 0) return Error(at, "'" + keyword + "' outside of a loop");
+      if (loops_ == 0) return Error(at, absl::StrCat("'", keyword, "' outside of a loop"));
       RETURN_IF_ERROR(ExpectBlockEnd());
       return NewNode(keyword == "break" ? Node::Kind::kBreak : Node::Kind::kContinue, at);
     }

@@ -194,14 +194,14 @@ std::string PythonFloat(double v) {
         out = digits.substr(0, exponent + 1) + "." + digits.substr(exponent + 1);
       }
     } else {
-      out = "0." + std::string(-exponent - 1, '0') + digits;
+      out = absl::StrCat("0.", std::string(-exponent - 1, '0'), digits);
     }
   } else {
     out = digits.substr(0, 1);
-    if (digits.size() > 1) out += "." + digits.substr(1);
+    if (digits.size() > 1) absl::StrAppend(&out, ".", digits.substr(1));
     out += absl::StrFormat("e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
   }
-  return negative ? "-" + out : out;
+  return negative ? absl::StrCat("-", out) : out;
 }
 
 std::string PythonRepr(const std::string& s) {
