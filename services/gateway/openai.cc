@@ -654,7 +654,7 @@ json ToolCallsJson(const Completion& c, bool indexed) {
   return calls;
 }
 
-json Head(const Request& r, const Completion& c, const char* object) {
+json Head(const Completion& c, const char* object) {
   return {{"id", c.id},
           {"object", object},
           {"created", c.created},
@@ -756,7 +756,7 @@ json CompletionBody(const Request& r, const std::vector<Completion>& choices) {
     if (c.map_epoch > latest->map_epoch) latest = &c;
   }
   const Completion& head = choices.front();
-  json body = Head(r, *latest, r.chat ? "chat.completion" : "text_completion");
+  json body = Head(*latest, r.chat ? "chat.completion" : "text_completion");
   body["choices"] = std::move(list);
   body["usage"] = Usage(r, choices);
   body["seed"] = head.seed;
@@ -783,7 +783,7 @@ json ChunkBody(const Request& r, const Completion& c, const std::string& text,
     choice["text"] = text;
   }
   if (r.return_token_ids) choice["token_ids"] = ids;
-  json body = Head(r, c, r.chat ? "chat.completion.chunk" : "text_completion");
+  json body = Head(c, r.chat ? "chat.completion.chunk" : "text_completion");
   body["choices"] = json::array({choice});
   if (r.include_usage) body["usage"] = nullptr;
   if (finish != v1::FINISH_REASON_UNSPECIFIED) body["seed"] = c.seed;
@@ -791,7 +791,7 @@ json ChunkBody(const Request& r, const Completion& c, const std::string& text,
 }
 
 json ToolCallsChunk(const Request& r, const Completion& c) {
-  json body = Head(r, c, "chat.completion.chunk");
+  json body = Head(c, "chat.completion.chunk");
   body["choices"] = json::array({{{"index", c.index},
                                   {"delta", {{"tool_calls", ToolCallsJson(c, true)}}},
                                   {"logprobs", nullptr},
@@ -801,7 +801,7 @@ json ToolCallsChunk(const Request& r, const Completion& c) {
 }
 
 json UsageChunk(const Request& r, const std::vector<Completion>& choices) {
-  json body = Head(r, choices.front(), r.chat ? "chat.completion.chunk" : "text_completion");
+  json body = Head(choices.front(), r.chat ? "chat.completion.chunk" : "text_completion");
   body["choices"] = json::array();
   body["usage"] = Usage(r, choices);
   return body;

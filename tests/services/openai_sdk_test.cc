@@ -123,7 +123,9 @@ TEST(OpenAiSdkTest, TheOfficialSdkTalksToStrata) {
     EXPECT_FLOAT_EQ(e["top"][0][1].get<float>(), e["logprob"].get<float>());
     double mass = 0;
     for (size_t k = 0; k < 3; ++k) {
-      if (k > 0) EXPECT_GE(e["top"][k - 1][1].get<double>(), e["top"][k][1].get<double>());
+      if (k > 0) {
+        EXPECT_GE(e["top"][k - 1][1].get<double>(), e["top"][k][1].get<double>());
+      }
       mass += std::exp(e["top"][k][1].get<double>());
     }
     EXPECT_LE(mass, 1.0 + 1e-6);
