@@ -18,21 +18,6 @@ namespace strata {
 namespace {
 
 constexpr int kHeartbeatMs = 1000;
-constexpr size_t kStatsWindow = 8192;
-
-v1::FinishReason FinishToProto(Finish f) {
-  switch (f) {
-    case Finish::kNone:
-      return v1::FINISH_REASON_UNSPECIFIED;
-    case Finish::kLength:
-      return v1::FINISH_REASON_LENGTH;
-    case Finish::kEos:
-      return v1::FINISH_REASON_EOS;
-    case Finish::kCancelled:
-      return v1::FINISH_REASON_CANCELLED;
-  }
-  return v1::FINISH_REASON_UNSPECIFIED;
-}
 
 // "worker-2" < "worker-10": compare the text, then a trailing number by value.
 bool NaturalLess(const std::string& a, const std::string& b) {
@@ -46,13 +31,6 @@ bool NaturalLess(const std::string& a, const std::string& b) {
   if (pa != pb) return pa < pb;
   if (na.size() != nb.size()) return na.size() < nb.size();
   return na < nb;
-}
-
-double Percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  const size_t k = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
-  std::nth_element(v.begin(), v.begin() + k, v.end());
-  return v[k];
 }
 
 }  // namespace
@@ -112,7 +90,8 @@ CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const 
       max_context_(options.max_context > 0
                        ? options.max_context
                        : std::min<int64_t>(config.max_position_embeddings, 8192)),
-      metrics_(metrics) {
+      metrics_(metrics),
+      stage0_(security_) {
   // The scheduler exists from the start, so requests that arrive before the
   // first map (say, resubmitted after a coordinator restart) wait in its queue.
   SchedulerOptions so;
@@ -316,20 +295,9 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
           result.error_code() == 0 ? "the last stage" : "in the map", " of epoch ", map_.epoch()));
       return;
     }
-    if (auto it = sent_.find(result.step_id()); it != sent_.end()) {
-      const double latency =
-          std::chrono::duration<double, std::micro>(Clock::now() - it->second).count();
-      double compute = 0;
-      for (uint32_t us : result.compute_us()) compute += us;
-      if (result.error_code() == 0) {
-        if (samples_.size() < kStatsWindow) {
-          samples_.emplace_back(latency, compute);
-        } else {
-          samples_[sample_next_++ % kStatsWindow] = {latency, compute};
-        }
-      }
-      sent_.erase(it);
-    }
+    double compute = 0;
+    for (uint32_t us : result.compute_us()) compute += us;
+    steps_.Done(result.step_id(), compute, result.error_code() == 0, Clock::now());
     if (result.error_code() == grpc::StatusCode::UNAVAILABLE ||
         result.error_code() == grpc::StatusCode::CANCELLED) {
       // A hop broke (a worker died or was cut off): not the requests' fault.
@@ -367,8 +335,8 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
     }
   }
   cv_.notify_all();
-  for (const auto& [session, event] : prompt_events) Send(session, event);
-  Deliver(std::move(out), /*admitted=*/false, &logprobs, result.epoch());
+  for (const auto& [session, event] : prompt_events) sessions_.Send(session, event);
+  sessions_.Deliver(std::move(out), /*admitted=*/false, &logprobs, result.epoch());
 }
 
 grpc::Status CoordinatorService::Session(
@@ -378,83 +346,27 @@ grpc::Status CoordinatorService::Session(
       !st.ok()) {
     return ToGrpcStatus(st);
   }
-  auto record = std::make_shared<SessionRecord>();
-  record->stream = stream;
-  uint64_t id = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    id = next_session_++;
-    sessions_[id] = record;
-  }
+  const uint64_t id = sessions_.Open(stream);
   v1::GatewayMessage msg;
   while (stream->Read(&msg)) {
     if (msg.has_submit()) {
-      HandleSubmit(id, msg.submit(), record);
+      HandleSubmit(id, msg.submit());
     } else if (msg.has_cancel()) {
       std::lock_guard<std::mutex> lock(mu_);
       if (scheduler_ != nullptr) scheduler_->Cancel(id, msg.cancel().request_id());
       cv_.notify_all();
     }
   }
-  {
-    std::lock_guard<std::mutex> write(record->write_mu);
-    record->open = false;
-  }
+  sessions_.Close(id);
   std::lock_guard<std::mutex> lock(mu_);
   if (scheduler_ != nullptr) scheduler_->CancelSession(id);
-  sessions_.erase(id);
   cv_.notify_all();
   return grpc::Status::OK;
 }
 
-void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit,
-                                      const std::shared_ptr<SessionRecord>& record) {
-  SequenceSpec spec;
-  spec.session = session;
-  spec.request_id = submit.request_id();
-  spec.prompt.assign(submit.prompt_ids().begin(), submit.prompt_ids().end());
-  spec.sampling = SamplingFromProto(submit.sampling());
-  spec.max_tokens = submit.max_tokens();
-  spec.ignore_eos = submit.ignore_eos();
-  spec.logprobs = submit.has_logprobs() ? submit.logprobs() : -1;
-  spec.stop_token_ids.assign(submit.stop_token_ids().begin(), submit.stop_token_ids().end());
-  spec.min_tokens = submit.min_tokens();
-  spec.prompt_logprobs = submit.has_prompt_logprobs() ? submit.prompt_logprobs() : -1;
-  spec.submitted = Clock::now();
-  // The gateway validated the request already; this guards the pipeline
-  // against any other client of the internal API.
-  absl::Status error = ValidateSamplingParams(spec.sampling);
-  if (error.ok() && submit.has_logprobs() && (submit.logprobs() < 0 || submit.logprobs() > 20)) {
-    error = absl::InvalidArgumentError("submit: logprobs must be in [0, 20]");
-  }
-  if (error.ok() && submit.has_prompt_logprobs() &&
-      (submit.prompt_logprobs() < 0 || submit.prompt_logprobs() > 20)) {
-    error = absl::InvalidArgumentError("submit: prompt_logprobs must be in [0, 20]");
-  }
-  if (error.ok() && (spec.prompt.empty() || spec.max_tokens <= 0)) {
-    error = absl::InvalidArgumentError("submit: prompt_ids and max_tokens must be non-empty");
-  }
-  if (error.ok() && static_cast<int64_t>(spec.prompt.size()) >= max_context_) {
-    error =
-        absl::OutOfRangeError(absl::StrCat("submit: prompt of ", spec.prompt.size(),
-                                           " tokens does not fit the context of ", max_context_));
-  }
-  for (int32_t t : spec.stop_token_ids) {
-    if (error.ok() && (t < 0 || t >= config_.vocab_size)) {
-      error = absl::InvalidArgumentError(absl::StrCat(
-          "submit: stop token id ", t, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
-    }
-  }
-  if (error.ok() && (spec.stop_token_ids.size() > 64 || spec.min_tokens > spec.max_tokens)) {
-    error = absl::InvalidArgumentError(
-        "submit: at most 64 stop_token_ids, and min_tokens <= max_tokens");
-  }
-  for (int32_t t : spec.prompt) {
-    if (error.ok() && (t < 0 || t >= config_.vocab_size)) {
-      error = absl::InvalidArgumentError(absl::StrCat(
-          "submit: token id ", t, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
-    }
-  }
+void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit) {
+  absl::StatusOr<SequenceSpec> spec = SpecFromSubmit(session, submit, config_, max_context_);
+  absl::Status error = spec.status();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (error.ok() && draining_) error = absl::UnavailableError("the cluster is draining");
@@ -468,52 +380,12 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
           absl::StrCat("no layer map fits the workers left: ", unavailable_reason_));
     }
     if (error.ok()) {
-      scheduler_->Submit(std::move(spec));
+      scheduler_->Submit(*std::move(spec));
       cv_.notify_all();
       return;
     }
   }
-  v1::SessionEvent event;
-  event.set_request_id(submit.request_id());
-  event.set_error_code(static_cast<int>(error.code()));
-  event.set_error(std::string(error.message()));
-  std::lock_guard<std::mutex> write(record->write_mu);
-  if (record->open) record->stream->Write(event);
-}
-
-void CoordinatorService::Deliver(std::vector<Emission> emissions, bool admitted,
-                                 const std::map<uint64_t, v1::TokenLogprobs>* logprobs,
-                                 uint64_t epoch) {
-  for (Emission& e : emissions) {
-    v1::SessionEvent event;
-    event.set_request_id(e.request_id);
-    for (int32_t t : e.tokens) event.add_token_ids(t);
-    if (!e.tokens.empty()) event.set_epoch(epoch);
-    if (logprobs != nullptr && !e.tokens.empty()) {
-      if (auto it = logprobs->find(e.seq_id); it != logprobs->end()) {
-        *event.add_logprobs() = it->second;
-      }
-    }
-    event.set_finish(FinishToProto(e.finish));
-    event.set_admitted(admitted);
-    if (!e.error.ok()) {
-      event.set_error_code(static_cast<int>(e.error.code()));
-      event.set_error(std::string(e.error.message()));
-    }
-    Send(e.session, event);
-  }
-}
-
-void CoordinatorService::Send(uint64_t session, const v1::SessionEvent& event) {
-  std::shared_ptr<SessionRecord> record;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return;
-    record = it->second;
-  }
-  std::lock_guard<std::mutex> write(record->write_mu);
-  if (record->open) record->stream->Write(event);
+  sessions_.Refuse(session, submit.request_id(), error);
 }
 
 grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext* context,
@@ -532,25 +404,8 @@ grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext* context,
     response->set_queued(static_cast<int32_t>(scheduler_->queued()));
   }
   *response->mutable_last_failover() = last_failover_;
-  v1::PipelineStats* stats = response->mutable_stats();
-  std::vector<double> latency, compute, overhead;
-  for (const auto& [l, c] : samples_) {
-    latency.push_back(l);
-    compute.push_back(c);
-    overhead.push_back(l - c);
-  }
-  const int stages = map_.stages_size();
-  stats->set_stages(stages);
-  stats->set_steps(samples_.size());
-  stats->set_latency_p50_us(Percentile(latency, 0.5));
-  stats->set_latency_p99_us(Percentile(latency, 0.99));
-  stats->set_compute_p50_us(Percentile(compute, 0.5));
-  stats->set_overhead_p50_us(Percentile(overhead, 0.5));
-  stats->set_per_hop_overhead_p50_us(Percentile(overhead, 0.5) / (stages + 1));
-  if (request->reset_stats()) {
-    samples_.clear();
-    sample_next_ = 0;
-  }
+  steps_.Fill(map_.stages_size(), response->mutable_stats());
+  if (request->reset_stats()) steps_.ResetWindow();
   return grpc::Status::OK;
 }
 
@@ -792,32 +647,6 @@ std::string CoordinatorService::DescribeMapLocked() const {
   return out;
 }
 
-void CoordinatorService::OpenStage0(const std::string& address, const std::string& token) {
-  std::lock_guard<std::mutex> stream_lock(stage0_mu_);
-  stage0_stub_ = v1::Worker::NewStub(Dial(address, security_.get()));
-  stage0_context_ = std::make_unique<grpc::ClientContext>();
-  stage0_context_->AddMetadata("strata-hop-token", token);
-  stage0_ = stage0_stub_->Forward(stage0_context_.get(), &stage0_summary_);
-  std::lock_guard<std::mutex> lock(mu_);
-  stage0_cancel_ = stage0_context_.get();
-}
-
-void CoordinatorService::CloseStage0() {
-  // Cancel first (a write blocked on a hung stage 0 then returns), then close.
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stage0_cancel_ != nullptr) stage0_cancel_->TryCancel();
-    stage0_cancel_ = nullptr;
-  }
-  std::lock_guard<std::mutex> stream_lock(stage0_mu_);
-  if (stage0_ != nullptr) {
-    stage0_->Finish().IgnoreError();
-    stage0_.reset();
-  }
-  stage0_context_.reset();
-  stage0_stub_.reset();
-}
-
 absl::Status CoordinatorService::Start() {
   absl::Status error;
   if (!Rebuild("startup", /*startup=*/true, &error)) return error;
@@ -837,11 +666,11 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
       force_rebuild_ = false;
       epoch = std::max(epoch, map_.epoch()) + 1;
       scheduler_->Rewind();
-      sent_.clear();
+      steps_.ForgetInFlight();
       planned_ = EligibleLocked(Clock::now());
       for (const std::string& id : planned_) workers.push_back(workers_.at(id));
     }
-    CloseStage0();
+    stage0_.Close();
     if (!startup) {
       Log(absl::StrCat("re-planning as epoch ", epoch, " over ", workers.size(),
                        " worker(s): ", cause));
@@ -898,9 +727,9 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
         last_failover_.set_epoch(epoch);
       }
     }
-    // Open stage 0 without mu_ (OpenStage0 takes it), then serve.
+    // Open stage 0 without mu_ (the pump may be waiting on a write), then serve.
     mu_.unlock();
-    OpenStage0(first, stage0_token);
+    stage0_.Open(first, stage0_token);
     mu_.lock();
     serving_ = true;
     started_ = true;
@@ -1000,13 +829,12 @@ void CoordinatorService::PruneLocked(Clock::time_point now) {
 }
 
 void CoordinatorService::CheckStepWatchdogLocked(Clock::time_point now) {
-  if (!serving_ || sent_.empty() || map_.stages_size() == 0) return;
-  const auto& [step_id, sent_at] = *sent_.begin();  // the oldest step in flight
+  const auto oldest = steps_.Oldest();
+  if (!serving_ || !oldest.has_value() || map_.stages_size() == 0) return;
+  const auto [step_id, sent_at] = *oldest;
   const auto age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - sent_at).count();
   if (age_ms < options_.step_watchdog_ms) return;
-  std::vector<double> latency;
-  latency.reserve(samples_.size());
-  for (const auto& [l, c] : samples_) latency.push_back(l);
+  std::vector<double> latency = steps_.Latencies();
   const WatchdogOptions wo{options_.step_watchdog_ms, options_.step_watchdog_factor};
   const int64_t deadline_ms = StepDeadlineMs(wo, std::move(latency));
   if (age_ms < deadline_ms) return;
@@ -1050,7 +878,7 @@ void CoordinatorService::PumpLoop() {
       });
       if (stopping_) break;
       const auto now = Clock::now();
-      sent_[step->step_id] = now;
+      steps_.Sent(step->step_id, now);
       epoch = map_.epoch();
       admitted = scheduler_->TakeAdmissions();
       if (metrics_ != nullptr) {
@@ -1071,31 +899,9 @@ void CoordinatorService::PumpLoop() {
     for (const auto& a : admitted) {
       notices.push_back({a.session, a.request_id, {}, Finish::kNone, absl::OkStatus()});
     }
-    if (!notices.empty()) Deliver(std::move(notices), /*admitted=*/true);
-    msg.Clear();
-    msg.set_step_id(step->step_id);
-    msg.set_epoch(epoch);
-    for (uint64_t d : step->drops) msg.add_drop_seq_ids(d);
-    for (PlannedChunk& c : step->chunks) {
-      v1::Chunk* chunk = msg.add_chunks();
-      chunk->set_seq_id(c.seq_id);
-      chunk->set_start_pos(c.start_pos);
-      chunk->mutable_token_ids()->Add(c.token_ids.begin(), c.token_ids.end());
-      chunk->set_sample(c.sample);
-      if (c.sample) *chunk->mutable_sampling() = SamplingToProto(c.sampling);
-      if (c.sample && c.logprobs >= 0) chunk->set_logprobs(c.logprobs);
-      chunk->mutable_banned_ids()->Add(c.banned.begin(), c.banned.end());
-      if (c.sample) chunk->set_prompt_tokens(static_cast<uint32_t>(c.prompt_tokens));
-      if (c.prompt_logprobs >= 0) {
-        chunk->set_prompt_logprobs(c.prompt_logprobs);
-        if (c.next_token >= 0) chunk->set_next_token_id(c.next_token);
-      }
-    }
-    bool written = false;
-    {
-      std::lock_guard<std::mutex> stream_lock(stage0_mu_);
-      written = stage0_ != nullptr && stage0_->Write(msg);
-    }
+    if (!notices.empty()) sessions_.Deliver(std::move(notices), /*admitted=*/true);
+    StepToProto(*step, epoch, &msg);
+    const bool written = stage0_.Write(msg);
     if (!written) {
       std::lock_guard<std::mutex> lock(mu_);
       if (serving_ && map_.epoch() == epoch) {
@@ -1122,7 +928,7 @@ void CoordinatorService::Drain(int timeout_ms) {
     if (scheduler_ != nullptr) cancelled = scheduler_->CancelAll();
   }
   if (!cancelled.empty()) Log(absl::StrCat("drain deadline: cancelled ", cancelled.size()));
-  Deliver(std::move(cancelled));
+  sessions_.Deliver(std::move(cancelled));
   {
     // Give in-flight steps a moment to come back so their KV is dropped.
     std::unique_lock<std::mutex> lock(mu_);
@@ -1134,7 +940,7 @@ void CoordinatorService::Drain(int timeout_ms) {
   cv_.notify_all();
   if (pump_.joinable()) pump_.join();
   if (control_.joinable()) control_.join();
-  CloseStage0();
+  stage0_.Close();
   // End the workers' attach streams so the server stops without waiting out
   // its grace period for them.
   std::lock_guard<std::mutex> lock(mu_);

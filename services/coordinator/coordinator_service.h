@@ -1,8 +1,10 @@
-// The Coordinator gRPC service and the state behind it. All of the cluster's
-// mutable state sits behind one mutex (mu_); gRPC handler threads, the pump
-// thread (the only writer of the stage-0 stream, under stage0_mu_) and the
-// control thread (heartbeat deadlines, re-plans) share it. Writes to a
-// gateway session are serialised by that session's own mutex.
+// The Coordinator gRPC service and the state behind it. The cluster's state
+// (workers, the map, the scheduler) sits behind one mutex (mu_); gRPC
+// handler threads, the pump thread and the control thread (heartbeat
+// deadlines, re-plans) share it. Its other parts have homes of their own:
+// the gateway sessions (gateway_sessions.h, their own lock: delivering
+// tokens never waits on mu_), the stream into stage 0 (stage0_link.h, written
+// by the pump) and the step timings (step_stats.h, under mu_).
 #ifndef STRATA_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 #define STRATA_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 
@@ -22,9 +24,12 @@
 #include "runtime/config.h"
 #include "services/common/metrics.h"
 #include "services/coordinator/coordinator.h"
+#include "services/coordinator/gateway_sessions.h"
 #include "services/coordinator/peer_links.h"
 #include "services/coordinator/planner.h"
 #include "services/coordinator/scheduler.h"
+#include "services/coordinator/stage0_link.h"
+#include "services/coordinator/step_stats.h"
 #include "services/coordinator/watchdog.h"
 #include "strata/v1/coordinator.grpc.pb.h"
 #include "strata/v1/worker.grpc.pb.h"
@@ -92,11 +97,6 @@ class CoordinatorService final : public v1::Coordinator::Service {
     StageProgress progress;  // from its last heartbeat
     uint64_t heartbeat_epoch = 0;
   };
-  struct SessionRecord {
-    grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream = nullptr;
-    std::mutex write_mu;
-    bool open = true;  // guarded by write_mu
-  };
 
   void PumpLoop();
   void ControlLoop();
@@ -108,22 +108,12 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // `stage0_token` receives the hop token of the coordinator's own stream.
   absl::Status PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers, v1::LayerMap* map,
                            std::string* failed_worker, std::string* stage0_token);
-  void OpenStage0(const std::string& address, const std::string& token);
-  void CloseStage0();
   void LoseWorkerLocked(WorkerRecord& w, const std::string& cause);
   bool InMapLocked(const std::string& id) const;
   // serving | standby | backoff | lost | drained, as GetModelInfo reports it.
   const char* StateLocked(const WorkerRecord& w, Clock::time_point now) const;
   std::string DescribeMapLocked() const;
   std::set<std::string> EligibleLocked(Clock::time_point now) const;
-  // Sends each emission to its session; `admitted` marks them as the notice
-  // that the request left the queue.
-  // `logprobs` (by sequence) go with the tokens of the emissions that carry
-  // that sequence's id; `epoch` is the map's that produced the tokens.
-  void Deliver(std::vector<Emission> emissions, bool admitted = false,
-               const std::map<uint64_t, v1::TokenLogprobs>* logprobs = nullptr, uint64_t epoch = 0);
-  // Writes `event` to the gateway session, if it is still open.
-  void Send(uint64_t session, const v1::SessionEvent& event);
   void HandleResult(const std::string& worker_id, const v1::StepResult& result);
   void HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartbeat& heartbeat);
   // Whether a re-plan is due: a worker of the map is gone, or a new one may
@@ -134,8 +124,7 @@ class CoordinatorService final : public v1::Coordinator::Service {
   void PruneLocked(Clock::time_point now);
   // Takes one registration from the rate limit's bucket.
   bool TakeRegistrationLocked(Clock::time_point now);
-  void HandleSubmit(uint64_t session, const v1::Submit& submit,
-                    const std::shared_ptr<SessionRecord>& record);
+  void HandleSubmit(uint64_t session, const v1::Submit& submit);
   v1::ModelInfo ModelInfoLocked() const;
   void UpdateGaugesLocked();
 
@@ -148,8 +137,6 @@ class CoordinatorService final : public v1::Coordinator::Service {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, WorkerRecord> workers_;
-  std::map<uint64_t, std::shared_ptr<SessionRecord>> sessions_;
-  uint64_t next_session_ = 1;
   std::unique_ptr<Scheduler> scheduler_;
   v1::LayerMap map_;               // empty stages: no map (starting or unavailable)
   std::set<std::string> planned_;  // the eligible workers the last re-plan saw
@@ -163,17 +150,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
   Clock::time_point serving_since_;
   double registration_tokens_ = 0;
   Clock::time_point registration_refill_;
-  std::map<uint64_t, Clock::time_point> sent_;
-  std::vector<std::pair<double, double>> samples_;  // (latency us, compute us), a window
-  size_t sample_next_ = 0;
+  StepStats steps_;  // guarded by mu_
 
-  // The stage-0 stream; the pump writes it, Rebuild replaces it.
-  std::mutex stage0_mu_;
-  std::unique_ptr<v1::Worker::Stub> stage0_stub_;
-  std::unique_ptr<grpc::ClientContext> stage0_context_;
-  grpc::ClientContext* stage0_cancel_ = nullptr;  // guarded by mu_, for CloseStage0
-  v1::ForwardSummary stage0_summary_;
-  std::unique_ptr<grpc::ClientWriter<v1::Step>> stage0_;
+  GatewaySessions sessions_;
+  Stage0Link stage0_;  // the pump writes it, Rebuild replaces it
   std::thread pump_, control_;
 };
 

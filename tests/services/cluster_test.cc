@@ -390,7 +390,8 @@ TEST_F(SlowClusterTest, CancelMidStreamFreesKvOnEveryWorker) {
 
 TEST_F(SlowClusterTest, DeadlineExceededFreesKv) {
   auto stub = cluster_->generation();
-  const StreamResult got = Stream(*stub, TextRequest(kPrompts[1], 200, {}, true), 400);
+  // 200 tokens take over 4 s (20 ms a step); the deadline comes well before.
+  const StreamResult got = Stream(*stub, TextRequest(kPrompts[1], 200, {}, true), 1500);
   EXPECT_EQ(got.code, grpc::StatusCode::DEADLINE_EXCEEDED) << got.message;
   EXPECT_GT(got.tokens.size(), 0u);
   EXPECT_LT(got.tokens.size(), 200u);
@@ -403,11 +404,23 @@ TEST_F(SlowClusterTest, FullQueueIsResourceExhausted) {
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> readers;
   for (int i = 0; i < 2; ++i) {
-    contexts.push_back(std::make_unique<grpc::ClientContext>());
-    readers.push_back(
-        stub->Generate(contexts.back().get(), TextRequest(kPrompts[i], 200, {}, true)));
-    v1::GenerateResponse first;
-    ASSERT_TRUE(readers.back()->Read(&first));
+    // A request of the previous test may still hold a place for a moment.
+    bool started = false;
+    for (int attempt = 0; attempt < 50 && !started; ++attempt) {
+      contexts.push_back(std::make_unique<grpc::ClientContext>());
+      readers.push_back(
+          stub->Generate(contexts.back().get(), TextRequest(kPrompts[i], 200, {}, true)));
+      v1::GenerateResponse first;
+      started = readers.back()->Read(&first);
+      if (!started) {
+        const grpc::Status st = readers.back()->Finish();
+        ASSERT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+        readers.pop_back();
+        contexts.pop_back();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    ASSERT_TRUE(started) << "stream " << i << " never got a place";
   }
   const StreamResult third = Stream(*stub, TextRequest(kPrompts[2], 4));
   EXPECT_EQ(third.code, grpc::StatusCode::RESOURCE_EXHAUSTED) << third.message;
