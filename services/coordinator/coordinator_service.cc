@@ -91,6 +91,7 @@ CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const 
                        ? options.max_context
                        : std::min<int64_t>(config.max_position_embeddings, 8192)),
       metrics_(metrics),
+      registry_(options),
       stage0_(security_) {
   // The scheduler exists from the start, so requests that arrive before the
   // first map (say, resubmitted after a coordinator restart) wait in its queue.
@@ -102,8 +103,6 @@ CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const 
   so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : 1;
   for (int64_t e : config_.eos_token_ids) so.eos_ids.push_back(static_cast<int32_t>(e));
   scheduler_ = std::make_unique<Scheduler>(so);
-  registration_tokens_ = options_.registrations_per_minute;
-  registration_refill_ = Clock::now();
 }
 
 CoordinatorService::~CoordinatorService() {
@@ -130,50 +129,20 @@ grpc::Status CoordinatorService::Attach(
                         "attach: the first message must be `register`");
   }
   const v1::Register reg = msg.register_();  // a copy: msg is reused below
-  std::string rejection;
-  grpc::StatusCode rejection_code = grpc::StatusCode::FAILED_PRECONDITION;
   const std::string session_token = RandomToken();
   const Identity peer = PeerIdentity(*context);
+  std::optional<WorkerRegistry::Refusal> refusal;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = workers_.find(reg.worker_id());
-    if (reg.worker_id().empty() || reg.address().empty()) {
-      rejection = "register: worker_id and address are required";
-    } else if (security_->mutual() && peer.name != reg.worker_id()) {
-      rejection = absl::StrCat("register: worker_id \"", reg.worker_id(),
-                               "\" is not the name in the worker's certificate (",
-                               DescribeIdentity(peer), ")");
-      rejection_code = grpc::StatusCode::PERMISSION_DENIED;
-    } else if (!TakeRegistrationLocked(Clock::now())) {
-      rejection = absl::StrCat("register: more than ", options_.registrations_per_minute,
-                               " registrations a minute; try again shortly");
-      rejection_code = grpc::StatusCode::RESOURCE_EXHAUSTED;
-    } else if (draining_) {
-      rejection = "register: the coordinator is draining";
-    } else if (it != workers_.end() && it->second.connected) {
-      rejection = absl::StrCat("register: worker id \"", reg.worker_id(),
-                               "\" is already attached from ", it->second.address);
-    } else {
-      // New, or back after a loss: failures (and their back-off) are kept.
-      WorkerRecord& w = workers_[reg.worker_id()];
-      w.id = reg.worker_id();
-      w.address = reg.address();
-      w.device = reg.device();
-      w.connected = true;
-      w.draining = false;
-      w.context = context;
-      w.last_heard = w.attached_at = Clock::now();
-      w.session_token = session_token;
-      w.progress = {w.id, 0, 0};
-      w.heartbeat_epoch = 0;
-    }
+    refusal = registry_.Register(reg, peer, security_->mutual(), draining_, context, session_token,
+                                 Clock::now());
   }
   v1::CoordinatorMessage reply;
-  if (!rejection.empty()) {
-    Log(rejection);
-    reply.mutable_rejected()->set_reason(rejection);
+  if (refusal.has_value()) {
+    Log(refusal->reason);
+    reply.mutable_rejected()->set_reason(refusal->reason);
     stream->Write(reply);
-    return grpc::Status(rejection_code, rejection);
+    return grpc::Status(refusal->code, refusal->reason);
   }
   Log(absl::StrCat("worker ", reg.worker_id(), " registered from ", reg.address(), " (",
                    reg.device().name(), ", ", FormatBytes(reg.device().capacity_bytes()), ")"));
@@ -185,12 +154,12 @@ grpc::Status CoordinatorService::Attach(
   while (stream->Read(&msg)) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = workers_.find(reg.worker_id());
-      if (it == workers_.end() || it->second.context != context) break;  // cut off
-      it->second.last_heard = Clock::now();
-      if (msg.has_heartbeat()) HandleHeartbeatLocked(it->second, msg.heartbeat());
-      if (msg.has_drain() && !it->second.draining) {
-        it->second.draining = true;
+      WorkerRecord* w = registry_.Owned(reg.worker_id(), context);
+      if (w == nullptr) break;  // cut off
+      w->last_heard = Clock::now();
+      if (msg.has_heartbeat()) HandleHeartbeatLocked(*w, msg.heartbeat());
+      if (msg.has_drain() && !w->draining) {
+        w->draining = true;
         Log(absl::StrCat("worker ", reg.worker_id(), " is draining; planning it out"));
         cv_.notify_all();
       }
@@ -199,9 +168,8 @@ grpc::Status CoordinatorService::Attach(
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = workers_.find(reg.worker_id());
-    if (it != workers_.end() && it->second.context == context) {
-      LoseWorkerLocked(it->second,
+    if (WorkerRecord* w = registry_.Owned(reg.worker_id(), context)) {
+      LoseWorkerLocked(*w,
                        "its attach stream ended (the process exited or the "
                        "connection broke)");
     }
@@ -218,21 +186,11 @@ bool CoordinatorService::InMapLocked(const std::string& id) const {
 }
 
 const char* CoordinatorService::StateLocked(const WorkerRecord& w, Clock::time_point now) const {
-  if (!w.connected) return w.draining ? "drained" : "lost";
-  if (now < w.backoff_until) return "backoff";
-  return InMapLocked(w.id) ? "serving" : "standby";
+  return WorkerRegistry::State(w, InMapLocked(w.id), now);
 }
 
 void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& cause) {
-  if (!w.connected) return;
-  w.connected = false;
-  w.context = nullptr;
-  w.lost_at = Clock::now();
-  ++w.failures;
-  // Back-off before re-admitting a flapping worker: 0 s, 1 s, 2 s, 4 s ... 30 s.
-  const int64_t backoff_ms =
-      w.failures <= 1 ? 0 : std::min<int64_t>(30'000, 500LL << (w.failures - 1));
-  w.backoff_until = Clock::now() + std::chrono::milliseconds(backoff_ms);
+  if (!registry_.Lose(w, Clock::now())) return;
   const bool in_map = InMapLocked(w.id);
   Log(absl::StrCat("worker ", w.id, " at ", w.address, " lost: ", cause,
                    in_map && !draining_ ? "; failing over" : ""));
@@ -244,18 +202,6 @@ void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& ca
     serving_ = false;  // the pump stops at once; the control thread rebuilds
     failover_pending_ = true;
   }
-}
-
-bool CoordinatorService::TakeRegistrationLocked(Clock::time_point now) {
-  const double per_ms = options_.registrations_per_minute / 60'000.0;
-  const double elapsed_ms =
-      std::chrono::duration<double, std::milli>(now - registration_refill_).count();
-  registration_refill_ = now;
-  registration_tokens_ = std::min<double>(options_.registrations_per_minute,
-                                          registration_tokens_ + elapsed_ms * per_ms);
-  if (registration_tokens_ < 1) return false;
-  registration_tokens_ -= 1;
-  return true;
 }
 
 void CoordinatorService::HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartbeat& heartbeat) {
@@ -423,7 +369,7 @@ v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
   info.set_failovers(failovers_);
   info.set_unavailable_reason(unavailable_reason_);
   const auto now = Clock::now();
-  for (const auto& [id, w] : workers_) {
+  for (const auto& [id, w] : registry_.workers()) {
     v1::WorkerHealth* h = info.add_workers();
     h->set_worker_id(id);
     h->set_address(w.address);
@@ -436,14 +382,14 @@ v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
 absl::Status CoordinatorService::WaitForWorkers(int timeout_ms) {
   std::unique_lock<std::mutex> lock(mu_);
   auto connected = [&] {
-    return std::count_if(workers_.begin(), workers_.end(),
+    return std::count_if(registry_.workers().begin(), registry_.workers().end(),
                          [](const auto& w) { return w.second.connected; });
   };
   const bool all = cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
                                 [&] { return connected() >= options_.workers; });
   if (all) return absl::OkStatus();
   std::string seen;
-  for (const auto& [id, w] : workers_) {
+  for (const auto& [id, w] : registry_.workers()) {
     if (w.connected) absl::StrAppend(&seen, seen.empty() ? "" : ", ", id, " at ", w.address);
   }
   return absl::DeadlineExceededError(absl::StrFormat(
@@ -453,16 +399,8 @@ absl::Status CoordinatorService::WaitForWorkers(int timeout_ms) {
 }
 
 std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) const {
-  std::set<std::string> out;
-  for (const auto& [id, w] : workers_) {
-    // A worker joining a serving cluster waits a moment, so one that
-    // registers and vanishes at once never costs a re-plan.
-    const bool settled_in =
-        !started_ || InMapLocked(id) ||
-        now - w.attached_at >= std::chrono::milliseconds(options_.admit_delay_ms);
-    if (w.connected && !w.draining && now >= w.backoff_until && settled_in) out.insert(id);
-  }
-  return out;
+  return registry_.Eligible([this](const std::string& id) { return InMapLocked(id); }, started_,
+                            now);
 }
 
 absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers,
@@ -668,7 +606,7 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
       scheduler_->Rewind();
       steps_.ForgetInFlight();
       planned_ = EligibleLocked(Clock::now());
-      for (const std::string& id : planned_) workers.push_back(workers_.at(id));
+      for (const std::string& id : planned_) workers.push_back(registry_.workers().at(id));
     }
     stage0_.Close();
     if (!startup) {
@@ -687,8 +625,8 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
     if (!st.ok() && !failed.empty() && !startup) {
       // A worker that cannot load its range (or that its predecessor cannot
       // reach) counts as failed; plan without it.
-      auto it = workers_.find(failed);
-      if (it != workers_.end()) {
+      auto it = registry_.workers().find(failed);
+      if (it != registry_.workers().end()) {
         if (it->second.context != nullptr) it->second.context->TryCancel();
         LoseWorkerLocked(it->second, absl::StrCat("it failed to load: ", st.message()));
       }
@@ -747,7 +685,7 @@ void CoordinatorService::UpdateGaugesLocked() {
   std::map<std::string, int> by_state = {
       {"serving", 0}, {"standby", 0}, {"backoff", 0}, {"lost", 0}, {"drained", 0}};
   const auto now = Clock::now();
-  for (const auto& [id, w] : workers_) ++by_state[StateLocked(w, now)];
+  for (const auto& [id, w] : registry_.workers()) ++by_state[StateLocked(w, now)];
   for (const auto& [state, n] : by_state) {
     metrics_->workers.Add({{"model", metrics_->model}, {"state", state}}).Set(n);
   }
@@ -765,7 +703,7 @@ void CoordinatorService::ControlLoop() {
     if (stopping_ || draining_) continue;
     const auto now = Clock::now();
     // Heartbeat deadlines: a worker that says nothing is hung or stopped.
-    for (auto& [id, w] : workers_) {
+    for (auto& [id, w] : registry_.workers()) {
       if (w.connected &&
           now - w.last_heard > std::chrono::milliseconds(options_.heartbeat_timeout_ms)) {
         if (w.context != nullptr) w.context->TryCancel();
@@ -778,7 +716,7 @@ void CoordinatorService::ControlLoop() {
     const bool replan = NeedsReplanLocked(now);
     // A draining worker that the map no longer uses may go: end its stream.
     const bool settled = !replan;
-    for (auto& [id, w] : workers_) {
+    for (auto& [id, w] : registry_.workers()) {
       if (!settled || !w.draining || !w.connected) continue;
       if (!InMapLocked(id) && w.context != nullptr) {
         Log(absl::StrCat("worker ", id, " drained: released"));
@@ -815,17 +753,9 @@ bool CoordinatorService::NeedsReplanLocked(Clock::time_point now) {
 }
 
 void CoordinatorService::PruneLocked(Clock::time_point now) {
-  for (auto it = workers_.begin(); it != workers_.end();) {
-    const WorkerRecord& w = it->second;
-    if (!w.connected && !InMapLocked(w.id) && planned_.count(w.id) == 0 &&
-        now - w.lost_at > std::chrono::milliseconds(options_.prune_after_ms)) {
-      Log(absl::StrCat("forgot worker ", w.id, ": lost for more than ",
-                       options_.prune_after_ms / 1000.0, " s"));
-      it = workers_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  // A lost worker the map or the last plan still names is kept.
+  registry_.Prune(
+      [this](const std::string& id) { return InMapLocked(id) || planned_.count(id) > 0; }, now);
 }
 
 void CoordinatorService::CheckStepWatchdogLocked(Clock::time_point now) {
@@ -840,18 +770,18 @@ void CoordinatorService::CheckStepWatchdogLocked(Clock::time_point now) {
   if (age_ms < deadline_ms) return;
   std::vector<StageProgress> progress;
   for (const v1::StageInfo& s : map_.stages()) {
-    auto it = workers_.find(s.worker_id());
-    progress.push_back(it != workers_.end() ? it->second.progress
-                                            : StageProgress{s.worker_id(), 0, 0});
+    auto it = registry_.workers().find(s.worker_id());
+    progress.push_back(it != registry_.workers().end() ? it->second.progress
+                                                       : StageProgress{s.worker_id(), 0, 0});
   }
   const int blamed = BlameStage(progress, step_id);
   const StageProgress& p = progress[blamed];
-  auto it = workers_.find(p.worker_id);
+  auto it = registry_.workers().find(p.worker_id);
   const std::string cause = absl::StrFormat(
       "step watchdog: step %d has been in the pipeline for %d ms (deadline %d ms); stage %d "
       "last received step %d and finished step %d",
       step_id, age_ms, deadline_ms, blamed, p.last_received, p.last_done);
-  if (it == workers_.end() || !it->second.connected) {
+  if (it == registry_.workers().end() || !it->second.connected) {
     force_rebuild_ = true;
     failover_pending_ = true;
     serving_ = false;
@@ -944,7 +874,7 @@ void CoordinatorService::Drain(int timeout_ms) {
   // End the workers' attach streams so the server stops without waiting out
   // its grace period for them.
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [id, w] : workers_) {
+  for (auto& [id, w] : registry_.workers()) {
     if (w.context != nullptr) w.context->TryCancel();
   }
 }

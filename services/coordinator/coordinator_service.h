@@ -4,7 +4,8 @@
 // deadlines, re-plans) share it. Its other parts have homes of their own:
 // the gateway sessions (gateway_sessions.h, their own lock: delivering
 // tokens never waits on mu_), the stream into stage 0 (stage0_link.h, written
-// by the pump) and the step timings (step_stats.h, under mu_).
+// by the pump), the step timings (step_stats.h) and the workers' records
+// (worker_registry.h); the last two are guarded by mu_.
 #ifndef STRATA_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 #define STRATA_SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
 
@@ -31,6 +32,7 @@
 #include "services/coordinator/stage0_link.h"
 #include "services/coordinator/step_stats.h"
 #include "services/coordinator/watchdog.h"
+#include "services/coordinator/worker_registry.h"
 #include "strata/v1/coordinator.grpc.pb.h"
 #include "strata/v1/worker.grpc.pb.h"
 
@@ -83,21 +85,6 @@ class CoordinatorService final : public v1::Coordinator::Service {
   using Clock = std::chrono::steady_clock;
   // Set once a peer group failed to form: every later map uses gRPC hops.
   std::atomic<bool> peer_transport_disabled_{false};
-  struct WorkerRecord {
-    std::string id, address;
-    v1::Device device;
-    bool connected = true;
-    grpc::ServerContext* context = nullptr;  // its attach call, to cut a silent worker off
-    Clock::time_point last_heard;
-    int failures = 0;
-    Clock::time_point backoff_until;
-    bool draining = false;      // asked to be planned out before it exits
-    std::string session_token;  // of its attach session; Load carries it
-    Clock::time_point attached_at, lost_at;
-    StageProgress progress;  // from its last heartbeat
-    uint64_t heartbeat_epoch = 0;
-  };
-
   void PumpLoop();
   void ControlLoop();
   // Bumps the epoch, re-plans over the eligible workers, loads and resumes.
@@ -122,8 +109,6 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // Blames and cuts off the stage holding a step past its deadline.
   void CheckStepWatchdogLocked(Clock::time_point now);
   void PruneLocked(Clock::time_point now);
-  // Takes one registration from the rate limit's bucket.
-  bool TakeRegistrationLocked(Clock::time_point now);
   void HandleSubmit(uint64_t session, const v1::Submit& submit);
   v1::ModelInfo ModelInfoLocked() const;
   void UpdateGaugesLocked();
@@ -136,7 +121,7 @@ class CoordinatorService final : public v1::Coordinator::Service {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::string, WorkerRecord> workers_;
+  WorkerRegistry registry_;
   std::unique_ptr<Scheduler> scheduler_;
   v1::LayerMap map_;               // empty stages: no map (starting or unavailable)
   std::set<std::string> planned_;  // the eligible workers the last re-plan saw
@@ -148,8 +133,6 @@ class CoordinatorService final : public v1::Coordinator::Service {
   bool started_ = false;           // the first map formed (admission delays apply after)
   bool failover_pending_ = false;  // the next re-plan replaces a lost stage
   Clock::time_point serving_since_;
-  double registration_tokens_ = 0;
-  Clock::time_point registration_refill_;
   StepStats steps_;  // guarded by mu_
 
   GatewaySessions sessions_;
