@@ -84,9 +84,44 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Load(const std::string& model_dir,
   bo.memory_limit_bytes = options.device_memory_bytes;
   ASSIGN_OR_RETURN(stage->backend_, MakeBackend(bo, probe.dtype));
   RETURN_IF_ERROR(stage->LoadWeights());
+  if (options.prefault && options.device.rfind("cpu", 0) == 0) {
+    PrefaultPages(stage->weight_spans_, options.load_progress);
+  }
+  stage->weight_spans_.clear();
   RETURN_IF_ERROR(stage->AllocateWorkspaces(kv_blocks));
   stage->inv_freq_ = RopeInverseFrequencies(config);
   return stage;
+}
+
+void PrefaultPages(const std::vector<std::pair<const void*, size_t>>& spans,
+                   const std::function<void(int64_t, int64_t)>& progress) {
+  using Clock = std::chrono::steady_clock;
+  constexpr size_t kPage = 4096;
+  int64_t total = 0;
+  for (const auto& [p, n] : spans) total += static_cast<int64_t>(n);
+  // Ask the kernel to read ahead, then touch one byte of every page.
+  for (const auto& [p, n] : spans) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(kPage - 1);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(p) + n;
+    posix_madvise(reinterpret_cast<void*>(begin), end - begin, POSIX_MADV_WILLNEED);
+  }
+  int64_t done = 0;
+  auto last = Clock::now();
+  volatile uint8_t sink = 0;
+  for (const auto& [p, n] : spans) {
+    const auto* bytes = static_cast<const uint8_t*>(p);
+    for (size_t off = 0; off < n; off += kPage) {
+      sink = sink + bytes[off];
+      if (progress && ((off / kPage) & 255) == 0 &&
+          Clock::now() - last >= std::chrono::seconds(2)) {
+        last = Clock::now();
+        progress(done + static_cast<int64_t>(off), total);
+      }
+    }
+    if (n > 0) sink = sink + bytes[n - 1];
+    done += static_cast<int64_t>(n);
+  }
+  if (progress) progress(done, total);
 }
 
 absl::Status Stage::AllocateWorkspaces(int64_t kv_blocks) {
@@ -137,6 +172,7 @@ absl::Status Stage::LoadWeights() {
   auto get = [&](const TensorSpec& spec) -> absl::StatusOr<TensorView> {
     ASSIGN_OR_RETURN(TensorView t, checkpoint_->Get(spec.name, spec.shape));
     weight_bytes_ += static_cast<int64_t>(t.nbytes);
+    weight_spans_.emplace_back(t.data, t.nbytes);
     return t;
   };
   auto bias = [&](const TensorView& t, const std::string& name, std::vector<float>* host,

@@ -14,6 +14,7 @@
 #define STRATA_RUNTIME_STAGE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -27,6 +28,12 @@
 
 namespace strata {
 
+// Reads one byte of every page of `spans` (after asking the kernel to read
+// them ahead), reporting (bytes read, total) to `progress` (may be empty) at
+// least every 2 s and once at the end.
+void PrefaultPages(const std::vector<std::pair<const void*, size_t>>& spans,
+                   const std::function<void(int64_t, int64_t)>& progress);
+
 struct StageOptions {
   std::string device = "cpu";       // "cpu", "cuda" or "cuda:N" (see BackendOptions)
   int threads = 0;                  // CPU threads; 0 = every available core
@@ -35,6 +42,12 @@ struct StageOptions {
   int64_t max_context = 0;          // per sequence; 0 = min(max_position_embeddings, 8192)
   int64_t max_sequences = 4;        // sizes the default KV cache
   int64_t kv_blocks = 0;            // 0 = max_sequences * ceil(max_context / 16)
+  // CPU: read every page of the stage's weights before Load returns, so the
+  // first request does not pay for page faults (a GPU reads them anyway, to
+  // upload them). `load_progress` (may be empty) hears (bytes read, total)
+  // at least every 2 s of a longer load, and once at the end.
+  bool prefault = true;
+  std::function<void(int64_t done, int64_t total)> load_progress;
 };
 
 // What the last stage returns for a chunk: nothing, the last position's
@@ -138,6 +151,8 @@ class Stage {
   Weight embedding_, final_norm_, lm_head_;
   std::vector<float> inv_freq_;
   int64_t weight_bytes_ = 0;
+  // The mapped bytes of every weight the stage reads (for the prefault).
+  std::vector<std::pair<const void*, size_t>> weight_spans_;
   bool in_peer_group_ = false;
 
   // Activation workspaces in backend memory, sized for max_batch_tokens at load.

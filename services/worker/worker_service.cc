@@ -338,6 +338,19 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
     so.max_batch_tokens = request->max_batch_tokens();
     so.max_context = request->max_context();
     so.max_sequences = request->max_sequences();
+    // Every weight is read before "loaded", so the first request does not
+    // pay for page faults; a long read says how far it is.
+    const auto load_started = std::chrono::steady_clock::now();
+    so.load_progress = [load_started](int64_t done, int64_t total) {
+      const double s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - load_started).count();
+      if (s < 2.0) return;
+      const double rate = done / std::max(s, 1e-3);
+      Log(absl::StrFormat(
+          "reading weights: %.1f of %.1f MiB, %.0f MB/s, %s", done / 1048576.0, total / 1048576.0,
+          rate / 1e6,
+          done >= total ? "done" : absl::StrFormat("ETA %.0f s", (total - done) / rate)));
+    };
     auto stage = Stage::Load(request->model_dir(), *config, request->layer_begin(),
                              request->layer_end(), so);
     if (!stage.ok()) return fail(stage.status());

@@ -142,6 +142,37 @@ TEST(StageTest, LoadsOnlyTheShardsOfItsLayers) {
   EXPECT_EQ((*last)->mapped_files(), std::vector<std::string>{"model-00003-of-00003.safetensors"});
 }
 
+// A CPU stage reads every page of its weights before Load returns, and says
+// so: the last report is (total, total), the total its weight bytes.
+TEST(StageTest, LoadReadsEveryWeightAndReportsProgress) {
+  const std::string& dir = testing::TestModel("llama");
+  const ModelConfig config = Config(dir);
+  std::vector<std::pair<int64_t, int64_t>> reports;
+  StageOptions options;
+  options.load_progress = [&](int64_t done, int64_t total) { reports.emplace_back(done, total); };
+  auto stage = Stage::Load(dir, config, 1, 3, options);
+  ASSERT_TRUE(stage.ok()) << stage.status();
+  ASSERT_FALSE(reports.empty());
+  EXPECT_EQ(reports.back().first, (*stage)->weight_bytes());
+  EXPECT_EQ(reports.back().second, (*stage)->weight_bytes());
+  for (size_t i = 1; i < reports.size(); ++i) EXPECT_GE(reports[i].first, reports[i - 1].first);
+  // Off: no reading, no reports.
+  reports.clear();
+  options.prefault = false;
+  ASSERT_TRUE(Stage::Load(dir, config, 1, 3, options).ok());
+  EXPECT_TRUE(reports.empty());
+  // Spans of any alignment and size, including empty ones, are read whole.
+  std::vector<uint8_t> buffer(3 * 4096 + 17, 1);
+  const std::vector<std::pair<const void*, size_t>> spans = {
+      {buffer.data() + 5, 4096 * 2},
+      {buffer.data(), 0},
+      {buffer.data() + 8200, buffer.size() - 8200}};
+  reports.clear();
+  PrefaultPages(spans, [&](int64_t done, int64_t total) { reports.emplace_back(done, total); });
+  ASSERT_EQ(reports.size(), 1u);  // a short read reports once, at its end
+  EXPECT_EQ(reports[0].first, static_cast<int64_t>(4096 * 2 + buffer.size() - 8200));
+}
+
 TEST(StageTest, KvBlocksAreAllocatedPerSixteenTokensAndFreed) {
   const std::string& dir = testing::TestModel("llama");
   const ModelConfig config = Config(dir);
