@@ -394,11 +394,6 @@ absl::StatusOr<bool> Less(const Value& a, const Value& b) {
 absl::StatusOr<Value> Filter(Interpreter& in, const std::string& name, const Value& v,
                              const Args& args) {
   const std::string_view n = name;  // compares lengths first
-  auto need_string = [&]() -> absl::Status {
-    if (v.is_undefined()) return absl::OkStatus();
-    return absl::OkStatus();
-  };
-  (void)need_string;
   if (n == "trim") return Value(Strip(v.Str(), args.Get(0, "chars"), true, true));
   if (n == "upper") return Value(ToUpper(v.Str()));
   if (n == "lower") return Value(ToLower(v.Str()));

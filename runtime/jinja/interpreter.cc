@@ -457,15 +457,14 @@ absl::StatusOr<Value> Interpreter::Slice(const Value& obj, const Value& start_v,
   const int64_t hi_default = step > 0 ? n : -n - 1;
   ASSIGN_OR_RETURN(int64_t start, get(start_v, lo_default));
   ASSIGN_OR_RETURN(int64_t stop, get(stop_v, hi_default));
-  auto clamp = [&](int64_t i, bool is_start) {
+  // Python's clamping of a given index: into [0, n] going up, [-1, n-1] down.
+  auto clamp = [&](int64_t i) {
     if (i < 0) i += n;
-    if (step > 0) return std::clamp<int64_t>(i, 0, n);
-    (void)is_start;
-    return std::clamp<int64_t>(i, -1, n - 1);
+    return step > 0 ? std::clamp<int64_t>(i, 0, n) : std::clamp<int64_t>(i, -1, n - 1);
   };
-  if (!(start_v.is_undefined() || start_v.is_none())) start = clamp(start, true);
+  if (!(start_v.is_undefined() || start_v.is_none())) start = clamp(start);
   if (!(stop_v.is_undefined() || stop_v.is_none())) {
-    stop = clamp(stop, false);
+    stop = clamp(stop);
   } else if (step < 0) {
     stop = -1;
   }
