@@ -38,11 +38,14 @@ void RequestStream::Close() {
   ended_ = true;
   emit_ = nullptr;
   end_ = nullptr;
-  if (counted_pending_) {
-    counted_pending_ = false;
-    service_->pending_.fetch_sub(1);
-    if (service_->metrics_ != nullptr) service_->metrics_->queue_length.Set(service_->pending_);
-  }
+  ReleasePlaceLocked();
+}
+
+void RequestStream::ReleasePlaceLocked() {
+  if (!counted_pending_) return;
+  counted_pending_ = false;
+  service_->pending_.fetch_sub(1);
+  if (service_->metrics_ != nullptr) service_->metrics_->queue_length.Set(service_->pending_);
 }
 
 void RequestStream::Begin(const v1::GenerateRequest& request) {
@@ -209,6 +212,10 @@ void RequestStream::FinishLocked(const grpc::Status& status, const char* outcome
     }
     upstream_done_ = true;
   }
+  // The place in the gateway's queue frees as the request ends, not when
+  // gRPC is done with the call: a client that cancels and retries at once
+  // finds it free.
+  ReleasePlaceLocked();
   if (end_) end_(status);
 }
 

@@ -65,6 +65,8 @@ class RequestStream {
   void OnEvent(const v1::SessionEvent& event);
   void FinishLocked(const grpc::Status& status, const char* outcome, const char* finish = "none");
   void SendFinishedLocked(v1::FinishReason reason);
+  // Gives back this request's place under --max-pending (once).
+  void ReleasePlaceLocked();
   // With tools: what of `text` (the next shown text) may go out now; at the
   // `end`, parses the calls into tool_calls_ and releases held content.
   std::string HoldToolText(const std::string& text, bool end);

@@ -19,10 +19,11 @@ SessionClient::~SessionClient() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     closing_ = true;
-    if (context_ != nullptr) context_->TryCancel();
+    if (link_ != nullptr) link_->context->TryCancel();
   }
   cv_.notify_all();
   if (reader_.joinable()) reader_.join();
+  if (writer_.joinable()) writer_.join();
 }
 
 absl::Status SessionClient::Connect(int timeout_ms) {
@@ -36,25 +37,46 @@ absl::Status SessionClient::Connect(int timeout_ms) {
     if (!st.ok()) return st;
   }
   reader_ = std::thread([this] { ReadLoop(); });
+  writer_ = std::thread([this] { WriteLoop(); });
   return absl::OkStatus();
 }
 
 absl::Status SessionClient::OpenLocked() {
-  context_ = std::make_unique<grpc::ClientContext>();
-  stream_ = stub_->Session(context_.get());
-  if (stream_ == nullptr) return absl::UnavailableError("session: cannot open the stream");
+  auto link = std::make_shared<Link>();
+  link->context = std::make_unique<grpc::ClientContext>();
+  link->stream = stub_->Session(link->context.get());
+  if (link->stream == nullptr) return absl::UnavailableError("session: cannot open the stream");
+  link_ = std::move(link);
+  outbox_.clear();  // what was queued for a broken stream is resubmitted or moot
   return absl::OkStatus();
+}
+
+void SessionClient::WriteLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return closing_ || (link_ != nullptr && !outbox_.empty()); });
+    if (closing_) return;
+    const std::shared_ptr<Link> link = link_;
+    const v1::GatewayMessage msg = std::move(outbox_.front());
+    outbox_.pop_front();
+    lock.unlock();
+    const bool written = link->stream->Write(msg);
+    lock.lock();
+    // A write fails only on a broken stream: end it, so the reader sees the
+    // break and resubmits what is open.
+    if (!written && link == link_) link->context->TryCancel();
+  }
 }
 
 void SessionClient::ReadLoop() {
   while (true) {
-    grpc::ClientReaderWriter<v1::GatewayMessage, v1::SessionEvent>* stream;
+    std::shared_ptr<Link> link;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stream = stream_.get();
+      link = link_;
     }
     v1::SessionEvent event;
-    while (stream != nullptr && stream->Read(&event)) {
+    while (link != nullptr && link->stream->Read(&event)) {
       std::shared_ptr<Sink> sink;
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -76,7 +98,8 @@ void SessionClient::ReadLoop() {
     // same positions and seed, so the client sees a pause and nothing else.
     std::vector<std::pair<std::shared_ptr<Sink>, v1::SessionEvent>> failed;
     std::unique_lock<std::mutex> lock(mu_);
-    stream_.reset();
+    link_.reset();
+    outbox_.clear();
     if (closing_) return;
     Log(absl::StrCat("session with the coordinator at ", coordinator_, " broke; reconnecting (",
                      open_.size(), " request(s) to resubmit)"));
@@ -98,7 +121,8 @@ void SessionClient::ReadLoop() {
       v1::Submit* again = msg.mutable_submit();
       again->mutable_prompt_ids()->Add(o.streamed.begin(), o.streamed.end());
       again->set_max_tokens(o.submit.max_tokens() - static_cast<uint32_t>(o.streamed.size()));
-      if (reopened && again->max_tokens() > 0 && stream_->Write(msg)) {
+      if (reopened && again->max_tokens() > 0) {
+        outbox_.push_back(std::move(msg));
         ++it;
         continue;
       }
@@ -115,35 +139,39 @@ void SessionClient::ReadLoop() {
                        " request(s) resubmitted"));
     }
     lock.unlock();
+    cv_.notify_all();
     for (auto& [sink, event] : failed) (*sink)(event);
   }
 }
 
 absl::StatusOr<uint64_t> SessionClient::Submit(v1::Submit submit, Sink sink) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (stream_ == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("no session with the coordinator at ", coordinator_));
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (link_ == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("no session with the coordinator at ", coordinator_));
+    }
+    id = next_id_++;
+    submit.set_request_id(id);
+    open_[id] = {submit, {}, std::make_shared<Sink>(std::move(sink))};
+    // Should the stream break before this goes out, the reconnect
+    // resubmits it from open_.
+    outbox_.emplace_back();
+    *outbox_.back().mutable_submit() = std::move(submit);
   }
-  const uint64_t id = next_id_++;
-  submit.set_request_id(id);
-  open_[id] = {submit, {}, std::make_shared<Sink>(std::move(sink))};
-  v1::GatewayMessage msg;
-  *msg.mutable_submit() = std::move(submit);
-  if (!stream_->Write(msg)) {
-    open_.erase(id);
-    return absl::UnavailableError(
-        absl::StrCat("the session with the coordinator at ", coordinator_, " is closed"));
-  }
+  cv_.notify_all();
   return id;
 }
 
 void SessionClient::Cancel(uint64_t request_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (open_.erase(request_id) == 0 || stream_ == nullptr) return;
-  v1::GatewayMessage msg;
-  msg.mutable_cancel()->set_request_id(request_id);
-  stream_->Write(msg);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (open_.erase(request_id) == 0 || link_ == nullptr) return;
+    outbox_.emplace_back();
+    outbox_.back().mutable_cancel()->set_request_id(request_id);
+  }
+  cv_.notify_all();
 }
 
 void SessionClient::Forget(uint64_t request_id) {

@@ -4,7 +4,12 @@
 // request (never under the client's lock, so a sink may call Cancel). When the stream breaks (say
 // the coordinator restarted) the client reconnects and resubmits every unfinished request with the
 // tokens already streamed appended to its prompt, so it continues instead of starting over; a
-// request fails with UNAVAILABLE only when no session comes back within `resubmit_ms`. Thread-safe.
+// request fails with UNAVAILABLE only when no session comes back within `resubmit_ms`.
+//
+// Submit() and Cancel() never wait on the network: they queue the message
+// for a writer thread. They run on gRPC's callback threads (a reactor's
+// OnCancel, its method handler), where a blocking Write can starve the very
+// threads that would complete it. Thread-safe.
 #ifndef STRATA_SERVICES_GATEWAY_SESSION_CLIENT_H_
 #define STRATA_SERVICES_GATEWAY_SESSION_CLIENT_H_
 
@@ -47,18 +52,26 @@ class SessionClient {
   v1::Coordinator::Stub& stub() { return *stub_; }
 
  private:
+  // One session stream. Shared so that the reader and the writer each keep
+  // the stream they use alive while the other replaces it.
+  struct Link {
+    std::unique_ptr<grpc::ClientContext> context;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::GatewayMessage, v1::SessionEvent>> stream;
+  };
+
   absl::Status OpenLocked();
   void ReadLoop();
+  void WriteLoop();
 
   const std::string coordinator_;
   const int resubmit_ms_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 
-  std::mutex mu_;  // guards the fields below and serialises writes
+  std::mutex mu_;  // guards the fields below
   std::condition_variable cv_;
-  std::unique_ptr<grpc::ClientContext> context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::GatewayMessage, v1::SessionEvent>> stream_;
+  std::shared_ptr<Link> link_;             // null while reconnecting
+  std::deque<v1::GatewayMessage> outbox_;  // for link_, in order
   struct Open {
     v1::Submit submit;              // as first sent
     std::vector<int32_t> streamed;  // tokens received since
@@ -68,6 +81,7 @@ class SessionClient {
   uint64_t next_id_ = 1;
   bool closing_ = false;
   std::thread reader_;
+  std::thread writer_;
 };
 
 }  // namespace strata

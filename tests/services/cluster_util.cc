@@ -97,19 +97,22 @@ std::unique_ptr<Cluster> Cluster::Start(const std::string& model, int workers,
 }
 
 Cluster::~Cluster() {
-  // A failed test shows what the processes said (their logs die with the
-  // temporary folder).
-  if (::testing::Test::HasFailure() && pid_ > 0) {
-    const std::string logs = log_.substr(0, log_.rfind('/')) + "/logs";
-    for (const char* name :
-         {"coordinator", "gateway", "worker-0", "worker-1", "worker-2", "worker-3"}) {
-      const std::string text = ReadFile(logs + "/" + name + ".log");
-      if (text.empty()) continue;
-      const size_t from = text.size() > 6000 ? text.size() - 6000 : 0;
-      std::fprintf(stderr, "---- %s.log (tail) ----\n%s\n", name, text.substr(from).c_str());
-    }
-  }
+  // A failed test shows what the processes said, shutdown included (their
+  // logs die with the temporary folder). A suite's shared cluster ends after
+  // its tests, so any failure so far counts.
+  const bool failed =
+      ::testing::Test::HasFailure() || ::testing::UnitTest::GetInstance()->failed_test_count() > 0;
+  const bool started = pid_ > 0;
   Stop();
+  if (!failed || !started) return;
+  const std::string logs = log_.substr(0, log_.rfind('/')) + "/logs";
+  for (const char* name :
+       {"coordinator", "gateway", "worker-0", "worker-1", "worker-2", "worker-3"}) {
+    const std::string text = ReadFile(logs + "/" + name + ".log");
+    if (text.empty()) continue;
+    const size_t from = text.size() > 6000 ? text.size() - 6000 : 0;
+    std::fprintf(stderr, "---- %s.log (tail) ----\n%s\n", name, text.substr(from).c_str());
+  }
 }
 
 int Cluster::Stop() {
