@@ -9,11 +9,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "runtime/config.h"
+#include "runtime/device_table.h"
 #include "runtime/status_macros.h"
 #include "services/common/certs.h"
 #include "services/common/server.h"
 #include "services/common/signals.h"
 #include "services/coordinator/coordinator.h"
+#include "services/coordinator/layout.h"
 #include "services/coordinator/planner.h"
 #include "services/gateway/gateway.h"
 #include "services/worker/worker.h"
@@ -477,52 +479,117 @@ absl::Status CertsCommand(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// "a100-40gb*4,24GiB,rtx-3090": the table's devices (memory, bandwidth,
+// FLOP/s) or bare capacities, each optionally repeated.
+absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(const std::string& list,
+                                                     const std::string& speeds) {
+  std::vector<DeviceSpec> specs;
+  int index = 0;
+  for (absl::string_view item : absl::StrSplit(list, ',')) {
+    std::string what(item);
+    int64_t copies = 1;
+    if (const size_t star = what.find('*'); star != std::string::npos) {
+      if (!absl::SimpleAtoi(what.substr(star + 1), &copies) || copies < 1 || copies > 4096) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--devices[", index, "]: \"", what,
+                         "\" should repeat a device 1..4096 times, like a100-40gb*4"));
+      }
+      what.resize(star);
+    }
+    DeviceSpec d;
+    if (absl::StatusOr<DeviceModel> known = FindDevice(what); known.ok()) {
+      d.capacity_bytes = known->memory_bytes;
+      d.bandwidth = known->bandwidth;
+      d.flops = known->flops;
+      d.name = known->name;
+    } else {
+      absl::StatusOr<int64_t> cap = ParseBytes(what);
+      if (!cap.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--devices[", index, "]: neither a size (", cap.status().message(),
+                         ") nor a device: ", known.status().message()));
+      }
+      d.capacity_bytes = *cap;
+    }
+    for (int64_t k = 0; k < copies; ++k, ++index) {
+      DeviceSpec copy = d;
+      copy.name = d.name.empty() ? absl::StrCat("device", index) : absl::StrCat(d.name, ".", index);
+      specs.push_back(copy);
+    }
+  }
+  std::vector<std::string> sp;
+  if (!speeds.empty()) sp = absl::StrSplit(speeds, ',');
+  if (!sp.empty() && sp.size() != specs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--speeds: ", sp.size(), " values for ", specs.size(), " devices"));
+  }
+  for (size_t i = 0; i < sp.size(); ++i) {
+    if (!absl::SimpleAtod(sp[i], &specs[i].speed) || !(specs[i].speed > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--speeds[", i, "]: \"", sp[i], "\" is not a positive number"));
+    }
+  }
+  return specs;
+}
+
+}  // namespace
+
 absl::Status PlanCommand(const std::vector<std::string>& args) {
   std::string model, devices, speeds, reserve, layers, kv_dtype = "bf16";
-  int64_t concurrency = 16, context = 0, batch = 512;
+  int64_t concurrency = 16, context = 0, batch = 512, replicas = 0, stages = 0,
+          max_sequences = 1024;
+  double fraction = 0.90;
   FlagSet f;
   f.String("model", &model, "model folder (default: the embedded default model)");
-  f.String("devices", &devices, "device capacities in pipeline order, e.g. 24GiB,24GiB,12GiB");
-  f.String("speeds", &speeds, "relative speeds, e.g. 1,1,0.5 (all 1)");
-  f.String("reserve", &reserve, "memory kept free on every device, e.g. 1GiB (0)");
-  f.String("layers", &layers, "check a manual split, e.g. 0-9,10-21, instead of planning");
-  f.Int("concurrency", &concurrency, "sequences the KV budget must hold (16)");
+  f.String("devices", &devices,
+           "devices in pipeline order: names from the device table (a100-40gb, h100-80gb, h200, "
+           "l4, a10, rtx-3090, rtx-4090, rtx-a6000, a100-80gb) or capacities (24GiB), each "
+           "optionally repeated: a100-40gb*4");
+  f.String("speeds", &speeds, "relative speeds of capacity-only devices, e.g. 1,1,0.5 (all 1)");
+  f.Float("memory-fraction", &fraction,
+          "share of each device's memory Strata may use; the KV cache gets what the weights "
+          "and workspace leave of it (0.90)");
+  f.String("reserve", &reserve, "memory kept free on every device on top of that, e.g. 1GiB (0)");
+  f.Int("replicas", &replicas, "force this many pipeline replicas (with --stages)");
+  f.Int("stages", &stages, "force this many stages per replica (with --replicas)");
+  f.Int("max-sequences", &max_sequences, "sequences in flight per replica, at most (1024)");
+  f.String("layers", &layers,
+           "check a manual split of one pipeline over every device, e.g. 0-9,10-21");
+  f.Int("concurrency", &concurrency, "with --layers: sequences the KV budget must hold (16)");
   f.Int("context", &context, "tokens per sequence; 0 = the model's, capped at 8192");
   f.Int("max-batch-tokens", &batch, "tokens per step; sizes the activation workspace (512)");
   f.String("kv-dtype", &kv_dtype, "KV cache element type: bf16 (GPU) or f32 (CPU) (bf16)");
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(
-      f, args, "usage: strata plan --model DIR --devices 24GiB,24GiB,12GiB [flags]", &stop));
+      f, args,
+      "usage: strata plan --model DIR --devices a100-40gb*4 [flags]\n"
+      "Chooses replicas x stages for the devices and prints each replica's layer cuts with "
+      "their reasons, the KV cache the memory holds, and every layout weighed with its modelled "
+      "tokens/s.",
+      &stop));
   if (stop) return absl::OkStatus();
-  if (devices.empty()) return absl::InvalidArgumentError("--devices: required, e.g. 24GiB,24GiB");
+  if (devices.empty()) return absl::InvalidArgumentError("--devices: required, e.g. a100-40gb*4");
   RETURN_IF_ERROR(IntIn("concurrency", concurrency, 1, 1 << 20));
   RETURN_IF_ERROR(IntIn("context", context, 0, 1 << 24));
   RETURN_IF_ERROR(IntIn("max-batch-tokens", batch, 1, 1 << 20));
+  RETURN_IF_ERROR(IntIn("replicas", replicas, 0, 4096));
+  RETURN_IF_ERROR(IntIn("stages", stages, 0, 4096));
+  RETURN_IF_ERROR(IntIn("max-sequences", max_sequences, 1, 1 << 20));
+  if (!(fraction > 0 && fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memory-fraction: must be in (0, 1], got ", fraction));
+  }
   if (kv_dtype != "bf16" && kv_dtype != "f32") {
     return absl::InvalidArgumentError("--kv-dtype: must be bf16 or f32, got " + kv_dtype);
   }
   int64_t reserve_bytes = 0;
   RETURN_IF_ERROR(BytesFlag("reserve", reserve, &reserve_bytes));
-  std::vector<DeviceSpec> specs;
-  std::vector<std::string> caps = absl::StrSplit(devices, ',');
-  std::vector<std::string> sp;
-  if (!speeds.empty()) sp = absl::StrSplit(speeds, ',');
-  if (!sp.empty() && sp.size() != caps.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--speeds: ", sp.size(), " values for ", caps.size(), " devices"));
-  }
-  for (size_t i = 0; i < caps.size(); ++i) {
-    auto cap = ParseBytes(caps[i]);
-    if (!cap.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--devices[", i, "]: ", cap.status().message()));
-    }
-    DeviceSpec d{absl::StrCat("device", i), *cap, reserve_bytes, 1.0};
-    if (!sp.empty() && (!absl::SimpleAtod(sp[i], &d.speed) || !(d.speed > 0))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--speeds[", i, "]: \"", sp[i], "\" is not a positive number"));
-    }
-    specs.push_back(d);
+  ASSIGN_OR_RETURN(std::vector<DeviceSpec> specs, ParseDevices(devices, speeds));
+  for (DeviceSpec& d : specs) {
+    d.reserve_bytes = reserve_bytes +
+                      static_cast<int64_t>(static_cast<double>(d.capacity_bytes) * (1 - fraction));
   }
   RETURN_IF_ERROR(ModelOrDefault(&model));
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model));
@@ -532,18 +599,24 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
   budget.kv_element_bytes = kv_dtype == "bf16" ? 2 : 4;
   budget.max_batch_tokens = batch;
   ASSIGN_OR_RETURN(PlanInput input, PlanInputForModel(model, config, specs, budget));
-  Plan plan;
-  if (layers.empty()) {
-    ASSIGN_OR_RETURN(plan, PlanPlacement(input));
-  } else {
+  std::cout << config.architecture << ", " << config.num_layers << " layers; KV "
+            << FormatBytes(input.kv_token_bytes * config.num_layers) << " per token, "
+            << input.context << " tokens per sequence; workspace "
+            << FormatBytes(input.workspace_bytes) << " per device; " << fraction * 100
+            << "% of each device's memory\n";
+  if (!layers.empty()) {
     ASSIGN_OR_RETURN(auto ranges, ParseLayerRanges(layers, config.num_layers));
-    ASSIGN_OR_RETURN(plan, PlanFromRanges(input, ranges));
+    ASSIGN_OR_RETURN(Plan plan, PlanFromRanges(input, ranges));
+    std::cout << FormatPlan(plan, input) << "device_map = " << FormatDeviceMap(plan) << "\n";
+    return absl::OkStatus();
   }
-  std::cout << config.architecture << ", " << config.num_layers << " layers; KV budget "
-            << concurrency << " x " << input.kv_bytes_per_layer / std::max<int64_t>(1, concurrency)
-            << " bytes per layer per sequence; workspace " << FormatBytes(input.workspace_bytes)
-            << " per device\n"
-            << FormatPlan(plan, input) << "device_map = " << FormatDeviceMap(plan) << "\n";
+  LayoutOptions lo;
+  lo.replicas = static_cast<int>(replicas);
+  lo.stages = static_cast<int>(stages);
+  lo.max_sequences = max_sequences;
+  ASSIGN_OR_RETURN(Layout layout, PlanLayout(input, lo));
+  std::cout << FormatLayout(layout, input)
+            << "device_map = " << FormatDeviceMap(layout.replicas.front().plan) << "\n";
   return absl::OkStatus();
 }
 

@@ -28,6 +28,10 @@ struct DeviceSpec {
   int64_t capacity_bytes = 0;
   int64_t reserve_bytes = 0;  // kept free
   double speed = 1.0;         // relative throughput (> 0)
+  // For the layout search's step model (0: derived from `speed`, as a
+  // device of 100 GB/s and 100 TFLOP/s times the speed).
+  double bandwidth = 0;  // memory bandwidth, bytes/s
+  double flops = 0;      // dense bf16 FLOP/s
 };
 
 struct PlanInput {
@@ -39,6 +43,13 @@ struct PlanInput {
   int64_t kv_bytes_per_layer = 0;    // KV budget of one layer (concurrency x context)
   int64_t workspace_bytes = 0;       // activations, per device
   std::vector<DeviceSpec> devices;   // in pipeline order
+  // For the layout search (layout.h): the step model's FLOPs and KV reads.
+  std::vector<int64_t> layer_params;  // parameters of each decoder layer
+  int64_t lm_head_params = 0;         // the last stage's head (vocab x hidden)
+  int64_t kv_token_bytes = 0;         // K and V of one token in one layer
+  int64_t context = 0;                // tokens per sequence the KV is sized for
+  int64_t hidden_size = 0;            // activations sent per token between stages
+  int64_t max_batch_tokens = 512;     // tokens a step carries at most
 };
 
 struct StagePlan {
