@@ -3,7 +3,9 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <thread>
 #include <unordered_set>
 
 #include "absl/strings/match.h"
@@ -85,7 +87,7 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Load(const std::string& model_dir,
   ASSIGN_OR_RETURN(stage->backend_, MakeBackend(bo, probe.dtype));
   RETURN_IF_ERROR(stage->LoadWeights());
   if (options.prefault && options.device.rfind("cpu", 0) == 0) {
-    PrefaultPages(stage->weight_spans_, options.load_progress);
+    PrefaultPages(stage->weight_spans_, options.load_progress, options.debug_load_rate);
   }
   stage->weight_spans_.clear();
   RETURN_IF_ERROR(stage->AllocateWorkspaces(kv_blocks));
@@ -94,7 +96,7 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Load(const std::string& model_dir,
 }
 
 void PrefaultPages(const std::vector<std::pair<const void*, size_t>>& spans,
-                   const std::function<void(int64_t, int64_t)>& progress) {
+                   const std::function<void(int64_t, int64_t)>& progress, double max_rate) {
   using Clock = std::chrono::steady_clock;
   constexpr size_t kPage = 4096;
   int64_t total = 0;
@@ -106,14 +108,20 @@ void PrefaultPages(const std::vector<std::pair<const void*, size_t>>& spans,
     posix_madvise(reinterpret_cast<void*>(begin), end - begin, POSIX_MADV_WILLNEED);
   }
   int64_t done = 0;
-  auto last = Clock::now();
+  const auto start = Clock::now();
+  auto last = start;
   volatile uint8_t sink = 0;
   for (const auto& [p, n] : spans) {
     const auto* bytes = static_cast<const uint8_t*>(p);
     for (size_t off = 0; off < n; off += kPage) {
       sink = sink + bytes[off];
-      if (progress && ((off / kPage) & 255) == 0 &&
-          Clock::now() - last >= std::chrono::seconds(2)) {
+      if (max_rate > 0) {
+        const double due = static_cast<double>(done + static_cast<int64_t>(off)) / max_rate;
+        std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                                  std::chrono::duration<double>(due)));
+      }
+      if (progress && ((off / kPage) & 15) == 0 &&
+          Clock::now() - last >= std::chrono::milliseconds(250)) {
         last = Clock::now();
         progress(done + static_cast<int64_t>(off), total);
       }

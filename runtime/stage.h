@@ -29,10 +29,11 @@
 namespace strata {
 
 // Reads one byte of every page of `spans` (after asking the kernel to read
-// them ahead), reporting (bytes read, total) to `progress` (may be empty) at
-// least every 2 s and once at the end.
+// them ahead), reporting (bytes read, total) to `progress` (may be empty)
+// about every 250 ms and once at the end. `max_rate` (bytes/s, 0: none)
+// slows the read down, to show a slow disk in tests.
 void PrefaultPages(const std::vector<std::pair<const void*, size_t>>& spans,
-                   const std::function<void(int64_t, int64_t)>& progress);
+                   const std::function<void(int64_t, int64_t)>& progress, double max_rate = 0);
 
 struct StageOptions {
   std::string device = "cpu";       // "cpu", "cuda" or "cuda:N" (see BackendOptions)
@@ -45,9 +46,11 @@ struct StageOptions {
   // CPU: read every page of the stage's weights before Load returns, so the
   // first request does not pay for page faults (a GPU reads them anyway, to
   // upload them). `load_progress` (may be empty) hears (bytes read, total)
-  // at least every 2 s of a longer load, and once at the end.
+  // about every 250 ms, and once at the end. `debug_load_rate` (bytes/s, 0:
+  // off) slows the read, as a slow disk would.
   bool prefault = true;
   std::function<void(int64_t done, int64_t total)> load_progress;
+  double debug_load_rate = 0;
 };
 
 // What the last stage returns for a chunk: nothing, the last position's

@@ -214,6 +214,8 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
         "how long to keep registering again after the coordinator went away (30000)");
   f.Int("drain-timeout-ms", &drain, "on SIGTERM, how long to wait to be planned out (30000)");
   f.Int("debug-step-delay-ms", &delay, "fault injection: sleep before every step (0)");
+  f.Float("debug-load-rate", &o.debug_load_rate,
+          "fault injection: read the weights at most this many bytes/s, a slow disk (0: off)");
   f.Int("debug-stall-step", &o.debug_stall_step,
         "fault injection: the Nth step received never finishes while heartbeats go on (0: off)");
   f.String("model-root", &o.model_root,
@@ -227,6 +229,9 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(BytesFlag("reserve", reserve, &o.reserve_bytes));
   RETURN_IF_ERROR(IntIn("threads", threads, 0, 1024));
   RETURN_IF_ERROR(IntIn("debug-step-delay-ms", delay, 0, 60'000));
+  if (!(o.debug_load_rate >= 0)) {
+    return absl::InvalidArgumentError("--debug-load-rate: must not be negative");
+  }
   RETURN_IF_ERROR(IntIn("debug-stall-step", o.debug_stall_step, 0, INT64_MAX));
   RETURN_IF_ERROR(IntIn("connect-timeout-ms", connect, 1, INT32_MAX));
   RETURN_IF_ERROR(IntIn("reconnect-timeout-ms", reconnect, 1, INT32_MAX));

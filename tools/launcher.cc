@@ -17,6 +17,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "runtime/status_macros.h"
@@ -228,11 +229,31 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
   // Wait for the coordinator to plan, load and serve.
   auto stub = v1::Coordinator::NewStub(Dial(coordinator_, operator_security_.get()));
   const auto deadline = Clock::now() + std::chrono::milliseconds(o.startup_timeout_ms + 5000);
+  auto shown = Clock::now();
   while (true) {
     RETURN_IF_ERROR(CheckChildren());
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    if (stub->GetClusterInfo(&ctx, {}, &info_).ok() && info_.serving()) break;
+    const bool answered = stub->GetClusterInfo(&ctx, {}, &info_).ok();
+    if (answered && info_.serving()) break;
+    // The workers' weight reads, as their heartbeats report them.
+    if (answered && Clock::now() - shown >= std::chrono::seconds(1)) {
+      std::string loading;
+      for (const v1::WorkerHealth& w : info_.model().workers()) {
+        if (w.load_total_bytes() <= 0) continue;
+        const double rate = w.load_bytes_per_second();
+        absl::StrAppendFormat(
+            &loading, "%s%s %.0f%% of %.1f MiB at %.1f MB/s (ETA %.0f s)",
+            loading.empty() ? "" : "; ", w.worker_id(),
+            100.0 * static_cast<double>(w.load_done_bytes()) / w.load_total_bytes(),
+            w.load_total_bytes() / 1048576.0, rate / 1e6,
+            rate > 0 ? (w.load_total_bytes() - w.load_done_bytes()) / rate : 0.0);
+      }
+      if (!loading.empty()) {
+        std::fprintf(stderr, "strata up: reading weights: %s\n", loading.c_str());
+        shown = Clock::now();
+      }
+    }
     if (Clock::now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat("the cluster did not start serving within ",
                                                       o.startup_timeout_ms / 1000.0, " s; logs in ",

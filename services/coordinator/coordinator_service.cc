@@ -51,6 +51,11 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r, const std::strin
                   .Name("strata_coordinator_workers")
                   .Help("Known workers by state: serving, standby, backoff, lost")
                   .Register(r)),
+      load_progress(prometheus::BuildGauge()
+                        .Name("strata_coordinator_worker_load_progress")
+                        .Help("Share of its weights a worker has read for the load in progress "
+                              "(1: none in progress)")
+                        .Register(r)),
       sequences(prometheus::BuildGauge()
                     .Name("strata_coordinator_sequences")
                     .Help("Sequences by state: running (holding KV) or waiting")
@@ -208,6 +213,9 @@ void CoordinatorService::HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartb
   w.heartbeat_epoch = heartbeat.epoch();
   w.progress.last_received = heartbeat.last_step_received();
   w.progress.last_done = heartbeat.last_step_done();
+  w.load_done = heartbeat.load_done_bytes();
+  w.load_total = heartbeat.load_total_bytes();
+  w.load_rate = heartbeat.load_bytes_per_second();
   if (!serving_ || !InMapLocked(w.id) || heartbeat.epoch() == map_.epoch()) return;
   // A stage of the map holding another epoch than the map's was loaded by
   // someone else (or lost its assignment): the pipeline through it is not
@@ -375,6 +383,9 @@ v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
     h->set_address(w.address);
     h->set_failures(w.failures);
     h->set_state(StateLocked(w, now));
+    h->set_load_done_bytes(w.load_done);
+    h->set_load_total_bytes(w.load_total);
+    h->set_load_bytes_per_second(w.load_rate);
   }
   return info;
 }
@@ -685,7 +696,12 @@ void CoordinatorService::UpdateGaugesLocked() {
   std::map<std::string, int> by_state = {
       {"serving", 0}, {"standby", 0}, {"backoff", 0}, {"lost", 0}, {"drained", 0}};
   const auto now = Clock::now();
-  for (const auto& [id, w] : registry_.workers()) ++by_state[StateLocked(w, now)];
+  for (const auto& [id, w] : registry_.workers()) {
+    ++by_state[StateLocked(w, now)];
+    metrics_->load_progress.Add({{"model", metrics_->model}, {"worker", id}})
+        .Set(w.load_total > 0 ? static_cast<double>(w.load_done) / static_cast<double>(w.load_total)
+                              : 1.0);
+  }
   for (const auto& [state, n] : by_state) {
     metrics_->workers.Add({{"model", metrics_->model}, {"state", state}}).Set(n);
   }

@@ -44,8 +44,9 @@ struct CoordinatorMetrics {
   std::string model;
   prometheus::Gauge& epoch;
   prometheus::Gauge& stages;
-  prometheus::Family<prometheus::Gauge>& workers;    // by state
-  prometheus::Family<prometheus::Gauge>& sequences;  // running | waiting
+  prometheus::Family<prometheus::Gauge>& workers;        // by state
+  prometheus::Family<prometheus::Gauge>& load_progress;  // by worker, 0..1
+  prometheus::Family<prometheus::Gauge>& sequences;      // running | waiting
   prometheus::Counter& failovers;
   prometheus::Histogram& replan_seconds;
   prometheus::Histogram& queue_seconds;

@@ -39,6 +39,7 @@ struct WorkerOptions {
   int reconnect_timeout_ms = 30'000;  // to re-register after the coordinator cut us off
   int drain_timeout_ms = 30'000;      // on SIGTERM: how long to wait to be planned out
   int debug_step_delay_ms = 0;        // fault injection: a slow device
+  double debug_load_rate = 0;         // fault injection: a slow disk (bytes/s, 0: off)
   // Fault injection: the Nth step this process receives (1-based) never
   // finishes while heartbeats go on (a wedged GPU); it gives up only when its
   // stream is cancelled. 0 = off.

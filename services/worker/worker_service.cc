@@ -145,6 +145,9 @@ void WorkerService::FillHeartbeat(v1::Heartbeat* heartbeat) {
   heartbeat->set_epoch(heartbeat_epoch_);
   heartbeat->set_last_step_received(last_step_received_);
   heartbeat->set_last_step_done(last_step_done_);
+  heartbeat->set_load_done_bytes(load_done_);
+  heartbeat->set_load_total_bytes(load_total_);
+  heartbeat->set_load_bytes_per_second(load_rate_);
 }
 
 absl::Status CheckLoadLimits(const v1::LoadRequest& r, const ModelConfig& config,
@@ -341,11 +344,21 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
     // Every weight is read before "loaded", so the first request does not
     // pay for page faults; a long read says how far it is.
     const auto load_started = std::chrono::steady_clock::now();
-    so.load_progress = [load_started](int64_t done, int64_t total) {
+    so.debug_load_rate = options_.debug_load_rate;
+    auto last_log = std::make_shared<std::chrono::steady_clock::time_point>(load_started);
+    so.load_progress = [this, load_started, last_log](int64_t done, int64_t total) {
       const double s =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - load_started).count();
-      if (s < 2.0) return;
       const double rate = done / std::max(s, 1e-3);
+      // The coordinator hears of it with the next heartbeat.
+      const bool finished = done >= total;
+      load_done_ = finished ? 0 : done;
+      load_total_ = finished ? 0 : total;
+      load_rate_ = finished ? 0 : rate;
+      // The log: every 2 s of a load that takes longer than 2 s.
+      const auto now = std::chrono::steady_clock::now();
+      if (s < 2.0 || (!finished && now - *last_log < std::chrono::seconds(2))) return;
+      *last_log = now;
       Log(absl::StrFormat(
           "reading weights: %.1f of %.1f MiB, %.0f MB/s, %s", done / 1048576.0, total / 1048576.0,
           rate / 1e6,

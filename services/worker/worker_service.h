@@ -110,6 +110,9 @@ class WorkerService final : public v1::Worker::Service {
   std::string upstream_token_, downstream_token_, upstream_worker_id_;
   // Step progress this epoch, for the heartbeat (the coordinator's watchdog).
   std::atomic<uint64_t> heartbeat_epoch_{0}, last_step_received_{0}, last_step_done_{0};
+  // The load in progress, for the heartbeat (total 0: none).
+  std::atomic<int64_t> load_done_{0}, load_total_{0};
+  std::atomic<double> load_rate_{0};
   std::atomic<int64_t> steps_received_total_{0};
   std::function<bool(const v1::StepResult&)> report_;
   std::function<void(bool)> set_serving_;

@@ -191,6 +191,33 @@ TEST(ClusterTest, PublishedShapesServeChatThroughTwoWorkers) {
 // 16 streams at once, each with its own sampling and length, through a
 // 3-stage pipeline with several micro-batches in flight: each equals its own
 // single-process run with the same seed.
+// A slow disk (the workers read their weights at 150 KB/s): each worker
+// logs its read, the heartbeats carry it to the coordinator, and `strata up`
+// shows it from GetClusterInfo before the cluster serves.
+TEST(ClusterTest, ASlowLoadReportsItsProgress) {
+  auto cluster = Cluster::Start(testing::TestModel("llama"), 2,
+                                {"--worker-flags", "--debug-load-rate 150000"});
+  ASSERT_NE(cluster, nullptr);
+  const std::string up = testing::ReadFile(cluster->log_path());
+  EXPECT_NE(up.find("strata up: reading weights: worker-"), std::string::npos) << up;
+  EXPECT_NE(up.find("MB/s (ETA"), std::string::npos) << up;
+  const std::string logs = cluster->log_path().substr(0, cluster->log_path().rfind('/')) + "/logs";
+  const std::string worker = testing::ReadFile(logs + "/worker-0.log");
+  EXPECT_NE(worker.find("reading weights: "), std::string::npos) << worker;
+  EXPECT_NE(worker.find(", done"), std::string::npos) << worker;
+  // Loaded: no load in progress any more, and the cluster serves.
+  auto stub = cluster->coordinator_stub();
+  grpc::ClientContext ctx;
+  v1::ClusterInfo info;
+  ASSERT_TRUE(stub->GetClusterInfo(&ctx, {}, &info).ok());
+  EXPECT_TRUE(info.serving());
+  for (const v1::WorkerHealth& w : info.model().workers()) {
+    EXPECT_EQ(w.load_total_bytes(), 0) << w.worker_id();
+  }
+  const StreamResult ok = Stream(*cluster->generation(), TextRequest("hello", 4));
+  EXPECT_EQ(ok.code, 0) << ok.message;
+}
+
 TEST(ClusterTest, SixteenConcurrentStreamsMatchTheirSingleProcessRuns) {
   const std::string& model = TestModel("llama");
   auto cluster = Cluster::Start(model, 3, {"--max-sequences", "16"});
