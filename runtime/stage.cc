@@ -84,6 +84,9 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Load(const std::string& model_dir,
   bo.device = options.device;
   bo.threads = options.threads;
   bo.memory_limit_bytes = options.device_memory_bytes;
+  bo.sim_memory_bytes = options.sim_memory_bytes;
+  bo.sim_bandwidth = options.sim_bandwidth;
+  bo.sim_flops = options.sim_flops;
   ASSIGN_OR_RETURN(stage->backend_, MakeBackend(bo, probe.dtype));
   RETURN_IF_ERROR(stage->LoadWeights());
   if (options.prefault && options.device.rfind("cpu", 0) == 0) {

@@ -36,7 +36,7 @@ void PrefaultPages(const std::vector<std::pair<const void*, size_t>>& spans,
                    const std::function<void(int64_t, int64_t)>& progress, double max_rate = 0);
 
 struct StageOptions {
-  std::string device = "cpu";       // "cpu", "cuda" or "cuda:N" (see BackendOptions)
+  std::string device = "cpu";       // "cpu", "cuda", "cuda:N" or "sim:NAME" (see BackendOptions)
   int threads = 0;                  // CPU threads; 0 = every available core
   int64_t device_memory_bytes = 0;  // CUDA: most to allocate; 0 = free memory less 1 GiB
   int64_t max_batch_tokens = 512;   // tokens per Run(); workspaces are sized once for this
@@ -51,6 +51,9 @@ struct StageOptions {
   bool prefault = true;
   std::function<void(int64_t done, int64_t total)> load_progress;
   double debug_load_rate = 0;
+  // sim:NAME: the figures that replace the device table's (0: the table's).
+  int64_t sim_memory_bytes = 0;
+  double sim_bandwidth = 0, sim_flops = 0;
 };
 
 // What the last stage returns for a chunk: nothing, the last position's

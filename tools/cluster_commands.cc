@@ -188,7 +188,7 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
 
 absl::Status WorkerCommand(const std::vector<std::string>& args) {
   WorkerOptions o;
-  std::string capacity, reserve;
+  std::string capacity, reserve, sim_memory;
   int64_t threads = 0, delay = 0, connect = o.connect_timeout_ms,
           reconnect = o.reconnect_timeout_ms, drain = o.drain_timeout_ms;
   FlagSet f;
@@ -202,7 +202,9 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   f.String("health-listen", &o.health_listen,
            "host:port of a plaintext port serving only gRPC health, for probes that cannot "
            "speak mutual TLS (none)");
-  f.String("device", &o.device, "where the stage runs: cpu, cuda or cuda:N (cpu)");
+  f.String("device", &o.device,
+           "where the stage runs: cpu, cuda, cuda:N, or sim:NAME, a simulated device of the table "
+           "(sim:a100-40gb) or sim:custom (cpu)");
   f.String("capacity", &capacity,
            "memory this worker may use, e.g. 24GiB (physical memory; on cuda the free device "
            "memory)");
@@ -214,6 +216,11 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
         "how long to keep registering again after the coordinator went away (30000)");
   f.Int("drain-timeout-ms", &drain, "on SIGTERM, how long to wait to be planned out (30000)");
   f.Int("debug-step-delay-ms", &delay, "fault injection: sleep before every step (0)");
+  f.String("sim-memory", &sim_memory,
+           "--device sim:custom: the simulated device's memory, e.g. 24GiB (or a table "
+           "device's, replaced)");
+  f.Float("sim-bandwidth", &o.sim_bandwidth, "--device sim:...: memory bandwidth, bytes/s");
+  f.Float("sim-flops", &o.sim_flops, "--device sim:...: dense FLOP/s");
   f.Float("debug-load-rate", &o.debug_load_rate,
           "fault injection: read the weights at most this many bytes/s, a slow disk (0: off)");
   f.Int("debug-stall-step", &o.debug_stall_step,
@@ -227,6 +234,10 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   if (stop) return absl::OkStatus();
   RETURN_IF_ERROR(BytesFlag("capacity", capacity, &o.capacity_bytes));
   RETURN_IF_ERROR(BytesFlag("reserve", reserve, &o.reserve_bytes));
+  RETURN_IF_ERROR(BytesFlag("sim-memory", sim_memory, &o.sim_memory_bytes));
+  if (o.sim_bandwidth < 0 || o.sim_flops < 0) {
+    return absl::InvalidArgumentError("--sim-bandwidth, --sim-flops: must not be negative");
+  }
   RETURN_IF_ERROR(IntIn("threads", threads, 0, 1024));
   RETURN_IF_ERROR(IntIn("debug-step-delay-ms", delay, 0, 60'000));
   if (!(o.debug_load_rate >= 0)) {

@@ -6,6 +6,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/backend/sim/sim_backend.h"
+#include "runtime/status_macros.h"
 
 namespace strata {
 
@@ -33,7 +35,21 @@ absl::StatusOr<int> ParseCudaDevice(const std::string& device) {
 }
 
 absl::StatusOr<MemoryReport> ProbeDevice(const std::string& device) {
+  BackendOptions options;
+  options.device = device;
+  return ProbeDevice(options);
+}
+
+absl::StatusOr<MemoryReport> ProbeDevice(const BackendOptions& options) {
+  const std::string& device = options.device;
   if (device == "cpu") return MakeCpuBackend(1)->Memory();
+  if (absl::StartsWith(device, "sim:")) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Backend> sim, MakeSimBackend(options, DType::kBF16));
+    MemoryReport report = sim->Memory();
+    report.free_bytes = report.total_bytes;  // nothing of the probe's own counts
+    report.used_bytes = 0;
+    return report;
+  }
   absl::StatusOr<int> index = ParseCudaDevice(device);
   if (!index.ok()) return index.status();
   return ProbeCudaDevice(*index);
@@ -42,6 +58,7 @@ absl::StatusOr<MemoryReport> ProbeDevice(const std::string& device) {
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options,
                                                      DType weights_dtype) {
   if (options.device == "cpu") return MakeCpuBackend(options.threads);
+  if (absl::StartsWith(options.device, "sim:")) return MakeSimBackend(options, weights_dtype);
   absl::StatusOr<int> index = ParseCudaDevice(options.device);
   if (!index.ok()) return index.status();
   return MakeCudaBackend(options, weights_dtype);

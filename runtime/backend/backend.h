@@ -234,6 +234,15 @@ class Backend {
   virtual void RecvFromPeer(void* dst, int64_t count, int peer);
   // The first error of enqueued work noticed so far, without waiting for it.
   virtual absl::Status TakeError() { return absl::OkStatus(); }
+
+  // A simulated device's record (sim/sim_backend.h): steps run, the time its
+  // model gave them and the time they took. Zero elsewhere.
+  struct StepTiming {
+    int64_t steps = 0;
+    double modelled_seconds = 0;
+    double achieved_seconds = 0;
+  };
+  virtual StepTiming Timing() const { return {}; }
 };
 
 // Which backend a stage runs on.
@@ -256,6 +265,11 @@ struct BackendOptions {
   // CUDA: replay decode steps of a shape seen before from a CUDA graph.
   // STRATA_CUDA_GRAPHS=0 in the environment turns it off.
   bool cuda_graphs = true;
+  // sim:NAME: figures that replace the device table's (every one is
+  // required for sim:custom); 0 keeps the table's.
+  int64_t sim_memory_bytes = 0;
+  double sim_bandwidth = 0;  // bytes/s
+  double sim_flops = 0;      // FLOP/s
 };
 
 // The CPU backend with `threads` workers (0: every core of the process's
@@ -296,6 +310,8 @@ absl::StatusOr<int> ParseCudaDevice(const std::string& device);
 // name, UUID, total and free memory ("cpu": physical and available memory).
 // FAILED_PRECONDITION when the device is not usable.
 absl::StatusOr<MemoryReport> ProbeDevice(const std::string& device);
+// The same with a simulated device's figures (BackendOptions::sim_*).
+absl::StatusOr<MemoryReport> ProbeDevice(const BackendOptions& options);
 absl::StatusOr<MemoryReport> ProbeCudaDevice(int index);
 
 }  // namespace strata

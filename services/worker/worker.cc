@@ -40,7 +40,12 @@ absl::Status RunWorker(const WorkerOptions& in) {
   if (options.coordinator.empty()) return absl::InvalidArgumentError("--coordinator: required");
   // The device is probed before anything else, so a worker on a missing GPU
   // fails at start, saying why, rather than at its first Load.
-  ASSIGN_OR_RETURN(const MemoryReport device_report, ProbeDevice(options.device));
+  BackendOptions probe;
+  probe.device = options.device;
+  probe.sim_memory_bytes = options.sim_memory_bytes;
+  probe.sim_bandwidth = options.sim_bandwidth;
+  probe.sim_flops = options.sim_flops;
+  ASSIGN_OR_RETURN(const MemoryReport device_report, ProbeDevice(probe));
   if (options.capacity_bytes <= 0) {
     options.capacity_bytes =
         options.device == "cpu" ? device_report.total_bytes : device_report.free_bytes;

@@ -335,6 +335,9 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
     StageOptions so;
     so.threads = request->threads() > 0 ? request->threads() : options_.threads;
     so.device = options_.device;
+    so.sim_memory_bytes = options_.sim_memory_bytes;
+    so.sim_bandwidth = options_.sim_bandwidth;
+    so.sim_flops = options_.sim_flops;
     if (options_.device != "cpu") {
       so.device_memory_bytes = options_.capacity_bytes - options_.reserve_bytes;
     }
