@@ -4,10 +4,12 @@
 #include <cstdio>
 #include <iostream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "runtime/backend/backend.h"
 #include "runtime/config.h"
 #include "runtime/device_table.h"
 #include "runtime/status_macros.h"
@@ -297,8 +299,53 @@ absl::Status GatewayCommand(const std::vector<std::string>& args) {
   return RunGateway(o);
 }
 
+// --gpus: "all", GPU indices "0,1,3", or simulated ones "sim:a100-40gb*4"
+// (several kinds comma-separated): one worker's --device each.
+absl::StatusOr<std::vector<std::string>> ParseGpus(const std::string& spec) {
+  std::vector<std::string> devices;
+  if (spec == "all") {
+    std::string why;
+    const int count = CudaDeviceCount(&why);
+    if (count <= 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--gpus all: no CUDA device is visible", why.empty() ? "" : ": ", why));
+    }
+    for (int i = 0; i < count; ++i) devices.push_back(absl::StrCat("cuda:", i));
+    return devices;
+  }
+  for (absl::string_view item : absl::StrSplit(spec, ',')) {
+    std::string what(item);
+    int64_t copies = 1;
+    if (absl::StartsWith(what, "sim:")) {
+      if (const size_t star = what.find('*'); star != std::string::npos) {
+        if (!absl::SimpleAtoi(what.substr(star + 1), &copies) || copies < 1 || copies > 64) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--gpus: \"", what, "\" should repeat a device 1..64 times"));
+        }
+        what.resize(star);
+      }
+      if (what != "sim:custom") {
+        if (absl::Status st = FindDevice(what.substr(4)).status(); !st.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat("--gpus: ", st.message()));
+        }
+      }
+      for (int64_t k = 0; k < copies; ++k) devices.push_back(what);
+      continue;
+    }
+    int index = -1;
+    if (!absl::SimpleAtoi(what, &index) || index < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--gpus: \"", what, "\" is not all, a GPU index (0,1,3) or sim:NAME[*N]"));
+    }
+    devices.push_back(absl::StrCat("cuda:", index));
+  }
+  if (devices.size() > 64) return absl::InvalidArgumentError("--gpus: at most 64 workers");
+  return devices;
+}
+
 absl::Status UpCommand(const std::vector<std::string>& args) {
   UpOptions o;
+  std::string gpus;
   RequestFlags req;
   std::string address_file, worker_flags;
   int64_t workers = o.workers, threads = 0, inflight = o.max_inflight_steps,
@@ -306,6 +353,9 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   FlagSet f;
   f.String("model", &o.model_dir, "model folder (default: the embedded default model)");
   f.Int("workers", &workers, "worker processes, one pipeline stage each (2)");
+  f.String("gpus", &gpus,
+           "one worker per GPU, each with --device cuda:N: all (CUDA_VISIBLE_DEVICES honoured), "
+           "indices (0,1,3), or simulated GPUs (sim:a100-40gb*4); sets --workers");
   f.String("layers", &o.layers, "manual split, e.g. 0-1,2-3 (default: the planner)");
   f.Int("max-sequences", &o.max_sequences, "concurrent sequences (16)");
   f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
@@ -347,6 +397,10 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("max-sequences", o.max_sequences, 1, 65536));
   RETURN_IF_ERROR(IntIn("max-batch-tokens", o.max_batch_tokens, 1, 8192));
   o.workers = static_cast<int>(workers);
+  if (!gpus.empty()) {
+    ASSIGN_OR_RETURN(o.worker_devices, ParseGpus(gpus));
+    o.workers = static_cast<int>(o.worker_devices.size());
+  }
   o.threads = static_cast<int>(threads);
   o.max_inflight_steps = static_cast<int>(inflight);
   o.max_pending = static_cast<int>(pending);

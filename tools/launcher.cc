@@ -212,6 +212,9 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
                                       "--model-root",
                                       o.model_dir};
     for (std::string& flag : tls_flags(name)) wargs.push_back(std::move(flag));
+    if (i < static_cast<int>(o.worker_devices.size())) {
+      wargs.insert(wargs.end(), {"--device", o.worker_devices[i]});
+    }
     // "{i}" in a flag is the worker's index: --device cuda:{i} spreads the
     // workers over the GPUs.
     for (const std::string& flag : o.worker_flags) {

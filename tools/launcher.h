@@ -37,6 +37,8 @@ struct UpOptions {
   int startup_timeout_ms = 120'000;
   std::string log_dir;                    // default: a fresh folder under /tmp
   std::vector<std::string> worker_flags;  // extra flags for every worker; {i}: its index
+  // One --device per worker (empty: the workers' flags decide): from --gpus.
+  std::vector<std::string> worker_devices;
   // Off: mutual TLS between the processes, with a CA and certificates made
   // for this run in <log_dir>/certs. On: plaintext, and any process that
   // can reach a port can join or call it.

@@ -218,6 +218,32 @@ TEST(ClusterTest, ASlowLoadReportsItsProgress) {
   EXPECT_EQ(ok.code, 0) << ok.message;
 }
 
+// `strata up --gpus sim:...`: one worker per simulated GPU, each stage on
+// its own simulated A100; the stream is what one simulated GPU generates in
+// one process (the simulated tokens do not depend on the split).
+TEST(ClusterTest, SimulatedGpusServeWhatOneSimulatedGpuGenerates) {
+  const std::string model = testing::TestModel("llama");
+  auto cluster = Cluster::Start(model, 3, {"--gpus", "sim:a100-40gb*3"});
+  ASSERT_NE(cluster, nullptr);
+  const StreamResult got = Stream(*cluster->generation(), TextRequest("hello", 12, {}, true));
+  ASSERT_EQ(got.code, 0) << got.message;
+  ASSERT_EQ(got.tokens.size(), 12u);
+  ASSERT_FALSE(got.text.empty());
+  std::string local;
+  ASSERT_EQ(testing::RunCommand(std::string(STRATA_BINARY) + " generate --model " + model +
+                                    " --device sim:a100-40gb --max-tokens 12 --ignore-eos "
+                                    "--prompt hello 2>&1",
+                                &local),
+            0)
+      << local;
+  EXPECT_NE(local.find("hello" + got.text), std::string::npos) << local << " vs " << got.text;
+  const std::string logs = cluster->log_path().substr(0, cluster->log_path().rfind('/')) + "/logs";
+  for (int i = 0; i < 3; ++i) {
+    const std::string log = testing::ReadFile(absl::StrCat(logs, "/worker-", i, ".log"));
+    EXPECT_NE(log.find("device sim:a100-40gb (A100-40GB, simulated)"), std::string::npos) << log;
+  }
+}
+
 TEST(ClusterTest, SixteenConcurrentStreamsMatchTheirSingleProcessRuns) {
   const std::string& model = TestModel("llama");
   auto cluster = Cluster::Start(model, 3, {"--max-sequences", "16"});
