@@ -134,6 +134,10 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   f.Int("workers", &workers, "serve once this many workers registered (1)");
   f.Int("startup-timeout-ms", &startup, "for registration and loading (60000)");
   f.String("layers", &o.layers, "manual split, e.g. 0-9,10-21 (default: the planner)");
+  int64_t replicas = o.replicas;
+  f.Int("replicas", &replicas,
+        "pipeline replicas: 1 = one pipeline over every worker; N = N replicas of workers/N "
+        "stages; 0 = as the layout search chooses (1)");
   f.Int("max-sequences", &o.max_sequences, "concurrent sequences; sizes the KV budget (16)");
   f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
   f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
@@ -159,6 +163,11 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(ParseOrHelp(f, args, "usage: strata coordinator [flags]", &stop));
   if (stop) return absl::OkStatus();
   RETURN_IF_ERROR(IntIn("workers", workers, 1, 1024));
+  RETURN_IF_ERROR(IntIn("replicas", replicas, 0, 1024));
+  if (replicas != 1 && !o.layers.empty()) {
+    return absl::InvalidArgumentError("--layers: a manual split needs --replicas 1");
+  }
+  o.replicas = static_cast<int>(replicas);
   RETURN_IF_ERROR(IntIn("startup-timeout-ms", startup, 1, INT32_MAX));
   RETURN_IF_ERROR(IntIn("max-inflight-steps", inflight, 0, 1024));
   RETURN_IF_ERROR(IntIn("drain-timeout-ms", drain, 0, INT32_MAX));
@@ -357,6 +366,10 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
            "one worker per GPU, each with --device cuda:N: all (CUDA_VISIBLE_DEVICES honoured), "
            "indices (0,1,3), or simulated GPUs (sim:a100-40gb*4); sets --workers");
   f.String("layers", &o.layers, "manual split, e.g. 0-1,2-3 (default: the planner)");
+  int64_t up_replicas = o.replicas;
+  f.Int("replicas", &up_replicas,
+        "pipeline replicas: 1 = one pipeline over every worker; N = N replicas; 0 = as the "
+        "layout search chooses (1)");
   f.Int("max-sequences", &o.max_sequences, "concurrent sequences (16)");
   f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
   f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
@@ -396,6 +409,8 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("startup-timeout-ms", startup, 1, INT32_MAX));
   RETURN_IF_ERROR(IntIn("max-sequences", o.max_sequences, 1, 65536));
   RETURN_IF_ERROR(IntIn("max-batch-tokens", o.max_batch_tokens, 1, 8192));
+  RETURN_IF_ERROR(IntIn("replicas", up_replicas, 0, 64));
+  o.replicas = static_cast<int>(up_replicas);
   o.workers = static_cast<int>(workers);
   if (!gpus.empty()) {
     ASSIGN_OR_RETURN(o.worker_devices, ParseGpus(gpus));

@@ -31,10 +31,13 @@ struct CoordinatorOptions {
   int workers = 1;                  // start serving once this many registered
   int startup_timeout_ms = 60'000;  // for registration and for loading
   std::string layers;               // manual split "0-9,10-21"; empty = planner
-  int64_t max_sequences = 16;       // concurrency: the KV budget on every worker
-  int64_t max_context = 0;          // tokens per sequence; 0 = model's, capped at 8192
-  int64_t max_batch_tokens = 512;   // tokens per step
-  int max_inflight_steps = 0;       // micro-batches in the pipeline; 0 = one per stage
+  // Pipeline replicas: 1 = one pipeline over every worker; N = N replicas of
+  // (workers / N) stages; 0 = as the layout search (layout.h) chooses.
+  int replicas = 1;
+  int64_t max_sequences = 16;      // concurrency: the KV budget on every worker
+  int64_t max_context = 0;         // tokens per sequence; 0 = model's, capped at 8192
+  int64_t max_batch_tokens = 512;  // tokens per step
+  int max_inflight_steps = 0;      // micro-batches in the pipeline; 0 = one per stage
   int drain_timeout_ms = 30'000;
   int heartbeat_ms = 200;           // how often workers report
   int heartbeat_timeout_ms = 1000;  // a worker silent this long is lost (hung, SIGSTOP)

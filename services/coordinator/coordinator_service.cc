@@ -13,6 +13,7 @@
 #include "services/common/convert.h"
 #include "services/common/log.h"
 #include "services/common/server.h"
+#include "services/coordinator/layout.h"
 
 namespace strata {
 namespace {
@@ -47,6 +48,11 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r, const std::strin
                  .Help("Stages of the current layer map (0: no map)")
                  .Register(r)
                  .Add({{"model", m}})),
+      replicas(prometheus::BuildGauge()
+                   .Name("strata_coordinator_replicas")
+                   .Help("Pipeline replicas serving (each with its own map)")
+                   .Register(r)
+                   .Add({{"model", m}})),
       workers(prometheus::BuildGauge()
                   .Name("strata_coordinator_workers")
                   .Help("Known workers by state: serving, standby, backoff, lost")
@@ -96,10 +102,15 @@ CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const 
                        ? options.max_context
                        : std::min<int64_t>(config.max_position_embeddings, 8192)),
       metrics_(metrics),
-      registry_(options),
-      stage0_(security_) {
-  // The scheduler exists from the start, so requests that arrive before the
-  // first map (say, resubmitted after a coordinator restart) wait in its queue.
+      registry_(options) {
+  // Replica 0 and its scheduler exist from the start, so requests that
+  // arrive before the first map (say, resubmitted after a coordinator
+  // restart) wait in its queue.
+  replicas_.push_back(std::make_unique<Replica>(0, security_));
+  replicas_[0]->scheduler = NewScheduler();
+}
+
+std::unique_ptr<Scheduler> CoordinatorService::NewScheduler() const {
   SchedulerOptions so;
   so.max_sequences = options_.max_sequences;
   so.max_batch_tokens = options_.max_batch_tokens;
@@ -107,7 +118,7 @@ CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const 
   // One micro-batch per stage unless set; resolved once the map is known.
   so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : 1;
   for (int64_t e : config_.eos_token_ids) so.eos_ids.push_back(static_cast<int32_t>(e));
-  scheduler_ = std::make_unique<Scheduler>(so);
+  return std::make_unique<Scheduler>(so);
 }
 
 CoordinatorService::~CoordinatorService() {
@@ -116,7 +127,9 @@ CoordinatorService::~CoordinatorService() {
     stopping_ = true;
   }
   cv_.notify_all();
-  if (pump_.joinable()) pump_.join();
+  for (auto& r : replicas_) {
+    if (r->pump.joinable()) r->pump.join();
+  }
   if (control_.joinable()) control_.join();
 }
 
@@ -183,11 +196,17 @@ grpc::Status CoordinatorService::Attach(
   return grpc::Status::OK;
 }
 
-bool CoordinatorService::InMapLocked(const std::string& id) const {
-  for (const auto& s : map_.stages()) {
-    if (s.worker_id() == id) return true;
+CoordinatorService::Replica* CoordinatorService::ReplicaOfLocked(const std::string& id) const {
+  for (const auto& r : replicas_) {
+    for (const auto& s : r->map.stages()) {
+      if (s.worker_id() == id) return r.get();
+    }
   }
-  return false;
+  return nullptr;
+}
+
+bool CoordinatorService::InMapLocked(const std::string& id) const {
+  return ReplicaOfLocked(id) != nullptr;
 }
 
 const char* CoordinatorService::StateLocked(const WorkerRecord& w, Clock::time_point now) const {
@@ -196,16 +215,19 @@ const char* CoordinatorService::StateLocked(const WorkerRecord& w, Clock::time_p
 
 void CoordinatorService::LoseWorkerLocked(WorkerRecord& w, const std::string& cause) {
   if (!registry_.Lose(w, Clock::now())) return;
-  const bool in_map = InMapLocked(w.id);
+  Replica* r = ReplicaOfLocked(w.id);
   Log(absl::StrCat("worker ", w.id, " at ", w.address, " lost: ", cause,
-                   in_map && !draining_ ? "; failing over" : ""));
-  if (in_map && !draining_) {
+                   r != nullptr && !draining_
+                       ? (fixed_layout() ? absl::StrCat("; replica ", r->index, " fails over")
+                                         : std::string("; failing over"))
+                       : ""));
+  if (r != nullptr && !draining_) {
     last_failover_.Clear();
     last_failover_.set_worker_id(w.id);
     last_failover_.set_cause(cause);
     last_failover_.set_detected_unix_us(absl::ToUnixMicros(absl::Now()));
-    serving_ = false;  // the pump stops at once; the control thread rebuilds
-    failover_pending_ = true;
+    r->serving = false;  // its pump stops at once; the control thread rebuilds it
+    r->failover_pending = true;
   }
 }
 
@@ -216,21 +238,22 @@ void CoordinatorService::HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartb
   w.load_done = heartbeat.load_done_bytes();
   w.load_total = heartbeat.load_total_bytes();
   w.load_rate = heartbeat.load_bytes_per_second();
-  if (!serving_ || !InMapLocked(w.id) || heartbeat.epoch() == map_.epoch()) return;
+  Replica* r = ReplicaOfLocked(w.id);
+  if (r == nullptr || !r->serving || heartbeat.epoch() == r->map.epoch()) return;
   // A stage of the map holding another epoch than the map's was loaded by
   // someone else (or lost its assignment): the pipeline through it is not
   // this map any more. An older epoch is tolerated for a few heartbeats,
   // since one sent before its Load finished may arrive after.
-  const bool foreign = heartbeat.epoch() > map_.epoch();
-  const bool stale = Clock::now() - serving_since_ >
+  const bool foreign = heartbeat.epoch() > last_epoch_;
+  const bool stale = Clock::now() - r->serving_since >
                      std::chrono::milliseconds(5 * std::max(options_.heartbeat_ms, 20));
   if (!foreign && !stale) return;
   Log(absl::StrCat("worker ", w.id, " holds epoch ", heartbeat.epoch(), " but the map is epoch ",
-                   map_.epoch(), foreign ? " (an epoch this coordinator never assigned)" : "",
+                   r->map.epoch(), foreign ? " (an epoch this coordinator never assigned)" : "",
                    "; planning again"));
-  force_rebuild_ = true;
-  failover_pending_ = true;
-  serving_ = false;
+  r->force_rebuild = true;
+  r->failover_pending = true;
+  r->serving = false;
 }
 
 void CoordinatorService::HandleResult(const std::string& worker_id, const v1::StepResult& result) {
@@ -239,37 +262,38 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
   std::vector<std::pair<uint64_t, v1::SessionEvent>> prompt_events;  // by session
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (scheduler_ == nullptr || result.epoch() != map_.epoch() || !serving_) return;
+    Replica* r = ReplicaOfLocked(worker_id);
+    if (r == nullptr || result.epoch() != r->map.epoch() || !r->serving) return;
+    const v1::LayerMap& map = r->map;
     // Tokens come from the map's last stage only; a failure from any stage of it.
-    const bool last =
-        map_.stages_size() > 0 && map_.stages(map_.stages_size() - 1).worker_id() == worker_id;
-    if (!last && (result.error_code() == 0 || !InMapLocked(worker_id))) {
-      Log(absl::StrCat(
-          "ignored a result for step ", result.step_id(), " from ", worker_id, ", which is not ",
-          result.error_code() == 0 ? "the last stage" : "in the map", " of epoch ", map_.epoch()));
+    const bool last = map.stages(map.stages_size() - 1).worker_id() == worker_id;
+    if (!last && result.error_code() == 0) {
+      Log(absl::StrCat("ignored a result for step ", result.step_id(), " from ", worker_id,
+                       ", which is not the last stage of epoch ", map.epoch()));
       return;
     }
+    Scheduler* scheduler = r->scheduler.get();
     double compute = 0;
     for (uint32_t us : result.compute_us()) compute += us;
-    steps_.Done(result.step_id(), compute, result.error_code() == 0, Clock::now());
+    r->steps.Done(result.step_id(), compute, result.error_code() == 0, Clock::now());
     if (result.error_code() == grpc::StatusCode::UNAVAILABLE ||
         result.error_code() == grpc::StatusCode::CANCELLED) {
       // A hop broke (a worker died or was cut off): not the requests' fault.
       // Rebuild the pipeline and replay; the lost worker is detected apart.
       Log(absl::StrCat("step ", result.step_id(), ": ", result.error(), "; rebuilding"));
-      force_rebuild_ = true;
-      failover_pending_ = true;
-      serving_ = false;
+      r->force_rebuild = true;
+      r->failover_pending = true;
+      r->serving = false;
     } else if (result.error_code() != 0) {
       const absl::Status error(static_cast<absl::StatusCode>(result.error_code()), result.error());
       Log(absl::StrCat("step ", result.step_id(), " failed: ", error.ToString()));
-      out = scheduler_->OnStepFailed(result.step_id(), error);
+      out = scheduler->OnStepFailed(result.step_id(), error);
     } else {
       // The prompt's log-probabilities first: they precede its first token,
       // which may also end the sequence.
       for (const v1::PromptLogprobs& p : result.prompt_logprobs()) {
         const auto target =
-            scheduler_->TakePromptLogprobs(p.seq_id(), p.first_position(), p.logprobs_size());
+            scheduler->TakePromptLogprobs(p.seq_id(), p.first_position(), p.logprobs_size());
         if (!target.has_value()) continue;
         v1::SessionEvent event;
         event.set_request_id(target->request_id);
@@ -285,7 +309,7 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
         tokens.emplace_back(t.seq_id(), t.token_id());
         if (t.has_logprobs()) logprobs[t.seq_id()] = t.logprobs();
       }
-      out = scheduler_->OnResult(result.step_id(), tokens);
+      out = scheduler->OnResult(result.step_id(), tokens);
     }
   }
   cv_.notify_all();
@@ -307,15 +331,30 @@ grpc::Status CoordinatorService::Session(
       HandleSubmit(id, msg.submit());
     } else if (msg.has_cancel()) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (scheduler_ != nullptr) scheduler_->Cancel(id, msg.cancel().request_id());
+      for (auto& r : replicas_) r->scheduler->Cancel(id, msg.cancel().request_id());
       cv_.notify_all();
     }
   }
   sessions_.Close(id);
   std::lock_guard<std::mutex> lock(mu_);
-  if (scheduler_ != nullptr) scheduler_->CancelSession(id);
+  for (auto& r : replicas_) r->scheduler->CancelSession(id);
   cv_.notify_all();
   return grpc::Status::OK;
+}
+
+CoordinatorService::Replica* CoordinatorService::AdmitToLocked() const {
+  Replica* best = nullptr;
+  int64_t best_free = 0;
+  for (const auto& r : replicas_) {
+    if (!r->serving) continue;
+    const Scheduler& s = *r->scheduler;
+    const int64_t free = s.max_sequences() - s.running() - s.queued();
+    if (best == nullptr || free > best_free) {
+      best = r.get();
+      best_free = free;
+    }
+  }
+  return best;
 }
 
 void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit) {
@@ -324,17 +363,29 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (error.ok() && draining_) error = absl::UnavailableError("the cluster is draining");
-    if (error.ok() && scheduler_->queued() >= options_.max_queued) {
-      error = absl::ResourceExhaustedError(
-          absl::StrCat("queue full: ", scheduler_->queued(),
-                       " requests wait for a KV slot (the coordinator's --max-queued)"));
+    int64_t queued = 0;
+    for (const auto& r : replicas_) queued += r->scheduler->queued();
+    if (error.ok() && queued >= options_.max_queued) {
+      error = absl::ResourceExhaustedError(absl::StrCat(
+          "queue full: ", queued, " requests wait for a KV slot (the coordinator's --max-queued)"));
     }
-    if (error.ok() && !unavailable_reason_.empty()) {
-      error = absl::UnavailableError(
-          absl::StrCat("no layer map fits the workers left: ", unavailable_reason_));
+    Replica* target = AdmitToLocked();
+    if (error.ok() && target == nullptr) {
+      // No replica serves: wait in one that is being built; refuse when
+      // none can be.
+      for (const auto& r : replicas_) {
+        if (r->unavailable_reason.empty()) {
+          target = r.get();
+          break;
+        }
+      }
+      if (target == nullptr) {
+        error = absl::UnavailableError(
+            absl::StrCat("no layer map fits the workers left: ", replicas_[0]->unavailable_reason));
+      }
     }
     if (error.ok()) {
-      scheduler_->Submit(*std::move(spec));
+      target->scheduler->Submit(*std::move(spec));
       cv_.notify_all();
       return;
     }
@@ -352,14 +403,23 @@ grpc::Status CoordinatorService::GetClusterInfo(grpc::ServerContext* context,
   }
   std::lock_guard<std::mutex> lock(mu_);
   *response->mutable_model() = ModelInfoLocked();
-  response->set_serving(serving_ && !draining_);
-  if (scheduler_ != nullptr) {
-    response->set_running(static_cast<int32_t>(scheduler_->running()));
-    response->set_queued(static_cast<int32_t>(scheduler_->queued()));
+  bool serving = false;
+  int64_t running = 0, queued = 0;
+  for (const auto& r : replicas_) {
+    serving = serving || r->serving;
+    running += r->scheduler->running();
+    queued += r->scheduler->queued();
   }
+  response->set_serving(serving && !draining_);
+  response->set_running(static_cast<int32_t>(running));
+  response->set_queued(static_cast<int32_t>(queued));
   *response->mutable_last_failover() = last_failover_;
-  steps_.Fill(map_.stages_size(), response->mutable_stats());
-  if (request->reset_stats()) steps_.ResetWindow();
+  // The pipeline statistics are replica 0's (each replica has the same shape).
+  const Replica& first = *replicas_[0];
+  first.steps.Fill(first.map.stages_size(), response->mutable_stats());
+  if (request->reset_stats()) {
+    for (auto& r : replicas_) r->steps.ResetWindow();
+  }
   return grpc::Status::OK;
 }
 
@@ -373,9 +433,10 @@ v1::ModelInfo CoordinatorService::ModelInfoLocked() const {
   info.set_hidden_size(static_cast<int32_t>(config_.hidden_size));
   for (int64_t e : config_.eos_token_ids) info.add_eos_token_ids(static_cast<int32_t>(e));
   info.set_bos_token_id(static_cast<int32_t>(config_.bos_token_id.value_or(-1)));
-  *info.mutable_layer_map() = map_;
+  *info.mutable_layer_map() = replicas_[0]->map;
+  for (const auto& r : replicas_) *info.add_replicas() = r->map;
   info.set_failovers(failovers_);
-  info.set_unavailable_reason(unavailable_reason_);
+  info.set_unavailable_reason(replicas_[0]->unavailable_reason);
   const auto now = Clock::now();
   for (const auto& [id, w] : registry_.workers()) {
     v1::WorkerHealth* h = info.add_workers();
@@ -414,8 +475,63 @@ std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) 
                             now);
 }
 
-absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers,
-                                             v1::LayerMap* map, std::string* failed_worker,
+std::set<std::string> CoordinatorService::EligibleForLocked(const Replica& r,
+                                                            Clock::time_point now) const {
+  std::set<std::string> eligible = EligibleLocked(now);
+  if (!fixed_layout()) return eligible;
+  std::set<std::string> mine;
+  for (const std::string& id : r.members) {
+    if (eligible.count(id) > 0) mine.insert(id);
+  }
+  return mine;
+}
+
+void CoordinatorService::AssignSparesLocked(Clock::time_point now) {
+  if (!fixed_layout()) return;
+  // Members the registry forgot are gone for good.
+  for (auto& r : replicas_) {
+    std::erase_if(r->members,
+                  [&](const std::string& id) { return registry_.workers().count(id) == 0; });
+  }
+  std::set<std::string> spares = EligibleLocked(now);
+  for (const auto& r : replicas_) {
+    for (const std::string& id : r->members) spares.erase(id);
+  }
+  const std::set<std::string> eligible = EligibleLocked(now);
+  for (auto& r : replicas_) {
+    if (spares.empty()) return;
+    // A member that is lost or backing off gives its place to a spare.
+    std::vector<std::string> out;
+    for (const std::string& id : r->members) {
+      if (eligible.count(id) == 0) out.push_back(id);
+    }
+    int64_t short_of = stages_per_replica_ - static_cast<int64_t>(r->members.size() - out.size());
+    for (auto it = spares.begin(); it != spares.end() && short_of > 0; --short_of) {
+      if (!out.empty()) {
+        r->members.erase(out.back());
+        out.pop_back();
+      }
+      Log(absl::StrCat("spare worker ", *it, " joins replica ", r->index));
+      r->members.insert(*it);
+      it = spares.erase(it);
+    }
+  }
+}
+
+void CoordinatorService::HandOverLocked(Replica& from) {
+  Replica* to = AdmitToLocked();
+  if (to == nullptr || to == &from) return;
+  std::vector<Scheduler::Sequence> moved = from.scheduler->TakeAll();
+  if (moved.empty()) return;
+  Log(absl::StrCat("replica ", from.index, " has no map: its ", moved.size(),
+                   " sequence(s) continue on replica ", to->index));
+  to->scheduler->Adopt(std::move(moved));
+  cv_.notify_all();
+}
+
+absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
+                                             std::vector<WorkerRecord> workers, v1::LayerMap* map,
+                                             std::string* failed_worker,
                                              std::string* stage0_token) {
   if (workers.empty()) return absl::UnavailableError("no worker is attached");
   std::sort(workers.begin(), workers.end(),
@@ -437,7 +553,7 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
     budget.max_batch_tokens = options_.max_batch_tokens;
     ASSIGN_OR_RETURN(input, PlanInputForModel(options_.model_dir, config_, devices, budget));
     absl::StatusOr<Plan> planned;
-    if (options_.layers.empty()) {
+    if (options_.layers.empty() || fixed_layout()) {
       planned = PlanPlacement(input);
     } else {
       auto ranges = ParseLayerRanges(options_.layers, config_.num_layers);
@@ -573,10 +689,11 @@ absl::Status CoordinatorService::PlanAndLoad(uint64_t epoch, std::vector<WorkerR
   }
   RETURN_IF_ERROR(first_error);
   std::lock_guard<std::mutex> lock(mu_);
-  if (budget_sequences != scheduler_->max_sequences()) {
+  if (budget_sequences != r.scheduler->max_sequences()) {
     Log(absl::StrCat("KV budget now ", budget_sequences, " sequences (was ",
-                     scheduler_->max_sequences(), ")"));
-    scheduler_->SetMaxSequences(budget_sequences);
+                     r.scheduler->max_sequences(), ")",
+                     fixed_layout() ? absl::StrCat(" on replica ", r.index) : ""));
+    r.scheduler->SetMaxSequences(budget_sequences);
   }
   return absl::OkStatus();
 }
@@ -587,50 +704,135 @@ std::string CoordinatorService::DescribeMap() const {
 }
 
 std::string CoordinatorService::DescribeMapLocked() const {
-  std::string out = absl::StrCat("layer map, epoch ", map_.epoch(), ":\n");
-  for (const auto& s : map_.stages()) {
-    absl::StrAppendFormat(&out, "  stage %d  %-10s %-21s layers %d-%d  %s\n", s.stage(),
-                          s.worker_id(), s.address(), s.layer_begin(), s.layer_end() - 1,
-                          s.reason());
+  std::string out;
+  for (const auto& r : replicas_) {
+    if (fixed_layout()) {
+      absl::StrAppend(&out, "replica ", r->index, ", ");
+      if (r->map.stages_size() == 0) {
+        absl::StrAppend(&out, "no map: ", r->unavailable_reason, "\n");
+        continue;
+      }
+    }
+    absl::StrAppend(&out, "layer map, epoch ", r->map.epoch(), ":\n");
+    for (const auto& s : r->map.stages()) {
+      absl::StrAppendFormat(&out, "  stage %d  %-10s %-21s layers %d-%d  %s\n", s.stage(),
+                            s.worker_id(), s.address(), s.layer_begin(), s.layer_end() - 1,
+                            s.reason());
+    }
   }
   return out;
 }
 
+void CoordinatorService::ChooseLayoutLocked() {
+  const int requested = options_.replicas;
+  if (requested == 1) return;  // one pipeline over every worker
+  std::vector<std::string> ids;
+  for (const std::string& id : EligibleLocked(Clock::now())) ids.push_back(id);
+  std::sort(ids.begin(), ids.end(), NaturalLess);
+  if (ids.size() < 2) return;
+  std::vector<DeviceSpec> devices;
+  for (const std::string& id : ids) {
+    const v1::Device& d = registry_.workers().at(id).device;
+    DeviceSpec spec{absl::StrCat(id, "/", d.name()), d.capacity_bytes(), d.reserve_bytes(),
+                    d.speed() > 0 ? d.speed() : 1.0};
+    devices.push_back(spec);
+  }
+  int replicas = requested, stages = 0;
+  std::string why;
+  if (requested == 0) {
+    // The layout search decides.
+    BudgetOptions budget;
+    budget.concurrency = options_.max_sequences;
+    budget.context = max_context_;
+    budget.max_batch_tokens = options_.max_batch_tokens;
+    absl::StatusOr<PlanInput> input =
+        PlanInputForModel(options_.model_dir, config_, devices, budget);
+    LayoutOptions lo;
+    lo.max_sequences = options_.max_sequences;
+    absl::StatusOr<Layout> layout =
+        input.ok() ? PlanLayout(*input, lo) : absl::StatusOr<Layout>(input.status());
+    if (!layout.ok()) {
+      Log(absl::StrCat("layout search: ", layout.status().message(), "; one pipeline"));
+      return;
+    }
+    replicas = static_cast<int>(layout->replicas.size());
+    stages = layout->stages;
+    why =
+        absl::StrFormat(" (the layout search: %.0f tokens/s modelled)", layout->tokens_per_second);
+  } else {
+    stages = static_cast<int>(ids.size()) / requested;
+    if (stages < 1) {
+      Log(absl::StrCat("--replicas ", requested, " with ", ids.size(),
+                       " worker(s): one replica per worker"));
+      replicas = static_cast<int>(ids.size());
+      stages = 1;
+    }
+  }
+  if (replicas <= 1) return;
+  stages_per_replica_ = stages;
+  while (static_cast<int>(replicas_.size()) < replicas) {
+    replicas_.push_back(std::make_unique<Replica>(static_cast<int>(replicas_.size()), security_));
+    replicas_.back()->scheduler = NewScheduler();
+  }
+  for (int r = 0; r < replicas; ++r) {
+    for (int k = 0; k < stages; ++k) replicas_[r]->members.insert(ids[r * stages + k]);
+  }
+  Log(absl::StrCat("layout: ", replicas, " replica(s) x ", stages, " stage(s)", why,
+                   ids.size() > static_cast<size_t>(replicas * stages)
+                       ? absl::StrCat("; ", ids.size() - replicas * stages, " spare(s)")
+                       : ""));
+}
+
 absl::Status CoordinatorService::Start() {
-  absl::Status error;
-  if (!Rebuild("startup", /*startup=*/true, &error)) return error;
-  pump_ = std::thread([this] { PumpLoop(); });
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ChooseLayoutLocked();
+  }
+  for (auto& r : replicas_) {
+    absl::Status error;
+    if (!Rebuild(*r, "startup", /*startup=*/true, &error)) return error;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    started_ = true;
+  }
+  for (auto& r : replicas_) {
+    Replica* replica = r.get();
+    r->pump = std::thread([this, replica] { PumpLoop(replica); });
+  }
   control_ = std::thread([this] { ControlLoop(); });
   return absl::OkStatus();
 }
 
-bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::Status* error) {
+bool CoordinatorService::Rebuild(Replica& r, const std::string& cause, bool startup,
+                                 absl::Status* error) {
   const auto started = Clock::now();
-  uint64_t epoch = 0;
+  const std::string who = fixed_layout() ? absl::StrCat("replica ", r.index, ": ") : "";
   while (true) {
     std::vector<WorkerRecord> workers;
+    uint64_t epoch = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      serving_ = false;
-      force_rebuild_ = false;
-      epoch = std::max(epoch, map_.epoch()) + 1;
-      scheduler_->Rewind();
-      steps_.ForgetInFlight();
-      planned_ = EligibleLocked(Clock::now());
-      for (const std::string& id : planned_) workers.push_back(registry_.workers().at(id));
+      r.serving = false;
+      r.force_rebuild = false;
+      epoch = ++last_epoch_;
+      r.scheduler->Rewind();
+      r.steps.ForgetInFlight();
+      r.planned = EligibleForLocked(r, Clock::now());
+      for (const std::string& id : r.planned) workers.push_back(registry_.workers().at(id));
     }
-    stage0_.Close();
+    r.stage0.Close();
     if (!startup) {
-      Log(absl::StrCat("re-planning as epoch ", epoch, " over ", workers.size(),
+      Log(absl::StrCat(who, "re-planning as epoch ", epoch, " over ", workers.size(),
                        " worker(s): ", cause));
     }
     v1::LayerMap map;
     std::string failed, stage0_token;
     const bool peers_were_enabled = !peer_transport_disabled_;
-    absl::Status st = PlanAndLoad(epoch, workers, &map, &failed, &stage0_token);
+    absl::Status st = PlanAndLoad(r, epoch, workers, &map, &failed, &stage0_token);
     std::lock_guard<std::mutex> lock(mu_);
     if (!st.ok() && peers_were_enabled && peer_transport_disabled_) continue;
-    if (!st.ok() && !startup && EligibleLocked(Clock::now()) != planned_) {
+    if (!st.ok() && !startup && EligibleForLocked(r, Clock::now()) != r.planned) {
       continue;  // a worker left (or came) while loading: that explains it; plan again
     }
     if (!st.ok() && !failed.empty() && !startup) {
@@ -643,29 +845,32 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
       }
       continue;
     }
-    if (st.ok() && EligibleLocked(Clock::now()) != planned_ && !startup) {
+    if (st.ok() && EligibleForLocked(r, Clock::now()) != r.planned && !startup) {
       continue;  // membership changed while loading: plan again
     }
     if (!st.ok()) {
       *error = st;
-      map_.clear_stages();
-      map_.set_epoch(epoch);
-      unavailable_reason_ = std::string(st.message());
-      Log(absl::StrCat("no layer map: ", st.message(),
-                       "; new requests get UNAVAILABLE, running ones wait for a worker"));
+      r.map.clear_stages();
+      r.map.set_epoch(epoch);
+      r.unavailable_reason = std::string(st.message());
+      Log(absl::StrCat(who, "no layer map: ", st.message(),
+                       fixed_layout() ? "; its sequences move to a serving replica"
+                                      : "; new requests get UNAVAILABLE, running ones wait for a "
+                                        "worker"));
+      if (fixed_layout()) HandOverLocked(r);
       return false;
     }
-    map_ = map;
-    unavailable_reason_.clear();
-    const std::string first = map_.stages(0).address();
+    r.map = map;
+    r.unavailable_reason.clear();
+    const std::string first = r.map.stages(0).address();
     if (options_.max_inflight_steps == 0) {
-      scheduler_->set_max_inflight_steps(map_.stages_size());
+      r.scheduler->set_max_inflight_steps(r.map.stages_size());
     }
-    if (!startup && failover_pending_) {
+    if (!startup && r.failover_pending) {
       // Only a re-plan that replaced a lost stage (or a broken hop) is a
       // failover; a worker joining or a standby leaving is not.
       ++failovers_;
-      failover_pending_ = false;
+      r.failover_pending = false;
       if (metrics_ != nullptr) {
         metrics_->failovers.Increment();
         metrics_->replan_seconds.Observe(
@@ -678,11 +883,11 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
     }
     // Open stage 0 without mu_ (the pump may be waiting on a write), then serve.
     mu_.unlock();
-    stage0_.Open(first, stage0_token);
+    r.stage0.Open(first, stage0_token);
     mu_.lock();
-    serving_ = true;
-    started_ = true;
-    serving_since_ = Clock::now();
+    r.serving = true;
+    if (!startup) started_ = true;
+    r.serving_since = Clock::now();
     cv_.notify_all();
     if (!startup) Log(DescribeMapLocked());
     return true;
@@ -691,8 +896,17 @@ bool CoordinatorService::Rebuild(const std::string& cause, bool startup, absl::S
 
 void CoordinatorService::UpdateGaugesLocked() {
   if (metrics_ == nullptr) return;
-  metrics_->epoch.Set(static_cast<double>(map_.epoch()));
-  metrics_->stages.Set(map_.stages_size());
+  int stages = 0, replicas = 0;
+  int64_t running = 0, waiting = 0;
+  for (const auto& r : replicas_) {
+    stages += r->map.stages_size();
+    replicas += r->serving ? 1 : 0;
+    running += r->scheduler->running();
+    waiting += r->scheduler->queued();
+  }
+  metrics_->epoch.Set(static_cast<double>(last_epoch_));
+  metrics_->stages.Set(stages);
+  metrics_->replicas.Set(replicas);
   std::map<std::string, int> by_state = {
       {"serving", 0}, {"standby", 0}, {"backoff", 0}, {"lost", 0}, {"drained", 0}};
   const auto now = Clock::now();
@@ -706,9 +920,9 @@ void CoordinatorService::UpdateGaugesLocked() {
     metrics_->workers.Add({{"model", metrics_->model}, {"state", state}}).Set(n);
   }
   metrics_->sequences.Add({{"model", metrics_->model}, {"state", "running"}})
-      .Set(static_cast<double>(scheduler_->running()));
+      .Set(static_cast<double>(running));
   metrics_->sequences.Add({{"model", metrics_->model}, {"state", "waiting"}})
-      .Set(static_cast<double>(scheduler_->queued()));
+      .Set(static_cast<double>(waiting));
 }
 
 void CoordinatorService::ControlLoop() {
@@ -727,13 +941,16 @@ void CoordinatorService::ControlLoop() {
                                          " ms (hung or stopped)"));
       }
     }
-    CheckStepWatchdogLocked(now);
+    for (auto& r : replicas_) CheckStepWatchdogLocked(*r, now);
     PruneLocked(now);
-    const bool replan = NeedsReplanLocked(now);
-    // A draining worker that the map no longer uses may go: end its stream.
-    const bool settled = !replan;
+    AssignSparesLocked(now);
+    std::vector<Replica*> due;
+    for (auto& r : replicas_) {
+      if (NeedsReplanLocked(*r, now) || r->force_rebuild) due.push_back(r.get());
+    }
+    // A draining worker that no map uses any more may go: end its stream.
     for (auto& [id, w] : registry_.workers()) {
-      if (!settled || !w.draining || !w.connected) continue;
+      if (!due.empty() || !w.draining || !w.connected) continue;
       if (!InMapLocked(id) && w.context != nullptr) {
         Log(absl::StrCat("worker ", id, " drained: released"));
         w.context->TryCancel();
@@ -742,50 +959,70 @@ void CoordinatorService::ControlLoop() {
         w.lost_at = now;
       }
     }
-    // Re-plan when the usable workers differ from those of the last plan
-    // (a loss, a re-admission, a back-off that ran out, a drain) or a hop broke.
-    if (!replan && !force_rebuild_) continue;
-    lock.unlock();
-    absl::Status error;
-    Rebuild(force_rebuild_ ? "a hop of the pipeline broke" : "the set of workers changed",
-            /*startup=*/false, &error);
-    lock.lock();
+    // Re-plan each replica whose usable workers differ from those of its last
+    // plan (a loss, a re-admission, a back-off that ran out, a drain) or whose
+    // hop broke; the other replicas serve on meanwhile.
+    for (Replica* r : due) {
+      lock.unlock();
+      absl::Status error;
+      Rebuild(*r, r->force_rebuild ? "a hop of the pipeline broke" : "the set of workers changed",
+              /*startup=*/false, &error);
+      lock.lock();
+      if (stopping_ || draining_) break;
+    }
   }
 }
 
-bool CoordinatorService::NeedsReplanLocked(Clock::time_point now) {
-  const std::set<std::string> eligible = EligibleLocked(now);
+bool CoordinatorService::NeedsReplanLocked(Replica& r, Clock::time_point now) {
+  const std::set<std::string> eligible = EligibleForLocked(r, now);
+  auto in_map = [&](const std::string& id) {
+    for (const auto& s : r.map.stages()) {
+      if (s.worker_id() == id) return true;
+    }
+    return false;
+  };
   for (const std::string& id : eligible) {
-    if (planned_.count(id) == 0) return true;  // one to take in
+    if (r.planned.count(id) == 0) return true;  // one to take in
   }
-  for (const std::string& id : planned_) {
-    if (eligible.count(id) == 0 && InMapLocked(id)) return true;  // a stage gone
+  for (const std::string& id : r.planned) {
+    if (eligible.count(id) == 0 && in_map(id)) return true;  // a stage gone
+  }
+  // A replica without a map tries again once it has a worker.
+  if (r.map.stages_size() == 0 && !r.unavailable_reason.empty() && !eligible.empty() &&
+      eligible != r.planned) {
+    return true;
   }
   // Standbys that left change nothing that serves: forget them quietly.
-  for (auto it = planned_.begin(); it != planned_.end();) {
-    it = eligible.count(*it) == 0 ? planned_.erase(it) : std::next(it);
+  for (auto it = r.planned.begin(); it != r.planned.end();) {
+    it = eligible.count(*it) == 0 ? r.planned.erase(it) : std::next(it);
   }
   return false;
 }
 
 void CoordinatorService::PruneLocked(Clock::time_point now) {
-  // A lost worker the map or the last plan still names is kept.
+  // A lost worker a map, a plan or a replica's membership still names is kept.
   registry_.Prune(
-      [this](const std::string& id) { return InMapLocked(id) || planned_.count(id) > 0; }, now);
+      [this](const std::string& id) {
+        for (const auto& r : replicas_) {
+          if (r->planned.count(id) > 0) return true;
+        }
+        return InMapLocked(id);
+      },
+      now);
 }
 
-void CoordinatorService::CheckStepWatchdogLocked(Clock::time_point now) {
-  const auto oldest = steps_.Oldest();
-  if (!serving_ || !oldest.has_value() || map_.stages_size() == 0) return;
+void CoordinatorService::CheckStepWatchdogLocked(Replica& r, Clock::time_point now) {
+  const auto oldest = r.steps.Oldest();
+  if (!r.serving || !oldest.has_value() || r.map.stages_size() == 0) return;
   const auto [step_id, sent_at] = *oldest;
   const auto age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - sent_at).count();
   if (age_ms < options_.step_watchdog_ms) return;
-  std::vector<double> latency = steps_.Latencies();
+  std::vector<double> latency = r.steps.Latencies();
   const WatchdogOptions wo{options_.step_watchdog_ms, options_.step_watchdog_factor};
   const int64_t deadline_ms = StepDeadlineMs(wo, std::move(latency));
   if (age_ms < deadline_ms) return;
   std::vector<StageProgress> progress;
-  for (const v1::StageInfo& s : map_.stages()) {
+  for (const v1::StageInfo& s : r.map.stages()) {
     auto it = registry_.workers().find(s.worker_id());
     progress.push_back(it != registry_.workers().end() ? it->second.progress
                                                        : StageProgress{s.worker_id(), 0, 0});
@@ -798,9 +1035,9 @@ void CoordinatorService::CheckStepWatchdogLocked(Clock::time_point now) {
       "last received step %d and finished step %d",
       step_id, age_ms, deadline_ms, blamed, p.last_received, p.last_done);
   if (it == registry_.workers().end() || !it->second.connected) {
-    force_rebuild_ = true;
-    failover_pending_ = true;
-    serving_ = false;
+    r.force_rebuild = true;
+    r.failover_pending = true;
+    r.serving = false;
     Log(cause);
     return;
   }
@@ -808,7 +1045,7 @@ void CoordinatorService::CheckStepWatchdogLocked(Clock::time_point now) {
   LoseWorkerLocked(it->second, cause);
 }
 
-void CoordinatorService::PumpLoop() {
+void CoordinatorService::PumpLoop(Replica* r) {
   v1::Step msg;
   while (true) {
     std::optional<PlannedStep> step;
@@ -818,15 +1055,15 @@ void CoordinatorService::PumpLoop() {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] {
         if (stopping_) return true;
-        if (!serving_) return false;
-        step = scheduler_->NextStep();
+        if (!r->serving) return false;
+        step = r->scheduler->NextStep();
         return step.has_value();
       });
       if (stopping_) break;
       const auto now = Clock::now();
-      steps_.Sent(step->step_id, now);
-      epoch = map_.epoch();
-      admitted = scheduler_->TakeAdmissions();
+      r->steps.Sent(step->step_id, now);
+      epoch = r->map.epoch();
+      admitted = r->scheduler->TakeAdmissions();
       if (metrics_ != nullptr) {
         for (const auto& a : admitted) {
           metrics_->queue_seconds.Observe(std::chrono::duration<double>(now - a.submitted).count());
@@ -847,31 +1084,43 @@ void CoordinatorService::PumpLoop() {
     }
     if (!notices.empty()) sessions_.Deliver(std::move(notices), /*admitted=*/true);
     StepToProto(*step, epoch, &msg);
-    const bool written = stage0_.Write(msg);
+    const bool written = r->stage0.Write(msg);
     if (!written) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (serving_ && map_.epoch() == epoch) {
+      if (r->serving && r->map.epoch() == epoch) {
         Log("the stream to stage 0 broke; rebuilding");
-        force_rebuild_ = true;
-        serving_ = false;
+        r->force_rebuild = true;
+        r->serving = false;
       }
     }
   }
 }
 
 void CoordinatorService::Drain(int timeout_ms) {
+  // Every replica is done: idle, or without a pipeline to finish on.
+  auto all = [&](auto done) {
+    for (const auto& r : replicas_) {
+      if (!done(*r)) return false;
+    }
+    return true;
+  };
   {
     std::unique_lock<std::mutex> lock(mu_);
     draining_ = true;
-    Log(absl::StrCat("draining: ", scheduler_ ? scheduler_->running() + scheduler_->queued() : 0,
-                     " request(s) to finish"));
-    cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                 [&] { return scheduler_ == nullptr || scheduler_->idle() || !serving_; });
+    int64_t open = 0;
+    for (const auto& r : replicas_) open += r->scheduler->running() + r->scheduler->queued();
+    Log(absl::StrCat("draining: ", open, " request(s) to finish"));
+    cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+      return all([](const Replica& r) { return r.scheduler->idle() || !r.serving; });
+    });
   }
   std::vector<Emission> cancelled;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (scheduler_ != nullptr) cancelled = scheduler_->CancelAll();
+    for (auto& r : replicas_) {
+      std::vector<Emission> more = r->scheduler->CancelAll();
+      cancelled.insert(cancelled.end(), more.begin(), more.end());
+    }
   }
   if (!cancelled.empty()) Log(absl::StrCat("drain deadline: cancelled ", cancelled.size()));
   sessions_.Deliver(std::move(cancelled));
@@ -879,14 +1128,16 @@ void CoordinatorService::Drain(int timeout_ms) {
     // Give in-flight steps a moment to come back so their KV is dropped.
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, std::chrono::seconds(2), [&] {
-      return scheduler_ == nullptr || scheduler_->inflight_steps() == 0 || !serving_;
+      return all([](const Replica& r) { return r.scheduler->inflight_steps() == 0 || !r.serving; });
     });
     stopping_ = true;
   }
   cv_.notify_all();
-  if (pump_.joinable()) pump_.join();
+  for (auto& r : replicas_) {
+    if (r->pump.joinable()) r->pump.join();
+  }
   if (control_.joinable()) control_.join();
-  stage0_.Close();
+  for (auto& r : replicas_) r->stage0.Close();
   // End the workers' attach streams so the server stops without waiting out
   // its grace period for them.
   std::lock_guard<std::mutex> lock(mu_);

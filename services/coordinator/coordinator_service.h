@@ -44,6 +44,7 @@ struct CoordinatorMetrics {
   std::string model;
   prometheus::Gauge& epoch;
   prometheus::Gauge& stages;
+  prometheus::Gauge& replicas;                           // serving
   prometheus::Family<prometheus::Gauge>& workers;        // by state
   prometheus::Family<prometheus::Gauge>& load_progress;  // by worker, 0..1
   prometheus::Family<prometheus::Gauge>& sequences;      // running | waiting
@@ -84,35 +85,76 @@ class CoordinatorService final : public v1::Coordinator::Service {
 
  private:
   using Clock = std::chrono::steady_clock;
+  // One pipeline of the layout: its map and epoch, its scheduler, its stream
+  // into stage 0, its pump. A lost worker stops only the replica it serves;
+  // the others' pumps go on.
+  struct Replica {
+    explicit Replica(int index, std::shared_ptr<const TransportSecurity> security)
+        : index(index), stage0(std::move(security)) {}
+    const int index;
+    v1::LayerMap map;  // empty stages: no map (starting or unavailable)
+    std::unique_ptr<Scheduler> scheduler;
+    StepStats steps;
+    Stage0Link stage0;  // the pump writes it, Rebuild replaces it
+    // With a fixed layout (more than one replica): the workers it may use.
+    std::set<std::string> members;
+    std::set<std::string> planned;  // the eligible workers its last plan saw
+    bool serving = false;
+    bool force_rebuild = false;     // a transport error in the current epoch
+    bool failover_pending = false;  // the next re-plan replaces a lost stage
+    std::string unavailable_reason;
+    Clock::time_point serving_since;
+    std::thread pump;
+  };
+
   // Set once a peer group failed to form: every later map uses gRPC hops.
   std::atomic<bool> peer_transport_disabled_{false};
-  void PumpLoop();
+  void PumpLoop(Replica* r);
   void ControlLoop();
-  // Bumps the epoch, re-plans over the eligible workers, loads and resumes.
-  // Returns false when no map could be formed (the cluster stays unavailable).
-  bool Rebuild(const std::string& cause, bool startup, absl::Status* error);
+  // Splits the attached workers into replicas (options_.replicas; 0: the
+  // layout search), before the first maps.
+  void ChooseLayoutLocked();
+  // Bumps the epoch, re-plans the replica over its eligible workers, loads
+  // and resumes. Returns false when no map could be formed (it stays
+  // unavailable; with other replicas serving, its sequences move there).
+  bool Rebuild(Replica& r, const std::string& cause, bool startup, absl::Status* error);
   // Plans over `workers` and loads the map as `epoch`; shrinks the KV budget
   // while the layers do not fit. On a load failure names the worker.
   // `stage0_token` receives the hop token of the coordinator's own stream.
-  absl::Status PlanAndLoad(uint64_t epoch, std::vector<WorkerRecord> workers, v1::LayerMap* map,
-                           std::string* failed_worker, std::string* stage0_token);
+  absl::Status PlanAndLoad(Replica& r, uint64_t epoch, std::vector<WorkerRecord> workers,
+                           v1::LayerMap* map, std::string* failed_worker,
+                           std::string* stage0_token);
   void LoseWorkerLocked(WorkerRecord& w, const std::string& cause);
   bool InMapLocked(const std::string& id) const;
+  // The replica whose map holds worker `id` (null: none).
+  Replica* ReplicaOfLocked(const std::string& id) const;
   // serving | standby | backoff | lost | drained, as GetModelInfo reports it.
   const char* StateLocked(const WorkerRecord& w, Clock::time_point now) const;
   std::string DescribeMapLocked() const;
   std::set<std::string> EligibleLocked(Clock::time_point now) const;
+  // The eligible workers replica `r` plans over: all of them with one
+  // replica, its members otherwise.
+  std::set<std::string> EligibleForLocked(const Replica& r, Clock::time_point now) const;
+  // Fixed layout: spare workers fill replicas short of stages.
+  void AssignSparesLocked(Clock::time_point now);
+  // Moves the sequences of a replica without a map to the serving replica
+  // with the most room (none serving: they stay and wait).
+  void HandOverLocked(Replica& from);
+  // The serving replica a new sequence goes to (most free KV; null: none).
+  Replica* AdmitToLocked() const;
   void HandleResult(const std::string& worker_id, const v1::StepResult& result);
   void HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartbeat& heartbeat);
-  // Whether a re-plan is due: a worker of the map is gone, or a new one may
-  // join. Standbys that left are dropped from planned_ without one.
-  bool NeedsReplanLocked(Clock::time_point now);
-  // Blames and cuts off the stage holding a step past its deadline.
-  void CheckStepWatchdogLocked(Clock::time_point now);
+  // Whether a re-plan of `r` is due: a worker of its map is gone, or a new
+  // one may join. Standbys that left are dropped from r.planned without one.
+  bool NeedsReplanLocked(Replica& r, Clock::time_point now);
+  // Blames and cuts off the stage holding a step of `r` past its deadline.
+  void CheckStepWatchdogLocked(Replica& r, Clock::time_point now);
   void PruneLocked(Clock::time_point now);
   void HandleSubmit(uint64_t session, const v1::Submit& submit);
   v1::ModelInfo ModelInfoLocked() const;
   void UpdateGaugesLocked();
+  std::unique_ptr<Scheduler> NewScheduler() const;
+  bool fixed_layout() const { return replicas_.size() > 1; }
 
   const CoordinatorOptions options_;
   const std::shared_ptr<const TransportSecurity> security_;
@@ -123,22 +165,16 @@ class CoordinatorService final : public v1::Coordinator::Service {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   WorkerRegistry registry_;
-  std::unique_ptr<Scheduler> scheduler_;
-  v1::LayerMap map_;               // empty stages: no map (starting or unavailable)
-  std::set<std::string> planned_;  // the eligible workers the last re-plan saw
-  bool force_rebuild_ = false;     // a transport error in the current epoch
-  std::string unavailable_reason_;
+  std::vector<std::unique_ptr<Replica>> replicas_;  // at least one, from the start
+  int stages_per_replica_ = 0;                      // fixed layout: S
+  uint64_t last_epoch_ = 0;                         // epochs are unique over replicas
   uint64_t failovers_ = 0;
   v1::FailoverEvent last_failover_;
-  bool serving_ = false, draining_ = false, stopping_ = false;
-  bool started_ = false;           // the first map formed (admission delays apply after)
-  bool failover_pending_ = false;  // the next re-plan replaces a lost stage
-  Clock::time_point serving_since_;
-  StepStats steps_;  // guarded by mu_
+  bool draining_ = false, stopping_ = false;
+  bool started_ = false;  // the first maps formed (admission delays apply after)
 
   GatewaySessions sessions_;
-  Stage0Link stage0_;  // the pump writes it, Rebuild replaces it
-  std::thread pump_, control_;
+  std::thread control_;
 };
 
 }  // namespace strata

@@ -268,6 +268,28 @@ void Scheduler::Rewind() {
   }
 }
 
+std::vector<Scheduler::Sequence> Scheduler::TakeAll() {
+  std::vector<Sequence> out;
+  for (auto& [id, s] : running_) {
+    if (s.cancelled) continue;
+    s.fed = 0;
+    s.in_flight = false;
+    out.push_back(std::move(s));
+  }
+  for (auto& [id, s] : waiting_) out.push_back(std::move(s));
+  running_.clear();
+  waiting_.clear();
+  inflight_.clear();
+  drops_.clear();
+  return out;
+}
+
+void Scheduler::Adopt(std::vector<Sequence> sequences) {
+  for (auto it = sequences.rbegin(); it != sequences.rend(); ++it) {
+    waiting_.emplace_front(next_seq_++, std::move(*it));
+  }
+}
+
 void Scheduler::SetMaxSequences(int64_t n) {
   options_.max_sequences = std::max<int64_t>(1, n);
   while (running() > options_.max_sequences) {

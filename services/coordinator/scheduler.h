@@ -139,7 +139,8 @@ class Scheduler {
   int64_t inflight_steps() const { return static_cast<int64_t>(inflight_.size()); }
   bool idle() const { return running_.empty() && waiting_.empty() && inflight_.empty(); }
 
- private:
+  // A sequence with everything it has generated, as one replica hands it to
+  // another.
   struct Sequence {
     SequenceSpec spec;
     std::vector<int32_t> generated;
@@ -150,6 +151,15 @@ class Scheduler {
     int64_t known() const { return static_cast<int64_t>(spec.prompt.size() + generated.size()); }
     int32_t token(int64_t i) const;
   };
+  // Every sequence this scheduler holds, running ones first (rewound: they
+  // replay from their first token wherever they go), cancelled ones left out;
+  // the scheduler is empty afterwards, as after FailAll.
+  std::vector<Sequence> TakeAll();
+  // Queues sequences another scheduler gave up, ahead of this one's own
+  // waiting ones (they were admitted earlier).
+  void Adopt(std::vector<Sequence> sequences);
+
+ private:
   Finish CheckFinish(const Sequence& s) const;
   // The sequences of an in-flight step (none for an unknown id); the step is over.
   std::vector<uint64_t> TakeStep(uint64_t step_id);

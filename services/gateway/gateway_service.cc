@@ -344,6 +344,9 @@ v1::ModelInfo PublicModelInfo(const v1::ModelInfo& internal) {
   v1::ModelInfo info = internal;
   info.set_model(ModelLabel(internal.model()));
   for (v1::StageInfo& s : *info.mutable_layer_map()->mutable_stages()) s.clear_address();
+  for (v1::LayerMap& replica : *info.mutable_replicas()) {
+    for (v1::StageInfo& s : *replica.mutable_stages()) s.clear_address();
+  }
   for (v1::WorkerHealth& w : *info.mutable_workers()) w.clear_address();
   return info;
 }

@@ -162,9 +162,15 @@ std::unique_ptr<v1::Worker::Stub> Cluster::worker_stub(const std::string& addres
 
 std::vector<std::vector<uint64_t>> Cluster::WorkerSequences() const {
   std::vector<std::vector<uint64_t>> out;
-  // The workers of the current map (a lost one may be dead or stopped).
+  // The workers of the current maps, replica by replica (a lost one may be
+  // dead or stopped).
   const v1::ModelInfo info = Info();
-  for (const v1::StageInfo& w : info.layer_map().stages()) {
+  std::vector<v1::StageInfo> stages(info.layer_map().stages().begin(),
+                                    info.layer_map().stages().end());
+  for (int r = 1; r < info.replicas_size(); ++r) {
+    stages.insert(stages.end(), info.replicas(r).stages().begin(), info.replicas(r).stages().end());
+  }
+  for (const v1::StageInfo& w : stages) {
     auto stub = worker_stub(w.address());
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -55,7 +55,8 @@ class Cluster {
   // transport.
   const std::string& cert_dir() const { return cert_dir_; }
   const TransportSecurity* security() const { return security_.get(); }
-  // Sequence ids holding KV on each worker of the current map, in pipeline order.
+  // Sequence ids holding KV on each worker of the current maps, in pipeline
+  // order, replica after replica.
   std::vector<std::vector<uint64_t>> WorkerSequences() const;
   // Waits until no worker holds KV for any sequence (true) or `timeout_ms` passes.
   bool WaitKvFree(int timeout_ms) const;

@@ -1,0 +1,195 @@
+// Pipeline replicas with real processes and real signals: requests spread
+// over the replicas; a worker stopped in one replica fails over that replica
+// alone while the other's streams go on without a pause; a replica that
+// loses its only worker hands its sequences to the others. Every stream
+// still equals its single-process run.
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/services/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace strata::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const char* const kPrompts[] = {"The old lighthouse keeper", "Once upon a time",
+                                "In the morning the harbour", "She opened the door"};
+
+// One stream with the time and map epoch of every delta.
+struct Timed {
+  StreamResult result;
+  std::vector<uint64_t> epochs;
+  double longest_gap_s = 0;  // between the request and its first delta, and between deltas
+};
+
+Timed TimedStream(Cluster& cluster, const std::string& prompt, int max_tokens) {
+  auto stub = cluster.generation();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto reader = stub->Generate(&ctx, TextRequest(prompt, max_tokens, {}, /*ignore_eos=*/true));
+  Timed t;
+  v1::GenerateResponse response;
+  Clock::time_point last = Clock::now();  // the first gap is the time to the first token
+  while (reader->Read(&response)) {
+    const auto now = Clock::now();
+    if (response.has_delta()) {
+      const v1::Delta& d = response.delta();
+      t.longest_gap_s =
+          std::max(t.longest_gap_s, std::chrono::duration<double>(now - last).count());
+      last = now;
+      t.epochs.push_back(d.map_epoch());
+      t.result.text += d.text();
+      t.result.tokens.insert(t.result.tokens.end(), d.token_ids().begin(), d.token_ids().end());
+    } else {
+      t.result.finished = response.finished();
+    }
+  }
+  const grpc::Status st = reader->Finish();
+  t.result.code = st.error_code();
+  t.result.message = st.error_message();
+  return t;
+}
+
+void ExpectLikeTheSingleProcessRun(const Timed& got, const std::string& prompt, int max_tokens,
+                                   int i) {
+  const Reference ref =
+      GenerateLocally(TestModel("llama"), prompt, max_tokens, {}, /*ignore_eos=*/true);
+  ASSERT_EQ(got.result.code, 0) << "stream " << i << ": " << got.result.message;
+  EXPECT_EQ(got.result.tokens, ref.tokens) << "stream " << i << " lost or repeated tokens";
+  EXPECT_EQ(got.result.text, ref.text) << "stream " << i;
+}
+
+pid_t PidOf(const Cluster& cluster, const std::string& worker_id) {
+  for (int i = 0; i < 8; ++i) {
+    if (worker_id == absl::StrCat("worker-", i)) return cluster.workers()[i].pid;
+  }
+  ADD_FAILURE() << "unknown worker " << worker_id;
+  return -1;
+}
+
+TEST(ReplicaTest, TwoReplicasShareTheLoadAndOneFailsOverWithoutPausingTheOther) {
+  // Slow steps (5 ms a worker) so the streams are long enough to stop a
+  // worker under; a stopped worker is noticed after 1.5 s of silence.
+  auto cluster = Cluster::Start(
+      TestModel("llama"), 4,
+      {"--replicas", "2", "--max-sequences", "8", "--worker-flags", "--debug-step-delay-ms 5",
+       "--coordinator-flags", "--heartbeat-timeout-ms 1500"});
+  ASSERT_NE(cluster, nullptr);
+  const v1::ModelInfo before = cluster->Info();
+  ASSERT_EQ(before.replicas_size(), 2);
+  ASSERT_EQ(before.replicas(0).stages_size(), 2);
+  ASSERT_EQ(before.replicas(1).stages_size(), 2);
+  const uint64_t epoch0 = before.replicas(0).epoch();
+  const uint64_t epoch1 = before.replicas(1).epoch();
+  EXPECT_NE(epoch0, epoch1);  // each replica has its own
+
+  const int n = 8, max_tokens = 150;
+  std::vector<Timed> got(n);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
+  }
+  // Both replicas hold sequences: admission spread them.
+  bool spread = false;
+  for (int tries = 0; tries < 200 && !spread; ++tries) {
+    const auto seqs = cluster->WorkerSequences();
+    spread = seqs.size() == 4 && !seqs[0].empty() && !seqs[2].empty();
+    if (!spread) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(spread) << "the requests all went to one replica";
+  // Stop replica 1's last stage mid-stream.
+  const std::string victim = before.replicas(1).stages(1).worker_id();
+  const pid_t pid = PidOf(*cluster, victim);
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [&](const v1::ModelInfo& info) {
+        return info.replicas_size() == 2 && info.replicas(1).epoch() != epoch1 &&
+               info.replicas(1).stages_size() == 1;
+      },
+      20'000))
+      << cluster->Info().ShortDebugString();
+  for (auto& t : clients) t.join();
+  kill(pid, SIGCONT);
+
+  const v1::ModelInfo after = cluster->Info();
+  EXPECT_EQ(after.replicas(0).epoch(), epoch0) << "replica 0 was re-planned";
+  EXPECT_GE(after.failovers(), 1u);
+  int on_replica0 = 0, moved = 0;
+  for (int i = 0; i < n; ++i) {
+    ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i);
+    const bool only0 = std::all_of(got[i].epochs.begin(), got[i].epochs.end(),
+                                   [&](uint64_t e) { return e == epoch0; });
+    if (only0) {
+      ++on_replica0;
+      // Replica 0 never waited for replica 1's failover (1.5 s of silence
+      // and a re-plan): its longest gap is a few steps.
+      EXPECT_LT(got[i].longest_gap_s, 0.6) << "stream " << i << " on replica 0 paused";
+    } else {
+      ++moved;
+      std::string epochs;
+      for (uint64_t e : std::set<uint64_t>(got[i].epochs.begin(), got[i].epochs.end())) {
+        absl::StrAppend(&epochs, " ", e);
+      }
+      EXPECT_GT(got[i].longest_gap_s, 1.0)
+          << "stream " << i << " on replica 1 did not pause? epochs" << epochs;
+    }
+  }
+  EXPECT_GT(on_replica0, 0);
+  EXPECT_GT(moved, 0);
+}
+
+TEST(ReplicaTest, TheLayoutSearchPicksOneReplicaPerWorkerAndALostOneHandsItsSequencesOver) {
+  auto cluster = Cluster::Start(
+      TestModel("llama"), 3,
+      {"--replicas", "0", "--max-sequences", "8", "--worker-flags", "--debug-step-delay-ms 5"});
+  ASSERT_NE(cluster, nullptr);
+  const v1::ModelInfo before = cluster->Info();
+  // The tiny model fits every worker: three 1-stage replicas beat a pipeline.
+  ASSERT_EQ(before.replicas_size(), 3);
+  for (const v1::LayerMap& m : before.replicas()) EXPECT_EQ(m.stages_size(), 1);
+  const int n = 9, max_tokens = 120;
+  std::vector<Timed> got(n);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const std::string victim = before.replicas(2).stages(0).worker_id();
+  ASSERT_EQ(kill(PidOf(*cluster, victim), SIGKILL), 0);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& info) {
+        return info.replicas_size() == 3 && info.replicas(2).stages_size() == 0;
+      },
+      20'000));
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < n; ++i) ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i);
+  const std::string logs = cluster->log_path().substr(0, cluster->log_path().rfind('/')) + "/logs";
+  const std::string log = ReadFile(logs + "/coordinator.log");
+  EXPECT_NE(log.find("replica 2 has no map: its "), std::string::npos) << log;
+  // New requests go to the replicas left.
+  const StreamResult more = Stream(*cluster->generation(), TextRequest("hello", 4));
+  EXPECT_EQ(more.code, 0) << more.message;
+  EXPECT_TRUE(cluster->WaitKvFree(5000));
+}
+
+TEST(ReplicaTest, BadReplicaFlagsAreRefused) {
+  std::string out;
+  EXPECT_NE(RunCommand(std::string(STRATA_BINARY) + " coordinator --replicas -1 2>&1", &out), 0);
+  EXPECT_NE(out.find("--replicas"), std::string::npos) << out;
+  EXPECT_NE(
+      RunCommand(std::string(STRATA_BINARY) + " coordinator --replicas 2 --layers 0-1,2-3 2>&1",
+                 &out),
+      0);
+  EXPECT_NE(out.find("--layers: a manual split needs --replicas 1"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace strata::testing
