@@ -484,7 +484,12 @@ grpc::Status WorkerService::Forward(grpc::ServerContext* context,
       std::lock_guard<std::mutex> lock(mu_);
       st = CheckUpstream(peer, token);
       denied = !st.ok();
-      if (!denied) st = RunStep(step, &result, &forwarded);
+      if (!denied) {
+        const auto started = std::chrono::steady_clock::now();
+        st = RunStep(step, &result, &forwarded);
+        busy_seconds_ +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      }
       if (!st.ok()) {
         ++rejected_steps_;
         error_ = st.ToString();
@@ -679,6 +684,7 @@ grpc::Status WorkerService::GetStatus(grpc::ServerContext* context, const v1::Ge
   response->set_steps(steps_);
   response->set_error(error_);
   response->set_rejected_steps(rejected_steps_);
+  response->set_busy_seconds(busy_seconds_);
   if (stage_ != nullptr) {
     const KvCache& kv = stage_->kv_cache();
     response->set_layer_begin(static_cast<int32_t>(stage_->begin()));
@@ -687,6 +693,9 @@ grpc::Status WorkerService::GetStatus(grpc::ServerContext* context, const v1::Ge
     response->set_kv_blocks_total(kv.total_blocks());
     response->set_kv_blocks_used(kv.total_blocks() - kv.free_blocks());
     response->set_weight_bytes(stage_->weight_bytes());
+    const Backend::StepTiming timing = stage_->backend().Timing();
+    response->set_modelled_seconds(timing.modelled_seconds);
+    response->set_achieved_seconds(timing.achieved_seconds);
   }
   return grpc::Status::OK;
 }

@@ -132,6 +132,7 @@ class WorkerService final : public v1::Worker::Service {
   uint64_t epoch_ = 0;
   std::string error_;
   uint64_t steps_ = 0;
+  double busy_seconds_ = 0;  // in RunStep
   uint64_t rejected_steps_ = 0;
   std::unique_ptr<Stage> stage_;
   std::string next_address_;
