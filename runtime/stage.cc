@@ -160,13 +160,6 @@ absl::Status Stage::AllocateWorkspaces(int64_t kv_blocks) {
   cos_.resize(t * config_.head_dim / 2);
   sin_.resize(t * config_.head_dim / 2);
 
-  const int64_t layers = end_ - begin_;
-  const int64_t kv_bytes = KvCache::StorageBytes(layers, config_.kv_dim(), kv_blocks, elem);
-  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> storage,
-                   backend_->Allocate(kv_bytes, absl::StrCat("KV cache (", kv_blocks, " blocks of ",
-                                                             KvCache::kBlockSize, " tokens, ",
-                                                             layers, " layers)")));
-  kv_ = std::make_unique<KvCache>(layers, config_.kv_dim(), kv_blocks, elem, std::move(storage));
   Backend::StepLimits limits;
   limits.max_rows = t;
   limits.max_positions = max_context_;
@@ -176,7 +169,32 @@ absl::Status Stage::AllocateWorkspaces(int64_t kv_blocks) {
   limits.hidden = h;
   limits.vocab = is_last() ? config_.vocab_size : 0;
   limits.max_logits_rows = std::min(t, std::max<int64_t>(64, options_.max_sequences));
-  return backend_->ReserveScratch(limits);
+  RETURN_IF_ERROR(backend_->ReserveScratch(limits));
+
+  // The KV cache last: with kv_from_memory it takes what is left.
+  const int64_t layers = end_ - begin_;
+  const MemoryReport memory = backend_->Memory();
+  if (options_.kv_from_memory && memory.limit_bytes > 0) {
+    const int64_t block = KvCache::StorageBytes(layers, config_.kv_dim(), 1, elem);
+    const int64_t left = memory.limit_bytes - memory.used_bytes;
+    const int64_t fit = std::max<int64_t>(0, left / block);
+    const int64_t one = (max_context_ + KvCache::kBlockSize - 1) / KvCache::kBlockSize;
+    if (fit < one) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(memory.device, ": the weights and workspaces leave ", left >> 20,
+                       " MiB for the KV cache: ", fit, " blocks of ", KvCache::kBlockSize,
+                       " tokens, fewer than the ", one, " one sequence of ", max_context_,
+                       " tokens needs; give the stage fewer layers or a shorter --max-context"));
+    }
+    kv_blocks = std::min(kv_blocks, fit);
+  }
+  const int64_t kv_bytes = KvCache::StorageBytes(layers, config_.kv_dim(), kv_blocks, elem);
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> storage,
+                   backend_->Allocate(kv_bytes, absl::StrCat("KV cache (", kv_blocks, " blocks of ",
+                                                             KvCache::kBlockSize, " tokens, ",
+                                                             layers, " layers)")));
+  kv_ = std::make_unique<KvCache>(layers, config_.kv_dim(), kv_blocks, elem, std::move(storage));
+  return absl::OkStatus();
 }
 
 absl::Status Stage::LoadWeights() {

@@ -43,6 +43,11 @@ struct StageOptions {
   int64_t max_context = 0;          // per sequence; 0 = min(max_position_embeddings, 8192)
   int64_t max_sequences = 4;        // sizes the default KV cache
   int64_t kv_blocks = 0;            // 0 = max_sequences * ceil(max_context / 16)
+  // The KV cache takes what the device's budget leaves after the weights,
+  // workspaces and scratch, up to the kv_blocks above (a device without a
+  // budget, the CPU, takes exactly those). Less than one full context is a
+  // RESOURCE_EXHAUSTED naming the sizes.
+  bool kv_from_memory = false;
   // CPU: read every page of the stage's weights before Load returns, so the
   // first request does not pay for page faults (a GPU reads them anyway, to
   // upload them). `load_progress` (may be empty) hears (bytes read, total)

@@ -138,7 +138,12 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   f.Int("replicas", &replicas,
         "pipeline replicas: 1 = one pipeline over every worker; N = N replicas of workers/N "
         "stages; 0 = as the layout search chooses (1)");
-  f.Int("max-sequences", &o.max_sequences, "concurrent sequences; sizes the KV budget (16)");
+  f.Int("max-sequences", &o.max_sequences,
+        "concurrent sequences per replica; the KV budget on CPU workers, the cap on GPUs (16)");
+  std::string kv_budget = "memory";
+  f.String("kv-budget", &kv_budget,
+           "memory: a GPU worker's KV cache takes what its memory budget leaves (capped by "
+           "--max-sequences); fixed: --max-sequences x --max-context everywhere (memory)");
   f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
   f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
   f.Int("max-inflight-steps", &inflight, "micro-batches in the pipeline; 0 = one per stage");
@@ -164,6 +169,10 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   if (stop) return absl::OkStatus();
   RETURN_IF_ERROR(IntIn("workers", workers, 1, 1024));
   RETURN_IF_ERROR(IntIn("replicas", replicas, 0, 1024));
+  if (kv_budget != "memory" && kv_budget != "fixed") {
+    return absl::InvalidArgumentError("--kv-budget: must be memory or fixed, got " + kv_budget);
+  }
+  o.kv_from_memory = kv_budget == "memory";
   if (replicas != 1 && !o.layers.empty()) {
     return absl::InvalidArgumentError("--layers: a manual split needs --replicas 1");
   }
@@ -220,6 +229,10 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
            "memory this worker may use, e.g. 24GiB (physical memory; on cuda the free device "
            "memory)");
   f.String("reserve", &reserve, "memory kept free, e.g. 2GiB (a tenth of the capacity)");
+  double fraction = 0;
+  f.Float("memory-fraction", &fraction,
+          "share of the capacity the stage may use, as vLLM's gpu_memory_utilization: sets "
+          "--reserve to the rest (0.90 when neither is given)");
   f.Float("speed", &o.speed, "relative speed for the planner (1)");
   f.Int("threads", &threads, "CPU threads; 0 = every core (0)");
   f.Int("connect-timeout-ms", &connect, "to reach the coordinator and the next worker (30000)");
@@ -245,6 +258,16 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   if (stop) return absl::OkStatus();
   RETURN_IF_ERROR(BytesFlag("capacity", capacity, &o.capacity_bytes));
   RETURN_IF_ERROR(BytesFlag("reserve", reserve, &o.reserve_bytes));
+  if (fraction != 0) {
+    if (!(fraction > 0 && fraction <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--memory-fraction: must be in (0, 1], got ", fraction));
+    }
+    if (!reserve.empty()) {
+      return absl::InvalidArgumentError("--memory-fraction, --reserve: give one of them");
+    }
+    o.memory_fraction = fraction;
+  }
   RETURN_IF_ERROR(BytesFlag("sim-memory", sim_memory, &o.sim_memory_bytes));
   if (o.sim_bandwidth < 0 || o.sim_flops < 0) {
     return absl::InvalidArgumentError("--sim-bandwidth, --sim-flops: must not be negative");
@@ -443,10 +466,18 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   }
   std::fprintf(stderr, "strata up: serving %s; logs in %s\n", o.model_dir.c_str(),
                cluster.log_dir().c_str());
-  for (const auto& s : cluster.info().model().layer_map().stages()) {
-    std::fprintf(stderr, "  stage %d  %-9s %-21s layers %2d-%-2d %s%s  (%s)\n", s.stage(),
-                 s.worker_id().c_str(), s.address().c_str(), s.layer_begin(), s.layer_end() - 1,
-                 s.embeds() ? "+embed " : "", s.samples() ? "+head" : "", s.reason().c_str());
+  const v1::ModelInfo& served = cluster.info().model();
+  for (int r = 0; r < std::max(1, served.replicas_size()); ++r) {
+    const v1::LayerMap& map = served.replicas_size() > 0 ? served.replicas(r) : served.layer_map();
+    if (served.replicas_size() > 1) {
+      std::fprintf(stderr, "  replica %d (epoch %llu)\n", r,
+                   static_cast<unsigned long long>(map.epoch()));
+    }
+    for (const auto& s : map.stages()) {
+      std::fprintf(stderr, "  stage %d  %-9s %-21s layers %2d-%-2d %s%s  (%s)\n", s.stage(),
+                   s.worker_id().c_str(), s.address().c_str(), s.layer_begin(), s.layer_end() - 1,
+                   s.embeds() ? "+embed " : "", s.samples() ? "+head" : "", s.reason().c_str());
+    }
   }
   std::fprintf(stderr, "  gateway     %s   (layer map epoch %llu)\n", cluster.gateway().c_str(),
                static_cast<unsigned long long>(cluster.info().model().layer_map().epoch()));

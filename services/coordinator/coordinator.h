@@ -34,7 +34,11 @@ struct CoordinatorOptions {
   // Pipeline replicas: 1 = one pipeline over every worker; N = N replicas of
   // (workers / N) stages; 0 = as the layout search (layout.h) chooses.
   int replicas = 1;
-  int64_t max_sequences = 16;      // concurrency: the KV budget on every worker
+  int64_t max_sequences = 16;  // concurrency: the KV budget on every worker
+  // On GPUs (simulated or not): each worker's KV cache takes what its budget
+  // (capacity less reserve: --memory-fraction) leaves, with max_sequences
+  // full contexts as the cap; admission follows the smallest stage's cache.
+  bool kv_from_memory = true;
   int64_t max_context = 0;         // tokens per sequence; 0 = model's, capped at 8192
   int64_t max_batch_tokens = 512;  // tokens per step
   int max_inflight_steps = 0;      // micro-batches in the pipeline; 0 = one per stage

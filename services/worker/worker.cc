@@ -50,6 +50,10 @@ absl::Status RunWorker(const WorkerOptions& in) {
     options.capacity_bytes =
         options.device == "cpu" ? device_report.total_bytes : device_report.free_bytes;
   }
+  if (options.memory_fraction > 0) {
+    options.reserve_bytes = static_cast<int64_t>(static_cast<double>(options.capacity_bytes) *
+                                                 (1 - options.memory_fraction));
+  }
   if (options.reserve_bytes < 0) options.reserve_bytes = options.capacity_bytes / 10;
   Log(absl::StrCat("device ", device_report.device, ": ", device_report.total_bytes >> 20,
                    " MiB total, ", device_report.free_bytes >> 20, " MiB free; capacity ",

@@ -40,6 +40,8 @@ struct WorkerOptions {
   int drain_timeout_ms = 30'000;      // on SIGTERM: how long to wait to be planned out
   int debug_step_delay_ms = 0;        // fault injection: a slow device
   double debug_load_rate = 0;         // fault injection: a slow disk (bytes/s, 0: off)
+  // > 0: the reserve is the capacity's other share (overrides reserve_bytes).
+  double memory_fraction = 0;
   // sim:custom (or a table device's figures replaced): memory, bytes/s, FLOP/s.
   int64_t sim_memory_bytes = 0;
   double sim_bandwidth = 0, sim_flops = 0;

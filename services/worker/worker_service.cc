@@ -151,7 +151,7 @@ void WorkerService::FillHeartbeat(v1::Heartbeat* heartbeat) {
 }
 
 absl::Status CheckLoadLimits(const v1::LoadRequest& r, const ModelConfig& config,
-                             int64_t capacity_bytes, int64_t reserve_bytes) {
+                             int64_t capacity_bytes, int64_t reserve_bytes, bool budgeted) {
   auto out_of = [](const char* field, int64_t v, int64_t lo, int64_t hi) {
     return absl::InvalidArgumentError(
         absl::StrCat("Worker.Load: ", field, " ", v, " is outside [", lo, ", ", hi, "]"));
@@ -180,8 +180,13 @@ absl::Status CheckLoadLimits(const v1::LoadRequest& r, const ModelConfig& config
   // activations must fit what this worker may use; the weights are mapped.
   // In doubles: the factors are bounded, their product may not fit 64 bits.
   const int64_t layers = r.layer_end() - r.layer_begin();
-  const double kv = static_cast<double>(r.max_sequences()) * static_cast<double>(r.max_context()) *
-                    static_cast<double>(layers) * 2.0 * static_cast<double>(config.kv_dim()) * 4.0;
+  // A cache sized from memory (on a device with a budget) takes what is
+  // left, so max_sequences is only its cap; the stage checks the rest.
+  const double kv = r.kv_from_memory() && budgeted
+                        ? 0.0
+                        : static_cast<double>(r.max_sequences()) *
+                              static_cast<double>(r.max_context()) * static_cast<double>(layers) *
+                              2.0 * static_cast<double>(config.kv_dim()) * 4.0;
   const double per_token = 3.0 * static_cast<double>(config.hidden_size) +
                            2.0 * static_cast<double>(config.q_dim()) +
                            2.0 * static_cast<double>(config.kv_dim()) +
@@ -293,8 +298,8 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
   }
   absl::StatusOr<ModelConfig> config = LoadModelConfig(request->model_dir());
   if (!config.ok()) return ToGrpcStatus(config.status());
-  if (absl::Status st =
-          CheckLoadLimits(*request, *config, options_.capacity_bytes, options_.reserve_bytes);
+  if (absl::Status st = CheckLoadLimits(*request, *config, options_.capacity_bytes,
+                                        options_.reserve_bytes, options_.device != "cpu");
       !st.ok()) {
     Log(std::string(st.message()));
     return ToGrpcStatus(st);
@@ -313,10 +318,10 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
   history_.clear();
   // The same range with the same limits keeps the loaded stage (its weights
   // stay mapped) and only forgets every sequence; anything else reloads.
-  const std::string key =
-      absl::StrCat(request->model_dir(), "|", request->layer_begin(), "|", request->layer_end(),
-                   "|", request->max_batch_tokens(), "|", request->max_context(), "|",
-                   request->max_sequences(), "|", request->threads());
+  const std::string key = absl::StrCat(request->model_dir(), "|", request->layer_begin(), "|",
+                                       request->layer_end(), "|", request->max_batch_tokens(), "|",
+                                       request->max_context(), "|", request->max_sequences(), "|",
+                                       request->threads(), "|", request->kv_from_memory());
   const bool keep = stage_ != nullptr && key == loaded_key_;
   if (keep) {
     for (uint64_t id : stage_->kv_cache().SequenceIds()) stage_->Free(id);
@@ -344,6 +349,7 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
     so.max_batch_tokens = request->max_batch_tokens();
     so.max_context = request->max_context();
     so.max_sequences = request->max_sequences();
+    so.kv_from_memory = request->kv_from_memory();
     // Every weight is read before "loaded", so the first request does not
     // pay for page faults; a long read says how far it is.
     const auto load_started = std::chrono::steady_clock::now();

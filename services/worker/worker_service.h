@@ -50,8 +50,10 @@ struct WorkerMetrics {
 // The limits of a Load, refused by name before anything is allocated:
 // ranges inside the model, sizes no device reaches, and a KV cache (f32) plus
 // one batch of activations that fit capacity - reserve (0 capacity: no check).
+// On a `budgeted` device (a GPU, simulated or not) a kv_from_memory cache
+// takes what is left, so only the workspace is checked here.
 absl::Status CheckLoadLimits(const v1::LoadRequest& request, const ModelConfig& config,
-                             int64_t capacity_bytes, int64_t reserve_bytes);
+                             int64_t capacity_bytes, int64_t reserve_bytes, bool budgeted = false);
 
 // The log-probability of `token` under `logits` (log-softmax of the raw
 // logits) and the `top_n` most likely tokens' (highest first, ties by id).

@@ -244,6 +244,45 @@ TEST(ClusterTest, SimulatedGpusServeWhatOneSimulatedGpuGenerates) {
   }
 }
 
+// Qwen2.5-3B's full shape on two simulated 4 GiB GPUs: a two-stage pipeline
+// whose KV cache is what each GPU's memory budget (90%) leaves after the
+// weights, workspaces and scratch; admission follows the smaller cache; and
+// a fixed budget that cannot fit is halved until it does.
+TEST(ClusterTest, OnSmallGpusTheKvCacheIsWhatTheMemoryLeaves) {
+  const std::string model = FreshDir("qwen3b-zeros");
+  ModelSpec spec;
+  spec.flavour = "qwen2";
+  spec.size = "qwen2.5-3b";
+  spec.init = "zeros";
+  ASSERT_TRUE(MakeModel(spec, model).ok());
+  auto cluster = Cluster::Start(
+      model, 2,
+      {"--gpus", "sim:custom*2", "--max-context", "4096", "--max-sequences", "64", "--worker-flags",
+       "--sim-memory 4GiB --sim-bandwidth 300e9 --sim-flops 30e12"});
+  ASSERT_NE(cluster, nullptr);
+  const v1::ModelInfo info = cluster->Info();
+  ASSERT_EQ(info.layer_map().stages_size(), 2);
+  int64_t smallest = INT64_MAX;
+  for (const ClusterAddress& w : cluster->workers()) {
+    grpc::ClientContext ctx;
+    v1::WorkerStatus st;
+    ASSERT_TRUE(cluster->worker_stub(w.address)->GetStatus(&ctx, {}, &st).ok());
+    // 18 layers x 2 x 256 x 2 bytes x 16 tokens = 288 KiB a block; what is
+    // left of 3.6 GiB after 3.2 GiB of weights holds a few hundred.
+    EXPECT_GT(st.kv_blocks_total(), 256) << st.ShortDebugString();
+    EXPECT_LT(st.kv_blocks_total(), 4096) << st.ShortDebugString();
+    smallest = std::min(smallest, st.kv_blocks_total());
+  }
+  const std::string logs = cluster->log_path().substr(0, cluster->log_path().rfind('/')) + "/logs";
+  const std::string log = ReadFile(logs + "/coordinator.log");
+  EXPECT_NE(log.find(absl::StrCat("KV budget now ", smallest / 256, " sequences (was 64)")),
+            std::string::npos)
+      << log;
+  const StreamResult got = Stream(*cluster->generation(), TextRequest("hello", 8, {}, true));
+  EXPECT_EQ(got.code, 0) << got.message;
+  EXPECT_EQ(got.tokens.size(), 8u);
+}
+
 TEST(ClusterTest, SixteenConcurrentStreamsMatchTheirSingleProcessRuns) {
   const std::string& model = TestModel("llama");
   auto cluster = Cluster::Start(model, 3, {"--max-sequences", "16"});
