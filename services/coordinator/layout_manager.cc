@@ -315,6 +315,8 @@ void CoordinatorService::ChooseLayoutLocked() {
     const v1::Device& d = registry_.workers().at(id).device;
     DeviceSpec spec{absl::StrCat(id, "/", d.name()), d.capacity_bytes(), d.reserve_bytes(),
                     d.speed() > 0 ? d.speed() : 1.0};
+    spec.bandwidth = d.bandwidth();  // 0: from the speed
+    spec.flops = d.flops();
     devices.push_back(spec);
   }
   int replicas = requested, stages = 0;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/backend/backend.h"
+#include "runtime/device_table.h"
 #include "runtime/status_macros.h"
 #include "services/common/log.h"
 #include "services/common/metrics.h"
@@ -60,6 +61,25 @@ absl::Status RunWorker(const WorkerOptions& in) {
                    options.capacity_bytes >> 20, " MiB, reserve ", options.reserve_bytes >> 20,
                    " MiB"));
   if (!(options.speed > 0)) return absl::InvalidArgumentError("--speed: must be positive");
+  // What the layout search models this device with: the table's row for a
+  // simulated GPU or a CUDA GPU it knows by name ("cuda:0 (NVIDIA A100-...)").
+  DeviceModel known_device;
+  if (options.device.rfind("sim:", 0) == 0) {
+    if (absl::StatusOr<DeviceModel> row = FindDevice(options.device.substr(4)); row.ok()) {
+      known_device = *row;
+    }
+    if (options.sim_bandwidth > 0) known_device.bandwidth = options.sim_bandwidth;
+    if (options.sim_flops > 0) known_device.flops = options.sim_flops;
+  } else if (options.device != "cpu") {
+    const std::string& label = device_report.device;
+    const size_t open = label.find('(');
+    const std::string name =
+        open == std::string::npos ? label : label.substr(open + 1, label.size() - open - 2);
+    if (std::optional<DeviceModel> row = MatchCudaDevice(name, device_report.total_bytes)) {
+      known_device = *row;
+      Log(absl::StrCat("modelled as the device table's ", row->label));
+    }
+  }
   char hostname[256] = {};
   gethostname(hostname, sizeof(hostname) - 1);
   const std::string host = hostname;
@@ -195,6 +215,8 @@ absl::Status RunWorker(const WorkerOptions& in) {
     device->set_capacity_bytes(options.capacity_bytes);
     device->set_reserve_bytes(options.reserve_bytes);
     device->set_speed(options.speed);
+    device->set_bandwidth(known_device.bandwidth);
+    device->set_flops(known_device.flops);
     v1::CoordinatorMessage reply;
     const bool answered = stream->Write(reg) && stream->Read(&reply);
     if (answered && reply.has_rejected()) {
