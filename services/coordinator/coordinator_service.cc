@@ -31,6 +31,18 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r, const std::strin
                    .Help("Pipeline replicas serving (each with its own map)")
                    .Register(r)
                    .Add({{"model", m}})),
+      replica_epoch(prometheus::BuildGauge()
+                        .Name("strata_coordinator_replica_epoch")
+                        .Help("Epoch of each pipeline replica's layer map")
+                        .Register(r)),
+      replica_stages(prometheus::BuildGauge()
+                         .Name("strata_coordinator_replica_stages")
+                         .Help("Stages of each pipeline replica's map (0: no map)")
+                         .Register(r)),
+      replica_sequences(prometheus::BuildGauge()
+                            .Name("strata_coordinator_replica_sequences")
+                            .Help("Sequences of each replica by state: running or waiting")
+                            .Register(r)),
       workers(prometheus::BuildGauge()
                   .Name("strata_coordinator_workers")
                   .Help("Known workers by state: serving, standby, backoff, lost")
@@ -88,6 +100,11 @@ CoordinatorService::CoordinatorService(const CoordinatorOptions& options, const 
   replicas_[0]->scheduler = NewScheduler();
 }
 
+void CoordinatorService::NotifyAll() {
+  cv_.notify_all();
+  for (auto& r : replicas_) r->cv.notify_all();
+}
+
 std::unique_ptr<Scheduler> CoordinatorService::NewScheduler() const {
   SchedulerOptions so;
   so.max_sequences = options_.max_sequences;
@@ -104,7 +121,7 @@ CoordinatorService::~CoordinatorService() {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  NotifyAll();
   for (auto& r : replicas_) {
     if (r->pump.joinable()) r->pump.join();
   }
@@ -142,7 +159,7 @@ grpc::Status CoordinatorService::Attach(
   }
   Log(absl::StrCat("worker ", reg.worker_id(), " registered from ", reg.address(), " (",
                    reg.device().name(), ", ", FormatBytes(reg.device().capacity_bytes()), ")"));
-  cv_.notify_all();
+  NotifyAll();
   reply.mutable_registered()->set_heartbeat_ms(options_.heartbeat_ms);
   reply.mutable_registered()->set_session_token(session_token);
   stream->Write(reply);
@@ -157,7 +174,7 @@ grpc::Status CoordinatorService::Attach(
       if (msg.has_drain() && !w->draining) {
         w->draining = true;
         Log(absl::StrCat("worker ", reg.worker_id(), " is draining; planning it out"));
-        cv_.notify_all();
+        NotifyAll();
       }
     }
     if (msg.has_result()) HandleResult(reg.worker_id(), msg.result());
@@ -170,7 +187,7 @@ grpc::Status CoordinatorService::Attach(
                        "connection broke)");
     }
   }
-  cv_.notify_all();
+  NotifyAll();
   return grpc::Status::OK;
 }
 
@@ -238,10 +255,13 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
   std::vector<Emission> out;
   std::map<uint64_t, v1::TokenLogprobs> logprobs;
   std::vector<std::pair<uint64_t, v1::SessionEvent>> prompt_events;  // by session
+  Replica* r = nullptr;
+  bool draining = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Replica* r = ReplicaOfLocked(worker_id);
+    r = ReplicaOfLocked(worker_id);
     if (r == nullptr || result.epoch() != r->map.epoch() || !r->serving) return;
+    draining = draining_;
     const v1::LayerMap& map = r->map;
     // Tokens come from the map's last stage only; a failure from any stage of it.
     const bool last = map.stages(map.stages_size() - 1).worker_id() == worker_id;
@@ -290,14 +310,16 @@ void CoordinatorService::HandleResult(const std::string& worker_id, const v1::St
       out = scheduler->OnResult(result.step_id(), tokens);
     }
   }
-  cv_.notify_all();
+  // Only this replica's pump has a new step to send (a drain waits on cv_).
+  r->cv.notify_one();
+  if (draining) NotifyAll();
   for (const auto& [session, event] : prompt_events) sessions_.Send(session, event);
   sessions_.Deliver(std::move(out), /*admitted=*/false, &logprobs, result.epoch());
 }
 
 grpc::Status CoordinatorService::Session(
     grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream) {
+    grpc::ServerReaderWriter<v1::SessionEvents, v1::GatewayMessage>* stream) {
   if (absl::Status st = Authorize(*context, *security_, {Role::kGateway}, "Coordinator.Session");
       !st.ok()) {
     return ToGrpcStatus(st);
@@ -310,13 +332,13 @@ grpc::Status CoordinatorService::Session(
     } else if (msg.has_cancel()) {
       std::lock_guard<std::mutex> lock(mu_);
       for (auto& r : replicas_) r->scheduler->Cancel(id, msg.cancel().request_id());
-      cv_.notify_all();
+      NotifyAll();
     }
   }
   sessions_.Close(id);
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& r : replicas_) r->scheduler->CancelSession(id);
-  cv_.notify_all();
+  NotifyAll();
   return grpc::Status::OK;
 }
 
@@ -364,7 +386,7 @@ void CoordinatorService::HandleSubmit(uint64_t session, const v1::Submit& submit
     }
     if (error.ok()) {
       target->scheduler->Submit(*std::move(spec));
-      cv_.notify_all();
+      target->cv.notify_one();
       return;
     }
   }
@@ -457,6 +479,15 @@ void CoordinatorService::UpdateGaugesLocked() {
     replicas += r->serving ? 1 : 0;
     running += r->scheduler->running();
     waiting += r->scheduler->queued();
+    const std::string index = std::to_string(r->index);
+    const std::string& m = metrics_->model;
+    metrics_->replica_epoch.Add({{"model", m}, {"replica", index}})
+        .Set(static_cast<double>(r->map.epoch()));
+    metrics_->replica_stages.Add({{"model", m}, {"replica", index}}).Set(r->map.stages_size());
+    metrics_->replica_sequences.Add({{"model", m}, {"replica", index}, {"state", "running"}})
+        .Set(static_cast<double>(r->scheduler->running()));
+    metrics_->replica_sequences.Add({{"model", m}, {"replica", index}, {"state", "waiting"}})
+        .Set(static_cast<double>(r->scheduler->queued()));
   }
   metrics_->epoch.Set(static_cast<double>(last_epoch_));
   metrics_->stages.Set(stages);
@@ -581,7 +612,7 @@ void CoordinatorService::PumpLoop(Replica* r) {
     uint64_t epoch = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
+      r->cv.wait(lock, [&] {
         if (stopping_) return true;
         if (!r->serving) return false;
         step = r->scheduler->NextStep();
@@ -660,7 +691,7 @@ void CoordinatorService::Drain(int timeout_ms) {
     });
     stopping_ = true;
   }
-  cv_.notify_all();
+  NotifyAll();
   for (auto& r : replicas_) {
     if (r->pump.joinable()) r->pump.join();
   }

@@ -44,7 +44,12 @@ struct CoordinatorMetrics {
   std::string model;
   prometheus::Gauge& epoch;
   prometheus::Gauge& stages;
-  prometheus::Gauge& replicas;                           // serving
+  prometheus::Gauge& replicas;  // serving
+  // Per replica (label `replica`): its map's epoch and stages, and its
+  // sequences by state.
+  prometheus::Family<prometheus::Gauge>& replica_epoch;
+  prometheus::Family<prometheus::Gauge>& replica_stages;
+  prometheus::Family<prometheus::Gauge>& replica_sequences;
   prometheus::Family<prometheus::Gauge>& workers;        // by state
   prometheus::Family<prometheus::Gauge>& load_progress;  // by worker, 0..1
   prometheus::Family<prometheus::Gauge>& sequences;      // running | waiting
@@ -69,7 +74,7 @@ class CoordinatorService final : public v1::Coordinator::Service {
       grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) override;
   grpc::Status Session(
       grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>* stream) override;
+      grpc::ServerReaderWriter<v1::SessionEvents, v1::GatewayMessage>* stream) override;
   grpc::Status GetClusterInfo(grpc::ServerContext* context,
                               const v1::GetClusterInfoRequest* request,
                               v1::ClusterInfo* response) override;
@@ -105,6 +110,7 @@ class CoordinatorService final : public v1::Coordinator::Service {
     std::string unavailable_reason;
     Clock::time_point serving_since;
     std::thread pump;
+    std::condition_variable cv;  // its pump waits here (with mu_)
   };
 
   // Set once a peer group failed to form: every later map uses gRPC hops.
@@ -154,6 +160,8 @@ class CoordinatorService final : public v1::Coordinator::Service {
   v1::ModelInfo ModelInfoLocked() const;
   void UpdateGaugesLocked();
   std::unique_ptr<Scheduler> NewScheduler() const;
+  // Wakes every waiter: the control loop and drains (cv_) and every pump.
+  void NotifyAll();
   bool fixed_layout() const { return replicas_.size() > 1; }
 
   const CoordinatorOptions options_;

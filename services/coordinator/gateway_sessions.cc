@@ -91,6 +91,12 @@ void GatewaySessions::Close(uint64_t session) {
 }
 
 void GatewaySessions::Send(uint64_t session, const v1::SessionEvent& event) {
+  v1::SessionEvents batch;
+  *batch.add_events() = event;
+  SendBatch(session, batch);
+}
+
+void GatewaySessions::SendBatch(uint64_t session, const v1::SessionEvents& batch) {
   std::shared_ptr<Record> record;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -99,14 +105,16 @@ void GatewaySessions::Send(uint64_t session, const v1::SessionEvent& event) {
     record = it->second;
   }
   std::lock_guard<std::mutex> write(record->write_mu);
-  if (record->open) record->stream->Write(event);
+  if (record->open) record->stream->Write(batch);
 }
 
 void GatewaySessions::Deliver(std::vector<Emission> emissions, bool admitted,
                               const std::map<uint64_t, v1::TokenLogprobs>* logprobs,
                               uint64_t epoch) {
+  // One message per session: its events of this step, in order.
+  std::map<uint64_t, v1::SessionEvents> batches;
   for (Emission& e : emissions) {
-    v1::SessionEvent event;
+    v1::SessionEvent& event = *batches[e.session].add_events();
     event.set_request_id(e.request_id);
     for (int32_t t : e.tokens) event.add_token_ids(t);
     if (!e.tokens.empty()) event.set_epoch(epoch);
@@ -121,8 +129,8 @@ void GatewaySessions::Deliver(std::vector<Emission> emissions, bool admitted,
       event.set_error_code(static_cast<int>(e.error.code()));
       event.set_error(std::string(e.error.message()));
     }
-    Send(e.session, event);
   }
+  for (const auto& [session, batch] : batches) SendBatch(session, batch);
 }
 
 void GatewaySessions::Refuse(uint64_t session, uint64_t request_id, const absl::Status& error) {

@@ -27,14 +27,16 @@ absl::StatusOr<SequenceSpec> SpecFromSubmit(uint64_t session, const v1::Submit& 
 
 class GatewaySessions {
  public:
-  using Stream = grpc::ServerReaderWriter<v1::SessionEvent, v1::GatewayMessage>;
+  using Stream = grpc::ServerReaderWriter<v1::SessionEvents, v1::GatewayMessage>;
 
   // A session for `stream`, until Close(); returns its id.
   uint64_t Open(Stream* stream);
   // No more writes to it (its stream is ending).
   void Close(uint64_t session);
-  // Writes `event` to the session, if it is still open.
+  // Writes `event` (or a batch of them, one message) to the session, if it
+  // is still open.
   void Send(uint64_t session, const v1::SessionEvent& event);
+  void SendBatch(uint64_t session, const v1::SessionEvents& batch);
   // Each emission as an event to its session. `admitted` marks them as the
   // notice that the request left the queue; `logprobs` (by sequence) go
   // with the tokens of the emission that carries that sequence's id;

@@ -91,7 +91,7 @@ void CoordinatorService::HandOverLocked(Replica& from) {
   Log(absl::StrCat("replica ", from.index, " has no map: its ", moved.size(),
                    " sequence(s) continue on replica ", to->index));
   to->scheduler->Adopt(std::move(moved));
-  cv_.notify_all();
+  NotifyAll();
 }
 
 absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
@@ -470,7 +470,7 @@ bool CoordinatorService::Rebuild(Replica& r, const std::string& cause, bool star
     r.serving = true;
     if (!startup) started_ = true;
     r.serving_since = Clock::now();
-    cv_.notify_all();
+    NotifyAll();
     if (!startup) Log(DescribeMapLocked());
     return true;
   }

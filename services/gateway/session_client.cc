@@ -75,22 +75,24 @@ void SessionClient::ReadLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       link = link_;
     }
-    v1::SessionEvent event;
-    while (link != nullptr && link->stream->Read(&event)) {
-      std::shared_ptr<Sink> sink;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        auto it = open_.find(event.request_id());
-        if (it != open_.end()) {
-          sink = it->second.sink;
-          it->second.streamed.insert(it->second.streamed.end(), event.token_ids().begin(),
-                                     event.token_ids().end());
-          if (event.finish() != v1::FINISH_REASON_UNSPECIFIED || event.error_code() != 0) {
-            open_.erase(it);  // the coordinator is done with it
+    v1::SessionEvents batch;
+    while (link != nullptr && link->stream->Read(&batch)) {
+      for (const v1::SessionEvent& event : batch.events()) {
+        std::shared_ptr<Sink> sink;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          auto it = open_.find(event.request_id());
+          if (it != open_.end()) {
+            sink = it->second.sink;
+            it->second.streamed.insert(it->second.streamed.end(), event.token_ids().begin(),
+                                       event.token_ids().end());
+            if (event.finish() != v1::FINISH_REASON_UNSPECIFIED || event.error_code() != 0) {
+              open_.erase(it);  // the coordinator is done with it
+            }
           }
         }
+        if (sink != nullptr) (*sink)(event);
       }
-      if (sink != nullptr) (*sink)(event);
     }
     // The session ended (the coordinator restarted or the connection broke).
     // Reconnect and resubmit every open request with the tokens it already

@@ -56,7 +56,7 @@ class SessionClient {
   // the stream they use alive while the other replaces it.
   struct Link {
     std::unique_ptr<grpc::ClientContext> context;
-    std::unique_ptr<grpc::ClientReaderWriter<v1::GatewayMessage, v1::SessionEvent>> stream;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::GatewayMessage, v1::SessionEvents>> stream;
   };
 
   absl::Status OpenLocked();

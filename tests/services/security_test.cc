@@ -141,12 +141,14 @@ grpc::Status Flood(const std::string& coordinator, const TransportSecurity* secu
     if (!stream->Write(m)) break;
   }
   std::set<uint64_t> answered;
-  v1::SessionEvent e;
+  v1::SessionEvents batch;
   *exhausted = 0;
-  while (static_cast<int>(answered.size()) < n && stream->Read(&e)) {
-    if (e.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++*exhausted;
-    if (e.error_code() != 0 || e.finish() != v1::FINISH_REASON_UNSPECIFIED) {
-      answered.insert(e.request_id());
+  while (static_cast<int>(answered.size()) < n && stream->Read(&batch)) {
+    for (const v1::SessionEvent& e : batch.events()) {
+      if (e.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++*exhausted;
+      if (e.error_code() != 0 || e.finish() != v1::FINISH_REASON_UNSPECIFIED) {
+        answered.insert(e.request_id());
+      }
     }
   }
   if (static_cast<int>(answered.size()) == n) {
