@@ -77,11 +77,12 @@ pid_t PidOf(const Cluster& cluster, const std::string& worker_id) {
 
 TEST(ReplicaTest, TwoReplicasShareTheLoadAndOneFailsOverWithoutPausingTheOther) {
   // Slow steps (5 ms a worker) so the streams are long enough to stop a
-  // worker under; a stopped worker is noticed after 1.5 s of silence.
+  // worker under; a stopped worker is noticed after 3 s of silence, a pause
+  // no load on this machine makes a healthy stream take.
   auto cluster = Cluster::Start(
       TestModel("llama"), 4,
       {"--replicas", "2", "--max-sequences", "8", "--worker-flags", "--debug-step-delay-ms 5",
-       "--coordinator-flags", "--heartbeat-timeout-ms 1500"});
+       "--coordinator-flags", "--heartbeat-timeout-ms 3000"});
   ASSERT_NE(cluster, nullptr);
   const v1::ModelInfo before = cluster->Info();
   ASSERT_EQ(before.replicas_size(), 2);
@@ -129,16 +130,16 @@ TEST(ReplicaTest, TwoReplicasShareTheLoadAndOneFailsOverWithoutPausingTheOther) 
                                    [&](uint64_t e) { return e == epoch0; });
     if (only0) {
       ++on_replica0;
-      // Replica 0 never waited for replica 1's failover (1.5 s of silence
-      // and a re-plan): its longest gap is a few steps.
-      EXPECT_LT(got[i].longest_gap_s, 0.6) << "stream " << i << " on replica 0 paused";
+      // Replica 0 never waited for replica 1's failover (3 s of silence and
+      // a re-plan): its longest gap is a few steps.
+      EXPECT_LT(got[i].longest_gap_s, 1.5) << "stream " << i << " on replica 0 paused";
     } else {
       ++moved;
       std::string epochs;
       for (uint64_t e : std::set<uint64_t>(got[i].epochs.begin(), got[i].epochs.end())) {
         absl::StrAppend(&epochs, " ", e);
       }
-      EXPECT_GT(got[i].longest_gap_s, 1.0)
+      EXPECT_GT(got[i].longest_gap_s, 2.0)
           << "stream " << i << " on replica 1 did not pause? epochs" << epochs;
     }
   }
