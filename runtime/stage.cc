@@ -257,7 +257,10 @@ absl::Status Stage::LoadWeights() {
       }
     }
   }
-  if (is_first() || (is_last() && config_.tie_word_embeddings)) {
+  if (is_first() && !is_last() && options_.host_embedding) {
+    const TensorSpec spec = EmbeddingTensor(config_);
+    ASSIGN_OR_RETURN(host_embedding_, checkpoint_->Get(spec.name, spec.shape));
+  } else if (is_first() || (is_last() && config_.tie_word_embeddings)) {
     const TensorSpec spec = EmbeddingTensor(config_);
     ASSIGN_OR_RETURN(TensorView t, get(spec));
     ASSIGN_OR_RETURN(embedding_, backend_->PrepareWeight(AsWeight(t), spec.name));
@@ -397,7 +400,21 @@ absl::Status Stage::Execute(const StageBatch& batch, int64_t tokens, StageOutput
     for (const SequenceChunk& c : batch.chunks) {
       ids_.insert(ids_.end(), c.token_ids.begin(), c.token_ids.end());
     }
-    backend_->Embed(ids_, embedding_, x_);
+    if (host_embedding_.data != nullptr) {
+      // The rows of this step's ids, gathered here and copied in.
+      const int64_t rows = static_cast<int64_t>(ids_.size());
+      embedded_.resize(rows * h);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t base = static_cast<int64_t>(ids_[r]) * h;
+        for (int64_t j = 0; j < h; ++j) {
+          embedded_[r * h + j] =
+              ElementAsF32(host_embedding_.dtype, host_embedding_.data, base + j);
+        }
+      }
+      backend_->UploadEmbedded(embedded_.data(), ids_, h, x_);
+    } else {
+      backend_->Embed(ids_, embedding_, x_);
+    }
   } else if (batch.recv_peer < 0) {
     backend_->Upload(batch.hidden.data(), tokens * h, x_);
   }

@@ -48,6 +48,11 @@ struct StageOptions {
   // budget, the CPU, takes exactly those). Less than one full context is a
   // RESOURCE_EXHAUSTED naming the sizes.
   bool kv_from_memory = false;
+  // A first stage that is not the last keeps the embedding table in host
+  // memory (the mapped checkpoint) and gathers a step's rows there, a few
+  // rows per step, instead of holding the table on the device: what lets a
+  // tied-embedding model fit small GPUs (its last stage holds it as the head).
+  bool host_embedding = false;
   // CPU: read every page of the stage's weights before Load returns, so the
   // first request does not pay for page faults (a GPU reads them anyway, to
   // upload them). `load_progress` (may be empty) hears (bytes read, total)
@@ -160,6 +165,9 @@ class Stage {
   std::unique_ptr<KvCache> kv_;
   std::vector<LayerWeights> layers_;
   Weight embedding_, final_norm_, lm_head_;
+  // With host_embedding: the table as mapped, and one step's rows as f32.
+  TensorView host_embedding_;
+  std::vector<float> embedded_;
   std::vector<float> inv_freq_;
   int64_t weight_bytes_ = 0;
   // The mapped bytes of every weight the stage reads (for the prefault).

@@ -171,6 +171,12 @@ class Backend {
   // --- copies -------------------------------------------------------------
   // dst[0, count) = host[0, count), converted to the activation dtype.
   virtual void Upload(const float* host, int64_t count, void* dst) = 0;
+  // The embedding rows of `ids`, gathered on the host as f32 ([ids, cols]),
+  // into dst: Embed() for a table kept in host memory.
+  virtual void UploadEmbedded(const float* host, std::span<const int32_t> ids, int64_t cols,
+                              void* dst) {
+    Upload(host, static_cast<int64_t>(ids.size()) * cols, dst);
+  }
   // host[0, count) = src[0, count) as f32; waits for every op enqueued before.
   virtual absl::Status Download(const void* src, int64_t count, float* host) = 0;
   // dst row i = src row rows[i], for rows of `cols` elements.

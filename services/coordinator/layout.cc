@@ -42,6 +42,7 @@ struct GroupResult {
   int64_t micro_batch = 0;
   double bottleneck = 0;
   double tokens_per_second = 0;
+  bool host_embedding = false;
 };
 
 GroupResult BestForGroup(const Costs& c, const std::vector<int>& group, const LayoutOptions& o) {
@@ -93,6 +94,7 @@ ReplicaPlan MakeReplica(const Costs& c, const std::vector<int>& group, const Gro
   r.in_flight = g.micro_batch * static_cast<int64_t>(group.size());
   r.step_seconds = g.bottleneck;
   r.tokens_per_second = g.tokens_per_second;
+  r.host_embedding = g.host_embedding;
   r.kv_sequences = -1;
   r.plan.bottleneck = g.bottleneck;
   const int64_t per_sequence = c.kv_bytes_for(0, 1, 1);
@@ -206,6 +208,9 @@ absl::StatusOr<Layout> PlanLayout(const PlanInput& input, const LayoutOptions& o
   if (input.devices.empty()) return absl::InvalidArgumentError("devices: at least one is needed");
   RETURN_IF_ERROR(CheckOptions(input, options));
   const Costs c(input);
+  PlanInput host_input = input;
+  host_input.host_embedding = true;
+  const Costs host_costs(host_input);
   const int n = static_cast<int>(input.devices.size());
   const int max_stages = std::min<int>(n, static_cast<int>(c.num_layers()));
   std::map<std::string, GroupResult> memo;
@@ -228,7 +233,14 @@ absl::StatusOr<Layout> PlanLayout(const PlanInput& input, const LayoutOptions& o
       for (int d = g * s; d < (g + 1) * s; ++d) group.push_back(d);
       const std::string key = GroupKey(input, group);
       auto it = memo.find(key);
-      if (it == memo.end()) it = memo.emplace(key, BestForGroup(c, group, options)).first;
+      if (it == memo.end()) {
+        GroupResult g = BestForGroup(c, group, options);
+        if (!g.fits && s > 1 && input.tied_embeddings && options.allow_host_embedding) {
+          g = BestForGroup(host_costs, group, options);
+          g.host_embedding = g.fits;
+        }
+        it = memo.emplace(key, g).first;
+      }
       if (!it->second.fits) continue;
       w.groups.push_back(std::move(group));
       w.results.push_back(it->second);
@@ -270,7 +282,15 @@ absl::StatusOr<Layout> PlanLayout(const PlanInput& input, const LayoutOptions& o
   layout.tokens_per_second = w.tokens_per_second;
   std::vector<bool> used(n, false);
   for (size_t g = 0; g < w.groups.size(); ++g) {
-    layout.replicas.push_back(MakeReplica(c, w.groups[g], w.results[g], options));
+    const Costs& costs = w.results[g].host_embedding ? host_costs : c;
+    layout.replicas.push_back(MakeReplica(costs, w.groups[g], w.results[g], options));
+    if (w.results[g].host_embedding) {
+      StagePlan& first = layout.replicas.back().plan.stages[0];
+      first.reason = absl::StrCat(
+          "embedding table in host memory (the layers fit the devices only without it); ",
+          first.reason);
+      layout.replicas.back().plan.host_embedding = true;
+    }
     for (int d : w.groups[g]) used[d] = true;
   }
   for (int d = 0; d < n; ++d) {

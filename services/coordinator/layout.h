@@ -40,6 +40,9 @@ struct LayoutOptions {
   double hop_seconds = 150e-6;         // fixed cost of one hop
   double link_bandwidth = 12e9;        // activations between stages, bytes/s
   double read_context_fraction = 0.5;  // a decode step reads this share of the context
+  // A tied-embedding model's group of several devices that does not fit may
+  // keep the embedding table in host memory on its first stage.
+  bool allow_host_embedding = true;
 };
 
 struct ReplicaPlan {
@@ -50,6 +53,7 @@ struct ReplicaPlan {
   int64_t kv_sequences = 0;  // full-context sequences the memory left over holds
   double step_seconds = 0;   // the slowest stage's time for one micro-batch
   double tokens_per_second = 0;
+  bool host_embedding = false;  // stage 0 keeps the embedding table in host memory
 };
 
 struct LayoutCandidate {

@@ -210,6 +210,7 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
     req.set_max_context(max_context_);
     req.set_max_sequences(from_memory ? options_.max_sequences : budget_sequences);
     req.set_kv_from_memory(from_memory);
+    req.set_host_embedding(i == 0 && plan.host_embedding);
     req.set_session_token(workers[s.stage()].session_token);
     req.set_upstream_token(hop_tokens[i]);
     if (i + 1 < map->stages_size()) req.set_downstream_token(hop_tokens[i + 1]);

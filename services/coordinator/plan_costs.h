@@ -39,7 +39,8 @@ struct Costs {
   }
   int64_t weight_bytes(int64_t b, int64_t e) const {
     int64_t bytes = prefix[e] - prefix[b];
-    const bool needs_embedding = first(b) || (last(e) && in.tied_embeddings);
+    const bool needs_embedding =
+        (first(b) && (last(e) || !in.host_embedding)) || (last(e) && in.tied_embeddings);
     if (needs_embedding) bytes += in.embedding_bytes;
     if (last(e)) bytes += in.final_norm_bytes + in.lm_head_bytes;
     return bytes;

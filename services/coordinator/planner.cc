@@ -113,6 +113,19 @@ absl::StatusOr<Plan> PlanPlacement(const PlanInput& input) {
       },
       &best);
   if (!ends.empty()) return BuildPlan(c, ends);
+  if (input.tied_embeddings && !input.host_embedding && devices > 1) {
+    // The table in host memory frees the first device of it (the last one
+    // holds it anyway, as the head): perhaps that fits.
+    PlanInput host = input;
+    host.host_embedding = true;
+    if (absl::StatusOr<Plan> plan = PlanPlacement(host); plan.ok()) {
+      plan->host_embedding = true;
+      plan->stages[0].reason = absl::StrCat(
+          "embedding table in host memory (the layers fit the devices only without it); ",
+          plan->stages[0].reason);
+      return plan;
+    }
+  }
 
   // Nothing fits: show the split that overloads its worst device least.
   double overload = 0;

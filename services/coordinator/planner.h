@@ -40,9 +40,12 @@ struct PlanInput {
   int64_t final_norm_bytes = 0;      // last stage
   int64_t lm_head_bytes = 0;         // last stage; 0 when tied to the embedding
   bool tied_embeddings = false;      // the last stage then maps the embedding too
-  int64_t kv_bytes_per_layer = 0;    // KV budget of one layer (concurrency x context)
-  int64_t workspace_bytes = 0;       // activations, per device
-  std::vector<DeviceSpec> devices;   // in pipeline order
+  // The first stage (when not also the last) keeps the embedding table in
+  // host memory and gathers a step's rows there: no device bytes for it.
+  bool host_embedding = false;
+  int64_t kv_bytes_per_layer = 0;   // KV budget of one layer (concurrency x context)
+  int64_t workspace_bytes = 0;      // activations, per device
+  std::vector<DeviceSpec> devices;  // in pipeline order
   // For the layout search (layout.h): the step model's FLOPs and KV reads.
   std::vector<int64_t> layer_params;  // parameters of each decoder layer
   int64_t lm_head_params = 0;         // the last stage's head (vocab x hidden)
@@ -65,7 +68,8 @@ struct StagePlan {
 
 struct Plan {
   std::vector<StagePlan> stages;
-  double bottleneck = 0;  // the slowest stage's time
+  double bottleneck = 0;        // the slowest stage's time
+  bool host_embedding = false;  // stage 0 keeps the embedding table in host memory
 };
 
 // The optimal plan; FAILED_PRECONDITION listing, per device, what the least

@@ -318,10 +318,10 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
   history_.clear();
   // The same range with the same limits keeps the loaded stage (its weights
   // stay mapped) and only forgets every sequence; anything else reloads.
-  const std::string key = absl::StrCat(request->model_dir(), "|", request->layer_begin(), "|",
-                                       request->layer_end(), "|", request->max_batch_tokens(), "|",
-                                       request->max_context(), "|", request->max_sequences(), "|",
-                                       request->threads(), "|", request->kv_from_memory());
+  const std::string key = absl::StrCat(
+      request->model_dir(), "|", request->layer_begin(), "|", request->layer_end(), "|",
+      request->max_batch_tokens(), "|", request->max_context(), "|", request->max_sequences(), "|",
+      request->threads(), "|", request->kv_from_memory(), "|", request->host_embedding());
   const bool keep = stage_ != nullptr && key == loaded_key_;
   if (keep) {
     for (uint64_t id : stage_->kv_cache().SequenceIds()) stage_->Free(id);
@@ -350,6 +350,7 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
     so.max_context = request->max_context();
     so.max_sequences = request->max_sequences();
     so.kv_from_memory = request->kv_from_memory();
+    so.host_embedding = request->host_embedding();
     // Every weight is read before "loaded", so the first request does not
     // pay for page faults; a long read says how far it is.
     const auto load_started = std::chrono::steady_clock::now();

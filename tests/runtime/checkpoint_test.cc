@@ -100,7 +100,8 @@ TEST(JsonTest, RoundTripsAndKeepsLargeIntegersExact) {
   // Valid but deep: refused at 128 levels, before any recursion over it.
   const auto deep = ParseJson(std::string(200, '[') + std::string(200, ']'), "deep.json");
   ASSERT_FALSE(deep.ok());
-  EXPECT_TRUE(Contains(deep.status(), "deep.json: nesting deeper than 128 levels")) << deep.status();
+  EXPECT_TRUE(Contains(deep.status(), "deep.json: nesting deeper than 128 levels"))
+      << deep.status();
   EXPECT_TRUE(ParseJson(std::string(100, '[') + std::string(100, ']'), "t").ok());
 }
 

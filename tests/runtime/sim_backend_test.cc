@@ -100,6 +100,15 @@ TEST(SimBackendTest, MemoryIsAccountedAsOnCudaAndAnOverrunNamesWhatDidNotFit) {
   EXPECT_GT(m.used_bytes, weights + kv);
   EXPECT_LT(m.used_bytes, weights + kv + kGiB / 2);
   EXPECT_EQ(m.total_bytes, FindDevice("l4")->memory_bytes);
+  // A first stage that keeps the embedding table in host memory holds
+  // exactly the table's bf16 bytes less on the device.
+  auto device_table = Stage::Load(dir, config, 0, 16, options);
+  StageOptions hosted = options;
+  hosted.host_embedding = true;
+  auto host_table = Stage::Load(dir, config, 0, 16, hosted);
+  ASSERT_TRUE(device_table.ok() && host_table.ok());
+  EXPECT_EQ((*device_table)->memory().used_bytes - (*host_table)->memory().used_bytes,
+            config.vocab_size * config.hidden_size * 2);
   // 96 sequences of 4096 tokens need 24 GiB of KV: more than the L4 has.
   options.max_sequences = 96;
   auto over = Stage::Load(dir, config, 0, config.num_layers, options);

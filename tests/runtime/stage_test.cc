@@ -69,6 +69,21 @@ TEST_P(StageFlavourTest, SplitsIntoTwoThreeAndFourStagesAreBitIdentical) {
   }
 }
 
+// The first stage's embedding table kept in host memory (rows gathered
+// there and copied in) gives the same logits, bit for bit.
+TEST_P(StageFlavourTest, AnEmbeddingTableInHostMemoryChangesNothing) {
+  const std::string& dir = testing::TestModel(GetParam());
+  const ModelConfig config = Config(dir);
+  auto plain = LocalPipeline::Load(dir, config, {2}, StageOptions{});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  StageOptions host;
+  host.host_embedding = true;
+  auto hosted = LocalPipeline::Load(dir, config, {2}, host);
+  ASSERT_TRUE(hosted.ok()) << hosted.status();
+  const auto prompt = Prompt(12);
+  EXPECT_EQ(DecodeLogits(**hosted, 1, prompt, 6), DecodeLogits(**plain, 1, prompt, 6));
+}
+
 TEST_P(StageFlavourTest, CachedDecodeEqualsFullRecompute) {
   const std::string& dir = testing::TestModel(GetParam());
   const ModelConfig config = Config(dir);

@@ -283,6 +283,39 @@ TEST(ClusterTest, OnSmallGpusTheKvCacheIsWhatTheMemoryLeaves) {
   EXPECT_EQ(got.tokens.size(), 8u);
 }
 
+// HY-MT's full shape on two simulated 2.1 GiB GPUs fits only with the
+// first stage's embedding table in host memory: the coordinator plans it so,
+// the worker gathers the rows on the host, and the cluster serves what one
+// simulated GPU generates.
+TEST(ClusterTest, ATiedModelOnTwoSmallGpusKeepsItsEmbeddingOnTheHost) {
+  const std::string model = FreshDir("hymt-zeros");
+  ModelSpec spec;
+  spec.flavour = "hunyuan-dense";
+  spec.size = "hy-mt1.5-1.8b";
+  spec.init = "zeros";
+  ASSERT_TRUE(MakeModel(spec, model).ok());
+  auto cluster = Cluster::Start(
+      model, 2,
+      {"--gpus", "sim:custom*2", "--max-context", "1024", "--max-sequences", "2", "--worker-flags",
+       "--sim-memory 2.1GiB --sim-bandwidth 300e9 --sim-flops 30e12"});
+  ASSERT_NE(cluster, nullptr);
+  const v1::ModelInfo info = cluster->Info();
+  ASSERT_EQ(info.layer_map().stages_size(), 2);
+  EXPECT_NE(info.layer_map().stages(0).reason().find("embedding table in host memory"),
+            std::string::npos)
+      << info.layer_map().ShortDebugString();
+  const StreamResult got = Stream(*cluster->generation(), TextRequest("hello", 8, {}, true));
+  ASSERT_EQ(got.code, 0) << got.message;
+  std::string local;
+  ASSERT_EQ(testing::RunCommand(std::string(STRATA_BINARY) + " generate --model " + model +
+                                    " --device sim:a100-40gb --max-tokens 8 --ignore-eos "
+                                    "--prompt hello 2>&1",
+                                &local),
+            0)
+      << local;
+  EXPECT_NE(local.find("hello" + got.text), std::string::npos) << local << " vs " << got.text;
+}
+
 TEST(ClusterTest, SixteenConcurrentStreamsMatchTheirSingleProcessRuns) {
   const std::string& model = TestModel("llama");
   auto cluster = Cluster::Start(model, 3, {"--max-sequences", "16"});

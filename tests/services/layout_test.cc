@@ -107,6 +107,7 @@ TEST(LayoutTest, MatchesBruteForceOverStagesCutsAndMicroBatches) {
     const PlanInput in = RandomInput(rng);
     LayoutOptions o;
     o.max_sequences = 16 + static_cast<int64_t>(rng() % 200);
+    o.allow_host_embedding = false;  // the brute force keeps every table on a device
     const double expect = BruteLayout(in, o);
     absl::StatusOr<Layout> layout = PlanLayout(in, o);
     if (expect == 0) {
@@ -180,6 +181,40 @@ TEST(LayoutTest, AModelTooBigForOneDeviceGetsStages) {
   ASSERT_TRUE(layout.ok()) << layout.status();
   EXPECT_GE(layout->stages, 2);
   EXPECT_NE(layout->candidates[0].verdict.find("does not fit"), std::string::npos);
+}
+
+// A tied-embedding model whose layers fit two devices only when the first
+// one does not also hold the embedding table: it stays in host memory there.
+TEST(LayoutTest, ATiedModelOnSmallDevicesKeepsItsEmbeddingOnTheHost) {
+  // 8 layers of 100 MiB and a 400 MiB table on two 700 MiB devices: the last
+  // stage holds the table as its head, so it takes at most 2 layers; the
+  // first, holding the table too, at most 2 more. Without it there, 6.
+  PlanInput in = Uniform(8, 2, 700 * kMiB);
+  in.embedding_bytes = 400 * kMiB;
+  in.lm_head_bytes = 0;
+  in.tied_embeddings = true;
+  in.kv_token_bytes = 256;
+  LayoutOptions o;
+  o.max_sequences = 2;
+  o.allow_host_embedding = false;
+  EXPECT_EQ(PlanLayout(in, o).status().code(), absl::StatusCode::kFailedPrecondition);
+  o.allow_host_embedding = true;
+  auto layout = PlanLayout(in, o);
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  ASSERT_EQ(layout->replicas.size(), 1u);
+  EXPECT_TRUE(layout->replicas[0].host_embedding);
+  const StagePlan& first = layout->replicas[0].plan.stages[0];
+  EXPECT_EQ(first.weight_bytes, (first.end - first.begin) * 100 * kMiB);  // no table
+  EXPECT_NE(first.reason.find("host memory"), std::string::npos) << first.reason;
+  // The single-pipeline planner does the same.
+  in.kv_bytes_per_layer = 2 * in.context * in.kv_token_bytes;
+  auto plan = PlanPlacement(in);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(plan->host_embedding);
+  // An untied model's table is not needed twice: nothing to gain, no change.
+  in.tied_embeddings = false;
+  in.lm_head_bytes = 400 * kMiB;
+  EXPECT_FALSE(PlanPlacement(in).ok());
 }
 
 TEST(LayoutTest, ForcedLayoutsAndBadOptions) {

@@ -132,6 +132,11 @@ class SimBackend final : public Backend {
     bytes_ += static_cast<double>(count) * elem_;
   }
 
+  void UploadEmbedded(const float*, std::span<const int32_t> ids, int64_t cols, void*) override {
+    SignRows(ids);  // as Embed would: the token ids sign the rows
+    bytes_ += static_cast<double>(ids.size() * cols) * elem_;
+  }
+
   absl::Status Download(const void*, int64_t count, float* host) override {
     if (count > 0) {
       std::fill(host, host + count, 0.0f);
@@ -192,9 +197,7 @@ class SimBackend final : public Backend {
     bytes_ += 4.0 * static_cast<double>(m * n) * elem_ + static_cast<double>(w.bytes());
   }
   void Embed(std::span<const int32_t> ids, const Weight& table, void*) override {
-    for (size_t r = 0; r < ids.size() && r < sig_.size(); ++r) {
-      sig_[r] = Mix(static_cast<uint64_t>(static_cast<uint32_t>(ids[r])) + 1);
-    }
+    SignRows(ids);
     bytes_ += 2.0 * static_cast<double>(ids.size() * table.cols) * elem_;
   }
   void SiluMul(void*, const void*, int64_t count) override {
@@ -227,6 +230,12 @@ class SimBackend final : public Backend {
   }
 
  private:
+  void SignRows(std::span<const int32_t> ids) {
+    for (size_t r = 0; r < ids.size() && r < sig_.size(); ++r) {
+      sig_[r] = Mix(static_cast<uint64_t>(static_cast<uint32_t>(ids[r])) + 1);
+    }
+  }
+
   void Matmul(int64_t m, const Weight& w) {
     bytes_ += static_cast<double>(w.bytes()) + static_cast<double>(m * (w.rows + w.cols)) * elem_;
     flops_ += 2.0 * static_cast<double>(m) * static_cast<double>(w.rows * w.cols);
