@@ -97,6 +97,30 @@ TEST(StrataCliTest, FlagsReadTheirEnvironmentVariables) {
 // --stop repeats and takes each value whole: a comma is part of the stop
 // sequence, never a separator. --presence-penalty and --frequency-penalty
 // are checked by name.
+// The layout flags refuse bad values by name, before anything starts.
+TEST(StrataCliTest, LayoutFlagsRefuseBadValuesByName) {
+  struct Bad {
+    std::string args;
+    std::string names;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {"up --gpus sim:a100-40gb*0", "--gpus"},
+           {"up --gpus sim:tpu-v5*2", "\"tpu-v5\" is not a known device"},
+           {"up --gpus 0,x", "--gpus: \"x\""},
+           {"coordinator --kv-budget lots", "--kv-budget"},
+           {"worker --coordinator 127.0.0.1:1 --memory-fraction 1.5", "--memory-fraction"},
+           {"worker --coordinator 127.0.0.1:1 --memory-fraction 0.5 --reserve 1GiB",
+            "--memory-fraction, --reserve"},
+           {"worker --coordinator 127.0.0.1:1 --sim-memory lots", "--sim-memory"},
+           {"worker --coordinator 127.0.0.1:1 --device sim:custom", "--sim-bandwidth"},
+           {"plan --devices a100-40gb*0", "--devices[0]"},
+           {"plan --devices h100-80gb --replicas 2 --stages 1", "needs 2 devices"}}) {
+    std::string out;
+    EXPECT_NE(testing::RunCommand(absl::StrCat(Strata(), " ", b.args, " 2>&1"), &out), 0) << b.args;
+    EXPECT_NE(out.find(b.names), std::string::npos) << b.args << ": " << out;
+  }
+}
+
 TEST(StrataCliTest, StopFlagsRepeatAndKeepTheirCommas) {
   const std::string& model = testing::TestModel("llama");
   const std::string run = absl::StrCat(Strata(), " up --model ", model,
