@@ -230,10 +230,12 @@ void CoordinatorService::HandleHeartbeatLocked(WorkerRecord& w, const v1::Heartb
   w.heartbeat_epoch = heartbeat.epoch();
   w.progress.last_received = heartbeat.last_step_received();
   w.progress.last_done = heartbeat.last_step_done();
-  w.load_done = heartbeat.load_done_bytes();
-  w.load_total = heartbeat.load_total_bytes();
-  w.load_rate = heartbeat.load_bytes_per_second();
   Replica* r = ReplicaOfLocked(w.id);
+  // Progress counts only while a Load to it is under way (a heartbeat sent
+  // before the load ended may arrive after it).
+  w.load_done = w.loading ? heartbeat.load_done_bytes() : 0;
+  w.load_total = w.loading ? heartbeat.load_total_bytes() : 0;
+  w.load_rate = w.loading ? heartbeat.load_bytes_per_second() : 0;
   if (r == nullptr || !r->serving || heartbeat.epoch() == r->map.epoch()) return;
   // A stage of the map holding another epoch than the map's was loaded by
   // someone else (or lost its assignment): the pipeline through it is not

@@ -193,6 +193,13 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
     int64_t kv_blocks = 0;
   };
   std::vector<std::future<LoadOutcome>> loads;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const WorkerRecord& w : workers) {
+      auto it = registry_.workers().find(w.id);
+      if (it != registry_.workers().end()) it->second.loading = true;
+    }
+  }
   // hop_tokens[i] admits the stream into stage i (from the coordinator for 0).
   std::vector<std::string> hop_tokens;
   for (int i = 0; i < map->stages_size(); ++i) hop_tokens.push_back(RandomToken());
@@ -266,6 +273,17 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
     Log(absl::StrCat("NCCL peer group failed; hops use gRPC from now on: ", first_error.message()));
     peer_transport_disabled_ = true;
     failed_worker->clear();
+  }
+  {
+    // Every Load has returned: none of them reads weights any more.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const WorkerRecord& w : workers) {
+      auto it = registry_.workers().find(w.id);
+      if (it == registry_.workers().end()) continue;
+      it->second.loading = false;
+      it->second.load_done = it->second.load_total = 0;
+      it->second.load_rate = 0;
+    }
   }
   RETURN_IF_ERROR(first_error);
   if (from_memory) budget_sequences = std::max<int64_t>(1, kv_sequences);

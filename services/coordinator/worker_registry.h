@@ -36,7 +36,9 @@ struct WorkerRecord {
   Clock::time_point attached_at, lost_at;
   StageProgress progress;  // from its last heartbeat
   uint64_t heartbeat_epoch = 0;
-  // Its load in progress, from its last heartbeat (total 0: none).
+  // Its load in progress, from its last heartbeat (total 0: none), while
+  // the coordinator waits on a Load to it (`loading`).
+  bool loading = false;
   int64_t load_done = 0, load_total = 0;
   double load_rate = 0;
 };
