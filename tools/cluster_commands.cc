@@ -37,6 +37,20 @@ absl::Status ModelOrDefault(std::string* model) {
 }
 
 // A size flag ("24GiB"); an empty value leaves `*out` as it is.
+// "a100-40gb*4" -> ("a100-40gb", 4); no "*N": 1 copy. `flag` names the
+// entry in the error.
+absl::Status SplitRepeat(const std::string& flag, int64_t max, std::string* item, int64_t* copies) {
+  *copies = 1;
+  const size_t star = item->find('*');
+  if (star == std::string::npos) return absl::OkStatus();
+  if (!absl::SimpleAtoi(item->substr(star + 1), copies) || *copies < 1 || *copies > max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": \"", *item, "\" should repeat a device 1..", max, " times, like a100-40gb*4"));
+  }
+  item->resize(star);
+  return absl::OkStatus();
+}
+
 absl::Status BytesFlag(const char* flag, const std::string& text, int64_t* out) {
   if (text.empty()) return absl::OkStatus();
   auto b = ParseBytes(text);
@@ -349,13 +363,7 @@ absl::StatusOr<std::vector<std::string>> ParseGpus(const std::string& spec) {
     std::string what(item);
     int64_t copies = 1;
     if (absl::StartsWith(what, "sim:")) {
-      if (const size_t star = what.find('*'); star != std::string::npos) {
-        if (!absl::SimpleAtoi(what.substr(star + 1), &copies) || copies < 1 || copies > 64) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("--gpus: \"", what, "\" should repeat a device 1..64 times"));
-        }
-        what.resize(star);
-      }
+      RETURN_IF_ERROR(SplitRepeat("--gpus", 64, &what, &copies));
       if (what != "sim:custom") {
         if (absl::Status st = FindDevice(what.substr(4)).status(); !st.ok()) {
           return absl::InvalidArgumentError(absl::StrCat("--gpus: ", st.message()));
@@ -606,14 +614,7 @@ absl::StatusOr<std::vector<DeviceSpec>> ParseDevices(const std::string& list,
   for (absl::string_view item : absl::StrSplit(list, ',')) {
     std::string what(item);
     int64_t copies = 1;
-    if (const size_t star = what.find('*'); star != std::string::npos) {
-      if (!absl::SimpleAtoi(what.substr(star + 1), &copies) || copies < 1 || copies > 4096) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--devices[", index, "]: \"", what,
-                         "\" should repeat a device 1..4096 times, like a100-40gb*4"));
-      }
-      what.resize(star);
-    }
+    RETURN_IF_ERROR(SplitRepeat(absl::StrCat("--devices[", index, "]"), 4096, &what, &copies));
     DeviceSpec d;
     if (absl::StatusOr<DeviceModel> known = FindDevice(what); known.ok()) {
       d.capacity_bytes = known->memory_bytes;

@@ -58,11 +58,11 @@ void CoordinatorService::AssignSparesLocked(Clock::time_point now) {
     std::erase_if(r->members,
                   [&](const std::string& id) { return registry_.workers().count(id) == 0; });
   }
-  std::set<std::string> spares = EligibleLocked(now);
+  const std::set<std::string> eligible = EligibleLocked(now);
+  std::set<std::string> spares = eligible;
   for (const auto& r : replicas_) {
     for (const std::string& id : r->members) spares.erase(id);
   }
-  const std::set<std::string> eligible = EligibleLocked(now);
   for (auto& r : replicas_) {
     if (spares.empty()) return;
     // A member that is lost or backing off gives its place to a spare.

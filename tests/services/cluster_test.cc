@@ -201,7 +201,7 @@ TEST(ClusterTest, ASlowLoadReportsItsProgress) {
   const std::string up = testing::ReadFile(cluster->log_path());
   EXPECT_NE(up.find("strata up: reading weights: worker-"), std::string::npos) << up;
   EXPECT_NE(up.find("MB/s (ETA"), std::string::npos) << up;
-  const std::string logs = cluster->log_path().substr(0, cluster->log_path().rfind('/')) + "/logs";
+  const std::string logs = cluster->log_dir();
   const std::string worker = testing::ReadFile(logs + "/worker-0.log");
   EXPECT_NE(worker.find("reading weights: "), std::string::npos) << worker;
   EXPECT_NE(worker.find(", done"), std::string::npos) << worker;
@@ -241,7 +241,7 @@ TEST(ClusterTest, SimulatedGpusServeWhatOneSimulatedGpuGenerates) {
             0)
       << local;
   EXPECT_NE(local.find("hello" + got.text), std::string::npos) << local << " vs " << got.text;
-  const std::string logs = cluster->log_path().substr(0, cluster->log_path().rfind('/')) + "/logs";
+  const std::string logs = cluster->log_dir();
   for (int i = 0; i < 3; ++i) {
     const std::string log = testing::ReadFile(absl::StrCat(logs, "/worker-", i, ".log"));
     EXPECT_NE(log.find("device sim:a100-40gb (A100-40GB, simulated)"), std::string::npos) << log;
@@ -277,7 +277,7 @@ TEST(ClusterTest, OnSmallGpusTheKvCacheIsWhatTheMemoryLeaves) {
     EXPECT_LT(st.kv_blocks_total(), 4096) << st.ShortDebugString();
     smallest = std::min(smallest, st.kv_blocks_total());
   }
-  const std::string logs = cluster->log_path().substr(0, cluster->log_path().rfind('/')) + "/logs";
+  const std::string logs = cluster->log_dir();
   const std::string log = ReadFile(logs + "/coordinator.log");
   EXPECT_NE(log.find(absl::StrCat("KV budget now ", smallest / 256, " sequences (was 64)")),
             std::string::npos)

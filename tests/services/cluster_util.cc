@@ -105,7 +105,7 @@ Cluster::~Cluster() {
   const bool started = pid_ > 0;
   Stop();
   if (!failed || !started) return;
-  const std::string logs = log_.substr(0, log_.rfind('/')) + "/logs";
+  const std::string logs = log_dir();
   for (const char* name :
        {"coordinator", "gateway", "worker-0", "worker-1", "worker-2", "worker-3"}) {
     const std::string text = ReadFile(logs + "/" + name + ".log");

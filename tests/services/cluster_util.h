@@ -45,6 +45,8 @@ class Cluster {
   pid_t pid_of(const std::string& role) const { return roles_.at(role).pid; }
   const std::string& metrics_of(const std::string& role) const { return roles_.at(role).metrics; }
   const std::string& log_path() const { return log_; }
+  // The processes' logs (coordinator.log, worker-0.log, ...).
+  std::string log_dir() const { return log_.substr(0, log_.rfind('/')) + "/logs"; }
 
   std::unique_ptr<v1::Generation::Stub> generation() const;
   // The coordinator as an operator (mutual TLS with the run's operator

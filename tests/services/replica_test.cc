@@ -172,7 +172,7 @@ TEST(ReplicaTest, TheLayoutSearchPicksOneReplicaPerWorkerAndALostOneHandsItsSequ
       20'000));
   for (auto& t : clients) t.join();
   for (int i = 0; i < n; ++i) ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i);
-  const std::string logs = cluster->log_path().substr(0, cluster->log_path().rfind('/')) + "/logs";
+  const std::string logs = cluster->log_dir();
   const std::string log = ReadFile(logs + "/coordinator.log");
   EXPECT_NE(log.find("replica 2 has no map: its "), std::string::npos) << log;
   // New requests go to the replicas left.
