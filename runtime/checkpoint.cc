@@ -110,7 +110,7 @@ class SafetensorsFile {
         return bad("header entry needs dtype, shape and data_offsets");
       }
       Entry e;
-      auto parsed = ParseDType(dtype->string_value());
+      auto parsed = ParseTensorDType(dtype->string_value());
       if (!parsed.ok()) return bad(std::string(parsed.status().message()));
       e.dtype = *parsed;
       uint64_t numel = 1;
@@ -225,6 +225,18 @@ std::vector<std::string> Checkpoint::MappedFiles() const {
 
 absl::StatusOr<TensorView> Checkpoint::Get(const std::string& name,
                                            const std::vector<int64_t>& expected_shape) {
+  ASSIGN_OR_RETURN(TensorView v, GetRaw(name, expected_shape));
+  if (!IsFloatDType(v.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor `", name, "` has dtype ", DTypeName(v.dtype),
+        " where a float tensor (F32, F16, BF16) is expected; a quantized checkpoint needs its "
+        "quantization_config in config.json"));
+  }
+  return v;
+}
+
+absl::StatusOr<TensorView> Checkpoint::GetRaw(const std::string& name,
+                                              const std::vector<int64_t>& expected_shape) {
   auto it = tensor_file_.find(name);
   if (it == tensor_file_.end()) {
     return absl::NotFoundError(

@@ -41,9 +41,13 @@ class Checkpoint {
   ~Checkpoint();
 
   bool Has(const std::string& name) const { return tensor_file_.count(name) > 0; }
-  // The tensor, checked against `expected_shape` (skip the check with {}).
+  // The tensor, checked against `expected_shape` (skip the check with {});
+  // an error unless its dtype is a float one.
   absl::StatusOr<TensorView> Get(const std::string& name,
                                  const std::vector<int64_t>& expected_shape);
+  // The same for any dtype (the I32 and F8_E4M3 parts of quantized weights).
+  absl::StatusOr<TensorView> GetRaw(const std::string& name,
+                                    const std::vector<int64_t>& expected_shape);
   // Shards mapped so far (for tests of selective loading).
   std::vector<std::string> MappedFiles() const;
 

@@ -221,6 +221,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const Json& json, const std::string
     }
     c.torch_dtype = *parsed;
   }
+  if (const Json* q = json.Find("quantization_config"); q != nullptr && !q->is_null()) {
+    ASSIGN_OR_RETURN(c.quant, ParseQuantConfig(*q, source));
+  }
   if (const Json* bos = json.Find("bos_token_id"); bos != nullptr && bos->is_integer()) {
     c.bos_token_id = bos->int_value();
   }

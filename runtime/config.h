@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/dtype.h"
 #include "runtime/json.h"
+#include "runtime/quant_config.h"
 
 namespace strata {
 
@@ -49,6 +50,7 @@ struct ModelConfig {
   bool qk_norm = false;         // per-head RMSNorm of q and k after RoPE (HunYuan)
   int64_t sliding_window = 0;   // 0: full causal attention (Mistral may set it)
   DType torch_dtype = DType::kF32;
+  QuantConfig quant;  // quantization_config; method kNone without one
 
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;

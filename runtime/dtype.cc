@@ -1,5 +1,6 @@
 #include "runtime/dtype.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -7,14 +8,47 @@
 namespace strata {
 
 size_t DTypeSize(DType t) {
-  return t == DType::kF32 ? 4 : 2;
+  switch (t) {
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2;
+    case DType::kF8E4M3:
+      return 1;
+  }
+  return 0;
 }
+
+const char* QuantFormatName(QuantFormat f) {
+  switch (f) {
+    case QuantFormat::kNone:
+      return "none";
+    case QuantFormat::kInt4:
+      return "int4";
+    case QuantFormat::kInt8:
+      return "int8";
+    case QuantFormat::kFp8:
+      return "fp8";
+  }
+  return "?";
+}
+
+bool IsFloatDType(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
 
 const char* DTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kI32:
+      return "I32";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
   }
   return "?";
 }
@@ -25,6 +59,46 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
   if (name == "BF16" || name == "bfloat16") return DType::kBF16;
   return absl::InvalidArgumentError(
       absl::StrCat("unsupported dtype \"", std::string(name), "\" (supported: F32, F16, BF16)"));
+}
+
+absl::StatusOr<DType> ParseTensorDType(std::string_view name) {
+  if (name == "I32") return DType::kI32;
+  if (name == "F8_E4M3") return DType::kF8E4M3;
+  if (name == "F32" || name == "F16" || name == "BF16") return ParseDType(name);
+  return absl::InvalidArgumentError(absl::StrCat("unsupported dtype \"", std::string(name),
+                                                 "\" (supported: F32, F16, BF16, I32, F8_E4M3)"));
+}
+
+float Fp8E4M3ToF32(uint8_t code) {
+  const float sign = (code & 0x80) ? -1.0f : 1.0f;
+  const int exp = (code >> 3) & 0xf;
+  const int mant = code & 0x7;
+  if (exp == 0xf && mant == 0x7) return std::nanf("");
+  if (exp == 0) return sign * std::ldexp(static_cast<float>(mant), -9);  // subnormal: m/8 * 2^-6
+  return sign * std::ldexp(1.0f + static_cast<float>(mant) / 8.0f, exp - 7);
+}
+
+uint8_t F32ToFp8E4M3(float f) {
+  if (std::isnan(f)) return 0x7f;
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
+  const float a = std::min(std::fabs(f), 448.0f);
+  // The 127 non-negative finite codes are increasing in value: find the
+  // nearest, ties to the even code.
+  int lo = 0, hi = 0x7e;
+  while (lo < hi) {  // first code whose value >= a
+    const int mid = (lo + hi) / 2;
+    if (Fp8E4M3ToF32(static_cast<uint8_t>(mid)) < a)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  int best = lo;
+  if (lo > 0) {
+    const float above = Fp8E4M3ToF32(static_cast<uint8_t>(lo)) - a;
+    const float below = a - Fp8E4M3ToF32(static_cast<uint8_t>(lo - 1));
+    if (below < above || (below == above && ((lo - 1) & 1) == 0)) best = lo - 1;
+  }
+  return static_cast<uint8_t>(sign | best);
 }
 
 float F16ToF32(uint16_t h) {

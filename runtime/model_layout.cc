@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/arch/architecture.h"
+#include "runtime/quant.h"
 #include "runtime/status_macros.h"
 
 namespace strata {
@@ -12,14 +13,10 @@ std::vector<TensorSpec> LayerTensors(const ModelConfig& c, int64_t layer) {
   const std::string p = LayerPrefix(layer);
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), inter = c.intermediate_size;
   std::vector<TensorSpec> specs = {
-      {p + "input_layernorm.weight", {h}},
-      {p + "self_attn.q_proj.weight", {q, h}},
-      {p + "self_attn.k_proj.weight", {kv, h}},
-      {p + "self_attn.v_proj.weight", {kv, h}},
-      {p + "self_attn.o_proj.weight", {h, q}},
-      {p + "post_attention_layernorm.weight", {h}},
-      {p + "mlp.gate_proj.weight", {inter, h}},
-      {p + "mlp.up_proj.weight", {inter, h}},
+      {p + "input_layernorm.weight", {h}},      {p + "self_attn.q_proj.weight", {q, h}},
+      {p + "self_attn.k_proj.weight", {kv, h}}, {p + "self_attn.v_proj.weight", {kv, h}},
+      {p + "self_attn.o_proj.weight", {h, q}},  {p + "post_attention_layernorm.weight", {h}},
+      {p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}},
       {p + "mlp.down_proj.weight", {h, inter}},
   };
   if (c.attention_bias) {
@@ -32,6 +29,16 @@ std::vector<TensorSpec> LayerTensors(const ModelConfig& c, int64_t layer) {
     specs.push_back({p + std::string(c.traits->k_norm_tensor), {c.head_dim}});
   }
   return specs;
+}
+
+bool IsLinearWeight(const TensorSpec& spec) {
+  constexpr std::string_view kSuffix = "_proj.weight";
+  return spec.shape.size() == 2 && spec.name.size() > kSuffix.size() &&
+         spec.name.compare(spec.name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0;
+}
+
+std::string ModuleOf(const TensorSpec& spec) {
+  return spec.name.substr(0, spec.name.size() - std::string_view(".weight").size());
 }
 
 TensorSpec EmbeddingTensor(const ModelConfig& c) {
@@ -58,6 +65,12 @@ absl::StatusOr<ModelBytes> MeasureModel(const ModelConfig& config, Checkpoint& c
   for (int64_t l = 0; l < config.num_layers; ++l) {
     int64_t total = 0;
     for (const TensorSpec& spec : LayerTensors(config, l)) {
+      if (IsLinearWeight(spec)) {
+        ASSIGN_OR_RETURN(LinearBytes b, MeasureLinear(checkpoint, config.quant, ModuleOf(spec),
+                                                      spec.shape[0], spec.shape[1]));
+        total += b.loaded;
+        continue;
+      }
       ASSIGN_OR_RETURN(int64_t b, bytes_of(spec));
       total += b;
     }

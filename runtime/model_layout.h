@@ -23,6 +23,11 @@ std::string LayerPrefix(int64_t layer);  // "model.layers.7."
 
 // Tensors of decoder layer `layer`, in a fixed order.
 std::vector<TensorSpec> LayerTensors(const ModelConfig& config, int64_t layer);
+// Whether a layer tensor is a linear layer's weight ("...q_proj.weight"),
+// which a quantized checkpoint may store in a quantized format (the module's
+// name is the spec's name without ".weight").
+bool IsLinearWeight(const TensorSpec& spec);
+std::string ModuleOf(const TensorSpec& spec);
 TensorSpec EmbeddingTensor(const ModelConfig& config);   // model.embed_tokens.weight
 TensorSpec FinalNormTensor(const ModelConfig& config);   // model.norm.weight
 // lm_head.weight, or the embedding when the embeddings are tied.
@@ -36,7 +41,8 @@ struct ModelBytes {
   int64_t total() const;
 };
 
-// Byte sizes from the shard headers; no tensor data is read. Fails, naming the
+// Byte sizes from the shard headers; no tensor data is read. A quantized
+// linear layer counts what it takes once loaded (runtime/quant.h's packed form). Fails, naming the
 // tensor, when one is missing or has the wrong shape.
 absl::StatusOr<ModelBytes> MeasureModel(const ModelConfig& config, Checkpoint& checkpoint);
 

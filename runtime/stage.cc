@@ -214,6 +214,20 @@ absl::Status Stage::LoadWeights() {
     ASSIGN_OR_RETURN(*out, backend_->PrepareWeight(w, name));
     return absl::OkStatus();
   };
+  auto target_of = [&](LayerWeights& w, std::string_view suffix) -> Weight* {
+    if (suffix == "input_layernorm.weight") return &w.input_norm;
+    if (suffix == "self_attn.q_proj.weight") return &w.q;
+    if (suffix == "self_attn.k_proj.weight") return &w.k;
+    if (suffix == "self_attn.v_proj.weight") return &w.v;
+    if (suffix == "self_attn.o_proj.weight") return &w.o;
+    if (suffix == "post_attention_layernorm.weight") return &w.post_norm;
+    if (suffix == "mlp.gate_proj.weight") return &w.gate;
+    if (suffix == "mlp.up_proj.weight") return &w.up;
+    if (suffix == "mlp.down_proj.weight") return &w.down;
+    if (suffix == config_.traits->q_norm_tensor) return &w.q_norm;
+    if (suffix == config_.traits->k_norm_tensor) return &w.k_norm;
+    return nullptr;
+  };
   for (int64_t l = begin_; l < end_; ++l) {
     const std::string p = LayerPrefix(l);
     // The CPU backend reads the f32 bias vectors in place; moving a
@@ -221,31 +235,21 @@ absl::Status Stage::LoadWeights() {
     layers_.emplace_back();
     LayerWeights& w = layers_.back();
     for (const TensorSpec& spec : LayerTensors(config_, l)) {
-      ASSIGN_OR_RETURN(TensorView t, get(spec));
       const std::string_view suffix = std::string_view(spec.name).substr(p.size());
-      Weight* target = nullptr;
-      if (suffix == "input_layernorm.weight")
-        target = &w.input_norm;
-      else if (suffix == "self_attn.q_proj.weight")
-        target = &w.q;
-      else if (suffix == "self_attn.k_proj.weight")
-        target = &w.k;
-      else if (suffix == "self_attn.v_proj.weight")
-        target = &w.v;
-      else if (suffix == "self_attn.o_proj.weight")
-        target = &w.o;
-      else if (suffix == "post_attention_layernorm.weight")
-        target = &w.post_norm;
-      else if (suffix == "mlp.gate_proj.weight")
-        target = &w.gate;
-      else if (suffix == "mlp.up_proj.weight")
-        target = &w.up;
-      else if (suffix == "mlp.down_proj.weight")
-        target = &w.down;
-      else if (suffix == config_.traits->q_norm_tensor)
-        target = &w.q_norm;
-      else if (suffix == config_.traits->k_norm_tensor)
-        target = &w.k_norm;
+      if (IsLinearWeight(spec) && config_.quant.quantized()) {
+        ASSIGN_OR_RETURN(std::unique_ptr<PackedLinear> packed,
+                         LoadQuantizedLinear(*checkpoint_, config_.quant, ModuleOf(spec),
+                                             spec.shape[0], spec.shape[1]));
+        if (packed != nullptr) {
+          Weight* target = target_of(w, suffix);
+          weight_bytes_ += packed->checkpoint_bytes;
+          ASSIGN_OR_RETURN(*target, backend_->PrepareWeight(packed->AsWeight(), spec.name));
+          packed_.push_back(std::move(packed));
+          continue;
+        }
+      }
+      ASSIGN_OR_RETURN(TensorView t, get(spec));
+      Weight* target = target_of(w, suffix);
       if (target != nullptr) {
         ASSIGN_OR_RETURN(*target, backend_->PrepareWeight(AsWeight(t), spec.name));
       } else if (suffix == "self_attn.q_proj.bias") {

@@ -25,6 +25,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/kv_cache.h"
+#include "runtime/quant.h"
 
 namespace strata {
 
@@ -167,6 +168,9 @@ class Stage {
   Weight embedding_, final_norm_, lm_head_;
   // With host_embedding: the table as mapped, and one step's rows as f32.
   TensorView host_embedding_;
+  // Quantized linear layers, repacked on the host (runtime/quant.h): the CPU
+  // backend reads them in place, CUDA copies them to the device.
+  std::vector<std::unique_ptr<PackedLinear>> packed_;
   std::vector<float> embedded_;
   std::vector<float> inv_freq_;
   int64_t weight_bytes_ = 0;

@@ -37,12 +37,35 @@ namespace strata {
 // A row-major [rows, cols] weight matrix (or a vector when rows == 1). Its
 // data is host memory for the CPU backend and device memory once prepared by
 // the CUDA backend.
+//
+// A quantized linear layer (runtime/quant.h) has `quant` set: `data` holds its
+// packed codes, and w[r, perm[j]] = scales[r, g] * code[r, j] + offsets[r, g]
+// for g = j / group_size (no offsets for FP8; perm the identity when null).
 struct Weight {
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
-  int64_t bytes() const { return rows * cols * static_cast<int64_t>(DTypeSize(dtype)); }
+  QuantFormat quant = QuantFormat::kNone;
+  int64_t group_size = 0;
+  const float* scales = nullptr;   // [rows, groups]
+  const float* offsets = nullptr;  // [rows, groups]
+  const int32_t* perm = nullptr;   // [cols]
+  int64_t groups() const { return group_size > 0 ? (cols + group_size - 1) / group_size : 0; }
+  int64_t code_bytes() const {
+    switch (quant) {
+      case QuantFormat::kNone: return rows * cols * static_cast<int64_t>(DTypeSize(dtype));
+      case QuantFormat::kInt4: return rows * cols / 2;
+      case QuantFormat::kInt8:
+      case QuantFormat::kFp8: return rows * cols;
+    }
+    return 0;
+  }
+  int64_t bytes() const {
+    if (quant == QuantFormat::kNone) return code_bytes();
+    return code_bytes() + rows * groups() * 4 * (offsets != nullptr ? 2 : 1) +
+           (perm != nullptr ? cols * 4 : 0);
+  }
 };
 
 // Memory a backend allocated; released when destroyed.

@@ -56,6 +56,7 @@ class CpuBackend : public Backend {
   explicit CpuBackend(int threads)
       : pool_(threads > 0 ? threads : AvailableCores()),
         linear_rows_(cpu::SelectLinearRows()),
+        quant_rows_(cpu::SelectQuantRows()),
         scores_(pool_.size()) {}
 
   std::string_view name() const override {
@@ -118,9 +119,41 @@ class CpuBackend : public Backend {
   void Linear(const void* xv, int64_t m, const Weight& w, const Weight* bias, void* outv) override {
     const float* x = static_cast<const float*>(xv);
     float* out = static_cast<float*>(outv);
+    if (w.quant != QuantFormat::kNone) {
+      QuantLinear(x, m, w, bias, out);
+      return;
+    }
     // Rows are split in multiples of 12 so both the 3- and 4-row tiles divide them.
     pool_.ParallelFor(w.rows, 12, [&](int64_t b, int64_t e, int) {
       linear_rows_(x, m, w, b, e, out, w.rows);
+      if (bias != nullptr) {
+        for (int64_t t = 0; t < m; ++t) {
+          float* row = out + t * w.rows;
+          for (int64_t n = b; n < e; ++n) row[n] += cpu::WeightAt(*bias, n);
+        }
+      }
+    });
+  }
+
+  // x gathered into the codes' column order when the weight has act order,
+  // and its per-group sums, once per call; then the rows split as above.
+  void QuantLinear(const float* x, int64_t m, const Weight& w, const Weight* bias, float* out) {
+    const int64_t k = w.cols, groups = w.groups();
+    if (w.perm != nullptr) {
+      quant_x_.resize(static_cast<size_t>(m * k));  // capacity is kept across calls
+      for (int64_t t = 0; t < m; ++t) {
+        for (int64_t j = 0; j < k; ++j) quant_x_[t * k + j] = x[t * k + w.perm[j]];
+      }
+      x = quant_x_.data();
+    }
+    quant_xsum_.assign(static_cast<size_t>(m * groups), 0.0f);
+    if (w.offsets != nullptr) {
+      for (int64_t t = 0; t < m; ++t) {
+        for (int64_t j = 0; j < k; ++j) quant_xsum_[t * groups + j / w.group_size] += x[t * k + j];
+      }
+    }
+    pool_.ParallelFor(w.rows, 12, [&](int64_t b, int64_t e, int) {
+      quant_rows_(x, quant_xsum_.data(), m, w, b, e, out, w.rows);
       if (bias != nullptr) {
         for (int64_t t = 0; t < m; ++t) {
           float* row = out + t * w.rows;
@@ -288,9 +321,11 @@ class CpuBackend : public Backend {
 
   ThreadPool pool_;
   cpu::LinearRowsFn linear_rows_;
-  std::vector<std::vector<float>> scores_;  // per-thread softmax scratch
-  std::vector<size_t> row_chunk_;           // the step's chunk of each row
-  std::vector<float> logits_;               // Argmax's scratch
+  cpu::QuantRowsFn quant_rows_;
+  std::vector<float> quant_x_, quant_xsum_;  // QuantLinear's scratch
+  std::vector<std::vector<float>> scores_;   // per-thread softmax scratch
+  std::vector<size_t> row_chunk_;            // the step's chunk of each row
+  std::vector<float> logits_;                // Argmax's scratch
   StepLayout layout_;
   std::atomic<int64_t> used_{0};
 };

@@ -25,6 +25,21 @@ void LinearRowsAvx2(const float* x, int64_t m, const Weight& w, int64_t n_begin,
 void LinearRowsAvx512(const float* x, int64_t m, const Weight& w, int64_t n_begin,
                       int64_t n_end, float* out, int64_t ldo);
 
+// A quantized weight's rows (runtime/quant.h): out[t * ldo + n] = dot(x[t, :],
+// w[n, :]) for t < m and n in [n_begin, n_end), where x is in the codes'
+// column order (already gathered through w.perm) and xsum[t * groups + g] is
+// the sum of x[t, :] over group g's columns.
+using QuantRowsFn = void (*)(const float* x, const float* xsum, int64_t m, const Weight& w,
+                             int64_t n_begin, int64_t n_end, float* out, int64_t ldo);
+void QuantRowsPortable(const float* x, const float* xsum, int64_t m, const Weight& w,
+                       int64_t n_begin, int64_t n_end, float* out, int64_t ldo);
+void QuantRowsAvx2(const float* x, const float* xsum, int64_t m, const Weight& w,
+                   int64_t n_begin, int64_t n_end, float* out, int64_t ldo);
+void QuantRowsAvx512(const float* x, const float* xsum, int64_t m, const Weight& w,
+                     int64_t n_begin, int64_t n_end, float* out, int64_t ldo);
+// The quantized kernel of the same ISA as SelectLinearRows() picks.
+QuantRowsFn SelectQuantRows();
+
 // Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C).
 bool CpuHasAvx2Fma();
 // Whether this CPU runs the AVX-512 kernels (AVX-512 F and BW, plus the above).

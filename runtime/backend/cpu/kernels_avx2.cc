@@ -5,6 +5,7 @@
 
 #include "runtime/backend/cpu/kernels.h"
 #include "runtime/backend/cpu/linear_tiles.h"
+#include "runtime/backend/cpu/quant_tiles.h"
 
 namespace strata::cpu {
 
@@ -47,6 +48,34 @@ struct Avx2 {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
     return _mm_cvtss_f32(s);
   }
+  static Reg Set1(float f) { return _mm256_set1_ps(f); }
+  // 8 FP8 E4M3 codes as the f16 values 2^-8 of theirs (see kernels_avx512.cc).
+  static Reg Fp8x8(const uint8_t* p) {
+    const __m128i h = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    const __m128i bits = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x80)), 8),
+                                      _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7f)), 7));
+    return _mm256_cvtph_ps(bits);
+  }
+  template <QuantFormat F>
+  static void Decode32(const uint8_t* p, Reg out[4]) {
+    if constexpr (F == QuantFormat::kInt4) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      const __m128i nib = _mm_set1_epi8(0x0f);
+      const __m128i lo = _mm_and_si128(b, nib);
+      const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), nib);
+      out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+      out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+      out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+      out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+    } else if constexpr (F == QuantFormat::kInt8) {
+      for (int i = 0; i < 4; ++i) {
+        out[i] = _mm256_cvtepi32_ps(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * i))));
+      }
+    } else {
+      for (int i = 0; i < 4; ++i) out[i] = Fp8x8(p + 8 * i);
+    }
+  }
 };
 
 }  // namespace
@@ -54,6 +83,11 @@ struct Avx2 {
 void LinearRowsAvx2(const float* x, int64_t m, const Weight& w, int64_t n_begin, int64_t n_end,
                     float* out, int64_t ldo) {
   LinearRowsFor<Avx2>(x, m, w, n_begin, n_end, out, ldo);
+}
+
+void QuantRowsAvx2(const float* x, const float* xsum, int64_t m, const Weight& w, int64_t n_begin,
+                   int64_t n_end, float* out, int64_t ldo) {
+  QuantRowsFor<Avx2>(x, xsum, m, w, n_begin, n_end, out, ldo);
 }
 
 }  // namespace strata::cpu

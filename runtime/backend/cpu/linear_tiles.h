@@ -83,6 +83,8 @@ void LinearRowsFor(const float* x, int64_t m, const Weight& w, int64_t n_begin, 
     case DType::kF32: LinearRowsTyped<V, DType::kF32>(x, m, w, n_begin, n_end, out, ldo); break;
     case DType::kBF16: LinearRowsTyped<V, DType::kBF16>(x, m, w, n_begin, n_end, out, ldo); break;
     case DType::kF16: LinearRowsTyped<V, DType::kF16>(x, m, w, n_begin, n_end, out, ldo); break;
+    case DType::kI32:
+    case DType::kF8E4M3: break;  // quantized parts only: never a plain weight (quant_tiles.h)
   }
 }
 

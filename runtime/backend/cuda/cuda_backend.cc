@@ -217,6 +217,7 @@ class CudaBackend : public Backend {
     DropGraphs();
     gemm_.reset();
     weights_.clear();
+    dequant_.reset();
     step_device_.reset();
     attention_workspace_.reset();
     logits_device_.reset();
@@ -249,6 +250,7 @@ class CudaBackend : public Backend {
   }
 
   absl::StatusOr<Weight> PrepareWeight(const Weight& host, std::string_view name) override {
+    if (host.quant != QuantFormat::kNone) return PrepareQuantized(host, name);
     Weight w = host;
     w.dtype = act_;
     const int64_t count = host.rows * host.cols;
@@ -271,6 +273,70 @@ class CudaBackend : public Backend {
     w.data = (*buffer)->data();
     weights_.push_back(std::move(*buffer));
     return w;
+  }
+
+  // A packed weight's codes, scales, offsets and permutation, copied as they
+  // are into one device buffer; prefill-sized batches dequantize into
+  // `dequant_`, sized here for the largest such weight.
+  absl::StatusOr<Weight> PrepareQuantized(const Weight& host, std::string_view name) {
+    Weight w = host;
+    const int64_t groups = host.groups();
+    const int64_t code_bytes = Align(host.code_bytes());
+    const int64_t scale_bytes = Align(host.rows * groups * 4);
+    const int64_t offset_bytes = host.offsets != nullptr ? scale_bytes : 0;
+    const int64_t perm_bytes = host.perm != nullptr ? Align(host.cols * 4) : 0;
+    auto buffer = Allocate(
+        code_bytes + scale_bytes + offset_bytes + perm_bytes,
+        absl::StrCat("tensor ", std::string(name), " (", QuantFormatName(host.quant), ")"));
+    if (!buffer.ok()) return buffer.status();
+    char* base = static_cast<char*>((*buffer)->data());
+    struct Part {
+      const void* src;
+      int64_t bytes, at;
+    };
+    const Part parts[] = {
+        {host.data, host.code_bytes(), 0},
+        {host.scales, host.rows * groups * 4, code_bytes},
+        {host.offsets, offset_bytes > 0 ? host.rows * groups * 4 : 0, code_bytes + scale_bytes},
+        {host.perm, perm_bytes > 0 ? host.cols * 4 : 0, code_bytes + scale_bytes + offset_bytes}};
+    for (const Part& p : parts) {
+      if (p.bytes == 0) continue;
+      const cudaError_t e =
+          cudaMemcpy(base + p.at, p.src, static_cast<size_t>(p.bytes), cudaMemcpyHostToDevice);
+      if (e != cudaSuccess) {
+        return absl::InternalError(absl::StrCat(label_, ": copying tensor ", std::string(name),
+                                                " to the device: ", CudaErrorText(e)));
+      }
+    }
+    w.data = base;
+    w.scales = reinterpret_cast<const float*>(base + code_bytes);
+    w.offsets = offset_bytes > 0 ? reinterpret_cast<const float*>(base + code_bytes + scale_bytes)
+                                 : nullptr;
+    w.perm = perm_bytes > 0
+                 ? reinterpret_cast<const int32_t*>(base + code_bytes + scale_bytes + offset_bytes)
+                 : nullptr;
+    weights_.push_back(std::move(*buffer));
+    const int64_t dequant_bytes = host.rows * host.cols * 2;
+    if (dequant_ == nullptr || dequant_->bytes() < dequant_bytes) {
+      dequant_.reset();
+      auto scratch = Allocate(dequant_bytes, "dequantization scratch (one quantized weight)");
+      if (!scratch.ok()) return scratch.status();
+      dequant_ = std::move(*scratch);
+    }
+    return w;
+  }
+
+  static cuda::QuantDevice AsQuantDevice(const Weight& w) {
+    cuda::QuantDevice q;
+    q.format = w.quant;
+    q.rows = w.rows;
+    q.cols = w.cols;
+    q.group_size = w.group_size;
+    q.codes = static_cast<const uint8_t*>(w.data);
+    q.scales = w.scales;
+    q.offsets = w.offsets;
+    q.perm = w.perm;
+    return q;
   }
 
   void Upload(const float* host, int64_t count, void* dst) override {
@@ -462,6 +528,19 @@ class CudaBackend : public Backend {
 
   void Linear(const void* x, int64_t m, const Weight& w, const Weight* bias, void* out) override {
     if (Replaying()) return;
+    if (w.quant != QuantFormat::kNone) {
+      const cuda::QuantDevice q = AsQuantDevice(w);
+      if (m <= cuda::kMaxGemvRows) {
+        cuda::LaunchQuantGemv(act_, x, m, q, bias ? bias->data : nullptr, out, stream_);
+        CheckLaunch("quantized GEMV");
+        return;
+      }
+      cuda::LaunchDequantize(act_, q, dequant_->data(), stream_);
+      CheckLaunch("dequantization");
+      Record(gemm_->Run(act_, x, m, dequant_->data(), w.rows, w.cols, bias ? bias->data : nullptr,
+                        out, stream_));
+      return;
+    }
     Record(
         gemm_->Run(act_, x, m, w.data, w.rows, w.cols, bias ? bias->data : nullptr, out, stream_));
   }
@@ -816,6 +895,7 @@ class CudaBackend : public Backend {
   std::unique_ptr<Buffer> gemm_workspace_;
   std::unique_ptr<cuda::Gemm> gemm_;
   std::vector<std::unique_ptr<Buffer>> weights_;
+  std::unique_ptr<Buffer> dequant_;  // see PrepareQuantized
   // The step thread uses link_; another thread may only Abort() it, under
   // peers_mu_, which Join/Leave also take to replace it (PeerLink itself
   // keeps the communicator alive until the call in it has left).

@@ -93,6 +93,24 @@ void LaunchAttentionV2(DType dtype, const void* q, const void* kv_base, const St
                        const AttentionParams& params, float* workspace, void* out,
                        cudaStream_t stream);
 
+// A quantized linear layer's packed parts on the device (runtime/quant.h).
+struct QuantDevice {
+  QuantFormat format = QuantFormat::kNone;
+  long long rows = 0, cols = 0, group_size = 0;
+  const uint8_t* codes = nullptr;  // 16-byte aligned
+  const float* scales = nullptr;   // [rows, groups]
+  const float* offsets = nullptr;  // [rows, groups], or null (FP8)
+  const int32_t* perm = nullptr;   // [cols], or null
+};
+// The most tokens LaunchQuantGemv takes; larger batches dequantize and GEMM.
+inline constexpr int kMaxGemvRows = 8;
+// out[t, n] = x[t, :] . w[n, :] (+ bias[n]) for t < m <= kMaxGemvRows: one
+// warp per output row, codes widened in registers, f32 sums.
+void LaunchQuantGemv(DType dtype, const void* x, int64_t m, const QuantDevice& w,
+                     const void* bias, void* out, cudaStream_t stream);
+// dst [rows, cols] = the weight in `dtype`, in the original column order.
+void LaunchDequantize(DType dtype, const QuantDevice& w, void* dst, cudaStream_t stream);
+
 }  // namespace strata::cuda
 
 #endif  // STRATA_RUNTIME_BACKEND_CUDA_KERNELS_H_

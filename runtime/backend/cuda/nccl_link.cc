@@ -71,6 +71,9 @@ ncclDataType_t NcclType(DType dtype) {
       return ncclFloat32;
     case DType::kBF16:
       return ncclBfloat16;
+    case DType::kI32:
+    case DType::kF8E4M3:
+      break;  // never an activation dtype
   }
   return ncclBfloat16;
 }
