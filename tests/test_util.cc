@@ -3,11 +3,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +18,36 @@
 #include "tools/model_maker.h"
 
 namespace strata::testing {
+
+std::unique_ptr<PackedLinear> RandomPackedLinear(QuantFormat format, int64_t rows, int64_t cols,
+                                                 int64_t group, bool perm, uint32_t seed) {
+  std::mt19937 rng(seed);
+  auto p = std::make_unique<PackedLinear>();
+  p->format = format;
+  p->rows = rows;
+  p->cols = cols;
+  p->group_size = group;
+  const int64_t groups = (cols + group - 1) / group;
+  p->codes.resize(format == QuantFormat::kInt4 ? rows * cols / 2 : rows * cols);
+  for (uint8_t& c : p->codes) {
+    c = static_cast<uint8_t>(rng());
+    // Keep FP8 codes finite: 0x7f / 0xff are NaN.
+    if (format == QuantFormat::kFp8 && (c & 0x7f) == 0x7f) c ^= 1;
+  }
+  std::uniform_real_distribution<float> scale(0.01f, 0.1f), offset(-0.8f, 0.0f);
+  p->scales.resize(rows * groups);
+  for (float& s : p->scales) s = format == QuantFormat::kFp8 ? scale(rng) * 0.02f : scale(rng);
+  if (format != QuantFormat::kFp8) {
+    p->offsets.resize(rows * groups);
+    for (float& o : p->offsets) o = offset(rng);
+  }
+  if (perm) {
+    p->perm.resize(cols);
+    std::iota(p->perm.begin(), p->perm.end(), 0);
+    std::shuffle(p->perm.begin(), p->perm.end(), rng);
+  }
+  return p;
+}
 namespace fs = std::filesystem;
 
 namespace {

@@ -3,8 +3,12 @@
 #ifndef STRATA_TESTS_TEST_UTIL_H_
 #define STRATA_TESTS_TEST_UTIL_H_
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "runtime/quant.h"
 
 namespace strata::testing {
 
@@ -17,6 +21,11 @@ std::string FreshDir(const std::string& name);
 std::string CopyModel(const std::string& from, const std::string& name);
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& bytes);
+// A packed quantized weight with random codes, scales and offsets (offsets
+// only for the integer formats), and with `perm` a random act-order
+// permutation of the input columns.
+std::unique_ptr<PackedLinear> RandomPackedLinear(QuantFormat format, int64_t rows, int64_t cols,
+                                                 int64_t group, bool perm, uint32_t seed);
 // Runs a shell command; returns its exit status and captures stdout+stderr.
 int RunCommand(const std::string& command, std::string* output);
 

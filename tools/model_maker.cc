@@ -188,6 +188,9 @@ std::vector<uint8_t> Encode(const std::vector<float>& values, DType dtype) {
         std::memcpy(bytes.data() + 2 * i, &h, 2);
         break;
       }
+      case DType::kI32:
+      case DType::kF8E4M3:
+        break;  // never a generated model's dtype (ParseDType refuses them)
     }
   }
   return bytes;
@@ -357,6 +360,17 @@ absl::Status WriteTokenizer(const std::string& flavour, const std::vector<std::s
 
 absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
   namespace fs = std::filesystem;
+  if (!spec.quant.method.empty()) {
+    RETURN_IF_ERROR(CheckQuantizeSpec(spec.quant));
+    ModelSpec plain = spec;
+    plain.quant = QuantizeSpec();
+    const std::string tmp = out_dir + ".float.partial";
+    fs::remove_all(tmp);
+    RETURN_IF_ERROR(MakeModel(plain, tmp));
+    const absl::Status st = QuantizeCheckpoint(tmp, out_dir, spec.quant);
+    fs::remove_all(tmp);
+    return st;
+  }
   std::string dtype_name =
       spec.dtype.empty() ? (spec.size == "tiny" ? "float32" : "bfloat16") : spec.dtype;
   if (dtype_name == "f32") dtype_name = "float32";

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "runtime/dtype.h"
+#include "tools/quantizer.h"
 
 namespace strata {
 
@@ -35,6 +36,9 @@ struct ModelSpec {
   int layers = 0;
   // max_position_embeddings; 0 = the size's own (256 for tiny).
   int64_t positions = 0;
+  // With a method: the model made as above, then its linear layers quantized
+  // into that published format (tools/quantizer.h).
+  QuantizeSpec quant;
 };
 
 std::vector<std::string> ModelFlavours();

@@ -31,6 +31,7 @@ commands:
   generate    stream a completion of --prompt from a model (default: the embedded model)
   inspect     print a checkpoint's architecture, per-layer bytes and total bytes
   make-model  write a deterministic random-initialised test checkpoint
+  quantize    write a float checkpoint's GPTQ / AWQ / FP8 version
   plan        print the layer-to-device placement for a model and devices
   certs       make a cluster CA and certificates for mutual TLS (coordinator, gateway, workers)
   logits      greedy-decode token ids and write every step's logits (parity checks)
@@ -175,6 +176,8 @@ absl::Status Inspect(const std::vector<std::string>& args) {
       c.architecture, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
       c.intermediate_size, c.vocab_size, c.max_position_embeddings, DTypeName(c.torch_dtype),
       c.tie_word_embeddings ? "yes" : "no");
+  std::cout << "quantization  " << c.quant.Describe()
+            << (c.quant.quantized() ? " (layer bytes as loaded, repacked)" : "") << "\n";
   std::cout << absl::StrFormat("%-28s %14s  %s\n", "part", "bytes", "");
   std::cout << absl::StrFormat("%-28s %14d  %s\n", "model.embed_tokens", bytes.embedding_bytes,
                                HumanBytes(bytes.embedding_bytes));
@@ -190,6 +193,17 @@ absl::Status Inspect(const std::vector<std::string>& args) {
   std::cout << absl::StrFormat("%-28s %14d  %s\n", "total", bytes.total(),
                                HumanBytes(bytes.total()));
   return absl::OkStatus();
+}
+
+// --<method_flag>, --group-size, --desc-act, --asym.
+void AddQuantizeFlags(FlagSet* flags, QuantizeSpec* spec, const char* method_flag) {
+  flags->String(method_flag, &spec->method,
+                "gptq-int4 | gptq-int8 | awq-int4 | fp8 (128x128 block scales) | fp8-tensor | "
+                "fp8-channel (compressed-tensors)");
+  flags->Int("group-size", &spec->group_size,
+             "input columns per scale, a multiple of 32; -1 = per channel (GPTQ) (128)");
+  flags->Bool("desc-act", &spec->desc_act, "GPTQ act order (g_idx not monotonic)");
+  flags->Bool("sym", &spec->sym, "GPTQ symmetric grid; --sym=false for zero points (true)");
 }
 
 absl::Status MakeModelCommand(const std::vector<std::string>& args) {
@@ -211,6 +225,7 @@ absl::Status MakeModelCommand(const std::vector<std::string>& args) {
   flags.Int("shards", &shards, "number of safetensors shards (1)");
   flags.Int("seed", &seed, "weights seed (0)");
   flags.String("out", &out, "output folder (required)");
+  AddQuantizeFlags(&flags, &spec.quant, "quant");
   flags.Bool("help", &help, "this list");
   RETURN_IF_ERROR(flags.Parse(args));
   if (help) {
@@ -229,7 +244,33 @@ absl::Status MakeModelCommand(const std::vector<std::string>& args) {
   }
   spec.positions = positions;
   RETURN_IF_ERROR(MakeModel(spec, out));
-  std::cout << "wrote " << spec.flavour << " " << spec.size << " model to " << out << "\n";
+  std::cout << "wrote " << spec.flavour << " " << spec.size << " model"
+            << (spec.quant.method.empty() ? "" : " (" + spec.quant.method + ")") << " to " << out
+            << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status QuantizeCommand(const std::vector<std::string>& args) {
+  QuantizeSpec spec;
+  std::string in, out;
+  bool help = false;
+  FlagSet flags;
+  flags.String("in", &in, "the float checkpoint's folder (required)");
+  flags.String("out", &out, "output folder (required)");
+  AddQuantizeFlags(&flags, &spec, "method");
+  flags.Bool("help", &help, "this list");
+  RETURN_IF_ERROR(flags.Parse(args));
+  if (help) {
+    std::cout << "usage: strata quantize --in DIR --out DIR --method METHOD [flags]\n"
+              << flags.Usage();
+    return absl::OkStatus();
+  }
+  if (in.empty()) return absl::InvalidArgumentError("--in is required");
+  if (out.empty()) return absl::InvalidArgumentError("--out is required");
+  if (spec.method.empty()) return absl::InvalidArgumentError("--method is required");
+  RETURN_IF_ERROR(QuantizeCheckpoint(in, out, spec));
+  ASSIGN_OR_RETURN(ModelConfig c, LoadModelConfig(out));
+  std::cout << "wrote " << c.quant.Describe() << " checkpoint to " << out << "\n";
   return absl::OkStatus();
 }
 
@@ -247,6 +288,8 @@ int Main(int argc, char** argv) {
     status = Inspect(args);
   } else if (command == "make-model") {
     status = MakeModelCommand(args);
+  } else if (command == "quantize") {
+    status = QuantizeCommand(args);
   } else if (command == "logits") {
     status = LogitsCommand(args);
   } else if (command == "render") {

@@ -8,6 +8,10 @@ GQA eager attention with a causal or sliding-window mask, SwiGLU MLP), in f32,
 recomputing the whole sequence at every step (no KV cache). Shares no code
 with the C++ implementation.
 
+Quantized checkpoints (GPTQ, AWQ GEMM, FP8 as quant_method "fp8" or
+compressed-tensors) are dequantized here to f32 weights from the formats'
+definitions (dequantize() below), then run the same way.
+
 Usage: hf_reference.py --model DIR --ids 1,5,7 --steps 16 --out PREFIX
 Writes PREFIX.json ({"tokens": [...], "prompt_len": P, "vocab": V}) and
 PREFIX.f32: prefill logits [P, V] then one row [V] per decode step.
@@ -42,10 +46,98 @@ def read_safetensors(path):
         elif e["dtype"] == "BF16":
             u = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16
             t = torch.from_numpy(u.view(np.float32).copy())
+        elif e["dtype"] == "I32":
+            t = torch.from_numpy(np.frombuffer(raw, dtype=np.int32).astype(np.int64))
+        elif e["dtype"] == "F8_E4M3":
+            t = torch.from_numpy(E4M3[np.frombuffer(raw, dtype=np.uint8)])
         else:
             raise ValueError(f"{path}: tensor {name}: dtype {e['dtype']}")
         out[name] = t.reshape(shape)
     return out
+
+
+def e4m3_table():
+    """The value of each of the 256 FP8 E4M3 (fn) codes: 1 sign, 4 exponent
+    bits (bias 7), 3 mantissa bits; exponent 0 is subnormal; 0x7f/0xff NaN."""
+    table = np.zeros(256, dtype=np.float32)
+    for code in range(256):
+        sign = -1.0 if code & 0x80 else 1.0
+        exp, mant = (code >> 3) & 0xF, code & 0x7
+        if exp == 0xF and mant == 0x7:
+            table[code] = np.nan
+        elif exp == 0:
+            table[code] = sign * (mant / 8.0) * 2.0 ** -6
+        else:
+            table[code] = sign * (1.0 + mant / 8.0) * 2.0 ** (exp - 7)
+    return table
+
+
+E4M3 = e4m3_table()
+
+
+def unpack_along_rows(packed, bits):
+    """int32 [R, C] holding 32/bits codes per word, low bits first, stacked
+    along dim 0 -> [R * 32/bits, C]."""
+    per = 32 // bits
+    u = packed & 0xFFFFFFFF
+    parts = [(u >> (bits * k)) & ((1 << bits) - 1) for k in range(per)]
+    return torch.stack(parts, dim=1).reshape(packed.shape[0] * per, packed.shape[1])
+
+
+def unpack_along_cols(packed, bits, order=None):
+    """int32 [R, C] -> [R, C * 32/bits]; code k of a word is column
+    order[k] of its run (sequential without an order)."""
+    per = 32 // bits
+    order = order or list(range(per))
+    u = packed & 0xFFFFFFFF
+    out = torch.zeros(packed.shape[0], packed.shape[1], per, dtype=torch.int64)
+    for k in range(per):
+        out[:, :, order[k]] = (u >> (bits * k)) & ((1 << bits) - 1)
+    return out.reshape(packed.shape[0], packed.shape[1] * per)
+
+
+def dequantize(cfg, w):
+    """Replaces every quantized module's tensors with its f32 `weight`."""
+    q = cfg.get("quantization_config")
+    if not q:
+        return w
+    method = q["quant_method"].lower()
+    modules = sorted({n.rsplit(".", 1)[0] for n in w if n.endswith((".qweight", ".weight_scale",
+                                                                    ".weight_scale_inv"))})
+    for m in modules:
+        if method == "gptq":
+            bits = q["bits"]
+            intw = unpack_along_rows(w.pop(m + ".qweight"), bits)          # [in, out]
+            zeros = unpack_along_cols(w.pop(m + ".qzeros"), bits)          # [groups, out]
+            if q.get("checkpoint_format", "gptq") == "gptq":
+                zeros = zeros + 1                                          # stored minus one
+            scales = w.pop(m + ".scales")                                  # [groups, out]
+            g_idx = w.pop(m + ".g_idx", None)
+            if g_idx is None:
+                gs = q["group_size"] if q["group_size"] > 0 else intw.shape[0]
+                g_idx = torch.arange(intw.shape[0]) // gs
+            deq = (intw - zeros[g_idx]).double() * scales[g_idx].double()
+            w[m + ".weight"] = deq.T.float().contiguous()
+        elif method == "awq":
+            order = [0, 2, 4, 6, 1, 3, 5, 7]
+            intw = unpack_along_cols(w.pop(m + ".qweight"), 4, order)      # [in, out]
+            zeros = unpack_along_cols(w.pop(m + ".qzeros"), 4, order)      # [in / g, out]
+            scales = w.pop(m + ".scales")
+            group = torch.arange(intw.shape[0]) // q["group_size"]
+            deq = (intw - zeros[group]).double() * scales[group].double()
+            w[m + ".weight"] = deq.T.float().contiguous()
+        else:  # fp8 / compressed-tensors float8
+            codes = w[m + ".weight"].double()                              # [out, in]
+            if m + ".weight_scale_inv" in w:
+                s = w.pop(m + ".weight_scale_inv").double()
+                br, bc = q["weight_block_size"]
+                s = s.repeat_interleave(br, 0)[:codes.shape[0]]
+                s = s.repeat_interleave(bc, 1)[:, :codes.shape[1]]
+            else:
+                s = w.pop(m + ".weight_scale").double()
+                s = s.reshape(-1, 1) if s.numel() > 1 else s.reshape(1, 1)
+            w[m + ".weight"] = (codes * s).float()
+    return w
 
 
 def load_weights(model_dir):
@@ -166,7 +258,7 @@ def main():
     torch.set_grad_enabled(False)
     with open(os.path.join(args.model, "config.json")) as f:
         cfg = json.load(f)
-    w = load_weights(args.model)
+    w = dequantize(cfg, load_weights(args.model))
     ids = [int(t) for t in args.ids.split(",")]
     prompt_len = len(ids)
     logits = forward(cfg, w, ids)

@@ -15,6 +15,7 @@
 #include "runtime/dtype.h"
 #include "runtime/generate.h"
 #include "runtime/kv_cache.h"
+#include "runtime/quant.h"
 #include "runtime/stage.h"
 #include "tests/test_util.h"
 
@@ -53,6 +54,9 @@ class BackendOpsTest : public ::testing::TestWithParam<std::string> {
         return Bf16ToF32(F32ToBf16(v));
       case DType::kF16:
         return F16ToF32(F32ToF16(v));
+      case DType::kI32:
+      case DType::kF8E4M3:
+        break;  // never an activation dtype
     }
     return v;
   }
@@ -189,6 +193,44 @@ TEST_P(BackendOpsTest, LinearWithAndWithoutBias) {
     std::vector<float> logits(m * n);
     ASSERT_TRUE(backend_->Logits(xd, m, wd, logits.data()).ok());
     ExpectNear(logits, want, "logits m=" + std::to_string(m));
+  }
+}
+
+// Packed int4 / int8 / FP8 weights (runtime/quant.h), with and without act
+// order, a partial last group and a bias, against the dequantized weights in
+// double: batches of up to 8 rows (CUDA's GEMV) and larger (dequantize, GEMM).
+TEST_P(BackendOpsTest, QuantizedLinearMatchesTheDequantizedWeights) {
+  const int64_t k = 160, n = 24;
+  for (QuantFormat format : {QuantFormat::kInt4, QuantFormat::kInt8, QuantFormat::kFp8}) {
+    for (bool perm : {false, true}) {
+      if (format == QuantFormat::kFp8 && perm) continue;  // FP8 has no act order
+      auto packed = testing::RandomPackedLinear(format, n, k, 64, perm, 21);
+      auto prepared = backend_->PrepareWeight(packed->AsWeight(), "quantized test weight");
+      ASSERT_TRUE(prepared.ok()) << prepared.status();
+      std::vector<float> bias = Random(n);
+      const Weight bd = MakeWeight(&bias, 1, n);
+      for (int64_t m : {1, 8, 9, 33}) {
+        const std::string what = std::string(QuantFormatName(format)) + (perm ? " perm" : "") +
+                                 " m=" + std::to_string(m);
+        std::vector<float> x = Random(m * k);
+        void* xd = Upload(&x);
+        void* out = Output(m * n);
+        backend_->Linear(xd, m, *prepared, &bd, out);
+        std::vector<double> want(m * n);
+        for (int64_t t = 0; t < m; ++t) {
+          for (int64_t j = 0; j < n; ++j) {
+            double acc = bias[j];
+            for (int64_t i = 0; i < k; ++i) {
+              // CUDA's GEMM path rounds the dequantized weight to the dtype.
+              const float wv = DequantizedAt(packed->AsWeight(), j, i);
+              acc += double(x[t * k + i]) * (cpu() ? wv : Rounded(wv));
+            }
+            want[t * n + j] = acc;
+          }
+        }
+        ExpectNear(Read(out, m * n), want, what);
+      }
+    }
   }
 }
 

@@ -32,14 +32,23 @@ struct Case {
   int shards;
   std::string size = "tiny";  // or a published shape, cut to `layers` layers
   int layers = 0;
+  // A quantized checkpoint (tools/quantizer.h) made from the float one; the
+  // reference dequantizes it by its own reading of the format.
+  std::string quant = "";
+  int64_t group = 32;
+  bool desc_act = false, sym = true;
 };
 
 // The checkpoint of a case: the shared tiny test models, or a published
 // shape made here (random, bf16, a few layers).
 std::string ModelFor(const Case& c) {
-  if (c.size == "tiny") return testing::TestModel(c.flavour, c.dtype, c.shards);
+  if (c.size == "tiny" && c.quant.empty()) return testing::TestModel(c.flavour, c.dtype, c.shards);
   const std::string dir = testing::FreshDir(c.size);
   ModelSpec spec;
+  spec.quant.method = c.quant;
+  spec.quant.group_size = c.group;
+  spec.quant.desc_act = c.desc_act;
+  spec.quant.sym = c.sym;
   spec.flavour = c.flavour;
   spec.size = c.size;
   spec.dtype = c.dtype;
@@ -52,6 +61,10 @@ std::string ModelFor(const Case& c) {
 
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.flavour << " " << c.size << " " << c.dtype << " " << c.shards << " shard(s)";
+  if (!c.quant.empty()) {
+    *os << " " << c.quant << " group " << c.group << (c.desc_act ? " act-order" : "")
+        << (c.sym ? "" : " asym");
+  }
 }
 
 class ReferenceTest : public ::testing::TestWithParam<Case> {};
@@ -141,26 +154,42 @@ TEST_P(ReferenceTest, PrefillAndCachedDecodeMatchPyTorch) {
   EXPECT_EQ(tokens, ref_tokens);
 }
 
-INSTANTIATE_TEST_SUITE_P(Flavours, ReferenceTest,
-                         ::testing::Values(Case{"llama", "f32", 1}, Case{"mistral", "f32", 1},
-                                           Case{"qwen2", "f32", 1}, Case{"hunyuan-dense", "f32", 1},
-                                           Case{"llama", "bf16", 1}, Case{"qwen2", "f16", 1},
-                                           Case{"hunyuan-dense", "bf16", 3},
-                                           // Qwen2.5-3B-Instruct's and HY-MT1.5-1.8B's shapes
-                                           // (vocab, widths, heads, RoPE) with two of their layers.
-                                           Case{"qwen2", "bf16", 1, "qwen2.5-3b", 2},
-                                           Case{"hunyuan-dense", "bf16", 2, "hy-mt1.5-1.8b", 2}),
-                         [](const auto& info) {
-                           std::string name =
-                               absl::StrCat(info.param.flavour, "_", info.param.dtype, "_",
-                                            info.param.shards, "shard");
-                           if (info.param.size != "tiny")
-                             name = absl::StrCat(info.param.size, "_2layers");
-                           for (char& ch : name) {
-                             if (ch == '-' || ch == '.') ch = '_';
-                           }
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Flavours, ReferenceTest,
+    ::testing::Values(Case{"llama", "f32", 1}, Case{"mistral", "f32", 1}, Case{"qwen2", "f32", 1},
+                      Case{"hunyuan-dense", "f32", 1}, Case{"llama", "bf16", 1},
+                      Case{"qwen2", "f16", 1}, Case{"hunyuan-dense", "bf16", 3},
+                      // Qwen2.5-3B-Instruct's and HY-MT1.5-1.8B's shapes
+                      // (vocab, widths, heads, RoPE) with two of their layers.
+                      Case{"qwen2", "bf16", 1, "qwen2.5-3b", 2},
+                      Case{"hunyuan-dense", "bf16", 2, "hy-mt1.5-1.8b", 2},
+                      // Quantized checkpoints in each published format.
+                      Case{"llama", "f32", 1, "tiny", 0, "gptq-int4", 32},
+                      Case{"llama", "f32", 1, "tiny", 0, "gptq-int4", 32, true, false},
+                      Case{"qwen2", "f32", 1, "tiny", 0, "gptq-int4", 32, true, true},
+                      Case{"qwen2", "f32", 1, "tiny", 0, "gptq-int4", 64, false, false},
+                      Case{"llama", "f32", 1, "tiny", 0, "gptq-int8", 128},
+                      Case{"qwen2", "f32", 1, "tiny", 0, "gptq-int8", -1, true, false},
+                      Case{"llama", "f32", 1, "tiny", 0, "awq-int4", 32},
+                      Case{"qwen2", "f32", 1, "tiny", 0, "awq-int4", 32},
+                      Case{"llama", "f32", 1, "tiny", 0, "fp8"},
+                      Case{"qwen2", "f32", 1, "tiny", 0, "fp8-tensor"},
+                      Case{"llama", "bf16", 1, "tiny", 0, "fp8-channel"},
+                      Case{"qwen2", "bf16", 1, "qwen2.5-3b", 2, "gptq-int4", 128}),
+    [](const auto& info) {
+      std::string name =
+          absl::StrCat(info.param.flavour, "_", info.param.dtype, "_", info.param.shards, "shard");
+      if (info.param.size != "tiny") name = absl::StrCat(info.param.size, "_2layers");
+      if (!info.param.quant.empty()) {
+        absl::StrAppend(&name, "_", info.param.quant, "_g",
+                        info.param.group < 0 ? 0 : info.param.group,
+                        info.param.desc_act ? "_actorder" : "", info.param.sym ? "" : "_asym");
+      }
+      for (char& ch : name) {
+        if (ch == '-' || ch == '.') ch = '_';
+      }
+      return name;
+    });
 
 }  // namespace
 }  // namespace strata
