@@ -2,9 +2,13 @@
 // the 1B-class bf16 model (TinyLlama-1.1B dimensions), and the weight-read
 // bandwidth decode achieves as a fraction of the machine's memory bandwidth,
 // measured in the same run with a STREAM-style copy on the same threads.
-// Prints one JSON object on stdout and a summary on stderr.
+// With --quant, the same model's quantized versions (tools/quantizer.h,
+// made once and cached beside it) are measured in the same run, in turn, and
+// their decode and prefill compared with the float model's.
+// Prints one JSON object per model on stdout and a summary on stderr.
 //
 //   engine_bench [--model DIR] [--threads N] [--prompt-tokens 512] [--decode-tokens 64]
+//                [--quant gptq-int8,gptq-int4]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "bench/bench_main.h"
 #include "runtime/backend/cpu/thread_pool.h"
 #include "runtime/checkpoint.h"
@@ -23,6 +28,7 @@
 #include "runtime/status_macros.h"
 #include "tools/flags.h"
 #include "tools/model_maker.h"
+#include "tools/quantizer.h"
 
 namespace strata {
 namespace {
@@ -69,19 +75,78 @@ absl::StatusOr<std::string> BenchModel(std::string model) {
   return model;
 }
 
+// The quantized version of `model` by `method`, made once beside it.
+absl::StatusOr<std::string> QuantizedModel(const std::string& model, const std::string& method) {
+  const std::string dir = model + "-" + method;
+  if (!std::filesystem::exists(dir + "/config.json")) {
+    std::fprintf(stderr, "engine_bench: quantizing %s to %s\n", model.c_str(), method.c_str());
+    QuantizeSpec spec;
+    spec.method = method;
+    std::filesystem::remove_all(dir + ".partial");
+    RETURN_IF_ERROR(QuantizeCheckpoint(model, dir + ".partial", spec));
+    std::filesystem::rename(dir + ".partial", dir);
+  }
+  return dir;
+}
+
+struct Figures {
+  std::string label;
+  double prefill_tps = 0, decode_tps = 0;
+};
+
+absl::StatusOr<Figures> Measure(const std::string& model, const std::string& label,
+                                int64_t threads, int64_t prompt_tokens, int64_t decode_tokens);
+
 absl::Status Run(int argc, char** argv) {
   std::string model;
   int64_t threads = 0, prompt_tokens = 512, decode_tokens = 64;
+  std::vector<std::string> quant;
   FlagSet flags;
   flags.String("model", &model, "model folder (default: the generated 1B-class bf16 model)");
   flags.Int("threads", &threads, "threads; 0 = all available cores");
   flags.Int("prompt-tokens", &prompt_tokens, "prefill length (512)");
   flags.Int("decode-tokens", &decode_tokens, "decode steps (64)");
+  flags.Strings("quant", &quant,
+                "also measure the model quantized by these methods (gptq-int8, gptq-int4, "
+                "awq-int4, fp8, ...), comma-separated");
   RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
   if (prompt_tokens < 1 || decode_tokens < 1) {
     return absl::InvalidArgumentError("--prompt-tokens and --decode-tokens must be positive");
   }
   ASSIGN_OR_RETURN(model, BenchModel(model));
+  std::vector<Figures> all;
+  ASSIGN_OR_RETURN(Figures base, Measure(model, "float", threads, prompt_tokens, decode_tokens));
+  all.push_back(base);
+  std::vector<std::string> methods;
+  for (const std::string& q : quant) {
+    for (absl::string_view m : absl::StrSplit(q, ',', absl::SkipEmpty())) methods.emplace_back(m);
+  }
+  for (const std::string& method : methods) {
+    QuantizeSpec check;
+    check.method = method;
+    RETURN_IF_ERROR(CheckQuantizeSpec(check));
+    ASSIGN_OR_RETURN(std::string dir, QuantizedModel(model, method));
+    ASSIGN_OR_RETURN(Figures f, Measure(dir, method, threads, prompt_tokens, decode_tokens));
+    all.push_back(f);
+  }
+  if (all.size() > 1) {
+    std::fprintf(stderr, "engine_bench: against the float model\n");
+    for (const Figures& f : all) {
+      std::printf("{\"bench\":\"engine_quant\",\"weights\":\"%s\",\"decode_tokens_per_s\":%.3f,"
+                  "\"decode_vs_float\":%.3f,\"prefill_tokens_per_s\":%.2f,"
+                  "\"prefill_vs_float\":%.3f}\n",
+                  f.label.c_str(), f.decode_tps, f.decode_tps / base.decode_tps, f.prefill_tps,
+                  f.prefill_tps / base.prefill_tps);
+      std::fprintf(stderr, "  %-12s decode %7.2f tok/s (%.2fx)   prefill %7.1f tok/s (%.2fx)\n",
+                   f.label.c_str(), f.decode_tps, f.decode_tps / base.decode_tps, f.prefill_tps,
+                   f.prefill_tps / base.prefill_tps);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Figures> Measure(const std::string& model, const std::string& label,
+                                int64_t threads, int64_t prompt_tokens, int64_t decode_tokens) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model));
   ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(model));
   ASSIGN_OR_RETURN(ModelBytes bytes, MeasureModel(config, *ckpt));
@@ -146,28 +211,31 @@ absl::Status Run(int argc, char** argv) {
 
   std::printf(
       "{\"bench\":\"engine\",\"model\":\"%s\",\"architecture\":\"%s\",\"dtype\":\"%s\","
+      "\"quantization\":\"%s\","
       "\"weight_bytes\":%lld,\"decode_bytes_per_token\":%lld,\"threads\":%d,\"backend\":\"%s\","
       "\"stream_copy_gbps\":%.3f,\"prompt_tokens\":%lld,\"prefill_seconds\":%.4f,"
       "\"prefill_tokens_per_s\":%.2f,\"decode_tokens\":%lld,\"decode_tokens_per_s\":%.3f,"
       "\"decode_median_step_ms\":%.3f,\"decode_weight_gbps\":%.3f,"
       "\"decode_fraction_of_copy_bandwidth\":%.4f}\n",
       model.c_str(), config.architecture.c_str(), DTypeName(config.torch_dtype),
-      static_cast<long long>(bytes.total()), static_cast<long long>(step_bytes), nthreads,
+      config.quant.Describe().c_str(), static_cast<long long>(bytes.total()), static_cast<long long>(step_bytes), nthreads,
       std::string(stage->backend().name()).c_str(), copy_gbps,
       static_cast<long long>(prompt_tokens), prefill_s, prefill_tps,
       static_cast<long long>(decode_tokens), decode_tps, median_step * 1e3, decode_gbps,
       decode_gbps / copy_gbps);
   std::fprintf(stderr,
-               "engine_bench: %s %s, %.2f GB weights, %d threads (%s)\n"
+               "engine_bench: %s %s%s%s, %.2f GB weights, %d threads (%s)\n"
                "  memory bandwidth (STREAM copy)  %8.2f GB/s\n"
                "  prefill (%lld tokens)           %8.1f tokens/s\n"
                "  decode (batch 1)                %8.2f tokens/s  (median step %.1f ms)\n"
                "  decode weight reads             %8.2f GB/s = %.0f%% of copy bandwidth\n",
-               config.architecture.c_str(), DTypeName(config.torch_dtype), bytes.total() / 1e9,
+               config.architecture.c_str(), DTypeName(config.torch_dtype),
+               config.quant.quantized() ? ", " : "",
+               config.quant.quantized() ? config.quant.Describe().c_str() : "", bytes.total() / 1e9,
                nthreads, std::string(stage->backend().name()).c_str(), copy_gbps,
                static_cast<long long>(prompt_tokens), prefill_tps, decode_tps, median_step * 1e3,
                decode_gbps, 100 * decode_gbps / copy_gbps);
-  return absl::OkStatus();
+  return Figures{label, prefill_tps, decode_tps};
 }
 
 }  // namespace

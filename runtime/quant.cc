@@ -356,18 +356,26 @@ absl::StatusOr<std::unique_ptr<PackedLinear>> LoadInteger(Checkpoint& ck, const 
       p->offsets[r * groups + g] = -scale * zero;
     }
   }
-  for (int64_t i = 0; i < cols; ++i) {
-    for (int64_t r = 0; r < rows; ++r) {
-      uint32_t word;
-      int shift;
-      if (awq) {
-        word = static_cast<uint32_t>(Int32At(qweight, i * (rows / 8) + r / 8));
-        shift = shift_of(r);
-      } else {
-        word = static_cast<uint32_t>(Int32At(qweight, (i / per) * rows + r));
-        shift = static_cast<int>(i % per) * bits;
+  // Each packed word is read once; its codes go to their (row, slot).
+  if (awq) {
+    static constexpr int kAwqColumn[8] = {0, 2, 4, 6, 1, 3, 5, 7};  // nibble -> column
+    for (int64_t i = 0; i < cols; ++i) {
+      for (int64_t wr = 0; wr < rows / 8; ++wr) {
+        const auto word = static_cast<uint32_t>(Int32At(qweight, i * (rows / 8) + wr));
+        for (int k = 0; k < 8; ++k) {
+          PutCode(p.get(), wr * 8 + kAwqColumn[k], slot[i],
+                  static_cast<uint8_t>((word >> (4 * k)) & 0xf));
+        }
       }
-      PutCode(p.get(), r, slot[i], static_cast<uint8_t>((word >> shift) & mask));
+    }
+  } else {
+    for (int64_t wi = 0; wi < cols / per; ++wi) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto word = static_cast<uint32_t>(Int32At(qweight, wi * rows + r));
+        for (int k = 0; k < per; ++k) {
+          PutCode(p.get(), r, slot[wi * per + k], static_cast<uint8_t>((word >> (k * bits)) & mask));
+        }
+      }
     }
   }
   return p;

@@ -71,6 +71,35 @@ TEST_P(PipelineTest, GreedyMatchesSingleProcess) {
   EXPECT_EQ(cluster->Stop(), 0) << ReadFile(cluster->log_path());
 }
 
+// A GPTQ-Int4 checkpoint (act order, as Qwen publishes them) served by two
+// workers, each loading its layers' packed weights: the same tokens as the
+// single-process run of the same checkpoint, which the reference test holds
+// to PyTorch on the dequantized weights.
+TEST(QuantizedClusterTest, TwoWorkersServeAGptqInt4CheckpointLikeGenerate) {
+  ModelSpec spec;
+  spec.flavour = "qwen2";
+  spec.quant.method = "gptq-int4";
+  spec.quant.group_size = 32;
+  spec.quant.desc_act = true;
+  const std::string model = FreshDir("gptq-int4");
+  ASSERT_TRUE(MakeModel(spec, model).ok());
+  auto cluster = Cluster::Start(model, 2);
+  ASSERT_NE(cluster, nullptr);
+  auto stub = cluster->generation();
+  for (const char* prompt : kPrompts) {
+    const Reference ref = GenerateLocally(model, prompt, 24);
+    const StreamResult got = Stream(*stub, TextRequest(prompt, 24));
+    ASSERT_EQ(got.code, 0) << got.message;
+    EXPECT_EQ(got.tokens, ref.tokens) << prompt;
+    EXPECT_EQ(got.text, ref.text) << prompt;
+  }
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub->GetModelInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.layer_map().stages_size(), 2);
+  EXPECT_EQ(cluster->Stop(), 0) << ReadFile(cluster->log_path());
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, PipelineTest,
                          ::testing::Values(PipelineCase{"llama", 1}, PipelineCase{"llama", 2},
                                            PipelineCase{"llama", 3}, PipelineCase{"llama", 4},

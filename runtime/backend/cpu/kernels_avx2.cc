@@ -56,6 +56,9 @@ struct Avx2 {
                                       _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7f)), 7));
     return _mm256_cvtph_ps(bits);
   }
+  static void Prefetch(const uint8_t* p) {
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  }
   template <QuantFormat F>
   static void Decode32(const uint8_t* p, Reg out[4]) {
     if constexpr (F == QuantFormat::kInt4) {

@@ -47,6 +47,9 @@ struct Avx512 {
                         _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7f)), 7));
     return _mm512_cvtph_ps(bits);
   }
+  static void Prefetch(const uint8_t* p) {
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  }
   template <QuantFormat F>
   static void Decode32(const uint8_t* p, Reg out[2]) {
     if constexpr (F == QuantFormat::kInt4) {

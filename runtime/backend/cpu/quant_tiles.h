@@ -1,7 +1,7 @@
 // The quantized matrix kernel shared by the SIMD variants (runtime/quant.h
 // describes the packed layout). Included only by kernels_avx2.cc and
 // kernels_avx512.cc, each compiled for its ISA, with a traits type V
-// providing Reg, kLanes, Zero(), LoadX(p), Fma(a, b, c), Set1(f), Hsum(r) and
+// providing Reg, kLanes, Zero(), LoadX(p), Fma(a, b, c), Set1(f), Hsum(r), Prefetch(p) and
 // Decode32<F>(codes, Reg out[32 / kLanes]): 32 consecutive codes as f32.
 //
 // Codes are widened in registers, 32 at a time, and never written out as
@@ -42,6 +42,12 @@ inline void QuantTile(const float* x, const float* xsum, const Weight& w, int64_
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < C; ++c) acc[r][c] = V::Zero();
     for (int64_t j = jb; j < je; j += 32) {
+      // The same cache line of the next tile's rows (they follow these in
+      // memory): one tile ahead, so decode waits on bandwidth, not latency.
+      const int64_t at = (j / 32) * kBlockBytes;
+      if (at % 64 == 0) {
+        for (int r = 0; r < R; ++r) V::Prefetch(codes + (n + 2 * R + r) * row_bytes + at);
+      }
       typename V::Reg wv[R][kRegs];
       for (int r = 0; r < R; ++r) {
         V::template Decode32<F>(codes + (n + r) * row_bytes + (j / 32) * kBlockBytes, wv[r]);
