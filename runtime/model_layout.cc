@@ -50,6 +50,17 @@ TensorSpec LmHeadTensor(const ModelConfig& c) {
   return {"lm_head.weight", {c.vocab_size, c.hidden_size}};
 }
 
+std::vector<TensorSpec> AllTensors(const ModelConfig& config) {
+  std::vector<TensorSpec> specs;
+  specs.push_back(EmbeddingTensor(config));
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    for (TensorSpec& s : LayerTensors(config, l)) specs.push_back(std::move(s));
+  }
+  specs.push_back(FinalNormTensor(config));
+  if (!config.tie_word_embeddings) specs.push_back(LmHeadTensor(config));
+  return specs;
+}
+
 int64_t ModelBytes::total() const {
   int64_t t = embedding_bytes + final_norm_bytes + lm_head_bytes;
   for (int64_t b : layer_bytes) t += b;

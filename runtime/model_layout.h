@@ -28,10 +28,14 @@ std::vector<TensorSpec> LayerTensors(const ModelConfig& config, int64_t layer);
 // name is the spec's name without ".weight").
 bool IsLinearWeight(const TensorSpec& spec);
 std::string ModuleOf(const TensorSpec& spec);
-TensorSpec EmbeddingTensor(const ModelConfig& config);   // model.embed_tokens.weight
-TensorSpec FinalNormTensor(const ModelConfig& config);   // model.norm.weight
+TensorSpec EmbeddingTensor(const ModelConfig& config);  // model.embed_tokens.weight
+TensorSpec FinalNormTensor(const ModelConfig& config);  // model.norm.weight
 // lm_head.weight, or the embedding when the embeddings are tied.
 TensorSpec LmHeadTensor(const ModelConfig& config);
+
+// Every tensor of the model, in checkpoint order: the embedding, each layer's,
+// the final norm, and the LM head unless it is tied.
+std::vector<TensorSpec> AllTensors(const ModelConfig& config);
 
 struct ModelBytes {
   std::vector<int64_t> layer_bytes;  // one entry per decoder layer

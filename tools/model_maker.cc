@@ -253,13 +253,7 @@ absl::Status WriteWeights(const ModelConfig& config, DType dtype, int shards, ui
     return it != overrides.end() ? Encode(it->second, dtype)
                                  : RandomTensor(s, dtype, seed, residual_scale);
   };
-  std::vector<TensorSpec> specs;
-  specs.push_back(EmbeddingTensor(config));
-  for (int64_t l = 0; l < config.num_layers; ++l) {
-    for (TensorSpec& s : LayerTensors(config, l)) specs.push_back(std::move(s));
-  }
-  specs.push_back(FinalNormTensor(config));
-  if (!config.tie_word_embeddings) specs.push_back(LmHeadTensor(config));
+  const std::vector<TensorSpec> specs = AllTensors(config);
 
   if (shards <= 1) {
     std::vector<TensorToWrite> tensors;

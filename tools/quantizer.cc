@@ -275,13 +275,7 @@ absl::Status QuantizeCheckpoint(const std::string& in_dir, const std::string& ou
     return absl::InvalidArgumentError("--out must not be the input folder");
   }
 
-  std::vector<TensorSpec> specs;
-  specs.push_back(EmbeddingTensor(config));
-  for (int64_t l = 0; l < config.num_layers; ++l) {
-    for (TensorSpec& s : LayerTensors(config, l)) specs.push_back(std::move(s));
-  }
-  specs.push_back(FinalNormTensor(config));
-  if (!config.tie_word_embeddings) specs.push_back(LmHeadTensor(config));
+  const std::vector<TensorSpec> specs = AllTensors(config);
   std::vector<TensorToWrite> tensors;
   for (const TensorSpec& s : specs) {
     ASSIGN_OR_RETURN(TensorView t, checkpoint->Get(s.name, s.shape));
