@@ -48,9 +48,10 @@ absl::Status ParseGptq(const Json& json, const std::string& source, QuantConfig*
     return FieldError(source, "group_size", "missing (an integer; -1 for per channel)");
   }
   const int64_t g = group->int_value();
-  if (g != -1 && (g < 16 || g % 16 != 0)) {
+  // The kernels widen 32 codes at a time within one group (CheckWidths).
+  if (g != -1 && (g < 32 || g % 32 != 0)) {
     return FieldError(source, "group_size",
-                      absl::StrCat(g, " is not supported (-1, or a multiple of 16 such as 128)"));
+                      absl::StrCat(g, " is not supported (-1, or a multiple of 32 such as 128)"));
   }
   q->group_size = g == -1 ? 0 : g;
   q->desc_act = BoolOr(json, "desc_act", false);
@@ -119,10 +120,10 @@ absl::Status ParseFp8(const Json& json, const std::string& source, QuantConfig* 
   if (const Json* block = json.Find("weight_block_size"); block != nullptr && !block->is_null()) {
     if (!block->is_array() || block->array().size() != 2 || !block->array()[0].is_integer() ||
         !block->array()[1].is_integer() || block->array()[0].int_value() <= 0 ||
-        block->array()[1].int_value() < 16 || block->array()[1].int_value() % 16 != 0) {
+        block->array()[1].int_value() < 32 || block->array()[1].int_value() % 32 != 0) {
       return FieldError(
           source, "weight_block_size",
-          "expected [rows, columns], the columns a multiple of 16 such as [128, 128]");
+          "expected [rows, columns], the columns a multiple of 32 such as [128, 128]");
     }
     q->fp8_scale = Fp8Scale::kBlock;
     q->block_rows = block->array()[0].int_value();
@@ -166,9 +167,10 @@ absl::Status ParseCompressed(const Json& json, const std::string& source, QuantC
     const Json* block = weights->Find("block_structure");
     if (block == nullptr || !block->is_array() || block->array().size() != 2 ||
         !block->array()[0].is_integer() || !block->array()[1].is_integer() ||
-        block->array()[0].int_value() <= 0 || block->array()[1].int_value() < 16 ||
-        block->array()[1].int_value() % 16 != 0) {
-      return FieldError(source, field + ".block_structure", "expected [rows, columns]");
+        block->array()[0].int_value() <= 0 || block->array()[1].int_value() < 32 ||
+        block->array()[1].int_value() % 32 != 0) {
+      return FieldError(source, field + ".block_structure",
+                        "expected [rows, columns], the columns a multiple of 32");
     }
     q->fp8_scale = Fp8Scale::kBlock;
     q->block_rows = block->array()[0].int_value();
@@ -373,7 +375,8 @@ absl::StatusOr<std::unique_ptr<PackedLinear>> LoadInteger(Checkpoint& ck, const 
       for (int64_t r = 0; r < rows; ++r) {
         const auto word = static_cast<uint32_t>(Int32At(qweight, wi * rows + r));
         for (int k = 0; k < per; ++k) {
-          PutCode(p.get(), r, slot[wi * per + k], static_cast<uint8_t>((word >> (k * bits)) & mask));
+          PutCode(p.get(), r, slot[wi * per + k],
+                  static_cast<uint8_t>((word >> (k * bits)) & mask));
         }
       }
     }

@@ -50,6 +50,11 @@ struct KernelCase {
   bool perm;
 };
 
+void PrintTo(const KernelCase& c, std::ostream* os) {
+  *os << QuantFormatName(c.format) << " [" << c.rows << ", " << c.cols << "] group " << c.group
+      << (c.perm ? " act order" : "");
+}
+
 class QuantKernelTest : public ::testing::TestWithParam<KernelCase> {};
 
 TEST_P(QuantKernelTest, EveryPathMatchesTheDequantizedWeightsInDouble) {
@@ -159,6 +164,7 @@ TEST(QuantConfigTest, BadConfigsNameTheField) {
       {R"({"quant_method":"gptq","bits":3,"group_size":128})", "\"bits\""},
       {R"({"quant_method":"gptq","bits":4})", "\"group_size\""},
       {R"({"quant_method":"gptq","bits":4,"group_size":100})", "\"group_size\""},
+      {R"({"quant_method":"gptq","bits":4,"group_size":16})", "\"group_size\""},
       {R"({"quant_method":"gptq","bits":4,"group_size":128,"checkpoint_format":"marlin"})",
        "\"checkpoint_format\""},
       {R"({"quant_method":"awq","bits":8,"group_size":128})", "\"bits\""},

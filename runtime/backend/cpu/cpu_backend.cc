@@ -146,8 +146,8 @@ class CpuBackend : public Backend {
       }
       x = quant_x_.data();
     }
-    quant_xsum_.assign(static_cast<size_t>(m * groups), 0.0f);
-    if (w.offsets != nullptr) {
+    if (w.offsets != nullptr) {  // FP8 has no offsets, and its kernels never read the sums
+      quant_xsum_.assign(static_cast<size_t>(m * groups), 0.0f);
       for (int64_t t = 0; t < m; ++t) {
         for (int64_t j = 0; j < k; ++j) quant_xsum_[t * groups + j / w.group_size] += x[t * k + j];
       }
