@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Load(const std::string& model_dir,
   BackendOptions bo;
   bo.device = options.device;
   bo.threads = options.threads;
+  bo.cpu_kernels = options.cpu_kernels;
   bo.memory_limit_bytes = options.device_memory_bytes;
   bo.sim_memory_bytes = options.sim_memory_bytes;
   bo.sim_bandwidth = options.sim_bandwidth;
@@ -252,6 +253,9 @@ absl::Status Stage::LoadWeights() {
       Weight* target = target_of(w, suffix);
       if (target != nullptr) {
         ASSIGN_OR_RETURN(*target, backend_->PrepareWeight(AsWeight(t), spec.name));
+        if (IsLinearWeight(spec)) {
+          ASSIGN_OR_RETURN(*target, backend_->PrepareMatrix(*target, spec.name));
+        }
       } else if (suffix == "self_attn.q_proj.bias") {
         RETURN_IF_ERROR(bias(t, spec.name, &w.q_bias_f32, &w.q_bias));
       } else if (suffix == "self_attn.k_proj.bias") {
@@ -274,11 +278,13 @@ absl::Status Stage::LoadWeights() {
     ASSIGN_OR_RETURN(TensorView norm, get(norm_spec));
     ASSIGN_OR_RETURN(final_norm_, backend_->PrepareWeight(AsWeight(norm), norm_spec.name));
     if (config_.tie_word_embeddings) {
-      lm_head_ = embedding_;
+      ASSIGN_OR_RETURN(lm_head_,
+                       backend_->PrepareMatrix(embedding_, EmbeddingTensor(config_).name));
     } else {
       const TensorSpec head_spec = LmHeadTensor(config_);
       ASSIGN_OR_RETURN(TensorView head, get(head_spec));
       ASSIGN_OR_RETURN(lm_head_, backend_->PrepareWeight(AsWeight(head), head_spec.name));
+      ASSIGN_OR_RETURN(lm_head_, backend_->PrepareMatrix(lm_head_, head_spec.name));
     }
   }
   return absl::OkStatus();

@@ -39,6 +39,7 @@ void PrefaultPages(const std::vector<std::pair<const void*, size_t>>& spans,
 struct StageOptions {
   std::string device = "cpu";       // "cpu", "cuda", "cuda:N" or "sim:NAME" (see BackendOptions)
   int threads = 0;                  // CPU threads; 0 = every available core
+  std::string cpu_kernels;          // CPU kernel set (BackendOptions::cpu_kernels)
   int64_t device_memory_bytes = 0;  // CUDA: most to allocate; 0 = free memory less 1 GiB
   int64_t max_batch_tokens = 512;   // tokens per Run(); workspaces are sized once for this
   int64_t max_context = 0;          // per sequence; 0 = min(max_position_embeddings, 8192)

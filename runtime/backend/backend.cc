@@ -42,7 +42,10 @@ absl::StatusOr<MemoryReport> ProbeDevice(const std::string& device) {
 
 absl::StatusOr<MemoryReport> ProbeDevice(const BackendOptions& options) {
   const std::string& device = options.device;
-  if (device == "cpu") return MakeCpuBackend(1)->Memory();
+  if (device == "cpu") {
+    ASSIGN_OR_RETURN(std::unique_ptr<Backend> cpu, MakeCpuBackend(1, options.cpu_kernels));
+    return cpu->Memory();
+  }
   if (absl::StartsWith(device, "sim:")) {
     ASSIGN_OR_RETURN(std::unique_ptr<Backend> sim, MakeSimBackend(options, DType::kBF16));
     MemoryReport report = sim->Memory();
@@ -57,7 +60,7 @@ absl::StatusOr<MemoryReport> ProbeDevice(const BackendOptions& options) {
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options,
                                                      DType weights_dtype) {
-  if (options.device == "cpu") return MakeCpuBackend(options.threads);
+  if (options.device == "cpu") return MakeCpuBackend(options.threads, options.cpu_kernels);
   if (absl::StartsWith(options.device, "sim:")) return MakeSimBackend(options, weights_dtype);
   absl::StatusOr<int> index = ParseCudaDevice(options.device);
   if (!index.ok()) return index.status();

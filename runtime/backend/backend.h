@@ -51,13 +51,20 @@ struct Weight {
   const float* scales = nullptr;   // [rows, groups]
   const float* offsets = nullptr;  // [rows, groups]
   const int32_t* perm = nullptr;   // [cols]
+  // CPU, amx-bf16 kernels: the same bf16 matrix in 32-row panels of
+  // k-pairs (runtime/backend/cpu/kernels.h), set by Backend::PrepareMatrix;
+  // `data` keeps the row-major original for everything else.
+  const uint16_t* bf16_panels = nullptr;
   int64_t groups() const { return group_size > 0 ? (cols + group_size - 1) / group_size : 0; }
   int64_t code_bytes() const {
     switch (quant) {
-      case QuantFormat::kNone: return rows * cols * static_cast<int64_t>(DTypeSize(dtype));
-      case QuantFormat::kInt4: return rows * cols / 2;
+      case QuantFormat::kNone:
+        return rows * cols * static_cast<int64_t>(DTypeSize(dtype));
+      case QuantFormat::kInt4:
+        return rows * cols / 2;
       case QuantFormat::kInt8:
-      case QuantFormat::kFp8: return rows * cols;
+      case QuantFormat::kFp8:
+        return rows * cols;
     }
     return 0;
   }
@@ -173,6 +180,13 @@ class Backend {
   // it. The CPU uses it in place; CUDA copies it to the device, converting f32
   // to the activation dtype. The result lives as long as the backend.
   virtual absl::StatusOr<Weight> PrepareWeight(const Weight& host, std::string_view name) = 0;
+  // A weight PrepareWeight returned that Linear, Logits or Argmax will
+  // multiply by, laid out for those kernels as well (the CPU's amx-bf16
+  // kernels add a panel copy of a bf16 matrix). The default keeps it as is.
+  virtual absl::StatusOr<Weight> PrepareMatrix(const Weight& prepared, std::string_view name) {
+    (void)name;
+    return prepared;
+  }
 
   // The largest step the stage will run, so a backend can size its own
   // scratch (staging, attention partials, logits) at load, where running out
@@ -299,11 +313,17 @@ struct BackendOptions {
   int64_t sim_memory_bytes = 0;
   double sim_bandwidth = 0;  // bytes/s
   double sim_flops = 0;      // FLOP/s
+  // CPU: the kernel set (runtime/backend/cpu/kernels.h: auto, portable,
+  // avx2, avx512, amx-bf16); empty takes STRATA_CPU_KERNELS, then auto.
+  std::string cpu_kernels;
 };
 
 // The CPU backend with `threads` workers (0: every core of the process's
-// affinity mask). Uses AVX2/FMA/F16C or AVX-512 kernels when the CPU has them.
-std::unique_ptr<Backend> MakeCpuBackend(int threads);
+// affinity mask) and the kernel set named by `kernels` (as
+// BackendOptions::cpu_kernels). An unknown set, or one this CPU lacks, is an
+// error naming where the name came from.
+absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(int threads,
+                                                        const std::string& kernels = "");
 
 // The CUDA backend on `options.device`, or an error saying why not (built
 // without CUDA, no device, device index out of range). `weights_dtype` is the

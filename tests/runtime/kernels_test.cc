@@ -3,8 +3,11 @@
 #include "runtime/backend/cpu/kernels.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/backend/backend.h"
 
@@ -36,53 +39,129 @@ TEST_P(LinearKernelTest, MatchesDoublePrecision) {
   }
   Weight w{dtype, shape.n, shape.k,
            dtype == DType::kF32 ? static_cast<const void*>(wf.data()) : w16.data()};
-  std::vector<cpu::LinearRowsFn> kernels = {cpu::LinearRowsPortable};
-  if (cpu::CpuHasAvx2Fma()) kernels.push_back(cpu::LinearRowsAvx2);
-  if (cpu::CpuHasAvx512()) kernels.push_back(cpu::LinearRowsAvx512);
-  kernels.push_back(cpu::SelectLinearRows());  // what the backend uses
-  for (auto kernel : kernels) {
+  auto reference = [&](int64_t t, int64_t n) {
+    double ref = 0;
+    for (int64_t i = 0; i < shape.k; ++i) ref += double(x[t * shape.k + i]) * wf[n * shape.k + i];
+    return ref;
+  };
+  for (cpu::CpuKernels set : cpu::SupportedCpuKernels()) {
+    SCOPED_TRACE(cpu::CpuKernelsName(set));
+    const bool panels = cpu::UsesBf16Panels(set) && dtype == DType::kBF16;
     std::vector<float> out(shape.m * shape.n, -7.f);
-    kernel(x.data(), shape.m, w, 0, shape.n, out.data(), shape.n);
+    if (panels) {
+      const int64_t stride = cpu::Bf16PairStride(shape.k) * 2;
+      std::vector<uint16_t> xb(cpu::SplitRows(shape.m) * stride, 0xffff);
+      cpu::SplitRowsToBf16(x.data(), shape.m, shape.k, xb.data());
+      for (int64_t t = 0; t < shape.m; ++t) {
+        const int64_t hi = (t / cpu::kSplitGroup) * 2 * cpu::kSplitGroup + t % cpu::kSplitGroup;
+        for (int64_t i = 0; i < stride; ++i) {
+          const uint16_t h = xb[hi * stride + i], l = xb[(hi + cpu::kSplitGroup) * stride + i];
+          if (i >= shape.k) {
+            ASSERT_EQ(h | l, 0) << i;
+            continue;
+          }
+          const float v = x[t * shape.k + i];
+          ASSERT_EQ(h, F32ToBf16(v)) << i;
+          ASSERT_LE(std::fabs(Bf16ToF32(h) + Bf16ToF32(l) - v), std::ldexp(std::fabs(v), -16)) << i;
+        }
+      }
+      std::vector<uint16_t> packed(cpu::Bf16PanelElements(shape.n, shape.k), 0xffff);
+      cpu::PackBf16Panels(w16.data(), shape.n, shape.k, 0, cpu::Bf16Panels(shape.n), packed.data());
+      Weight wp = w;
+      wp.bf16_panels = packed.data();
+      // Two calls over halves of the panels write the same as one call.
+      const int64_t half = cpu::Bf16Panels(shape.n) / 2;
+      cpu::LinearPanelsAmx(xb.data(), shape.m, wp, 0, half, out.data(), shape.n);
+      cpu::LinearPanelsAmx(xb.data(), shape.m, wp, half, cpu::Bf16Panels(shape.n), out.data(),
+                           shape.n);
+    } else {
+      cpu::LinearRowsOf(set)(x.data(), shape.m, w, 0, shape.n, out.data(), shape.n);
+    }
     for (int64_t t = 0; t < shape.m; ++t) {
       for (int64_t n = 0; n < shape.n; ++n) {
-        double ref = 0;
-        for (int64_t i = 0; i < shape.k; ++i)
-          ref += double(x[t * shape.k + i]) * wf[n * shape.k + i];
-        ASSERT_NEAR(out[t * shape.n + n], ref, 1e-4 * std::sqrt(double(shape.k)))
+        // Every path to the same bound: the split activations are within
+        // 2^-16 of x, far inside it.
+        ASSERT_NEAR(out[t * shape.n + n], reference(t, n), 1e-4 * std::sqrt(double(shape.k)))
             << "t=" << t << " n=" << n;
       }
     }
+    // The whole backend (threads, bias) agrees with the kernel.
+    auto backend = MakeCpuBackend(2, cpu::CpuKernelsName(set));
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    EXPECT_EQ((*backend)->name(), std::string("cpu-") + cpu::CpuKernelsName(set));
+    auto matrix = (*backend)->PrepareMatrix(w, "test matrix");
+    ASSERT_TRUE(matrix.ok()) << matrix.status();
+    EXPECT_EQ(matrix->bf16_panels != nullptr, panels);
+    std::vector<float> bias(shape.n, 0.5f), with_bias(shape.m * shape.n);
+    Weight bias_w{DType::kF32, 1, static_cast<int64_t>(bias.size()), bias.data()};
+    (*backend)->Linear(x.data(), shape.m, *matrix, &bias_w, with_bias.data());
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(with_bias[i], out[i] + 0.5f) << i;
   }
-  // The whole backend (threads, bias) agrees with the kernel.
-  auto backend = MakeCpuBackend(2);
-  std::vector<float> bias(shape.n, 0.5f), out(shape.m * shape.n), plain(shape.m * shape.n);
-  Weight bias_w{DType::kF32, 1, static_cast<int64_t>(bias.size()), bias.data()};
-  backend->Linear(x.data(), shape.m, w, &bias_w, out.data());
-  kernels.back()(x.data(), shape.m, w, 0, shape.n, plain.data(), shape.n);
-  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], plain[i] + 0.5f);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     DTypesAndShapes, LinearKernelTest,
     ::testing::Combine(::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
                        ::testing::Values(Shape{1, 37, 64}, Shape{3, 13, 1027}, Shape{7, 25, 520},
-                                         Shape{70, 9, 33})));
+                                         Shape{70, 9, 33}, Shape{13, 96, 2048},
+                                         Shape{25, 70, 31})));
 
 TEST(LinearKernelTest, OneTokenEqualsTheSameTokenInABatch) {
-  // Decode and prefill take different tiles; the result must not change.
+  // Decode and prefill take different tiles; the result must not change, on
+  // any kernel set and weight dtype.
   std::mt19937 rng(9);
   std::uniform_real_distribution<float> dist(-1, 1);
   const int64_t m = 9, n = 24, k = 1100;
   std::vector<float> x(m * k), wv(n * k);
+  std::vector<uint16_t> wb(n * k);
   for (float& v : x) v = dist(rng);
-  for (float& v : wv) v = dist(rng);
-  Weight w{DType::kF32, n, k, wv.data()};
-  auto backend = MakeCpuBackend(2);
-  std::vector<float> batch(m * n), single(n);
-  backend->Linear(x.data(), m, w, nullptr, batch.data());
-  for (int64_t t = 0; t < m; ++t) {
-    backend->Linear(x.data() + t * k, 1, w, nullptr, single.data());
-    for (int64_t j = 0; j < n; ++j) ASSERT_EQ(single[j], batch[t * n + j]);
+  for (size_t i = 0; i < wv.size(); ++i) {
+    wv[i] = dist(rng);
+    wb[i] = F32ToBf16(wv[i]);
+  }
+  for (cpu::CpuKernels set : cpu::SupportedCpuKernels()) {
+    for (const Weight& w :
+         {Weight{DType::kF32, n, k, wv.data()}, Weight{DType::kBF16, n, k, wb.data()}}) {
+      SCOPED_TRACE(absl::StrCat(cpu::CpuKernelsName(set), " ", DTypeName(w.dtype)));
+      auto backend = MakeCpuBackend(2, cpu::CpuKernelsName(set));
+      ASSERT_TRUE(backend.ok()) << backend.status();
+      auto matrix = (*backend)->PrepareMatrix(w, "test matrix");
+      ASSERT_TRUE(matrix.ok()) << matrix.status();
+      std::vector<float> batch(m * n), single(n);
+      (*backend)->Linear(x.data(), m, *matrix, nullptr, batch.data());
+      for (int64_t t = 0; t < m; ++t) {
+        (*backend)->Linear(x.data() + t * k, 1, *matrix, nullptr, single.data());
+        for (int64_t j = 0; j < n; ++j) ASSERT_EQ(single[j], batch[t * n + j]);
+      }
+    }
+  }
+}
+
+TEST(CpuKernelsTest, BadNamesAreClearErrors) {
+  auto unknown = cpu::ParseCpuKernels("avx1024", "STRATA_CPU_KERNELS");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(unknown.status().message()),
+              ::testing::HasSubstr("STRATA_CPU_KERNELS=avx1024: unknown CPU kernel set"));
+  EXPECT_THAT(std::string(unknown.status().message()), ::testing::HasSubstr("amx-bf16"));
+  auto backend = MakeCpuBackend(1, "AVX2");
+  ASSERT_FALSE(backend.ok());
+  EXPECT_THAT(std::string(backend.status().message()), ::testing::HasSubstr("cpu_kernels=AVX2"));
+  // The environment variable is read when no set is named, and checked too.
+  setenv("STRATA_CPU_KERNELS", "fastest", 1);
+  auto from_env = MakeCpuBackend(1);
+  unsetenv("STRATA_CPU_KERNELS");
+  ASSERT_FALSE(from_env.ok());
+  EXPECT_THAT(std::string(from_env.status().message()),
+              ::testing::HasSubstr("STRATA_CPU_KERNELS=fastest"));
+  // auto is the fastest set this CPU runs.
+  auto chosen = cpu::ParseCpuKernels("auto", "x");
+  ASSERT_TRUE(chosen.ok());
+  EXPECT_EQ(*chosen, cpu::SupportedCpuKernels().back());
+  if (!cpu::CpuHasAmxBf16()) {
+    auto lacking = cpu::ParseCpuKernels("amx-bf16", "STRATA_CPU_KERNELS");
+    ASSERT_FALSE(lacking.ok());
+    EXPECT_THAT(std::string(lacking.status().message()), ::testing::HasSubstr("lacks"));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -15,6 +16,7 @@
 #include "runtime/backend/backend.h"
 #include "runtime/backend/cpu/kernels.h"
 #include "runtime/backend/cpu/thread_pool.h"
+#include "runtime/status_macros.h"
 
 namespace strata {
 namespace {
@@ -53,16 +55,15 @@ int64_t MemAvailableBytes() {
 
 class CpuBackend : public Backend {
  public:
-  explicit CpuBackend(int threads)
+  CpuBackend(int threads, cpu::CpuKernels kernels)
       : pool_(threads > 0 ? threads : AvailableCores()),
-        linear_rows_(cpu::SelectLinearRows()),
-        quant_rows_(cpu::SelectQuantRows()),
+        kernels_(kernels),
+        name_(absl::StrCat("cpu-", cpu::CpuKernelsName(kernels))),
+        linear_rows_(cpu::LinearRowsOf(kernels)),
+        quant_rows_(cpu::QuantRowsOf(kernels)),
         scores_(pool_.size()) {}
 
-  std::string_view name() const override {
-    if (linear_rows_ == cpu::LinearRowsAvx512) return "cpu-avx512";
-    return linear_rows_ == cpu::LinearRowsAvx2 ? "cpu-avx2" : "cpu-portable";
-  }
+  std::string_view name() const override { return name_; }
   int threads() const override { return pool_.size(); }
   DType activation_dtype() const override { return DType::kF32; }
   void Rest() override { pool_.Rest(); }
@@ -89,8 +90,40 @@ class CpuBackend : public Backend {
     return std::unique_ptr<Buffer>(new HostBuffer(p, bytes, &used_));
   }
 
+  // out[t * ldo + n] += bias[n] for n in [b, e) and every t < m (no bias: nothing).
+  static void AddBias(const Weight* bias, int64_t m, int64_t ldo, int64_t b, int64_t e,
+                      float* out) {
+    if (bias == nullptr) return;
+    for (int64_t t = 0; t < m; ++t) {
+      float* row = out + t * ldo;
+      for (int64_t n = b; n < e; ++n) row[n] += cpu::WeightAt(*bias, n);
+    }
+  }
+
   absl::StatusOr<Weight> PrepareWeight(const Weight& host, std::string_view) override {
     return host;
+  }
+
+  absl::StatusOr<Weight> PrepareMatrix(const Weight& prepared, std::string_view name) override {
+    if (!cpu::UsesBf16Panels(kernels_) || prepared.dtype != DType::kBF16 ||
+        prepared.quant != QuantFormat::kNone || prepared.rows < 1 || prepared.cols < 2) {
+      return prepared;
+    }
+    const int64_t elements = cpu::Bf16PanelElements(prepared.rows, prepared.cols);
+    ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buffer,
+                     Allocate(elements * 2, absl::StrCat(std::string(name), " (bf16 panels)")));
+    // Decode streams every panel once per step: 2 MiB pages spare it a TLB
+    // miss every 4 KiB (a hint; without transparent huge pages nothing changes).
+    madvise(buffer->data(), static_cast<size_t>(buffer->bytes()), MADV_HUGEPAGE);
+    uint16_t* panels = static_cast<uint16_t*>(buffer->data());
+    const uint16_t* src = static_cast<const uint16_t*>(prepared.data);
+    pool_.ParallelFor(cpu::Bf16Panels(prepared.rows), 1, [&](int64_t b, int64_t e, int) {
+      cpu::PackBf16Panels(src, prepared.rows, prepared.cols, b, e, panels);
+    });
+    Weight w = prepared;
+    w.bf16_panels = panels;
+    matrices_.push_back(std::move(buffer));
+    return w;
   }
 
   void Upload(const float* host, int64_t count, void* dst) override {
@@ -123,15 +156,21 @@ class CpuBackend : public Backend {
       QuantLinear(x, m, w, bias, out);
       return;
     }
+    if (w.bf16_panels != nullptr) {
+      // amx-bf16: activations split into bf16 halves once, then whole panels per thread.
+      x_bf16_.resize(static_cast<size_t>(cpu::SplitRows(m) * cpu::Bf16PairStride(w.cols) * 2));
+      cpu::SplitRowsToBf16(x, m, w.cols, x_bf16_.data());
+      pool_.ParallelFor(cpu::Bf16Panels(w.rows), 1, [&](int64_t b, int64_t e, int) {
+        cpu::LinearPanelsAmx(x_bf16_.data(), m, w, b, e, out, w.rows);
+        AddBias(bias, m, w.rows, b * cpu::kBf16PanelRows, std::min(w.rows, e * cpu::kBf16PanelRows),
+                out);
+      });
+      return;
+    }
     // Rows are split in multiples of 12 so both the 3- and 4-row tiles divide them.
     pool_.ParallelFor(w.rows, 12, [&](int64_t b, int64_t e, int) {
       linear_rows_(x, m, w, b, e, out, w.rows);
-      if (bias != nullptr) {
-        for (int64_t t = 0; t < m; ++t) {
-          float* row = out + t * w.rows;
-          for (int64_t n = b; n < e; ++n) row[n] += cpu::WeightAt(*bias, n);
-        }
-      }
+      AddBias(bias, m, w.rows, b, e, out);
     });
   }
 
@@ -154,12 +193,7 @@ class CpuBackend : public Backend {
     }
     pool_.ParallelFor(w.rows, 12, [&](int64_t b, int64_t e, int) {
       quant_rows_(x, quant_xsum_.data(), m, w, b, e, out, w.rows);
-      if (bias != nullptr) {
-        for (int64_t t = 0; t < m; ++t) {
-          float* row = out + t * w.rows;
-          for (int64_t n = b; n < e; ++n) row[n] += cpu::WeightAt(*bias, n);
-        }
-      }
+      AddBias(bias, m, w.rows, b, e, out);
     });
   }
 
@@ -320,20 +354,31 @@ class CpuBackend : public Backend {
   }
 
   ThreadPool pool_;
+  const cpu::CpuKernels kernels_;
+  const std::string name_;
   cpu::LinearRowsFn linear_rows_;
   cpu::QuantRowsFn quant_rows_;
-  std::vector<float> quant_x_, quant_xsum_;  // QuantLinear's scratch
-  std::vector<std::vector<float>> scores_;   // per-thread softmax scratch
-  std::vector<size_t> row_chunk_;            // the step's chunk of each row
-  std::vector<float> logits_;                // Argmax's scratch
+  std::vector<float> quant_x_, quant_xsum_;        // QuantLinear's scratch
+  std::vector<uint16_t> x_bf16_;                   // Linear's split activations (bf16 panels)
+  std::vector<std::unique_ptr<Buffer>> matrices_;  // PrepareMatrix's panel copies
+  std::vector<std::vector<float>> scores_;         // per-thread softmax scratch
+  std::vector<size_t> row_chunk_;                  // the step's chunk of each row
+  std::vector<float> logits_;                      // Argmax's scratch
   StepLayout layout_;
   std::atomic<int64_t> used_{0};
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeCpuBackend(int threads) {
-  return std::make_unique<CpuBackend>(threads);
+absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(int threads, const std::string& kernels) {
+  std::string name = kernels, source = "cpu_kernels";
+  if (name.empty()) {
+    const char* env = std::getenv("STRATA_CPU_KERNELS");
+    name = env != nullptr ? env : "";
+    source = "STRATA_CPU_KERNELS";
+  }
+  ASSIGN_OR_RETURN(cpu::CpuKernels set, cpu::ParseCpuKernels(name, source));
+  return std::make_unique<CpuBackend>(threads, set);
 }
 
 }  // namespace strata

@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "runtime/backend/cpu/kernels.h"
 
 namespace strata::cpu {
@@ -73,18 +74,70 @@ void QuantRowsPortable(const float* x, const float* xsum, int64_t m, const Weigh
   }
 }
 
-QuantRowsFn SelectQuantRows() {
-  const LinearRowsFn linear = SelectLinearRows();
-  if (linear == LinearRowsAvx512) return QuantRowsAvx512;
-  return linear == LinearRowsAvx2 ? QuantRowsAvx2 : QuantRowsPortable;
+const char* CpuKernelsName(CpuKernels kernels) {
+  switch (kernels) {
+    case CpuKernels::kPortable:
+      return "portable";
+    case CpuKernels::kAvx2:
+      return "avx2";
+    case CpuKernels::kAvx512:
+      return "avx512";
+    case CpuKernels::kAmxBf16:
+      return "amx-bf16";
+  }
+  return "?";
 }
 
-LinearRowsFn SelectLinearRows() {
-  const char* force = std::getenv("STRATA_CPU_KERNELS");
-  if (force != nullptr && std::strcmp(force, "portable") == 0) return LinearRowsPortable;
-  const bool cap_avx2 = force != nullptr && std::strcmp(force, "avx2") == 0;
-  if (!cap_avx2 && CpuHasAvx512()) return LinearRowsAvx512;
-  return CpuHasAvx2Fma() ? LinearRowsAvx2 : LinearRowsPortable;
+std::vector<CpuKernels> SupportedCpuKernels() {
+  std::vector<CpuKernels> sets = {CpuKernels::kPortable};
+  if (CpuHasAvx2Fma()) sets.push_back(CpuKernels::kAvx2);
+  if (CpuHasAvx512()) sets.push_back(CpuKernels::kAvx512);
+  if (CpuHasAmxBf16()) sets.push_back(CpuKernels::kAmxBf16);
+  return sets;
+}
+
+absl::StatusOr<CpuKernels> ParseCpuKernels(const std::string& name, const std::string& source) {
+  const std::vector<CpuKernels> sets = SupportedCpuKernels();
+  if (name.empty() || name == "auto") return sets.back();
+  std::string known;
+  for (CpuKernels k :
+       {CpuKernels::kPortable, CpuKernels::kAvx2, CpuKernels::kAvx512, CpuKernels::kAmxBf16}) {
+    if (name == CpuKernelsName(k)) {
+      if (std::find(sets.begin(), sets.end(), k) != sets.end()) return k;
+      return absl::FailedPreconditionError(absl::StrCat(
+          source, "=", name, ": this CPU lacks the instructions those kernels need; it runs ",
+          CpuKernelsName(sets.back()), " and narrower"));
+    }
+    absl::StrAppend(&known, known.empty() ? "" : ", ", CpuKernelsName(k));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, "=", name, ": unknown CPU kernel set (auto, ", known, ")"));
+}
+
+LinearRowsFn LinearRowsOf(CpuKernels kernels) {
+  switch (kernels) {
+    case CpuKernels::kPortable:
+      return LinearRowsPortable;
+    case CpuKernels::kAvx2:
+      return LinearRowsAvx2;
+    case CpuKernels::kAvx512:
+    case CpuKernels::kAmxBf16:
+      return LinearRowsAvx512;
+  }
+  return LinearRowsPortable;
+}
+
+QuantRowsFn QuantRowsOf(CpuKernels kernels) {
+  switch (kernels) {
+    case CpuKernels::kPortable:
+      return QuantRowsPortable;
+    case CpuKernels::kAvx2:
+      return QuantRowsAvx2;
+    case CpuKernels::kAvx512:
+    case CpuKernels::kAmxBf16:
+      return QuantRowsAvx512;
+  }
+  return QuantRowsPortable;
 }
 
 }  // namespace strata::cpu

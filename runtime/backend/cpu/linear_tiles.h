@@ -45,10 +45,17 @@ inline void TokensForRows(const float* x, int64_t t_begin, int64_t t_end, const 
   int64_t t = t_begin;
   for (; t + 4 <= t_end; t += 4) Tile<V, D, R, 4>(x, w, n, t, kb, ke, out, ldo);
   switch (t_end - t) {
-    case 3: Tile<V, D, R, 3>(x, w, n, t, kb, ke, out, ldo); break;
-    case 2: Tile<V, D, R, 2>(x, w, n, t, kb, ke, out, ldo); break;
-    case 1: Tile<V, D, R, 1>(x, w, n, t, kb, ke, out, ldo); break;
-    default: break;
+    case 3:
+      Tile<V, D, R, 3>(x, w, n, t, kb, ke, out, ldo);
+      break;
+    case 2:
+      Tile<V, D, R, 2>(x, w, n, t, kb, ke, out, ldo);
+      break;
+    case 1:
+      Tile<V, D, R, 1>(x, w, n, t, kb, ke, out, ldo);
+      break;
+    default:
+      break;
   }
 }
 
@@ -57,6 +64,24 @@ void LinearRowsTyped(const float* x, int64_t m, const Weight& w, int64_t n_begin
                      float* out, int64_t ldo) {
   for (int64_t t = 0; t < m; ++t) std::fill(out + t * ldo + n_begin, out + t * ldo + n_end, 0.f);
   const int64_t k = w.cols;
+  if (m < 4) {
+    // Decode: each group of 4 rows is read start to end before the next, so
+    // the weights stream through memory in 4 long sequential runs the
+    // prefetchers follow; x (a few rows of k floats) stays in L1/L2. The
+    // k-blocks are still summed in order, so the result is the same as below.
+    int64_t n = n_begin;
+    for (; n + 4 <= n_end; n += 4) {
+      for (int64_t kb = 0; kb < k; kb += kLinearKBlock) {
+        TokensForRows<V, D, 4>(x, 0, m, w, n, kb, std::min(k, kb + kLinearKBlock), out, ldo);
+      }
+    }
+    for (; n < n_end; ++n) {
+      for (int64_t kb = 0; kb < k; kb += kLinearKBlock) {
+        TokensForRows<V, D, 1>(x, 0, m, w, n, kb, std::min(k, kb + kLinearKBlock), out, ldo);
+      }
+    }
+    return;
+  }
   // Tokens are taken 64 at a time so their k-block of x (64 x 512 floats)
   // stays in L2 while every row of this thread's range passes over it.
   constexpr int64_t kTokenBlock = 64;
@@ -66,7 +91,7 @@ void LinearRowsTyped(const float* x, int64_t m, const Weight& w, int64_t n_begin
       const int64_t te = std::min(m, tb + kTokenBlock);
       int64_t n = n_begin;
       if (te - tb < 4) {
-        // Decode: few tokens against 4 rows at a time keeps 4 streams in flight.
+        // A short last block of tokens: 4 rows at a time keeps 4 streams in flight.
         for (; n + 4 <= n_end; n += 4) TokensForRows<V, D, 4>(x, tb, te, w, n, kb, ke, out, ldo);
       } else {
         for (; n + 3 <= n_end; n += 3) TokensForRows<V, D, 3>(x, tb, te, w, n, kb, ke, out, ldo);
@@ -80,11 +105,18 @@ template <class V>
 void LinearRowsFor(const float* x, int64_t m, const Weight& w, int64_t n_begin, int64_t n_end,
                    float* out, int64_t ldo) {
   switch (w.dtype) {
-    case DType::kF32: LinearRowsTyped<V, DType::kF32>(x, m, w, n_begin, n_end, out, ldo); break;
-    case DType::kBF16: LinearRowsTyped<V, DType::kBF16>(x, m, w, n_begin, n_end, out, ldo); break;
-    case DType::kF16: LinearRowsTyped<V, DType::kF16>(x, m, w, n_begin, n_end, out, ldo); break;
+    case DType::kF32:
+      LinearRowsTyped<V, DType::kF32>(x, m, w, n_begin, n_end, out, ldo);
+      break;
+    case DType::kBF16:
+      LinearRowsTyped<V, DType::kBF16>(x, m, w, n_begin, n_end, out, ldo);
+      break;
+    case DType::kF16:
+      LinearRowsTyped<V, DType::kF16>(x, m, w, n_begin, n_end, out, ldo);
+      break;
     case DType::kI32:
-    case DType::kF8E4M3: break;  // quantized parts only: never a plain weight (quant_tiles.h)
+    case DType::kF8E4M3:
+      break;  // quantized parts only: never a plain weight (quant_tiles.h)
   }
 }
 
