@@ -7,8 +7,12 @@
 // their decode and prefill compared with the float model's.
 // Prints one JSON object per model on stdout and a summary on stderr.
 //
+// With --decode-batch, decode is also measured with that many sequences per
+// step (each after a 16-token prompt): how far batching moves decode from
+// bandwidth-bound towards compute-bound.
+//
 //   engine_bench [--model DIR] [--threads N] [--prompt-tokens 512] [--decode-tokens 64]
-//                [--quant gptq-int8,gptq-int4]
+//                [--quant gptq-int8,gptq-int4] [--decode-batch 8,32]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +22,8 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_main.h"
 #include "runtime/backend/cpu/thread_pool.h"
@@ -94,28 +100,45 @@ struct Figures {
   double prefill_tps = 0, decode_tps = 0;
 };
 
+struct Settings {
+  int64_t threads = 0, prompt_tokens = 512, decode_tokens = 64;
+  std::vector<int64_t> decode_batches;  // sequences per batched decode step
+};
+
 absl::StatusOr<Figures> Measure(const std::string& model, const std::string& label,
-                                int64_t threads, int64_t prompt_tokens, int64_t decode_tokens);
+                                const Settings& settings);
 
 absl::Status Run(int argc, char** argv) {
   std::string model;
-  int64_t threads = 0, prompt_tokens = 512, decode_tokens = 64;
-  std::vector<std::string> quant;
+  Settings settings;
+  std::vector<std::string> quant, batches;
   FlagSet flags;
   flags.String("model", &model, "model folder (default: the generated 1B-class bf16 model)");
-  flags.Int("threads", &threads, "threads; 0 = all available cores");
-  flags.Int("prompt-tokens", &prompt_tokens, "prefill length (512)");
-  flags.Int("decode-tokens", &decode_tokens, "decode steps (64)");
+  flags.Int("threads", &settings.threads, "threads; 0 = all available cores");
+  flags.Int("prompt-tokens", &settings.prompt_tokens, "prefill length (512)");
+  flags.Int("decode-tokens", &settings.decode_tokens, "decode steps (64)");
   flags.Strings("quant", &quant,
                 "also measure the model quantized by these methods (gptq-int8, gptq-int4, "
                 "awq-int4, fp8, ...), comma-separated");
+  flags.Strings("decode-batch", &batches,
+                "also measure decode with these numbers of sequences per step, comma-separated");
   RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
-  if (prompt_tokens < 1 || decode_tokens < 1) {
+  if (settings.prompt_tokens < 1 || settings.decode_tokens < 1) {
     return absl::InvalidArgumentError("--prompt-tokens and --decode-tokens must be positive");
+  }
+  for (const std::string& list : batches) {
+    for (absl::string_view b : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+      int64_t n = 0;
+      if (!absl::SimpleAtoi(b, &n) || n < 1 || n > 256) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--decode-batch: ", std::string(b), " is not a count from 1 to 256"));
+      }
+      settings.decode_batches.push_back(n);
+    }
   }
   ASSIGN_OR_RETURN(model, BenchModel(model));
   std::vector<Figures> all;
-  ASSIGN_OR_RETURN(Figures base, Measure(model, "float", threads, prompt_tokens, decode_tokens));
+  ASSIGN_OR_RETURN(Figures base, Measure(model, "float", settings));
   all.push_back(base);
   std::vector<std::string> methods;
   for (const std::string& q : quant) {
@@ -126,7 +149,7 @@ absl::Status Run(int argc, char** argv) {
     check.method = method;
     RETURN_IF_ERROR(CheckQuantizeSpec(check));
     ASSIGN_OR_RETURN(std::string dir, QuantizedModel(model, method));
-    ASSIGN_OR_RETURN(Figures f, Measure(dir, method, threads, prompt_tokens, decode_tokens));
+    ASSIGN_OR_RETURN(Figures f, Measure(dir, method, settings));
     all.push_back(f);
   }
   if (all.size() > 1) {
@@ -145,16 +168,52 @@ absl::Status Run(int argc, char** argv) {
   return absl::OkStatus();
 }
 
+// Decode with `sequences` sequences per step, each after a 16-token prompt:
+// output tokens per second over `steps` steps.
+absl::StatusOr<double> BatchedDecode(Stage& stage, int64_t sequences, int64_t steps) {
+  constexpr int64_t kPrompt = 16;
+  constexpr uint64_t kFirstSeq = 1000;
+  StageBatch batch;
+  for (int64_t s = 0; s < sequences; ++s) {
+    std::vector<int32_t> ids(kPrompt);
+    for (int64_t i = 0; i < kPrompt; ++i) ids[i] = 1 + static_cast<int32_t>((s * 131 + i * 7919) % 31000);
+    batch.chunks.push_back({.seq_id = kFirstSeq + s,
+                            .start_pos = 0,
+                            .num_tokens = kPrompt,
+                            .token_ids = ids,
+                            .logits = LogitsMode::kGreedy});
+  }
+  StageOutput out;
+  RETURN_IF_ERROR(stage.Run(batch, &out));
+  double total = 0;
+  for (int64_t i = 0; i < steps; ++i) {
+    for (int64_t s = 0; s < sequences; ++s) {
+      SequenceChunk& c = batch.chunks[s];
+      c.start_pos = kPrompt + i;
+      c.num_tokens = 1;
+      c.token_ids = {std::max(out.greedy[s], 0)};
+    }
+    const auto t0 = Clock::now();
+    RETURN_IF_ERROR(stage.Run(batch, &out));
+    total += Seconds(t0, Clock::now());
+  }
+  for (int64_t s = 0; s < sequences; ++s) stage.Free(kFirstSeq + s);
+  return sequences * steps / total;
+}
+
 absl::StatusOr<Figures> Measure(const std::string& model, const std::string& label,
-                                int64_t threads, int64_t prompt_tokens, int64_t decode_tokens) {
+                                const Settings& settings) {
+  const int64_t prompt_tokens = settings.prompt_tokens, decode_tokens = settings.decode_tokens;
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model));
   ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(model));
   ASSIGN_OR_RETURN(ModelBytes bytes, MeasureModel(config, *ckpt));
 
+  int64_t most = 1;
+  for (int64_t b : settings.decode_batches) most = std::max(most, b);
   StageOptions options;
-  options.threads = static_cast<int>(threads);
-  options.max_batch_tokens = prompt_tokens;
-  options.max_sequences = 1;
+  options.threads = static_cast<int>(settings.threads);
+  options.max_batch_tokens = std::max(prompt_tokens, 16 * most);
+  options.max_sequences = 1 + most;
   options.max_context = prompt_tokens + decode_tokens + 16;
   ASSIGN_OR_RETURN(auto stage, Stage::Load(model, config, 0, config.num_layers, options));
   const int nthreads = stage->backend().threads();
@@ -208,6 +267,14 @@ absl::StatusOr<Figures> Measure(const std::string& model, const std::string& lab
                              (config.tie_word_embeddings ? bytes.embedding_bytes : 0);
   const double decode_gbps = step_bytes / (decode_total / decode_tokens) / 1e9;
   const double prefill_tps = prompt_tokens / prefill_s;
+  std::string batched_json;
+  std::vector<std::pair<int64_t, double>> batched;
+  for (int64_t b : settings.decode_batches) {
+    ASSIGN_OR_RETURN(double tps, BatchedDecode(*stage, b, decode_tokens));
+    batched.emplace_back(b, tps);
+    absl::StrAppend(&batched_json, batched_json.empty() ? "" : ",", "{\"sequences\":", b,
+                    ",\"tokens_per_s\":", absl::StrFormat("%.2f", tps), "}");
+  }
 
   std::printf(
       "{\"bench\":\"engine\",\"model\":\"%s\",\"architecture\":\"%s\",\"dtype\":\"%s\","
@@ -216,13 +283,13 @@ absl::StatusOr<Figures> Measure(const std::string& model, const std::string& lab
       "\"stream_copy_gbps\":%.3f,\"prompt_tokens\":%lld,\"prefill_seconds\":%.4f,"
       "\"prefill_tokens_per_s\":%.2f,\"decode_tokens\":%lld,\"decode_tokens_per_s\":%.3f,"
       "\"decode_median_step_ms\":%.3f,\"decode_weight_gbps\":%.3f,"
-      "\"decode_fraction_of_copy_bandwidth\":%.4f}\n",
+      "\"decode_fraction_of_copy_bandwidth\":%.4f,\"batched_decode\":[%s]}\n",
       model.c_str(), config.architecture.c_str(), DTypeName(config.torch_dtype),
       config.quant.Describe().c_str(), static_cast<long long>(bytes.total()), static_cast<long long>(step_bytes), nthreads,
       std::string(stage->backend().name()).c_str(), copy_gbps,
       static_cast<long long>(prompt_tokens), prefill_s, prefill_tps,
       static_cast<long long>(decode_tokens), decode_tps, median_step * 1e3, decode_gbps,
-      decode_gbps / copy_gbps);
+      decode_gbps / copy_gbps, batched_json.c_str());
   std::fprintf(stderr,
                "engine_bench: %s %s%s%s, %.2f GB weights, %d threads (%s)\n"
                "  memory bandwidth (STREAM copy)  %8.2f GB/s\n"
@@ -235,6 +302,10 @@ absl::StatusOr<Figures> Measure(const std::string& model, const std::string& lab
                nthreads, std::string(stage->backend().name()).c_str(), copy_gbps,
                static_cast<long long>(prompt_tokens), prefill_tps, decode_tps, median_step * 1e3,
                decode_gbps, 100 * decode_gbps / copy_gbps);
+  for (const auto& [b, tps] : batched) {
+    std::fprintf(stderr, "  decode, %3lld sequences per step %8.2f tokens/s  (%.1fx batch 1)\n",
+                 static_cast<long long>(b), tps, tps / decode_tps);
+  }
   return Figures{label, prefill_tps, decode_tps};
 }
 
