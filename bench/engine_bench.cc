@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_format.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_main.h"
 #include "runtime/backend/cpu/thread_pool.h"
@@ -155,11 +155,12 @@ absl::Status Run(int argc, char** argv) {
   if (all.size() > 1) {
     std::fprintf(stderr, "engine_bench: against the float model\n");
     for (const Figures& f : all) {
-      std::printf("{\"bench\":\"engine_quant\",\"weights\":\"%s\",\"decode_tokens_per_s\":%.3f,"
-                  "\"decode_vs_float\":%.3f,\"prefill_tokens_per_s\":%.2f,"
-                  "\"prefill_vs_float\":%.3f}\n",
-                  f.label.c_str(), f.decode_tps, f.decode_tps / base.decode_tps, f.prefill_tps,
-                  f.prefill_tps / base.prefill_tps);
+      std::printf(
+          "{\"bench\":\"engine_quant\",\"weights\":\"%s\",\"decode_tokens_per_s\":%.3f,"
+          "\"decode_vs_float\":%.3f,\"prefill_tokens_per_s\":%.2f,"
+          "\"prefill_vs_float\":%.3f}\n",
+          f.label.c_str(), f.decode_tps, f.decode_tps / base.decode_tps, f.prefill_tps,
+          f.prefill_tps / base.prefill_tps);
       std::fprintf(stderr, "  %-12s decode %7.2f tok/s (%.2fx)   prefill %7.1f tok/s (%.2fx)\n",
                    f.label.c_str(), f.decode_tps, f.decode_tps / base.decode_tps, f.prefill_tps,
                    f.prefill_tps / base.prefill_tps);
@@ -176,7 +177,8 @@ absl::StatusOr<double> BatchedDecode(Stage& stage, int64_t sequences, int64_t st
   StageBatch batch;
   for (int64_t s = 0; s < sequences; ++s) {
     std::vector<int32_t> ids(kPrompt);
-    for (int64_t i = 0; i < kPrompt; ++i) ids[i] = 1 + static_cast<int32_t>((s * 131 + i * 7919) % 31000);
+    for (int64_t i = 0; i < kPrompt; ++i)
+      ids[i] = 1 + static_cast<int32_t>((s * 131 + i * 7919) % 31000);
     batch.chunks.push_back({.seq_id = kFirstSeq + s,
                             .start_pos = 0,
                             .num_tokens = kPrompt,
@@ -285,9 +287,9 @@ absl::StatusOr<Figures> Measure(const std::string& model, const std::string& lab
       "\"decode_median_step_ms\":%.3f,\"decode_weight_gbps\":%.3f,"
       "\"decode_fraction_of_copy_bandwidth\":%.4f,\"batched_decode\":[%s]}\n",
       model.c_str(), config.architecture.c_str(), DTypeName(config.torch_dtype),
-      config.quant.Describe().c_str(), static_cast<long long>(bytes.total()), static_cast<long long>(step_bytes), nthreads,
-      std::string(stage->backend().name()).c_str(), copy_gbps,
-      static_cast<long long>(prompt_tokens), prefill_s, prefill_tps,
+      config.quant.Describe().c_str(), static_cast<long long>(bytes.total()),
+      static_cast<long long>(step_bytes), nthreads, std::string(stage->backend().name()).c_str(),
+      copy_gbps, static_cast<long long>(prompt_tokens), prefill_s, prefill_tps,
       static_cast<long long>(decode_tokens), decode_tps, median_step * 1e3, decode_gbps,
       decode_gbps / copy_gbps, batched_json.c_str());
   std::fprintf(stderr,

@@ -117,6 +117,8 @@ void ConfigureTiles() {
   configured = true;
 }
 
+constexpr int64_t kPrefetchAhead = 16384;
+
 // Writes a stored 16 x 16 C tile's first `tokens` outputs (hi row + lo row)
 // of its first `cols` columns.
 inline void Emit(const float* tile, int64_t tokens, int64_t cols, float* out, int64_t ldo) {
@@ -180,6 +182,11 @@ void LinearPanelsAmx(const uint16_t* x, int64_t m, const Weight& w, int64_t p_be
       _tile_zero(0);
       _tile_zero(1);
       for (int64_t j = 0; j < pairs; j += 16) {
+        // Decode reads every panel once, from memory, and a tile load waits
+        // for the products still reading its tile: ask for the lines
+        // kPrefetchAhead bytes on (into the next panel near the end).
+        const char* ahead = reinterpret_cast<const char*>(panel + j * 64) + kPrefetchAhead;
+        for (int l = 0; l < 2048; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
         _tile_loadd(6, panel + j * 64, 128);
         _tile_loadd(7, panel + j * 64 + 32, 128);
         _tile_loadd(4, x0 + j * 2, x_stride);
