@@ -118,6 +118,8 @@ void ConfigureTiles() {
 }
 
 constexpr int64_t kPrefetchAhead = 16384;
+// Token groups of a prompt taken against every panel before the next (128 tokens).
+constexpr int64_t kGroupBlock = 16;
 
 // Writes a stored 16 x 16 C tile's first `tokens` outputs (hi row + lo row)
 // of its first `cols` columns.
@@ -129,25 +131,21 @@ inline void Emit(const float* tile, int64_t tokens, int64_t cols, float* out, in
   }
 }
 
-}  // namespace
-
+// Groups [gb, ge) of the split activations against panels [p_begin, p_end).
 // Tiles: 0-3 accumulate (token group g, row half h) as 2g+h; 4-5 hold the
 // two token groups' split activations; 6-7 the panel's two row halves.
-void LinearPanelsAmx(const uint16_t* x, int64_t m, const Weight& w, int64_t p_begin, int64_t p_end,
-                     float* out, int64_t ldo) {
-  ConfigureTiles();
+void PanelsForGroups(const uint16_t* x, int64_t m, const Weight& w, int64_t p_begin, int64_t p_end,
+                     float* out, int64_t ldo, int64_t gb, int64_t ge, float (*tile)[16 * 16]) {
   const int64_t pairs = Bf16PairStride(w.cols);
   const int64_t x_stride = pairs * 4;  // bytes per token row
-  const int64_t groups = (m + kSplitGroup - 1) / kSplitGroup;
   const int64_t group_elements = 2 * kSplitGroup * pairs * 2;
-  alignas(64) float tile[4][16 * 16];
   for (int64_t p = p_begin; p < p_end; ++p) {
     const uint16_t* panel = w.bf16_panels + p * pairs * 2 * kBf16PanelRows;
     const int64_t n = p * kBf16PanelRows;
     const int64_t valid = std::min<int64_t>(kBf16PanelRows, w.rows - n);
     const int64_t cols[2] = {std::min<int64_t>(16, valid), std::max<int64_t>(0, valid - 16)};
-    int64_t g = 0;
-    for (; g + 2 <= groups; g += 2) {
+    int64_t g = gb;
+    for (; g + 2 <= ge; g += 2) {
       const uint16_t* x0 = x + g * group_elements;
       const uint16_t* x1 = x0 + group_elements;
       _tile_zero(0);
@@ -177,7 +175,7 @@ void LinearPanelsAmx(const uint16_t* x, int64_t m, const Weight& w, int64_t p_be
         }
       }
     }
-    if (g < groups) {
+    if (g < ge) {
       const uint16_t* x0 = x + g * group_elements;
       _tile_zero(0);
       _tile_zero(1);
@@ -201,6 +199,22 @@ void LinearPanelsAmx(const uint16_t* x, int64_t m, const Weight& w, int64_t p_be
         if (cols[h] > 0) Emit(tile[h], tokens, cols[h], out + t0 * ldo + n + 16 * h, ldo);
       }
     }
+  }
+}
+
+}  // namespace
+
+void LinearPanelsAmx(const uint16_t* x, int64_t m, const Weight& w, int64_t p_begin, int64_t p_end,
+                     float* out, int64_t ldo) {
+  ConfigureTiles();
+  const int64_t groups = (m + kSplitGroup - 1) / kSplitGroup;
+  alignas(64) float tile[4][16 * 16];
+  // Long prompts go kGroupBlock groups at a time: their activations (up to 2.9
+  // MB at k = 5632) are read again for every panel, and stay near the core
+  // that way; the panels are read once per block instead of once.
+  for (int64_t gb = 0; gb < groups; gb += kGroupBlock) {
+    const int64_t ge = std::min(groups, gb + kGroupBlock);
+    PanelsForGroups(x, m, w, p_begin, p_end, out, ldo, gb, ge, tile);
   }
 }
 
