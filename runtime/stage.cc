@@ -94,6 +94,7 @@ absl::StatusOr<std::unique_ptr<Stage>> Stage::Load(const std::string& model_dir,
     PrefaultPages(stage->weight_spans_, options.load_progress, options.debug_load_rate);
   }
   stage->weight_spans_.clear();
+  RETURN_IF_ERROR(stage->PrepareMatrices());
   RETURN_IF_ERROR(stage->AllocateWorkspaces(kv_blocks));
   stage->inv_freq_ = RopeInverseFrequencies(config);
   return stage;
@@ -253,9 +254,6 @@ absl::Status Stage::LoadWeights() {
       Weight* target = target_of(w, suffix);
       if (target != nullptr) {
         ASSIGN_OR_RETURN(*target, backend_->PrepareWeight(AsWeight(t), spec.name));
-        if (IsLinearWeight(spec)) {
-          ASSIGN_OR_RETURN(*target, backend_->PrepareMatrix(*target, spec.name));
-        }
       } else if (suffix == "self_attn.q_proj.bias") {
         RETURN_IF_ERROR(bias(t, spec.name, &w.q_bias_f32, &w.q_bias));
       } else if (suffix == "self_attn.k_proj.bias") {
@@ -278,14 +276,33 @@ absl::Status Stage::LoadWeights() {
     ASSIGN_OR_RETURN(TensorView norm, get(norm_spec));
     ASSIGN_OR_RETURN(final_norm_, backend_->PrepareWeight(AsWeight(norm), norm_spec.name));
     if (config_.tie_word_embeddings) {
-      ASSIGN_OR_RETURN(lm_head_,
-                       backend_->PrepareMatrix(embedding_, EmbeddingTensor(config_).name));
+      lm_head_ = embedding_;
     } else {
       const TensorSpec head_spec = LmHeadTensor(config_);
       ASSIGN_OR_RETURN(TensorView head, get(head_spec));
       ASSIGN_OR_RETURN(lm_head_, backend_->PrepareWeight(AsWeight(head), head_spec.name));
-      ASSIGN_OR_RETURN(lm_head_, backend_->PrepareMatrix(lm_head_, head_spec.name));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Stage::PrepareMatrices() {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = LayerPrefix(begin_ + static_cast<int64_t>(i));
+    LayerWeights& w = layers_[i];
+    const std::pair<Weight*, const char*> matrices[] = {
+        {&w.q, "self_attn.q_proj.weight"}, {&w.k, "self_attn.k_proj.weight"},
+        {&w.v, "self_attn.v_proj.weight"}, {&w.o, "self_attn.o_proj.weight"},
+        {&w.gate, "mlp.gate_proj.weight"}, {&w.up, "mlp.up_proj.weight"},
+        {&w.down, "mlp.down_proj.weight"}};
+    for (const auto& [weight, suffix] : matrices) {
+      ASSIGN_OR_RETURN(*weight, backend_->PrepareMatrix(*weight, p + suffix));
+    }
+  }
+  if (is_last()) {
+    const TensorSpec head =
+        config_.tie_word_embeddings ? EmbeddingTensor(config_) : LmHeadTensor(config_);
+    ASSIGN_OR_RETURN(lm_head_, backend_->PrepareMatrix(lm_head_, head.name));
   }
   return absl::OkStatus();
 }

@@ -149,6 +149,9 @@ class Stage {
   Stage(const ModelConfig& config, int64_t begin, int64_t end, const StageOptions& options,
         int64_t max_context);
   absl::Status LoadWeights();
+  // Backend::PrepareMatrix for every weight Linear multiplies by, after the
+  // mapping was read (and its progress shown) by the prefault.
+  absl::Status PrepareMatrices();
   absl::Status AllocateWorkspaces(int64_t kv_blocks);
   absl::Status Validate(const StageBatch& batch, int64_t* total_tokens) const;
   absl::Status ReserveKv(const StageBatch& batch);
