@@ -157,13 +157,22 @@ class CpuBackend : public Backend {
       return;
     }
     if (w.bf16_panels != nullptr) {
-      // amx-bf16: activations split into bf16 halves once, then whole panels per thread.
+      // amx-bf16: activations split into bf16 halves once, then panels in
+      // chunks, about 8 per thread, to whichever thread is free: on shared
+      // cores one thread often runs slower, and an even split would leave the
+      // other waiting at the end of every call.
       x_bf16_.resize(static_cast<size_t>(cpu::SplitRows(m) * cpu::Bf16PairStride(w.cols) * 2));
       cpu::SplitRowsToBf16(x, m, w.cols, x_bf16_.data());
-      pool_.ParallelFor(cpu::Bf16Panels(w.rows), 1, [&](int64_t b, int64_t e, int) {
-        cpu::LinearPanelsAmx(x_bf16_.data(), m, w, b, e, out, w.rows);
-        AddBias(bias, m, w.rows, b * cpu::kBf16PanelRows, std::min(w.rows, e * cpu::kBf16PanelRows),
-                out);
+      const int64_t panels = cpu::Bf16Panels(w.rows);
+      const int64_t chunk = std::max<int64_t>(1, panels / (8 * pool_.size()));
+      std::atomic<int64_t> next{0};
+      pool_.ParallelFor(pool_.size(), 1, [&](int64_t, int64_t, int) {
+        for (int64_t b; (b = next.fetch_add(chunk, std::memory_order_relaxed)) < panels;) {
+          const int64_t e = std::min(panels, b + chunk);
+          cpu::LinearPanelsAmx(x_bf16_.data(), m, w, b, e, out, w.rows);
+          AddBias(bias, m, w.rows, b * cpu::kBf16PanelRows,
+                  std::min(w.rows, e * cpu::kBf16PanelRows), out);
+        }
       });
       return;
     }
