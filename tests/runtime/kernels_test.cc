@@ -65,6 +65,12 @@ TEST_P(LinearKernelTest, MatchesDoublePrecision) {
           ASSERT_LE(std::fabs(Bf16ToF32(h) + Bf16ToF32(l) - v), std::ldexp(std::fabs(v), -16)) << i;
         }
       }
+      for (int64_t t = shape.m; t < cpu::SplitRows(shape.m) / 2; ++t) {  // padding tokens
+        const int64_t hi = (t / cpu::kSplitGroup) * 2 * cpu::kSplitGroup + t % cpu::kSplitGroup;
+        for (int64_t i = 0; i < stride; ++i) {
+          ASSERT_EQ(xb[hi * stride + i] | xb[(hi + cpu::kSplitGroup) * stride + i], 0) << t;
+        }
+      }
       std::vector<uint16_t> packed(cpu::Bf16PanelElements(shape.n, shape.k), 0xffff);
       cpu::PackBf16Panels(w16.data(), shape.n, shape.k, 0, cpu::Bf16Panels(shape.n), packed.data());
       Weight wp = w;

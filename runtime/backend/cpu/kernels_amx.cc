@@ -51,7 +51,14 @@ bool CpuHasAmxBf16() {
 
 void SplitRowsToBf16(const float* x, int64_t m, int64_t k, uint16_t* out) {
   const int64_t stride = Bf16PairStride(k) * 2;
-  std::memset(out, 0, SplitRows(m) * stride * sizeof(uint16_t));
+  // Rows of the last group past m are zeros (written once here, not the
+  // whole buffer: a long prompt's activations are megabytes).
+  const int64_t padded = SplitRows(m) / 2;
+  for (int64_t t = m; t < padded; ++t) {
+    uint16_t* hi = out + ((t / kSplitGroup) * 2 * kSplitGroup + t % kSplitGroup) * stride;
+    std::fill(hi, hi + stride, uint16_t{0});
+    std::fill(hi + kSplitGroup * stride, hi + (kSplitGroup + 1) * stride, uint16_t{0});
+  }
   for (int64_t t = 0; t < m; ++t) {
     const int64_t group = t / kSplitGroup, lane = t % kSplitGroup;
     const float* xr = x + t * k;
@@ -72,6 +79,8 @@ void SplitRowsToBf16(const float* x, int64_t m, int64_t k, uint16_t* out) {
       hi[i] = F32ToBf16(xr[i]);
       lo[i] = F32ToBf16(xr[i] - Bf16ToF32(hi[i]));
     }
+    std::fill(hi + k, hi + stride, uint16_t{0});
+    std::fill(lo + k, lo + stride, uint16_t{0});
   }
 }
 
