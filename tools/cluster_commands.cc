@@ -1,6 +1,7 @@
 // strata coordinator | worker | gateway | up | client | plan
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -150,8 +151,9 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   f.String("layers", &o.layers, "manual split, e.g. 0-9,10-21 (default: the planner)");
   int64_t replicas = o.replicas;
   f.Int("replicas", &replicas,
-        "pipeline replicas: 1 = one pipeline over every worker; N = N replicas of workers/N "
-        "stages; 0 = as the layout search chooses (1)");
+        "pipeline replicas: 0 = as the layout search chooses (CPU workers of one host form "
+        "one pipeline; CPU workers beside GPUs join only when the GPUs cannot hold the model); "
+        "1 = one pipeline over every worker; N = N replicas of workers/N stages (0)");
   f.Int("max-sequences", &o.max_sequences,
         "concurrent sequences per replica; the KV budget on CPU workers, the cap on GPUs (16)");
   std::string kv_budget = "memory";
@@ -187,6 +189,7 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
     return absl::InvalidArgumentError("--kv-budget: must be memory or fixed, got " + kv_budget);
   }
   o.kv_from_memory = kv_budget == "memory";
+  if (!o.layers.empty() && replicas == 0) replicas = 1;  // a manual split is one pipeline
   if (replicas != 1 && !o.layers.empty()) {
     return absl::InvalidArgumentError("--layers: a manual split needs --replicas 1");
   }
@@ -259,6 +262,12 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
            "device's, replaced)");
   f.Float("sim-bandwidth", &o.sim_bandwidth, "--device sim:...: memory bandwidth, bytes/s");
   f.Float("sim-flops", &o.sim_flops, "--device sim:...: dense FLOP/s");
+  f.Float("bandwidth", &o.bandwidth,
+          "memory bandwidth the layout search models this device with, bytes/s (a known "
+          "GPU's from the device table; measured on the CPU)");
+  f.Float("flops", &o.flops,
+          "dense FLOP/s the layout search models this device with (a known GPU's from the "
+          "device table; measured on the CPU)");
   f.Float("debug-load-rate", &o.debug_load_rate,
           "fault injection: read the weights at most this many bytes/s, a slow disk (0: off)");
   f.Int("debug-stall-step", &o.debug_stall_step,
@@ -285,6 +294,9 @@ absl::Status WorkerCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(BytesFlag("sim-memory", sim_memory, &o.sim_memory_bytes));
   if (o.sim_bandwidth < 0 || o.sim_flops < 0) {
     return absl::InvalidArgumentError("--sim-bandwidth, --sim-flops: must not be negative");
+  }
+  if (!(o.bandwidth >= 0) || !(o.flops >= 0) || std::isinf(o.bandwidth) || std::isinf(o.flops)) {
+    return absl::InvalidArgumentError("--bandwidth, --flops: must be positive (or 0: measured)");
   }
   RETURN_IF_ERROR(IntIn("threads", threads, 0, 1024));
   RETURN_IF_ERROR(IntIn("debug-step-delay-ms", delay, 0, 60'000));
@@ -396,11 +408,15 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   f.String("gpus", &gpus,
            "one worker per GPU, each with --device cuda:N: all (CUDA_VISIBLE_DEVICES honoured), "
            "indices (0,1,3), or simulated GPUs (sim:a100-40gb*4); sets --workers");
+  int64_t cpu_workers = 0;
+  f.Int("cpu-workers", &cpu_workers,
+        "with --gpus: this many CPU workers too, which the layout search uses only when the "
+        "GPUs cannot hold the model, and which otherwise stand by to replace a failed GPU (0)");
   f.String("layers", &o.layers, "manual split, e.g. 0-1,2-3 (default: the planner)");
   int64_t up_replicas = o.replicas;
   f.Int("replicas", &up_replicas,
-        "pipeline replicas: 1 = one pipeline over every worker; N = N replicas; 0 = as the "
-        "layout search chooses (1)");
+        "pipeline replicas: 0 = as the layout search chooses (CPU workers of this host form "
+        "one pipeline); 1 = one pipeline over every worker; N = N replicas (0)");
   f.Int("max-sequences", &o.max_sequences, "concurrent sequences (16)");
   f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
   f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
@@ -445,7 +461,14 @@ absl::Status UpCommand(const std::vector<std::string>& args) {
   o.workers = static_cast<int>(workers);
   if (!gpus.empty()) {
     ASSIGN_OR_RETURN(o.worker_devices, ParseGpus(gpus));
+    RETURN_IF_ERROR(
+        IntIn("cpu-workers", cpu_workers, 0, 64 - static_cast<int64_t>(o.worker_devices.size())));
+    for (int64_t i = 0; i < cpu_workers; ++i) o.worker_devices.push_back("cpu");
     o.workers = static_cast<int>(o.worker_devices.size());
+  } else if (cpu_workers != 0) {
+    return absl::InvalidArgumentError(
+        "--cpu-workers: adds CPU workers beside --gpus; without GPUs, --workers N starts N CPU "
+        "workers");
   }
   o.threads = static_cast<int>(threads);
   o.max_inflight_steps = static_cast<int>(inflight);

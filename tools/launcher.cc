@@ -189,7 +189,7 @@ absl::Status LocalCluster::Start(const UpOptions& o) {
                                    "--startup-timeout-ms",
                                    std::to_string(o.startup_timeout_ms)};
   if (!o.layers.empty()) args.insert(args.end(), {"--layers", o.layers});
-  if (o.replicas != 1) args.insert(args.end(), {"--replicas", std::to_string(o.replicas)});
+  if (o.replicas != 0) args.insert(args.end(), {"--replicas", std::to_string(o.replicas)});
   for (std::string& flag : tls_flags("coordinator")) args.push_back(std::move(flag));
   args.insert(args.end(), o.coordinator_flags.begin(), o.coordinator_flags.end());
   ASSIGN_OR_RETURN(Child * coord, Spawn(o.binary, "coordinator", args));

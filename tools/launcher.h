@@ -26,7 +26,7 @@ struct UpOptions {
   int workers = 2;
   std::string host = "127.0.0.1";
   std::string layers;  // manual split, passed to the coordinator
-  int replicas = 1;    // pipeline replicas (0: the layout search), passed to the coordinator
+  int replicas = 0;    // pipeline replicas (0: the layout search), passed to the coordinator
   int64_t max_sequences = 16;
   int64_t max_context = 0;
   int64_t max_batch_tokens = 512;

@@ -47,7 +47,11 @@ absl::StatusOr<MemoryReport> ProbeDevice(const BackendOptions& options) {
     return cpu->Memory();
   }
   if (absl::StartsWith(device, "sim:")) {
-    ASSIGN_OR_RETURN(std::unique_ptr<Backend> sim, MakeSimBackend(options, DType::kBF16));
+    // The probe reports the device's memory; the reserve is the worker's to
+    // choose (--reserve, --memory-fraction), so a device under 1 GiB probes too.
+    BackendOptions probe = options;
+    probe.reserve_bytes = 0;
+    ASSIGN_OR_RETURN(std::unique_ptr<Backend> sim, MakeSimBackend(probe, DType::kBF16));
     MemoryReport report = sim->Memory();
     report.free_bytes = report.total_bytes;  // nothing of the probe's own counts
     report.used_bytes = 0;

@@ -31,9 +31,11 @@ struct CoordinatorOptions {
   int workers = 1;                  // start serving once this many registered
   int startup_timeout_ms = 60'000;  // for registration and for loading
   std::string layers;               // manual split "0-9,10-21"; empty = planner
-  // Pipeline replicas: 1 = one pipeline over every worker; N = N replicas of
-  // (workers / N) stages; 0 = as the layout search (layout.h) chooses.
-  int replicas = 1;
+  // Pipeline replicas: 0 = as the layout search (layout.h) chooses (CPU
+  // workers of one host: one pipeline; CPU workers beside GPUs only when the
+  // GPUs cannot hold the model); 1 = one pipeline over every worker; N = N
+  // replicas of (workers / N) stages.
+  int replicas = 0;
   int64_t max_sequences = 16;  // concurrency: the KV budget on every worker
   // On GPUs (simulated or not): each worker's KV cache takes what its budget
   // (capacity less reserve: --memory-fraction) leaves, with max_sequences

@@ -162,7 +162,9 @@ class CoordinatorService final : public v1::Coordinator::Service {
   std::unique_ptr<Scheduler> NewScheduler() const;
   // Wakes every waiter: the control loop and drains (cv_) and every pump.
   void NotifyAll();
-  bool fixed_layout() const { return replicas_.size() > 1; }
+  // The layout search placed the workers: each replica plans over its own
+  // members (and spares), not over every worker.
+  bool fixed_layout() const { return stages_per_replica_ > 0; }
 
   const CoordinatorOptions options_;
   const std::shared_ptr<const TransportSecurity> security_;

@@ -33,6 +33,21 @@ bool NaturalLess(const std::string& a, const std::string& b) {
   return na < nb;
 }
 
+bool IsCpu(const v1::Device& d) { return d.name() == "cpu"; }
+
+// The planner's view of worker `id`. `by_bandwidth`: its speed is its memory
+// bandwidth over the nominal device's (layout.h), for a pipeline that mixes
+// GPUs and CPUs, whose --speed figures mean nothing to each other; otherwise
+// its --speed, as workers of one kind are planned.
+DeviceSpec SpecOf(const std::string& id, const v1::Device& d, bool by_bandwidth) {
+  DeviceSpec spec{absl::StrCat(id, "/", d.name()), d.capacity_bytes(), d.reserve_bytes(),
+                  d.speed() > 0 ? d.speed() : 1.0};
+  spec.bandwidth = d.bandwidth();  // 0: from the speed
+  spec.flops = d.flops();
+  if (by_bandwidth && spec.bandwidth > 0) spec.speed = spec.bandwidth / DeviceBandwidth({});
+  return spec;
+}
+
 }  // namespace
 
 std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) const {
@@ -101,11 +116,12 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
   if (workers.empty()) return absl::UnavailableError("no worker is attached");
   std::sort(workers.begin(), workers.end(),
             [](const WorkerRecord& a, const WorkerRecord& b) { return NaturalLess(a.id, b.id); });
+  const bool mixed = std::any_of(workers.begin(), workers.end(),
+                                 [](const WorkerRecord& w) { return IsCpu(w.device); }) &&
+                     std::any_of(workers.begin(), workers.end(),
+                                 [](const WorkerRecord& w) { return !IsCpu(w.device); });
   std::vector<DeviceSpec> devices;
-  for (const WorkerRecord& w : workers) {
-    devices.push_back({absl::StrCat(w.id, "/", w.device.name()), w.device.capacity_bytes(),
-                       w.device.reserve_bytes(), w.device.speed() > 0 ? w.device.speed() : 1.0});
-  }
+  for (const WorkerRecord& w : workers) devices.push_back(SpecOf(w.id, w.device, mixed));
   // The KV cache is sized from memory when every device has a budget (GPUs,
   // simulated or not): the plan then reserves one full context per stage
   // and each worker's cache takes what is left, up to --max-sequences. CPU
@@ -325,63 +341,111 @@ std::string CoordinatorService::DescribeMapLocked() const {
 void CoordinatorService::ChooseLayoutLocked() {
   const int requested = options_.replicas;
   if (requested == 1) return;  // one pipeline over every worker
-  std::vector<std::string> ids;
-  for (const std::string& id : EligibleLocked(Clock::now())) ids.push_back(id);
-  std::sort(ids.begin(), ids.end(), NaturalLess);
-  if (ids.size() < 2) return;
-  std::vector<DeviceSpec> devices;
-  for (const std::string& id : ids) {
-    const v1::Device& d = registry_.workers().at(id).device;
-    DeviceSpec spec{absl::StrCat(id, "/", d.name()), d.capacity_bytes(), d.reserve_bytes(),
-                    d.speed() > 0 ? d.speed() : 1.0};
-    spec.bandwidth = d.bandwidth();  // 0: from the speed
-    spec.flops = d.flops();
-    devices.push_back(spec);
+  // GPUs first, then CPU workers, each in natural order: groups are cut from
+  // the front, so CPU workers are the ones left over.
+  std::vector<std::string> gpus, cpus;
+  for (const std::string& id : EligibleLocked(Clock::now())) {
+    (IsCpu(registry_.workers().at(id).device) ? cpus : gpus).push_back(id);
   }
-  int replicas = requested, stages = 0;
+  std::sort(gpus.begin(), gpus.end(), NaturalLess);
+  std::sort(cpus.begin(), cpus.end(), NaturalLess);
+  std::vector<std::string> ids = gpus;
+  ids.insert(ids.end(), cpus.begin(), cpus.end());
+  if (ids.size() < 2) return;
+  std::vector<std::vector<std::string>> groups;  // each replica's members
   std::string why;
   if (requested == 0) {
-    // The layout search decides.
-    BudgetOptions budget;
-    budget.concurrency = options_.max_sequences;
-    budget.context = max_context_;
-    budget.max_batch_tokens = options_.max_batch_tokens;
-    absl::StatusOr<PlanInput> input =
-        PlanInputForModel(options_.model_dir, config_, devices, budget);
-    LayoutOptions lo;
-    lo.max_sequences = options_.max_sequences;
-    absl::StatusOr<Layout> layout =
-        input.ok() ? PlanLayout(*input, lo) : absl::StatusOr<Layout>(input.status());
+    std::set<std::string> cpu_hosts;
+    for (const std::string& id : cpus) cpu_hosts.insert(registry_.workers().at(id).device.host());
+    if (gpus.empty() && cpu_hosts.size() == 1) {
+      Log("layout: the workers are CPU workers of one host, which share its cores and memory "
+          "bandwidth: replicas of them would serve no faster; one pipeline");
+      return;
+    }
+    // The layout search over `members` (in that order), `stages` > 0 forcing
+    // one pipeline of that many.
+    auto search = [&](const std::vector<std::string>& members,
+                      int stages) -> absl::StatusOr<Layout> {
+      const bool mixed = !members.empty() && IsCpu(registry_.workers().at(members.back()).device) &&
+                         !IsCpu(registry_.workers().at(members.front()).device);
+      std::vector<DeviceSpec> devices;
+      for (const std::string& id : members) {
+        devices.push_back(SpecOf(id, registry_.workers().at(id).device, mixed));
+      }
+      BudgetOptions budget;
+      budget.concurrency = options_.max_sequences;
+      budget.context = max_context_;
+      budget.max_batch_tokens = options_.max_batch_tokens;
+      ASSIGN_OR_RETURN(PlanInput input,
+                       PlanInputForModel(options_.model_dir, config_, devices, budget));
+      LayoutOptions lo;
+      lo.max_sequences = options_.max_sequences;
+      lo.replicas = stages > 0 ? 1 : 0;
+      lo.stages = stages;
+      return PlanLayout(input, lo);
+    };
+    std::vector<std::string> searched = gpus.empty() ? cpus : gpus;
+    absl::StatusOr<Layout> layout = search(searched, 0);
+    if (!layout.ok() && !gpus.empty() && !cpus.empty()) {
+      // CPU workers beside GPUs join only when the GPUs cannot hold the
+      // model, and as few as it takes: one pipeline of every GPU and then
+      // CPU stages, the CPUs (modelled at their measured speed) taking the
+      // layers the GPUs cannot. The others stand by to replace a failed GPU.
+      Log(absl::StrCat("layout: the GPUs alone cannot hold the model (", layout.status().message(),
+                       ")"));
+      for (size_t k = 1; k <= cpus.size(); ++k) {
+        searched = gpus;
+        searched.insert(searched.end(), cpus.begin(), cpus.begin() + k);
+        layout = search(searched, static_cast<int>(searched.size()));
+        if (layout.ok()) {
+          Log(absl::StrCat("layout: ", k, " CPU worker(s) join the ", gpus.size(), " GPU(s)"));
+          break;
+        }
+      }
+    }
     if (!layout.ok()) {
       Log(absl::StrCat("layout search: ", layout.status().message(), "; one pipeline"));
       return;
     }
-    replicas = static_cast<int>(layout->replicas.size());
-    stages = layout->stages;
+    for (const ReplicaPlan& rep : layout->replicas) {
+      groups.emplace_back();
+      for (int d : rep.devices) groups.back().push_back(searched[d]);
+    }
     why =
         absl::StrFormat(" (the layout search: %.0f tokens/s modelled)", layout->tokens_per_second);
   } else {
-    stages = static_cast<int>(ids.size()) / requested;
+    int stages = static_cast<int>(ids.size()) / requested;
     if (stages < 1) {
       Log(absl::StrCat("--replicas ", requested, " with ", ids.size(),
                        " worker(s): one replica per worker"));
-      replicas = static_cast<int>(ids.size());
       stages = 1;
     }
+    for (size_t b = 0; b + stages <= ids.size() && static_cast<int>(groups.size()) < requested;
+         b += stages) {
+      groups.emplace_back(ids.begin() + b, ids.begin() + b + stages);
+    }
   }
-  if (replicas <= 1) return;
-  stages_per_replica_ = stages;
-  while (static_cast<int>(replicas_.size()) < replicas) {
+  size_t used = 0;
+  for (const auto& g : groups) used += g.size();
+  // One pipeline over every worker is the plain mode, which takes in every
+  // worker that joins later.
+  if (groups.size() <= 1 && used == ids.size()) return;
+  stages_per_replica_ = static_cast<int>(groups.front().size());
+  while (replicas_.size() < groups.size()) {
     replicas_.push_back(std::make_unique<Replica>(static_cast<int>(replicas_.size()), security_));
     replicas_.back()->scheduler = NewScheduler();
   }
-  for (int r = 0; r < replicas; ++r) {
-    for (int k = 0; k < stages; ++k) replicas_[r]->members.insert(ids[r * stages + k]);
+  for (size_t r = 0; r < groups.size(); ++r) {
+    replicas_[r]->members.insert(groups[r].begin(), groups[r].end());
   }
-  Log(absl::StrCat("layout: ", replicas, " replica(s) x ", stages, " stage(s)", why,
-                   ids.size() > static_cast<size_t>(replicas * stages)
-                       ? absl::StrCat("; ", ids.size() - replicas * stages, " spare(s)")
-                       : ""));
+  std::string spares;
+  for (const std::string& id : ids) {
+    const bool member = std::any_of(replicas_.begin(), replicas_.end(),
+                                    [&](const auto& r) { return r->members.count(id) > 0; });
+    if (!member) absl::StrAppend(&spares, spares.empty() ? "" : ", ", id);
+  }
+  Log(absl::StrCat("layout: ", groups.size(), " replica(s) x ", stages_per_replica_, " stage(s)",
+                   why, spares.empty() ? "" : absl::StrCat("; spare(s): ", spares)));
 }
 
 absl::Status CoordinatorService::Start() {

@@ -9,7 +9,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "runtime/backend/backend.h"
+#include "runtime/backend/cpu/throughput.h"
 #include "runtime/device_table.h"
 #include "runtime/status_macros.h"
 #include "services/common/log.h"
@@ -80,6 +82,17 @@ absl::Status RunWorker(const WorkerOptions& in) {
       Log(absl::StrCat("modelled as the device table's ", row->label));
     }
   }
+  if (options.device == "cpu" && (options.bandwidth <= 0 || options.flops <= 0)) {
+    // No table knows this CPU: measure what the stage's own kernels reach.
+    ASSIGN_OR_RETURN(const CpuThroughput measured, MeasureCpuThroughput(options.threads));
+    known_device.bandwidth = measured.bandwidth;
+    known_device.flops = measured.flops;
+    Log(absl::StrFormat("modelled at %.1f GB/s and %.0f GFLOP/s, measured with %s in %.2f s",
+                        measured.bandwidth / 1e9, measured.flops / 1e9, measured.backend,
+                        measured.seconds));
+  }
+  if (options.bandwidth > 0) known_device.bandwidth = options.bandwidth;
+  if (options.flops > 0) known_device.flops = options.flops;
   char hostname[256] = {};
   gethostname(hostname, sizeof(hostname) - 1);
   const std::string host = hostname;

@@ -45,6 +45,10 @@ struct WorkerOptions {
   // sim:custom (or a table device's figures replaced): memory, bytes/s, FLOP/s.
   int64_t sim_memory_bytes = 0;
   double sim_bandwidth = 0, sim_flops = 0;
+  // What the layout search models this device with (bytes/s, FLOP/s); 0:
+  // the device table's row for a GPU it knows, measured at start on the CPU
+  // (runtime/backend/cpu/throughput.h).
+  double bandwidth = 0, flops = 0;
   // Fault injection: the Nth step this process receives (1-based) never
   // finishes while heartbeats go on (a wedged GPU); it gives up only when its
   // stream is cancelled. 0 = off.

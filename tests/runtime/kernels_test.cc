@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/backend/backend.h"
+#include "runtime/backend/cpu/throughput.h"
 
 namespace strata {
 namespace {
@@ -169,6 +170,28 @@ TEST(CpuKernelsTest, BadNamesAreClearErrors) {
     ASSERT_FALSE(lacking.ok());
     EXPECT_THAT(std::string(lacking.status().message()), ::testing::HasSubstr("lacks"));
   }
+}
+
+// What a CPU worker reports to the layout search is measured, with every
+// kernel set this CPU has: figures a real machine gives (between a slow
+// laptop's and more than any CPU's), and the set named.
+TEST(CpuThroughputTest, MeasuresBandwidthAndFlopsWithEachKernelSet) {
+  for (cpu::CpuKernels set : cpu::SupportedCpuKernels()) {
+    const std::string name(cpu::CpuKernelsName(set));
+    absl::StatusOr<CpuThroughput> t = MeasureCpuThroughput(0, name);
+    ASSERT_TRUE(t.ok()) << name << ": " << t.status();
+    EXPECT_EQ(t->backend, "cpu-" + name);
+    EXPECT_GT(t->bandwidth, 0.5e9) << name;
+    EXPECT_LT(t->bandwidth, 2e12) << name;
+    EXPECT_GT(t->flops, 0.2e9) << name;
+    EXPECT_LT(t->flops, 1e14) << name;
+    EXPECT_GT(t->seconds, 0) << name;
+    std::printf("%s: %.1f GB/s, %.0f GFLOP/s in %.2f s\n", name.c_str(), t->bandwidth / 1e9,
+                t->flops / 1e9, t->seconds);
+  }
+  absl::StatusOr<CpuThroughput> bad = MeasureCpuThroughput(0, "avx9000");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("avx9000"), std::string::npos) << bad.status();
 }
 
 TEST(DTypeTest, ConversionsRoundTrip) {

@@ -279,7 +279,8 @@ v1::GenerateRequest TextRequest(const std::string& prompt, int max_tokens,
 }
 
 Reference GenerateLocally(const std::string& model, const std::string& prompt, int max_tokens,
-                          const SamplingParams& sampling, bool ignore_eos, int64_t max_context) {
+                          const SamplingParams& sampling, bool ignore_eos, int64_t max_context,
+                          const std::string& device) {
   Reference ref;
   auto config = LoadModelConfig(model);
   auto tokenizer = LoadTokenizer(model);
@@ -287,6 +288,7 @@ Reference GenerateLocally(const std::string& model, const std::string& prompt, i
   StageOptions options;
   options.max_sequences = 1;
   options.max_context = max_context;
+  options.device = device;
   auto pipeline = LocalPipeline::Load(model, *config, {}, options);
   EXPECT_TRUE(pipeline.ok()) << pipeline.status();
   GenerateRequest request;

@@ -112,7 +112,7 @@ struct Reference {
 };
 Reference GenerateLocally(const std::string& model, const std::string& prompt, int max_tokens,
                           const SamplingParams& sampling = {}, bool ignore_eos = false,
-                          int64_t max_context = 0);
+                          int64_t max_context = 0, const std::string& device = "cpu");
 
 }  // namespace strata::testing
 

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "tests/services/cluster_util.h"
 #include "tests/test_util.h"
+#include "tools/model_maker.h"
 
 namespace strata::testing {
 namespace {
@@ -59,9 +60,9 @@ Timed TimedStream(Cluster& cluster, const std::string& prompt, int max_tokens) {
 }
 
 void ExpectLikeTheSingleProcessRun(const Timed& got, const std::string& prompt, int max_tokens,
-                                   int i) {
-  const Reference ref =
-      GenerateLocally(TestModel("llama"), prompt, max_tokens, {}, /*ignore_eos=*/true);
+                                   int i, const std::string& device = "cpu") {
+  const Reference ref = GenerateLocally(TestModel("llama"), prompt, max_tokens, {},
+                                        /*ignore_eos=*/true, 0, device);
   ASSERT_EQ(got.result.code, 0) << "stream " << i << ": " << got.result.message;
   EXPECT_EQ(got.result.tokens, ref.tokens) << "stream " << i << " lost or repeated tokens";
   EXPECT_EQ(got.result.text, ref.text) << "stream " << i;
@@ -148,12 +149,13 @@ TEST(ReplicaTest, TwoReplicasShareTheLoadAndOneFailsOverWithoutPausingTheOther) 
 }
 
 TEST(ReplicaTest, TheLayoutSearchPicksOneReplicaPerWorkerAndALostOneHandsItsSequencesOver) {
-  auto cluster = Cluster::Start(
-      TestModel("llama"), 3,
-      {"--replicas", "0", "--max-sequences", "8", "--worker-flags", "--debug-step-delay-ms 5"});
+  // Three simulated A100s and the default layout (the layout search).
+  auto cluster = Cluster::Start(TestModel("llama"), 3,
+                                {"--gpus", "sim:a100-40gb*3", "--max-sequences", "8",
+                                 "--worker-flags", "--debug-step-delay-ms 5"});
   ASSERT_NE(cluster, nullptr);
   const v1::ModelInfo before = cluster->Info();
-  // The tiny model fits every worker: three 1-stage replicas beat a pipeline.
+  // The tiny model fits every GPU: three 1-stage replicas beat a pipeline.
   ASSERT_EQ(before.replicas_size(), 3);
   for (const v1::LayerMap& m : before.replicas()) EXPECT_EQ(m.stages_size(), 1);
   const int n = 9, max_tokens = 120;
@@ -171,7 +173,9 @@ TEST(ReplicaTest, TheLayoutSearchPicksOneReplicaPerWorkerAndALostOneHandsItsSequ
       },
       20'000));
   for (auto& t : clients) t.join();
-  for (int i = 0; i < n; ++i) ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i);
+  for (int i = 0; i < n; ++i) {
+    ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i, "sim:a100-40gb");
+  }
   const std::string logs = cluster->log_dir();
   const std::string log = ReadFile(logs + "/coordinator.log");
   EXPECT_NE(log.find("replica 2 has no map: its "), std::string::npos) << log;
@@ -179,6 +183,114 @@ TEST(ReplicaTest, TheLayoutSearchPicksOneReplicaPerWorkerAndALostOneHandsItsSequ
   const StreamResult more = Stream(*cluster->generation(), TextRequest("hello", 4));
   EXPECT_EQ(more.code, 0) << more.message;
   EXPECT_TRUE(cluster->WaitKvFree(5000));
+}
+
+const v1::WorkerHealth* HealthOf(const v1::ModelInfo& info, const std::string& id) {
+  for (const v1::WorkerHealth& w : info.workers()) {
+    if (w.worker_id() == id) return &w;
+  }
+  return nullptr;
+}
+
+// `strata up --gpus ... --cpu-workers 1`: the GPUs hold the model, so the
+// layout search gives them the replicas and the CPU worker stands by. A GPU
+// killed under load is replaced by it: its replica serves on, every stream
+// completes, and the other replica is not re-planned.
+TEST(ReplicaTest, ACpuWorkerStandsByBesideGpusAndReplacesAFailedOne) {
+  auto cluster =
+      Cluster::Start(TestModel("llama"), 3,
+                     {"--gpus", "sim:a100-40gb*2", "--cpu-workers", "1", "--max-sequences", "8",
+                      "--worker-flags", "--debug-step-delay-ms 5"});
+  ASSERT_NE(cluster, nullptr);
+  const v1::ModelInfo before = cluster->Info();
+  ASSERT_EQ(before.replicas_size(), 2);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(before.replicas(r).stages_size(), 1);
+    EXPECT_EQ(before.replicas(r).stages(0).device(), "sim:a100-40gb");
+  }
+  const v1::WorkerHealth* cpu = HealthOf(before, "worker-2");
+  ASSERT_NE(cpu, nullptr);
+  EXPECT_EQ(cpu->state(), "standby");
+  const std::string logs = cluster->log_dir();
+  EXPECT_NE(ReadFile(logs + "/coordinator.log").find("spare(s): worker-2"), std::string::npos);
+  EXPECT_NE(ReadFile(logs + "/worker-2.log").find("GB/s and "), std::string::npos)
+      << "the CPU worker did not measure its speed";
+
+  const int n = 6, max_tokens = 100;
+  std::vector<Timed> got(n);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const std::string victim = before.replicas(1).stages(0).worker_id();
+  ASSERT_EQ(kill(PidOf(*cluster, victim), SIGKILL), 0);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& info) {
+        return info.replicas_size() == 2 && info.replicas(1).stages_size() == 1 &&
+               info.replicas(1).stages(0).worker_id() == "worker-2";
+      },
+      20'000))
+      << cluster->Info().ShortDebugString();
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(got[i].result.code, 0) << "stream " << i << ": " << got[i].result.message;
+    EXPECT_EQ(got[i].result.tokens.size(), static_cast<size_t>(max_tokens)) << "stream " << i;
+  }
+  const v1::ModelInfo after = cluster->Info();
+  EXPECT_EQ(after.replicas(0).epoch(), before.replicas(0).epoch()) << "replica 0 was re-planned";
+  EXPECT_EQ(after.replicas(1).stages(0).device(), "cpu");
+  const StreamResult more = Stream(*cluster->generation(), TextRequest("hello", 4));
+  EXPECT_EQ(more.code, 0) << more.message;
+}
+
+// A GPU too small for the model (a 1B-class shape of 8 layers, 922 MiB, on a
+// simulated 0.6 GiB GPU) with two CPU workers: one pipeline of the GPU and
+// as few CPU stages as it takes (one), the GPU holding what its memory
+// allows; the second CPU worker stands by.
+TEST(ReplicaTest, CpuWorkersTakeTheLayersASmallGpuCannotHold) {
+  const std::string model = FreshDir("llama1b8-zeros");
+  ModelSpec spec;
+  spec.size = "1b";
+  spec.init = "zeros";
+  spec.layers = 8;
+  ASSERT_TRUE(MakeModel(spec, model).ok());
+  auto cluster = Cluster::Start(
+      model, 3,
+      {"--gpus", "sim:custom", "--cpu-workers", "2", "--max-sequences", "2", "--max-context", "256",
+       "--worker-flags", "--sim-memory 0.6GiB --sim-bandwidth 300e9 --sim-flops 30e12"});
+  ASSERT_NE(cluster, nullptr);
+  const v1::ModelInfo info = cluster->Info();
+  ASSERT_EQ(info.replicas_size(), 1);
+  const v1::LayerMap& map = info.layer_map();
+  ASSERT_EQ(map.stages_size(), 2) << map.ShortDebugString();
+  EXPECT_EQ(map.stages(0).worker_id(), "worker-0");
+  EXPECT_EQ(map.stages(0).device(), "sim:custom");
+  EXPECT_NE(map.stages(0).reason().find("memory"), std::string::npos) << map.ShortDebugString();
+  EXPECT_EQ(map.stages(1).device(), "cpu");
+  EXPECT_GT(map.stages(0).layer_end(), 1) << "the GPU should hold what it can";
+  const std::string spare = map.stages(1).worker_id() == "worker-1" ? "worker-2" : "worker-1";
+  const v1::WorkerHealth* standby = HealthOf(info, spare);
+  ASSERT_NE(standby, nullptr);
+  EXPECT_EQ(standby->state(), "standby");
+  const std::string log = ReadFile(cluster->log_dir() + "/coordinator.log");
+  EXPECT_NE(log.find("the GPUs alone cannot hold the model"), std::string::npos) << log;
+  EXPECT_NE(log.find("1 CPU worker(s) join the 1 GPU(s)"), std::string::npos) << log;
+  const StreamResult got = Stream(*cluster->generation(), TextRequest("hello", 4, {}, true));
+  EXPECT_EQ(got.code, 0) << got.message;
+  EXPECT_EQ(got.tokens.size(), 4u);
+}
+
+// Without --replicas, CPU workers of one host form one pipeline: replicas
+// of them would share the same cores and memory bandwidth.
+TEST(ReplicaTest, CpuWorkersOfOneHostFormOnePipelineByDefault) {
+  auto cluster = Cluster::Start(TestModel("llama"), 2, {});
+  ASSERT_NE(cluster, nullptr);
+  const v1::ModelInfo info = cluster->Info();
+  EXPECT_EQ(info.replicas_size(), 1);
+  EXPECT_EQ(info.layer_map().stages_size(), 2);
+  const std::string log = ReadFile(cluster->log_dir() + "/coordinator.log");
+  EXPECT_NE(log.find("CPU workers of one host"), std::string::npos) << log;
 }
 
 TEST(ReplicaTest, BadReplicaFlagsAreRefused) {
@@ -190,6 +302,19 @@ TEST(ReplicaTest, BadReplicaFlagsAreRefused) {
                  &out),
       0);
   EXPECT_NE(out.find("--layers: a manual split needs --replicas 1"), std::string::npos) << out;
+  EXPECT_NE(RunCommand(std::string(STRATA_BINARY) + " up --workers 2 --cpu-workers 1 2>&1", &out),
+            0);
+  EXPECT_NE(out.find("--cpu-workers: adds CPU workers beside --gpus"), std::string::npos) << out;
+  EXPECT_NE(
+      RunCommand(std::string(STRATA_BINARY) + " up --gpus sim:a100-40gb*2 --cpu-workers -1 2>&1",
+                 &out),
+      0);
+  EXPECT_NE(out.find("--cpu-workers"), std::string::npos) << out;
+  EXPECT_NE(RunCommand(std::string(STRATA_BINARY) +
+                           " worker --coordinator 127.0.0.1:1 --bandwidth -5 2>&1",
+                       &out),
+            0);
+  EXPECT_NE(out.find("--bandwidth, --flops"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -1,0 +1,112 @@
+#include "runtime/backend/cpu/throughput.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "runtime/backend/backend.h"
+#include "runtime/status_macros.h"
+
+namespace strata {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The best time of `runs` calls of out = x · wᵀ with m tokens.
+double BestLinearSeconds(Backend& backend, const Weight& w, int64_t m, int runs) {
+  std::vector<float> x(static_cast<size_t>(m * w.cols));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) * 0.125f - 0.375f;
+  std::vector<float> out(static_cast<size_t>(m * w.rows));
+  double best = 0;
+  for (int r = 0; r < runs; ++r) {
+    const auto start = Clock::now();
+    backend.Linear(x.data(), m, w, nullptr, out.data());
+    const double t = Since(start);
+    best = r == 0 ? t : std::min(best, t);
+  }
+  return best;
+}
+
+// A prepared bf16 matrix of rows x cols with every page written (a matrix
+// of untouched pages would read the kernel's zero page, not memory).
+absl::StatusOr<Weight> Bf16Matrix(Backend& backend, int64_t rows, int64_t cols,
+                                  std::vector<uint16_t>* storage) {
+  storage->resize(static_cast<size_t>(rows * cols));
+  // bf16 values in [0.0039, 0.25): small, so sums stay finite.
+  for (size_t i = 0; i < storage->size(); ++i) {
+    (*storage)[i] = static_cast<uint16_t>(0x3b80 + (i * 2654435761u >> 20) % 0x100);
+  }
+  Weight w;
+  w.dtype = DType::kBF16;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = storage->data();
+  ASSIGN_OR_RETURN(Weight prepared, backend.PrepareWeight(w, "throughput probe"));
+  return backend.PrepareMatrix(prepared, "throughput probe");
+}
+
+// Bytes/s that `threads` threads read a buffer of `bytes` at, the best of
+// `runs` passes: each thread sums its share as 64-bit words (a loop the
+// compiler vectorises), so nothing but the reads limits it.
+double ReadBandwidth(int threads, int64_t bytes, int runs) {
+  const int64_t words = bytes / 8;
+  void* p = mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return 0;
+  uint64_t* data = static_cast<uint64_t*>(p);
+  // Written, so every page is memory of its own (untouched pages all read
+  // the kernel's one zero page, from cache).
+  for (int64_t i = 0; i < words; ++i) data[i] = static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15u;
+  std::atomic<uint64_t> sink{0};
+  double best = 0;
+  for (int r = 0; r < runs; ++r) {
+    const auto start = Clock::now();
+    std::vector<std::thread> readers;
+    for (int t = 0; t < threads; ++t) {
+      readers.emplace_back([&, t] {
+        const int64_t b = words * t / threads, e = words * (t + 1) / threads;
+        uint64_t sum = 0;
+        for (int64_t i = b; i < e; ++i) sum += data[i];
+        sink.fetch_add(sum, std::memory_order_relaxed);
+      });
+    }
+    for (std::thread& t : readers) t.join();
+    const double s = Since(start);
+    best = r == 0 ? s : std::min(best, s);
+  }
+  munmap(p, static_cast<size_t>(bytes));
+  return static_cast<double>(words * 8) / std::max(best, 1e-9);
+}
+
+}  // namespace
+
+absl::StatusOr<CpuThroughput> MeasureCpuThroughput(int threads, const std::string& kernels) {
+  const auto start = Clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeCpuBackend(threads, kernels));
+  CpuThroughput t;
+  t.backend = std::string(backend->name());
+  // Four times the 64 MiB most server CPUs' last-level caches stay under.
+  t.bandwidth = ReadBandwidth(backend->threads(), int64_t{256} << 20, 3);
+  if (!(t.bandwidth > 0)) {
+    return absl::ResourceExhaustedError("measuring the memory bandwidth: no 256 MiB to read");
+  }
+  std::vector<uint16_t> storage;
+  constexpr int64_t kN = 2048, kTokens = 128;
+  ASSIGN_OR_RETURN(Weight w, Bf16Matrix(*backend, kN, kN, &storage));
+  BestLinearSeconds(*backend, w, kTokens, 1);  // warms the threads and the scratch
+  const double s = BestLinearSeconds(*backend, w, kTokens, 2);
+  t.flops = 2.0 * kN * kN * kTokens / std::max(s, 1e-9);
+  t.seconds = Since(start);
+  return t;
+}
+
+}  // namespace strata

@@ -1,0 +1,30 @@
+// What a CPU worker tells the layout search about itself: the memory
+// bandwidth and the arithmetic rate its own kernels reach on this machine,
+// measured at start rather than looked up (there is no table of CPUs).
+#ifndef STRATA_RUNTIME_BACKEND_CPU_THROUGHPUT_H_
+#define STRATA_RUNTIME_BACKEND_CPU_THROUGHPUT_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace strata {
+
+struct CpuThroughput {
+  double bandwidth = 0;  // bytes/s the backend's threads read memory at
+  double flops = 0;      // FLOP/s of a 128-token Linear
+  std::string backend;   // the backend measured, with its kernel set ("cpu-amx-bf16")
+  double seconds = 0;    // what measuring took, setup included
+};
+
+// Measures with the CPU backend of `threads` threads (0: every core) and the
+// kernel set `kernels` (as MakeCpuBackend): the best of three reads of a
+// 256 MiB buffer by as many threads for the bandwidth (the figure a GPU's
+// data sheet gives, which decode approaches); a 2048 x 2048 bf16 matrix times
+// 128 tokens, the best of two, for the FLOP/s. About 0.2 s with AVX-512 or
+// AMX on two cores, a second with the portable kernels.
+absl::StatusOr<CpuThroughput> MeasureCpuThroughput(int threads, const std::string& kernels = "");
+
+}  // namespace strata
+
+#endif  // STRATA_RUNTIME_BACKEND_CPU_THROUGHPUT_H_
