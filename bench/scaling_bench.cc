@@ -5,14 +5,21 @@
 //
 // For each model shape, GPU kind and GPU count it serves three layouts:
 //   chosen       the layout search's replicas x stages (--replicas 0);
-//   pipeline     one pipeline over every GPU, one micro-batch per stage in
-//                flight (--replicas 1 --max-inflight-steps 0);
+//   pipeline     one pipeline over every GPU, --inflight-per-stage
+//                micro-batches per stage in flight (--replicas 1);
 //   accelerate   what `device_map="auto"` does: one pipeline, one batch in
 //                flight, a fixed batch of --accelerate-batch sequences;
 // and at each concurrency runs that many client streams of one completion
 // each. It reports output tokens/s, TTFT and ITL p50/p99 and each GPU's busy
 // fraction (time in steps / wall time), prints JSON lines and a table, and
 // plots throughput against GPUs (gnuplot, when installed).
+//
+// --slowdown K runs every simulated GPU K times slower than its table row
+// (its bandwidth and FLOP/s divided by K): the host's own work per token (the
+// gRPC hops, the gateway, the clients) then has K times as long, so the
+// scaling measured is the layout's rather than the host's. Throughputs are
+// the slowed GPUs' own; compare ratios to one GPU. The --scale-gpus run
+// always uses the table's figures.
 //
 // --scale-gpus N then serves N simulated GPUs as the layout of
 // --scale-replicas replicas of a --scale-layers-layer checkpoint, and
@@ -131,7 +138,16 @@ absl::Status Run(int argc, char** argv) {
               strata = STRATA_BINARY, cache;
   int64_t max_tokens = 64, prompt_tokens = 128, accelerate_batch = 8, scale_gpus = 32,
           scale_replicas = 8, scale_layers = 64, scale_concurrency = 256;
+  double slowdown = 1;
+  bool per_gpu = false;
+  int64_t inflight_per_stage = 1;
   FlagSet flags;
+  flags.Int("inflight-per-stage", &inflight_per_stage,
+            "the pipeline layout's micro-batches in flight per stage (1)");
+  flags.Bool("per-gpu", &per_gpu,
+             "--concurrency is per GPU: N GPUs get N times the streams (saturation at every N)");
+  flags.Float("slowdown", &slowdown,
+              "simulated GPUs run this many times slower than their table rows (1)");
   flags.String("shapes", &shapes_list, "model shapes (qwen2.5-3b,hy-mt1.5-1.8b)");
   flags.String("gpus", &gpus_list,
                "simulated GPU kinds from the device table (a100-40gb,rtx-3090)");
@@ -149,6 +165,13 @@ absl::Status Run(int argc, char** argv) {
   flags.String("cache", &cache, "where the zero-weight shapes go (~/.cache/strata/models)");
   flags.String("strata", &strata, "the strata executable");
   RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
+  if (!(slowdown >= 1) || slowdown > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--slowdown: must be in [1, 1000], got ", slowdown));
+  }
+  if (inflight_per_stage < 1 || inflight_per_stage > 64) {
+    return absl::InvalidArgumentError("--inflight-per-stage: must be in [1, 64]");
+  }
   ASSIGN_OR_RETURN(std::vector<int> counts, IntList("counts", counts_list));
   ASSIGN_OR_RETURN(std::vector<int> concurrencies, IntList("concurrency", conc_list));
   if (cache.empty()) {
@@ -166,7 +189,9 @@ absl::Status Run(int argc, char** argv) {
       return absl::InvalidArgumentError(absl::StrCat("--gpus: ", st.message()));
     }
   }
-  const int64_t top = *std::max_element(concurrencies.begin(), concurrencies.end());
+  const int top_per = *std::max_element(concurrencies.begin(), concurrencies.end());
+  const int64_t top =
+      top_per * static_cast<int64_t>(per_gpu ? *std::max_element(counts.begin(), counts.end()) : 1);
   std::vector<Setting> settings;
   for (absl::string_view l : absl::StrSplit(layouts_list, ',', absl::SkipEmpty())) {
     if (l == "chosen") {
@@ -183,9 +208,9 @@ absl::Status Run(int argc, char** argv) {
   // Every sequence's context: the prompt and its completion, in 16-token blocks.
   const int64_t context = (prompt_tokens + max_tokens + 15) / 16 * 16;
 
-  std::string table = absl::StrFormat("%-14s %-10s %4s %-10s %5s %9s %17s %17s  %s\n", "shape",
-                                      "gpu", "gpus", "layout", "conc", "tok/s", "TTFT p50/p99 ms",
-                                      "ITL p50/p99 ms", "busy per GPU");
+  std::string table = absl::StrFormat("%-14s %-10s %4s %-10s %5s %9s %9s %17s %17s  %s\n", "shape",
+                                      "gpu", "gpus", "layout", "conc", "out tok/s", "all tok/s",
+                                      "TTFT p50/p99 ms", "ITL p50/p99 ms", "busy per GPU");
   // (shape, gpu, layout) -> gpus -> tokens/s at the top concurrency.
   std::map<std::string, std::map<int, double>> curves;
   for (const Shape& shape : shapes) {
@@ -201,10 +226,18 @@ absl::Status Run(int argc, char** argv) {
           up.workers = n;
           up.worker_devices.assign(n, "sim:" + gpu);
           up.replicas = setting.replicas;
-          up.max_inflight_steps = setting.inflight;
+          up.max_inflight_steps = setting.name == "pipeline"
+                                      ? static_cast<int>(inflight_per_stage * n)
+                                      : setting.inflight;
           up.max_sequences = setting.max_sequences;
           up.max_context = context;
           up.threads = 1;
+          up.max_pending = static_cast<int>(std::max<int64_t>(up.max_pending, top));
+          if (slowdown != 1) {
+            const DeviceModel row = *FindDevice(gpu);
+            up.worker_flags = {"--sim-bandwidth", absl::StrCat(row.bandwidth / slowdown),
+                               "--sim-flops", absl::StrCat(row.flops / slowdown)};
+          }
           LocalCluster cluster;
           absl::Status started = cluster.Start(up);
           if (!started.ok()) {
@@ -222,11 +255,16 @@ absl::Status Run(int argc, char** argv) {
           const int replicas = std::max(1, info.replicas_size());
           const int stages = info.layer_map().stages_size();
           RunLoad(cluster.gateway(), 1, 1, 4, prompt);  // warm up
-          for (int c : concurrencies) {
+          for (int per : concurrencies) {
+            const int c = per_gpu ? per * n : per;
             const std::vector<WorkerSample> before = SampleWorkers(cluster);
             const Load load = RunLoad(cluster.gateway(), c, 1, max_tokens, prompt);
             const std::vector<WorkerSample> after = SampleWorkers(cluster);
             const double tps = static_cast<double>(load.tokens) / load.seconds;
+            // Prompt and output tokens: what a prefill-heavy load is measured by.
+            const double all_tps =
+                static_cast<double>(load.tokens + (c - load.failures) * prompt_tokens) /
+                load.seconds;
             std::string busy, busy_json;
             double modelled = 0, achieved = 0;
             for (size_t w = 0; w < after.size(); ++w) {
@@ -239,21 +277,27 @@ absl::Status Run(int argc, char** argv) {
             std::printf(
                 "{\"bench\": \"scaling\", \"shape\": \"%s\", \"gpu\": \"%s\", \"gpus\": %d, "
                 "\"layout\": \"%s\", \"replicas\": %d, \"stages\": %d, \"concurrency\": %d, "
-                "\"failures\": %d, \"output_tokens_per_s\": %.1f, \"ttft_p50_ms\": %.2f, "
+                "\"slowdown\": %g, \"prompt_tokens\": %lld, \"failures\": %d, "
+                "\"output_tokens_per_s\": %.1f, \"total_tokens_per_s\": %.1f, "
+                "\"ttft_p50_ms\": %.2f, "
                 "\"ttft_p99_ms\": %.2f, \"itl_p50_ms\": %.2f, \"itl_p99_ms\": %.2f, "
                 "\"busy\": [%s], \"sim_achieved_over_modelled\": %.4f}\n",
                 shape.size.c_str(), gpu.c_str(), n, setting.name.c_str(), replicas, stages, c,
-                load.failures, tps, Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99),
-                Pct(load.itl_ms, 0.5), Pct(load.itl_ms, 0.99), busy_json.c_str(),
+                slowdown, static_cast<long long>(prompt_tokens), load.failures, tps, all_tps,
+                Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99), Pct(load.itl_ms, 0.5),
+                Pct(load.itl_ms, 0.99), busy_json.c_str(),
                 modelled > 0 ? achieved / modelled : 0.0);
             std::fflush(stdout);
-            absl::StrAppend(&table, absl::StrFormat("%-14s %-10s %4d %-10s %5d %9.1f %8.1f/%-8.1f "
-                                                    "%8.2f/%-8.2f  %s (%dx%d)\n",
-                                                    shape.size, gpu, n, setting.name, c, tps,
-                                                    Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99),
-                                                    Pct(load.itl_ms, 0.5), Pct(load.itl_ms, 0.99),
-                                                    busy, replicas, stages));
-            if (c == top) curves[absl::StrCat(shape.size, " ", gpu, " ", setting.name)][n] = tps;
+            absl::StrAppend(&table,
+                            absl::StrFormat("%-14s %-10s %4d %-10s %5d %9.1f %9.1f "
+                                            "%8.1f/%-8.1f %8.2f/%-8.2f  %s (%dx%d)\n",
+                                            shape.size, gpu, n, setting.name, c, tps, all_tps,
+                                            Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99),
+                                            Pct(load.itl_ms, 0.5), Pct(load.itl_ms, 0.99), busy,
+                                            replicas, stages));
+            if (per == top_per) {
+              curves[absl::StrCat(shape.size, " ", gpu, " ", setting.name)][n] = tps;
+            }
             if (load.failures > 0) {
               return absl::InternalError(absl::StrCat(load.failures, " requests failed"));
             }
@@ -272,7 +316,8 @@ absl::Status Run(int argc, char** argv) {
     std::ofstream d(data);
     std::ofstream g(script);
     g << "set terminal pngcairo size 1100,700\nset output '" << plot << "'\n"
-      << "set xlabel 'simulated GPUs'\nset ylabel 'output tokens/s at concurrency " << top
+      << "set xlabel 'simulated GPUs'\nset ylabel 'output tokens/s at concurrency " << top_per
+      << (per_gpu ? " per GPU" : "")
       << "'\nset logscale xy 2\nset key outside right\nset grid\nplot ";
     int index = 0;
     for (const auto& [label, points] : curves) {
