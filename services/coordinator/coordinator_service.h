@@ -141,7 +141,8 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // The eligible workers replica `r` plans over: all of them with one
   // replica, its members otherwise.
   std::set<std::string> EligibleForLocked(const Replica& r, Clock::time_point now) const;
-  // Fixed layout: spare workers fill replicas short of stages.
+  // Fixed layout: spare workers fill replicas short of stages; then spare
+  // GPUs enough for a whole replica form a new one (GPUs added while serving).
   void AssignSparesLocked(Clock::time_point now);
   // Moves the sequences of a replica without a map to the serving replica
   // with the most room (none serving: they stay and wait).

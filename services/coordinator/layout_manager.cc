@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "runtime/status_macros.h"
@@ -34,6 +35,9 @@ bool NaturalLess(const std::string& a, const std::string& b) {
 }
 
 bool IsCpu(const v1::Device& d) { return d.name() == "cpu"; }
+
+// Replicas a coordinator forms at most (each has a pump thread).
+constexpr size_t kMaxReplicas = 256;
 
 // The planner's view of worker `id`. `by_bandwidth`: its speed is its memory
 // bandwidth over the nominal device's (layout.h), for a pipeline that mixes
@@ -95,6 +99,25 @@ void CoordinatorService::AssignSparesLocked(Clock::time_point now) {
       r->members.insert(*it);
       it = spares.erase(it);
     }
+  }
+  // Every replica is whole: spare GPUs (CPU workers stand by) enough for one
+  // more replica of the same stages form it. Its pump starts now and the
+  // control loop plans and loads it like any replica without a map.
+  std::vector<std::string> gpus;
+  for (const std::string& id : spares) {
+    if (!IsCpu(registry_.workers().at(id).device)) gpus.push_back(id);
+  }
+  std::sort(gpus.begin(), gpus.end(), NaturalLess);
+  for (size_t b = 0; b + stages_per_replica_ <= gpus.size() && replicas_.size() < kMaxReplicas;
+       b += stages_per_replica_) {
+    auto r = std::make_unique<Replica>(static_cast<int>(replicas_.size()), security_);
+    r->scheduler = NewScheduler();
+    r->members.insert(gpus.begin() + b, gpus.begin() + b + stages_per_replica_);
+    Log(absl::StrCat("spare worker(s) ", absl::StrJoin(r->members, ", "), " form replica ",
+                     r->index));
+    Replica* replica = r.get();
+    replicas_.push_back(std::move(r));
+    replica->pump = std::thread([this, replica] { PumpLoop(replica); });
   }
 }
 
@@ -351,7 +374,7 @@ void CoordinatorService::ChooseLayoutLocked() {
   std::sort(cpus.begin(), cpus.end(), NaturalLess);
   std::vector<std::string> ids = gpus;
   ids.insert(ids.end(), cpus.begin(), cpus.end());
-  if (ids.size() < 2) return;
+  if (ids.size() < 2 && (gpus.empty() || requested != 0)) return;
   std::vector<std::vector<std::string>> groups;  // each replica's members
   std::string why;
   if (requested == 0) {
@@ -428,8 +451,10 @@ void CoordinatorService::ChooseLayoutLocked() {
   size_t used = 0;
   for (const auto& g : groups) used += g.size();
   // One pipeline over every worker is the plain mode, which takes in every
-  // worker that joins later.
-  if (groups.size() <= 1 && used == ids.size()) return;
+  // worker that joins later as one more stage. A layout the search chose for
+  // GPUs stays a layout, even of one replica: GPUs that join later form
+  // more replicas of it.
+  if (groups.size() <= 1 && used == ids.size() && (gpus.empty() || requested != 0)) return;
   stages_per_replica_ = static_cast<int>(groups.front().size());
   while (replicas_.size() < groups.size()) {
     replicas_.push_back(std::make_unique<Replica>(static_cast<int>(replicas_.size()), security_));

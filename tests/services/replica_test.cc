@@ -281,6 +281,42 @@ TEST(ReplicaTest, CpuWorkersTakeTheLayersASmallGpuCannotHold) {
   EXPECT_EQ(got.tokens.size(), 4u);
 }
 
+// A GPU that joins a serving cluster whose replicas are whole forms one
+// more replica (here of one stage), which then takes its share of new
+// requests; its streams equal one simulated GPU's.
+TEST(ReplicaTest, AGpuThatJoinsLaterFormsAnotherReplica) {
+  auto cluster = Cluster::Start(
+      TestModel("llama"), 2,
+      {"--gpus", "sim:a100-40gb*2", "--coordinator-flags", "--admit-delay-ms 100"});
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_EQ(cluster->Info().replicas_size(), 2);
+  cluster->StartWorker("worker-2", {"--device", "sim:a100-40gb"});
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& info) {
+        return info.replicas_size() == 3 && info.replicas(2).stages_size() == 1 &&
+               info.replicas(2).stages(0).worker_id() == "worker-2";
+      },
+      20'000))
+      << cluster->Info().ShortDebugString();
+  const std::string log = ReadFile(cluster->log_dir() + "/coordinator.log");
+  EXPECT_NE(log.find("spare worker(s) worker-2 form replica 2"), std::string::npos) << log;
+  const int n = 6, max_tokens = 24;
+  std::vector<Timed> got(n);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < n; ++i) {
+    ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i, "sim:a100-40gb");
+  }
+  grpc::ClientContext ctx;
+  v1::WorkerStatus st;
+  const std::string address = cluster->Info().replicas(2).stages(0).address();
+  ASSERT_TRUE(cluster->worker_stub(address)->GetStatus(&ctx, {}, &st).ok());
+  EXPECT_GT(st.steps(), 0u) << "the new replica served nothing";
+}
+
 // Without --replicas, CPU workers of one host form one pipeline: replicas
 // of them would share the same cores and memory bandwidth.
 TEST(ReplicaTest, CpuWorkersOfOneHostFormOnePipelineByDefault) {
