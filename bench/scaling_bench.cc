@@ -317,8 +317,11 @@ absl::Status Run(int argc, char** argv) {
     std::ofstream g(script);
     g << "set terminal pngcairo size 1100,700\nset output '" << plot << "'\n"
       << "set xlabel 'simulated GPUs'\nset ylabel 'output tokens/s at concurrency " << top_per
-      << (per_gpu ? " per GPU" : "")
-      << "'\nset logscale xy 2\nset key outside right\nset grid\nplot ";
+      << (per_gpu ? " per GPU" : "") << "'\n"
+      << (slowdown != 1 ? absl::StrCat("set title 'simulated GPUs ", slowdown,
+                                       " times slower than their data sheets'\n")
+                        : std::string())
+      << "set logscale xy 2\nset key outside right\nset grid\nplot ";
     int index = 0;
     for (const auto& [label, points] : curves) {
       d << "# " << label << "\n";
