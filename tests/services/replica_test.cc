@@ -285,9 +285,9 @@ TEST(ReplicaTest, CpuWorkersTakeTheLayersASmallGpuCannotHold) {
 // more replica (here of one stage), which then takes its share of new
 // requests; its streams equal one simulated GPU's.
 TEST(ReplicaTest, AGpuThatJoinsLaterFormsAnotherReplica) {
-  auto cluster = Cluster::Start(
-      TestModel("llama"), 2,
-      {"--gpus", "sim:a100-40gb*2", "--coordinator-flags", "--admit-delay-ms 100"});
+  auto cluster =
+      Cluster::Start(TestModel("llama"), 2,
+                     {"--gpus", "sim:a100-40gb*2", "--coordinator-flags", "--admit-delay-ms 100"});
   ASSERT_NE(cluster, nullptr);
   ASSERT_EQ(cluster->Info().replicas_size(), 2);
   cluster->StartWorker("worker-2", {"--device", "sim:a100-40gb"});
