@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "runtime/backend/cpu/throughput.h"
 #include "runtime/chat_template.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
@@ -405,17 +406,7 @@ absl::Status MakeModel(const ModelSpec& spec, const std::string& out_dir) {
 }
 
 absl::StatusOr<std::string> DefaultModelDir() {
-  std::string home;
-  if (const char* h = std::getenv("STRATA_HOME"); h != nullptr && *h) {
-    home = h;
-  } else if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg) {
-    home = absl::StrCat(xdg, "/strata");
-  } else if (const char* user = std::getenv("HOME"); user != nullptr && *user) {
-    home = absl::StrCat(user, "/.cache/strata");
-  } else {
-    home = "/tmp/strata";
-  }
-  const std::string dir = home + "/models/default-llama-tiny-bigram";
+  const std::string dir = StrataCacheHome() + "/models/default-llama-tiny-bigram";
   if (!std::filesystem::exists(dir + "/config.json")) {
     std::fprintf(stderr, "strata: making the embedded default model in %s\n", dir.c_str());
     const std::string tmp = dir + ".partial";

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -192,6 +194,35 @@ TEST(CpuThroughputTest, MeasuresBandwidthAndFlopsWithEachKernelSet) {
   absl::StatusOr<CpuThroughput> bad = MeasureCpuThroughput(0, "avx9000");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("avx9000"), std::string::npos) << bad.status();
+}
+
+// Measured once per machine: the second worker reads the first one's
+// figures back; a damaged file is measured over.
+TEST(CpuThroughputTest, IsMeasuredOncePerMachine) {
+  const std::string dir = ::testing::TempDir() + "/strata-throughput-cache";
+  std::filesystem::remove_all(dir);
+  bool cached = true;
+  absl::StatusOr<CpuThroughput> first = CachedCpuThroughput(1, "", dir, &cached);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(cached);
+  absl::StatusOr<CpuThroughput> second = CachedCpuThroughput(1, "", dir, &cached);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(cached);
+  EXPECT_NEAR(second->bandwidth, first->bandwidth, 1e-5 * first->bandwidth);
+  EXPECT_NEAR(second->flops, first->flops, 1e-5 * first->flops);
+  // Another thread count is another key.
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/cpu-throughput")) {
+    files.push_back(e.path().string());
+  }
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_NE(files[0].find("1threads"), std::string::npos) << files[0];
+  std::ofstream(files[0]) << "garbage\n";
+  absl::StatusOr<CpuThroughput> third = CachedCpuThroughput(1, "", dir, &cached);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_FALSE(cached);
+  EXPECT_GT(third->bandwidth, 0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DTypeTest, ConversionsRoundTrip) {

@@ -1,14 +1,21 @@
 #include "runtime/backend/cpu/throughput.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "runtime/backend/backend.h"
 #include "runtime/status_macros.h"
 
@@ -106,6 +113,82 @@ absl::StatusOr<CpuThroughput> MeasureCpuThroughput(int threads, const std::strin
   const double s = BestLinearSeconds(*backend, w, kTokens, 2);
   t.flops = 2.0 * kN * kN * kTokens / std::max(s, 1e-9);
   t.seconds = Since(start);
+  return t;
+}
+
+std::string StrataCacheHome() {
+  if (const char* h = std::getenv("STRATA_HOME"); h != nullptr && *h) return h;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg) {
+    return absl::StrCat(xdg, "/strata");
+  }
+  if (const char* user = std::getenv("HOME"); user != nullptr && *user) {
+    return absl::StrCat(user, "/.cache/strata");
+  }
+  return "/tmp/strata";
+}
+
+namespace {
+
+// "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz" -> "Intel-R-Xeon-R-Platinum-8481C-..."
+std::string FileSafe(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_';
+    if (ok) {
+      out += ch;
+    } else if (!out.empty() && out.back() != '-') {
+      out += '-';
+    }
+  }
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out.substr(0, 120);
+}
+
+std::string CpuModelName() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 1);
+    }
+  }
+  return "unknown-cpu";
+}
+
+}  // namespace
+
+absl::StatusOr<CpuThroughput> CachedCpuThroughput(int threads, const std::string& kernels,
+                                                  const std::string& cache_dir, bool* cached) {
+  if (cached != nullptr) *cached = false;
+  // The kernel set and the thread count as the backend resolves them.
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> probe, MakeCpuBackend(threads, kernels));
+  const std::string key =
+      FileSafe(absl::StrCat(CpuModelName(), "-", std::thread::hardware_concurrency(), "cpus-",
+                            probe->threads(), "threads-", std::string(probe->name())));
+  const std::string dir = cache_dir + "/cpu-throughput";
+  const std::string path = dir + "/" + key;
+  probe.reset();
+  {
+    std::ifstream f(path);
+    CpuThroughput t;
+    if (f >> t.bandwidth >> t.flops && t.bandwidth > 0 && t.flops > 0) {
+      t.backend = key;
+      if (cached != nullptr) *cached = true;
+      return t;
+    }
+  }
+  ASSIGN_OR_RETURN(CpuThroughput t, MeasureCpuThroughput(threads, kernels));
+  // Written whole under a private name, then renamed: a reader never sees half.
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string tmp = absl::StrCat(path, ".", getpid());
+  {
+    std::ofstream f(tmp);
+    f << absl::StrFormat("%.6g %.6g\n", t.bandwidth, t.flops);
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) std::filesystem::remove(tmp, ec);
   return t;
 }
 

@@ -25,6 +25,19 @@ struct CpuThroughput {
 // AMX on two cores, a second with the portable kernels.
 absl::StatusOr<CpuThroughput> MeasureCpuThroughput(int threads, const std::string& kernels = "");
 
+// The same figures, measured once per machine and then read back: from
+// `cache_dir`/cpu-throughput/KEY, the key naming the CPU model, its logical
+// CPUs, the threads and the kernel set. Many workers starting at once on
+// one host then measure once, not each competing with the others for the
+// cores. `cached` (may be null) says whether the figures were read back.
+// Delete the file to measure again.
+absl::StatusOr<CpuThroughput> CachedCpuThroughput(int threads, const std::string& kernels,
+                                                  const std::string& cache_dir, bool* cached);
+
+// Strata's cache folder: $STRATA_HOME, else $XDG_CACHE_HOME/strata, else
+// ~/.cache/strata, else /tmp/strata. The embedded default model lives there too.
+std::string StrataCacheHome();
+
 }  // namespace strata
 
 #endif  // STRATA_RUNTIME_BACKEND_CPU_THROUGHPUT_H_
