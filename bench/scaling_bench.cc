@@ -265,7 +265,7 @@ absl::Status Run(int argc, char** argv) {
             const double all_tps =
                 static_cast<double>(load.tokens + (c - load.failures) * prompt_tokens) /
                 load.seconds;
-            std::string busy, busy_json;
+            std::string busy, busy_json, steps_json, step_ms_json;
             double modelled = 0, achieved = 0;
             for (size_t w = 0; w < after.size(); ++w) {
               const double b = (after[w].busy - before[w].busy) / load.seconds;
@@ -273,6 +273,12 @@ absl::Status Run(int argc, char** argv) {
               achieved += after[w].achieved - before[w].achieved;
               absl::StrAppendFormat(&busy, "%s%.0f%%", w ? " " : "", 100 * b);
               absl::StrAppendFormat(&busy_json, "%s%.3f", w ? ", " : "", b);
+              const uint64_t st = after[w].steps - before[w].steps;
+              absl::StrAppendFormat(&steps_json, "%s%llu", w ? ", " : "",
+                                    static_cast<unsigned long long>(st));
+              absl::StrAppendFormat(
+                  &step_ms_json, "%s%.2f", w ? ", " : "",
+                  st > 0 ? 1e3 * (after[w].modelled - before[w].modelled) / st : 0.0);
             }
             std::printf(
                 "{\"bench\": \"scaling\", \"shape\": \"%s\", \"gpu\": \"%s\", \"gpus\": %d, "
@@ -281,11 +287,12 @@ absl::Status Run(int argc, char** argv) {
                 "\"output_tokens_per_s\": %.1f, \"total_tokens_per_s\": %.1f, "
                 "\"ttft_p50_ms\": %.2f, "
                 "\"ttft_p99_ms\": %.2f, \"itl_p50_ms\": %.2f, \"itl_p99_ms\": %.2f, "
-                "\"busy\": [%s], \"sim_achieved_over_modelled\": %.4f}\n",
+                "\"busy\": [%s], \"steps\": [%s], \"modelled_step_ms\": [%s], "
+                "\"sim_achieved_over_modelled\": %.4f}\n",
                 shape.size.c_str(), gpu.c_str(), n, setting.name.c_str(), replicas, stages, c,
                 slowdown, static_cast<long long>(prompt_tokens), load.failures, tps, all_tps,
                 Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99), Pct(load.itl_ms, 0.5),
-                Pct(load.itl_ms, 0.99), busy_json.c_str(),
+                Pct(load.itl_ms, 0.99), busy_json.c_str(), steps_json.c_str(), step_ms_json.c_str(),
                 modelled > 0 ? achieved / modelled : 0.0);
             std::fflush(stdout);
             absl::StrAppend(&table,
