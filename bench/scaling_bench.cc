@@ -18,8 +18,9 @@
 // (its bandwidth and FLOP/s divided by K): the host's own work per token (the
 // gRPC hops, the gateway, the clients) then has K times as long, so the
 // scaling measured is the layout's rather than the host's. Throughputs are
-// the slowed GPUs' own; compare ratios to one GPU. The --scale-gpus run
-// always uses the table's figures.
+// the slowed GPUs' own; compare ratios to one GPU. In the --scale-gpus run
+// the coordinator's CPU per step is compared with the table's (unslowed)
+// A100 step either way.
 //
 // --scale-gpus N then serves N simulated GPUs as the layout of
 // --scale-replicas replicas of a --scale-layers-layer checkpoint, and
@@ -361,6 +362,11 @@ absl::Status Run(int argc, char** argv) {
   up.max_sequences = scale_concurrency;
   up.max_context = context;
   up.threads = 1;
+  if (slowdown != 1) {
+    const DeviceModel row = *FindDevice("a100-40gb");
+    up.worker_flags = {"--sim-bandwidth", absl::StrCat(row.bandwidth / slowdown), "--sim-flops",
+                       absl::StrCat(row.flops / slowdown)};
+  }
   up.startup_timeout_ms = 300'000;
   LocalCluster cluster;
   RETURN_IF_ERROR(cluster.Start(up));
@@ -388,7 +394,8 @@ absl::Status Run(int argc, char** argv) {
     stage_steps += after[w].steps - before[w].steps;
   }
   const double per_step_us = ran > 0 ? 1e6 * cpu / static_cast<double>(ran) : 0;
-  const double stage_step_us = stage_steps > 0 ? 1e6 * decode_model / stage_steps : 0;
+  // A stage's modelled step on an A100 of the table (the slowed one's, divided back).
+  const double stage_step_us = stage_steps > 0 ? 1e6 * decode_model / stage_steps / slowdown : 0;
   // Failover under load: kill one worker of the last replica.
   std::thread loader([&] {
     RunLoad(cluster.gateway(), static_cast<int>(scale_concurrency / 2), 1, max_tokens * 2, prompt);
@@ -407,22 +414,24 @@ absl::Status Run(int argc, char** argv) {
                                  ? (f.map_ready_unix_us() - f.detected_unix_us()) / 1000.0
                                  : -1;
   std::printf(
-      "{\"bench\": \"scaling_coordinator\", \"gpus\": %lld, \"replicas\": %d, \"layers\": %lld, "
+      "{\"bench\": \"scaling_coordinator\", \"gpus\": %lld, \"slowdown\": %g, \"replicas\": %d, "
+      "\"layers\": %lld, "
       "\"concurrency\": %lld, \"output_tokens_per_s\": %.1f, \"steps\": %llu, "
       "\"coordinator_cpu_us_per_step\": %.1f, \"stage_step_modelled_us\": %.1f, "
       "\"coordinator_share_of_stage_step\": %.4f, \"failover_ms\": %.1f, \"failures\": %d}\n",
-      static_cast<long long>(scale_gpus), info.model().replicas_size(),
+      static_cast<long long>(scale_gpus), slowdown, info.model().replicas_size(),
       static_cast<long long>(scale_layers), static_cast<long long>(scale_concurrency),
       load.tokens / load.seconds, static_cast<unsigned long long>(ran), per_step_us, stage_step_us,
       stage_step_us > 0 ? per_step_us / stage_step_us : 0.0, failover_ms, load.failures);
   std::fprintf(stderr,
                "%lld simulated A100s, %d replicas of a %lld-layer Qwen2.5-3B shape: %.1f tokens/s "
-               "at %lld streams; coordinator %.1f us CPU per step (a stage's modelled step: %.1f "
-               "us, %.1f%%); failover of one killed worker: %.1f ms\n",
+               "at %lld streams; coordinator %.1f us CPU per step (a stage's modelled step on a "
+               "table A100: %.1f us, %.1f%%); failover of one killed worker: %.1f ms (GPUs %g "
+               "times slower than the table)\n",
                static_cast<long long>(scale_gpus), info.model().replicas_size(),
                static_cast<long long>(scale_layers), load.tokens / load.seconds,
                static_cast<long long>(scale_concurrency), per_step_us, stage_step_us,
-               stage_step_us > 0 ? 100 * per_step_us / stage_step_us : 0.0, failover_ms);
+               stage_step_us > 0 ? 100 * per_step_us / stage_step_us : 0.0, failover_ms, slowdown);
   return cluster.Stop();
 }
 
