@@ -52,6 +52,16 @@ DeviceSpec SpecOf(const std::string& id, const v1::Device& d, bool by_bandwidth)
   return spec;
 }
 
+// The planner's devices for `workers` (id and device each), in order: by
+// memory bandwidth when they mix GPUs and CPUs, by --speed otherwise.
+std::vector<DeviceSpec> SpecsOf(const std::vector<std::pair<std::string, v1::Device>>& workers) {
+  bool cpu = false, gpu = false;
+  for (const auto& [id, d] : workers) (IsCpu(d) ? cpu : gpu) = true;
+  std::vector<DeviceSpec> specs;
+  for (const auto& [id, d] : workers) specs.push_back(SpecOf(id, d, cpu && gpu));
+  return specs;
+}
+
 }  // namespace
 
 std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) const {
@@ -139,12 +149,9 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
   if (workers.empty()) return absl::UnavailableError("no worker is attached");
   std::sort(workers.begin(), workers.end(),
             [](const WorkerRecord& a, const WorkerRecord& b) { return NaturalLess(a.id, b.id); });
-  const bool mixed = std::any_of(workers.begin(), workers.end(),
-                                 [](const WorkerRecord& w) { return IsCpu(w.device); }) &&
-                     std::any_of(workers.begin(), workers.end(),
-                                 [](const WorkerRecord& w) { return !IsCpu(w.device); });
-  std::vector<DeviceSpec> devices;
-  for (const WorkerRecord& w : workers) devices.push_back(SpecOf(w.id, w.device, mixed));
+  std::vector<std::pair<std::string, v1::Device>> named;
+  for (const WorkerRecord& w : workers) named.emplace_back(w.id, w.device);
+  const std::vector<DeviceSpec> devices = SpecsOf(named);
   // The KV cache is sized from memory when every device has a budget (GPUs,
   // simulated or not): the plan then reserves one full context per stage
   // and each worker's cache takes what is left, up to --max-sequences. CPU
@@ -389,12 +396,10 @@ void CoordinatorService::ChooseLayoutLocked() {
     // one pipeline of that many.
     auto search = [&](const std::vector<std::string>& members,
                       int stages) -> absl::StatusOr<Layout> {
-      const bool mixed = !members.empty() && IsCpu(registry_.workers().at(members.back()).device) &&
-                         !IsCpu(registry_.workers().at(members.front()).device);
-      std::vector<DeviceSpec> devices;
-      for (const std::string& id : members) {
-        devices.push_back(SpecOf(id, registry_.workers().at(id).device, mixed));
-      }
+      std::vector<std::pair<std::string, v1::Device>> named;
+      for (const std::string& id : members)
+        named.emplace_back(id, registry_.workers().at(id).device);
+      const std::vector<DeviceSpec> devices = SpecsOf(named);
       BudgetOptions budget;
       budget.concurrency = options_.max_sequences;
       budget.context = max_context_;
