@@ -86,19 +86,15 @@ absl::Status RunWorker(const WorkerOptions& in) {
     // No table knows this CPU: measure what the stage's own kernels reach.
     // Once per machine: workers that start together would otherwise each
     // measure while competing with the others for the cores.
-    bool cached = false;
     ASSIGN_OR_RETURN(const CpuThroughput measured,
-                     CachedCpuThroughput(options.threads, "", StrataCacheHome(), &cached));
+                     CachedCpuThroughput(options.threads, "", StrataCacheHome()));
     known_device.bandwidth = measured.bandwidth;
     known_device.flops = measured.flops;
-    Log(cached ? absl::StrFormat("modelled at %.1f GB/s and %.0f GFLOP/s, as measured before on "
-                                 "this machine (%s/cpu-throughput/%s)",
-                                 measured.bandwidth / 1e9, measured.flops / 1e9, StrataCacheHome(),
-                                 measured.backend)
-               : absl::StrFormat("modelled at %.1f GB/s and %.0f GFLOP/s, measured with %s in "
-                                 "%.2f s",
-                                 measured.bandwidth / 1e9, measured.flops / 1e9, measured.backend,
-                                 measured.seconds));
+    Log(absl::StrFormat("modelled at %.1f GB/s and %.0f GFLOP/s, %s with %s (%s)",
+                        measured.bandwidth / 1e9, measured.flops / 1e9,
+                        measured.cached ? "as measured before on this machine"
+                                        : absl::StrFormat("measured in %.2f s", measured.seconds),
+                        measured.backend, measured.cache_file));
   }
   if (options.bandwidth > 0) known_device.bandwidth = options.bandwidth;
   if (options.flops > 0) known_device.flops = options.flops;

@@ -201,13 +201,14 @@ TEST(CpuThroughputTest, MeasuresBandwidthAndFlopsWithEachKernelSet) {
 TEST(CpuThroughputTest, IsMeasuredOncePerMachine) {
   const std::string dir = ::testing::TempDir() + "/strata-throughput-cache";
   std::filesystem::remove_all(dir);
-  bool cached = true;
-  absl::StatusOr<CpuThroughput> first = CachedCpuThroughput(1, "", dir, &cached);
+  absl::StatusOr<CpuThroughput> first = CachedCpuThroughput(1, "", dir);
   ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_FALSE(cached);
-  absl::StatusOr<CpuThroughput> second = CachedCpuThroughput(1, "", dir, &cached);
+  EXPECT_FALSE(first->cached);
+  absl::StatusOr<CpuThroughput> second = CachedCpuThroughput(1, "", dir);
   ASSERT_TRUE(second.ok()) << second.status();
-  EXPECT_TRUE(cached);
+  EXPECT_TRUE(second->cached);
+  EXPECT_EQ(second->cache_file, first->cache_file);
+  EXPECT_EQ(second->backend, first->backend);
   EXPECT_NEAR(second->bandwidth, first->bandwidth, 1e-5 * first->bandwidth);
   EXPECT_NEAR(second->flops, first->flops, 1e-5 * first->flops);
   // Another thread count is another key.
@@ -218,9 +219,9 @@ TEST(CpuThroughputTest, IsMeasuredOncePerMachine) {
   ASSERT_EQ(files.size(), 1u);
   EXPECT_NE(files[0].find("1threads"), std::string::npos) << files[0];
   std::ofstream(files[0]) << "garbage\n";
-  absl::StatusOr<CpuThroughput> third = CachedCpuThroughput(1, "", dir, &cached);
+  absl::StatusOr<CpuThroughput> third = CachedCpuThroughput(1, "", dir);
   ASSERT_TRUE(third.ok()) << third.status();
-  EXPECT_FALSE(cached);
+  EXPECT_FALSE(third->cached);
   EXPECT_GT(third->bandwidth, 0);
   std::filesystem::remove_all(dir);
 }

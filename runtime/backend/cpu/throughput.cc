@@ -159,13 +159,13 @@ std::string CpuModelName() {
 }  // namespace
 
 absl::StatusOr<CpuThroughput> CachedCpuThroughput(int threads, const std::string& kernels,
-                                                  const std::string& cache_dir, bool* cached) {
-  if (cached != nullptr) *cached = false;
+                                                  const std::string& cache_dir) {
   // The kernel set and the thread count as the backend resolves them.
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> probe, MakeCpuBackend(threads, kernels));
   const std::string key =
       FileSafe(absl::StrCat(CpuModelName(), "-", std::thread::hardware_concurrency(), "cpus-",
                             probe->threads(), "threads-", std::string(probe->name())));
+  const std::string backend(probe->name());
   const std::string dir = cache_dir + "/cpu-throughput";
   const std::string path = dir + "/" + key;
   probe.reset();
@@ -173,8 +173,9 @@ absl::StatusOr<CpuThroughput> CachedCpuThroughput(int threads, const std::string
     std::ifstream f(path);
     CpuThroughput t;
     if (f >> t.bandwidth >> t.flops && t.bandwidth > 0 && t.flops > 0) {
-      t.backend = key;
-      if (cached != nullptr) *cached = true;
+      t.backend = backend;
+      t.cache_file = path;
+      t.cached = true;
       return t;
     }
   }
@@ -189,6 +190,7 @@ absl::StatusOr<CpuThroughput> CachedCpuThroughput(int threads, const std::string
   }
   std::filesystem::rename(tmp, path, ec);
   if (ec) std::filesystem::remove(tmp, ec);
+  t.cache_file = path;
   return t;
 }
 

@@ -15,6 +15,10 @@ struct CpuThroughput {
   double flops = 0;      // FLOP/s of a 128-token Linear
   std::string backend;   // the backend measured, with its kernel set ("cpu-amx-bf16")
   double seconds = 0;    // what measuring took, setup included
+  // CachedCpuThroughput: the file the figures were read from (cached) or
+  // written to.
+  std::string cache_file;
+  bool cached = false;
 };
 
 // Measures with the CPU backend of `threads` threads (0: every core) and the
@@ -29,10 +33,9 @@ absl::StatusOr<CpuThroughput> MeasureCpuThroughput(int threads, const std::strin
 // `cache_dir`/cpu-throughput/KEY, the key naming the CPU model, its logical
 // CPUs, the threads and the kernel set. Many workers starting at once on
 // one host then measure once, not each competing with the others for the
-// cores. `cached` (may be null) says whether the figures were read back.
-// Delete the file to measure again.
+// cores. Delete the file to measure again.
 absl::StatusOr<CpuThroughput> CachedCpuThroughput(int threads, const std::string& kernels,
-                                                  const std::string& cache_dir, bool* cached);
+                                                  const std::string& cache_dir);
 
 // Strata's cache folder: $STRATA_HOME, else $XDG_CACHE_HOME/strata, else
 // ~/.cache/strata, else /tmp/strata. The embedded default model lives there too.
