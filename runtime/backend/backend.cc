@@ -62,6 +62,11 @@ absl::StatusOr<MemoryReport> ProbeDevice(const BackendOptions& options) {
   return ProbeCudaDevice(*index);
 }
 
+bool PeerTransportAvailable(const std::string& device, std::string* why) {
+  if (absl::StartsWith(device, "sim:")) return true;  // a socket link (socket_link.h)
+  return NcclTransportAvailable(device, why);
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options,
                                                      DType weights_dtype) {
   if (options.device == "cpu") return MakeCpuBackend(options.threads, options.cpu_kernels);

@@ -146,10 +146,15 @@ inline constexpr char kStepNotRun[] = "step not run: ";
 // sends its stage's output to rank r + 1. The coordinator makes the id
 // (NewPeerGroupId) and hands each member its rank.
 struct PeerGroup {
-  std::string unique_id;  // an ncclUniqueId's bytes
+  std::string unique_id;  // an ncclUniqueId's bytes (a socket group's id on sim:)
   int rank = 0;
   int size = 0;
   int timeout_ms = 30'000;  // for every member to join
+  // Which neighbours this member exchanges with: the previous rank's output
+  // arrives here, this one's goes to the next rank. A pipeline whose linked
+  // hops are not contiguous has members linked on one side only.
+  bool recv_from_prev = true;
+  bool send_to_next = true;
 };
 
 struct MemoryReport {
@@ -335,14 +340,17 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const BackendOptions& o
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options,
                                                      DType weights_dtype);
 
-// A fresh ncclUniqueId for a PeerGroup. Its bootstrap root runs in this
-// process, which must stay up while the group's members join. No GPU needed;
+// A fresh ncclUniqueId for a PeerGroup of CUDA workers (a simulated device's
+// group takes NewSocketPeerGroupId(), runtime/backend/socket_link.h). Its bootstrap root runs in
+// this process, which must stay up while the group's members join. No GPU needed;
 // FAILED_PRECONDITION when NCCL cannot be loaded ($STRATA_NCCL_LIBRARY names
 // libnccl.so.2 when it is not on the loader's path).
 absl::StatusOr<std::string> NewPeerGroupId();
-// Whether a worker on `device` can join a PeerGroup (a CUDA device and a
-// loadable NCCL); `why` says why not.
+// Whether a worker on `device` can join a PeerGroup: a simulated device (by
+// socket) or a CUDA device with a loadable NCCL; `why` says why not.
 bool PeerTransportAvailable(const std::string& device, std::string* why);
+// The CUDA half of the above (cuda/nccl_link.cc, or no_cuda.cc).
+bool NcclTransportAvailable(const std::string& device, std::string* why);
 
 // Whether this build has the CUDA backend, and how many devices it sees (0
 // with `why` set when none is usable).

@@ -19,7 +19,7 @@ absl::StatusOr<std::string> NewPeerGroupId() {
   return absl::FailedPreconditionError("this build has no CUDA backend, hence no NCCL");
 }
 
-bool PeerTransportAvailable(const std::string&, std::string* why) {
+bool NcclTransportAvailable(const std::string&, std::string* why) {
   *why = "this build has no CUDA backend";
   return false;
 }

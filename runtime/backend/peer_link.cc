@@ -17,8 +17,8 @@ absl::StatusOr<std::unique_ptr<PeerLink>> PeerLink::Join(std::unique_ptr<Communi
   PeerTransfer warm_up;
   warm_up.op = PeerOp::kWarmUp;
   warm_up.count = 1;
-  warm_up.from = options.rank > 0 ? options.rank - 1 : -1;
-  warm_up.to = options.rank + 1 < options.size ? options.rank + 1 : -1;
+  warm_up.from = options.recv_from_prev && options.rank > 0 ? options.rank - 1 : -1;
+  warm_up.to = options.send_to_next && options.rank + 1 < options.size ? options.rank + 1 : -1;
   const std::string what = absl::StrCat("the warm-up exchange of rank ", options.rank, " of ",
                                         options.size, " with its neighbours");
   // Every member is inside Join now, so the lazily made connections form.

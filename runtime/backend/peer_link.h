@@ -78,6 +78,8 @@ class PeerLink {
     int join_timeout_ms = 30'000;      // the warm-up, with every member
     int transfer_timeout_ms = 30'000;  // an enqueue, a send or a receive
     std::string label;                 // names the device in errors
+    bool recv_from_prev = true;        // the warm-up's neighbours (see PeerGroup)
+    bool send_to_next = true;
   };
   // Runs the warm-up exchange with the neighbours of options.rank on `comm`
   // (which has joined its group) and waits for it.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "runtime/backend/socket_link.h"
 #include "runtime/status_macros.h"
 #include "services/common/convert.h"
 #include "services/common/log.h"
@@ -212,20 +213,25 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
     info->set_reason(s.reason);
   }
 
-  // Hops between distinct GPUs of one host carry hidden states by NCCL; this
-  // process hosts the group's bootstrap. Without NCCL every hop stays gRPC.
+  // Hops between distinct GPUs of one host carry hidden states by NCCL (this
+  // process hosts the group's bootstrap), between simulated ones by socket.
+  // Without a peer transport every hop stays gRPC.
   std::vector<PeerCandidate> candidates;
   for (const v1::StageInfo& s : map->stages()) {
     const v1::Device& d = workers[s.stage()].device;
-    candidates.push_back({d.host(), d.uuid(), d.peer_transport()});
+    std::string transport;
+    if (d.peer_transport()) transport = absl::StartsWith(d.name(), "sim:") ? "socket" : "nccl";
+    candidates.push_back({d.host(), d.uuid(), transport});
   }
   PeerLinks links = PlanPeerLinks(candidates);
   std::string peer_group_id;
   if (links.size > 0 && !peer_transport_disabled_) {
-    auto id = NewPeerGroupId();
+    auto id = links.transport == "socket" ? absl::StatusOr<std::string>(NewSocketPeerGroupId())
+                                          : NewPeerGroupId();
     if (id.ok()) {
       peer_group_id = *std::move(id);
-      Log(absl::StrCat("epoch ", epoch, ": ", links.size, " workers move hidden states by NCCL"));
+      Log(absl::StrCat("epoch ", epoch, ": ", links.size, " workers move hidden states by ",
+                       links.transport == "socket" ? "socket (simulated GPUs)" : "NCCL"));
     } else {
       Log(absl::StrCat("hops stay on gRPC: ", id.status().message()));
       peer_transport_disabled_ = true;
@@ -316,7 +322,7 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
   }
   if (peer_failure) {
     // No worker is to blame for a group that did not form; plan again over gRPC.
-    Log(absl::StrCat("NCCL peer group failed; hops use gRPC from now on: ", first_error.message()));
+    Log(absl::StrCat("the peer group failed; hops use gRPC from now on: ", first_error.message()));
     peer_transport_disabled_ = true;
     failed_worker->clear();
   }

@@ -412,6 +412,8 @@ grpc::Status WorkerService::Load(grpc::ServerContext* context, const v1::LoadReq
     group.rank = request->peer_rank();
     group.size = request->peer_group_size();
     group.timeout_ms = std::min(options_.connect_timeout_ms, kNextConnectTimeoutMs * 5);
+    group.recv_from_prev = request->recv_from_peer();
+    group.send_to_next = request->send_to_peer();
     const absl::Status joined = stage_->JoinPeerGroup(group);
     if (!joined.ok()) {
       return fail(absl::Status(joined.code(), absl::StrCat(kPeerGroupError, joined.message())));

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "runtime/device_table.h"
 #include "runtime/generate.h"
@@ -166,30 +167,37 @@ TEST(SimBackendTest, StepsTakeTheModelledTime) {
   }
   StageOutput out;
   ASSERT_TRUE((*stage)->Run(prefill, &out).ok());
-  const Backend::StepTiming before = (*stage)->backend().Timing();
+  // 60 decode steps, measured up to three times: on two cores shared with
+  // other tests a sleep can wake late, and one quiet run shows the holding.
   StageBatch decode = prefill;
-  const auto start = std::chrono::steady_clock::now();
   const int steps = 60;
-  for (int i = 0; i < steps; ++i) {
-    for (size_t c = 0; c < decode.chunks.size(); ++c) {
-      SequenceChunk& chunk = decode.chunks[c];
-      chunk.start_pos += chunk.num_tokens;
-      chunk.num_tokens = 1;
-      chunk.token_ids = {out.greedy[c]};
+  std::string runs;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const Backend::StepTiming before = (*stage)->backend().Timing();
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < steps; ++i) {
+      for (size_t c = 0; c < decode.chunks.size(); ++c) {
+        SequenceChunk& chunk = decode.chunks[c];
+        chunk.start_pos += chunk.num_tokens;
+        chunk.num_tokens = 1;
+        chunk.token_ids = {out.greedy[c]};
+      }
+      ASSERT_TRUE((*stage)->Run(decode, &out).ok());
     }
-    ASSERT_TRUE((*stage)->Run(decode, &out).ok());
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const Backend::StepTiming after = (*stage)->backend().Timing();
+    ASSERT_EQ(after.steps - before.steps, steps);
+    const double modelled = after.modelled_seconds - before.modelled_seconds;
+    const double achieved = after.achieved_seconds - before.achieved_seconds;
+    ASSERT_GT(modelled / steps, 1.5e-3);  // the weights alone: 3.58 GB / 1555 GB/s
+    ASSERT_LT(modelled / steps, 4e-3);
+    ASSERT_GE(achieved, modelled);  // never early: it sleeps to a deadline
+    runs +=
+        absl::StrCat(" modelled ", modelled, " s, achieved ", achieved, " s, wall ", wall, " s;");
+    if (achieved < 1.10 * modelled && wall < 1.10 * modelled) return;
   }
-  const double wall =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const Backend::StepTiming after = (*stage)->backend().Timing();
-  EXPECT_EQ(after.steps - before.steps, steps);
-  const double modelled = after.modelled_seconds - before.modelled_seconds;
-  const double achieved = after.achieved_seconds - before.achieved_seconds;
-  EXPECT_GT(modelled / steps, 1.5e-3);  // the weights alone: 3.58 GB / 1555 GB/s
-  EXPECT_LT(modelled / steps, 4e-3);
-  EXPECT_GE(achieved, modelled);
-  EXPECT_LT(achieved, 1.10 * modelled) << "modelled " << modelled << " s, achieved " << achieved;
-  EXPECT_LT(wall, 1.10 * modelled) << "modelled " << modelled << " s, wall " << wall;
+  ADD_FAILURE() << "no run within 10% of the model:" << runs;
 }
 
 }  // namespace

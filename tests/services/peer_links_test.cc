@@ -1,5 +1,6 @@
-// Which pipeline hops carry hidden states by NCCL, and the peer-group ids the
-// coordinator hands out (made by the real NCCL library, which needs no GPU).
+// Which pipeline hops carry hidden states by NCCL or socket, and the
+// peer-group ids the coordinator hands out (NCCL's made by the real NCCL
+// library, which needs no GPU).
 #include "services/coordinator/peer_links.h"
 
 #include <string>
@@ -13,7 +14,10 @@
 namespace strata {
 namespace {
 
-PeerCandidate Gpu(const std::string& host, const std::string& uuid) { return {host, uuid, true}; }
+PeerCandidate Gpu(const std::string& host, const std::string& uuid) { return {host, uuid, "nccl"}; }
+PeerCandidate Sim(const std::string& host, const std::string& uuid) {
+  return {host, uuid, "socket"};
+}
 
 TEST(PeerLinksTest, DistinctGpusOfOneHostFormOneGroupInPipelineOrder) {
   const PeerLinks links = PlanPeerLinks({Gpu("a", "GPU-0"), Gpu("a", "GPU-1"), Gpu("a", "GPU-2")});
@@ -32,17 +36,30 @@ TEST(PeerLinksTest, SharedGpusOtherHostsAndCpuWorkersKeepGrpc) {
                                          Gpu("a", "GPU-0"),
                                          Gpu("a", "GPU-1"),
                                          Gpu("b", "GPU-2"),
-                                         {"b", "", false},
+                                         {"b", "", ""},
                                          Gpu("b", "")});
   EXPECT_EQ(links.send, (std::vector<bool>{false, true, false, false, false, false}));
   EXPECT_EQ(links.rank, (std::vector<int>{-1, 0, 1, -1, -1, -1}));
+  EXPECT_EQ(links.size, 2);
+  EXPECT_EQ(links.transport, "nccl");
+}
+
+TEST(PeerLinksTest, OneGroupHasOneTransport) {
+  // Simulated GPUs link by socket; a CUDA GPU beside them keeps gRPC, and so
+  // does a later NCCL pair once the group is a socket group.
+  const PeerLinks links = PlanPeerLinks({Sim("a", "SIM-0"), Sim("a", "SIM-1"), Gpu("a", "GPU-0"),
+                                         Gpu("a", "GPU-1"), Sim("a", "SIM-2")});
+  EXPECT_EQ(links.transport, "socket");
+  EXPECT_EQ(links.send, (std::vector<bool>{true, false, false, false, false}));
+  EXPECT_EQ(links.rank, (std::vector<int>{0, 1, -1, -1, -1}));
   EXPECT_EQ(links.size, 2);
 }
 
 TEST(PeerLinksTest, OneStageOrNoCapableHopMeansNoGroup) {
   EXPECT_EQ(PlanPeerLinks({Gpu("a", "GPU-0")}).size, 0);
   EXPECT_EQ(PlanPeerLinks({}).size, 0);
-  EXPECT_EQ(PlanPeerLinks({{"a", "GPU-0", false}, Gpu("a", "GPU-1")}).size, 0);
+  EXPECT_EQ(PlanPeerLinks({{"a", "GPU-0", ""}, Gpu("a", "GPU-1")}).size, 0);
+  EXPECT_EQ(PlanPeerLinks({Sim("a", "SIM-0"), Gpu("a", "GPU-1")}).size, 0);
 }
 
 TEST(PeerLinksTest, GroupIdsComeFromNcclAndDiffer) {

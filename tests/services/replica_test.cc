@@ -317,6 +317,66 @@ TEST(ReplicaTest, AGpuThatJoinsLaterFormsAnotherReplica) {
   EXPECT_GT(st.steps(), 0u) << "the new replica served nothing";
 }
 
+// A pipeline of three simulated GPUs of one host moves its hidden states by
+// the socket peer group, as CUDA workers do by NCCL, so the gRPC steps carry
+// headers only. A stage killed under load breaks its hops at once; one
+// stopped leaves its neighbours waiting on it until the coordinator, seeing
+// no heartbeat, re-plans and aborts their group. Either way the two
+// survivors form a new group and every stream still equals one simulated
+// GPU's run.
+class SocketHopTest : public ::testing::TestWithParam<std::pair<int, int>> {};
+
+TEST_P(SocketHopTest, SimulatedGpusHopBySocketAndSurviveALostStage) {
+  const auto [signal, stage] = GetParam();
+  auto cluster = Cluster::Start(TestModel("llama"), 3,
+                                {"--gpus", "sim:a100-40gb*3", "--replicas", "1", "--max-sequences",
+                                 "8", "--worker-flags", "--debug-step-delay-ms 5"});
+  ASSERT_NE(cluster, nullptr);
+  const v1::ModelInfo before = cluster->Info();
+  ASSERT_EQ(before.replicas_size(), 1);
+  ASSERT_EQ(before.replicas(0).stages_size(), 3);
+  const std::string logs = cluster->log_dir();
+  EXPECT_NE(ReadFile(logs + "/coordinator.log")
+                .find("3 workers move hidden states by socket (simulated GPUs)"),
+            std::string::npos)
+      << ReadFile(logs + "/coordinator.log");
+
+  const int n = 6, max_tokens = 100;
+  std::vector<Timed> got(n);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const pid_t victim = PidOf(*cluster, before.replicas(0).stages(stage).worker_id());
+  ASSERT_EQ(kill(victim, signal), 0);
+  ASSERT_TRUE(cluster->WaitInfo(
+      [](const v1::ModelInfo& info) {
+        return info.replicas_size() == 1 && info.replicas(0).stages_size() == 2;
+      },
+      20'000))
+      << cluster->Info().ShortDebugString();
+  for (auto& t : clients) t.join();
+  int spanning = 0;  // streams with tokens from both maps: the loss came mid-stream
+  for (int i = 0; i < n; ++i) {
+    ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i, "sim:a100-40gb");
+    spanning += !got[i].epochs.empty() && got[i].epochs.front() != got[i].epochs.back();
+  }
+  EXPECT_GT(spanning, 0) << "no stream was in flight when the stage was lost";
+  EXPECT_NE(ReadFile(logs + "/coordinator.log")
+                .find("2 workers move hidden states by socket (simulated GPUs)"),
+            std::string::npos)
+      << ReadFile(logs + "/coordinator.log");
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, SocketHopTest,
+                         ::testing::Values(std::make_pair(SIGKILL, 1), std::make_pair(SIGSTOP, 0),
+                                           std::make_pair(SIGSTOP, 2)),
+                         [](const auto& info) {
+                           return absl::StrCat(info.param.first == SIGKILL ? "Sigkill" : "Sigstop",
+                                               "Stage", info.param.second);
+                         });
+
 // Without --replicas, CPU workers of one host form one pipeline: replicas
 // of them would share the same cores and memory bandwidth.
 TEST(ReplicaTest, CpuWorkersOfOneHostFormOnePipelineByDefault) {

@@ -715,6 +715,8 @@ class CudaBackend : public Backend {
     options.join_timeout_ms = group.timeout_ms;
     options.transfer_timeout_ms = kHopTimeoutMs;
     options.label = label_;
+    options.recv_from_prev = group.recv_from_prev;
+    options.send_to_next = group.send_to_next;
     auto link = PeerLink::Join(std::move(*comm), options);
     if (!link.ok()) return link.status();
     std::lock_guard<std::mutex> lock(peers_mu_);

@@ -239,7 +239,7 @@ absl::StatusOr<std::string> NewPeerGroupId() {
   return std::string(reinterpret_cast<const char*>(&id), sizeof(id));
 }
 
-bool PeerTransportAvailable(const std::string& device, std::string* why) {
+bool NcclTransportAvailable(const std::string& device, std::string* why) {
   if (device == "cpu") {
     *why = "a CPU worker";
     return false;

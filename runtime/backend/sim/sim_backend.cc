@@ -6,11 +6,14 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/backend/peer_link.h"
+#include "runtime/backend/socket_link.h"
 #include "runtime/device_table.h"
 
 namespace strata {
@@ -22,6 +25,10 @@ using Clock = std::chrono::steady_clock;
 constexpr int64_t kGemmWorkspaceBytes = int64_t{32} << 20;
 constexpr int64_t kAssumedSms = 132;  // for the attention partials' size
 constexpr float kPeak = 8.0f;         // the logit of the simulated token
+// A hop to the next GPU (NCCL over PCIe 4.0 x16, as a conservative stand-in
+// for NVLink): its bytes at this rate add to the sending step.
+constexpr double kPeerLinkBandwidth = 25e9;
+constexpr int kHopTimeoutMs = 30'000;  // as the CUDA backend's
 
 std::string FormatGiB(int64_t bytes) {
   return absl::StrFormat("%.2f GiB", static_cast<double>(bytes) / (1 << 30));
@@ -53,6 +60,12 @@ uint32_t Mix(uint64_t x) {
   return static_cast<uint32_t>(x & 0xFFFFFF);  // exact in a float
 }
 
+// "SIM-" and 16 random hex digits: distinct per simulated device.
+std::string NewUuid() {
+  std::random_device random;
+  return absl::StrFormat("SIM-%08x%08x", random(), random());
+}
+
 class SimBackend final : public Backend {
  public:
   SimBackend(DeviceModel model, DType act, int64_t limit)
@@ -60,7 +73,8 @@ class SimBackend final : public Backend {
         act_(act),
         elem_(static_cast<double>(DTypeSize(act))),
         limit_(limit),
-        label_(absl::StrCat("sim:", model_.name, " (", model_.label, ", simulated)")) {}
+        label_(absl::StrCat("sim:", model_.name, " (", model_.label, ", simulated)")),
+        uuid_(NewUuid()) {}
 
   absl::Status Init() {
     auto ws = Allocate(kGemmWorkspaceBytes, "cuBLASLt workspace");
@@ -76,6 +90,7 @@ class SimBackend final : public Backend {
   MemoryReport Memory() const override {
     MemoryReport r;
     r.device = label_;
+    r.uuid = uuid_;
     r.total_bytes = model_.memory_bytes;
     r.used_bytes = used_;
     r.free_bytes = model_.memory_bytes - used_;
@@ -123,6 +138,61 @@ class SimBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  // The group moves each row's signature (one f32) where NCCL would move the
+  // row; the time is the whole row's at kPeerLinkBandwidth.
+  absl::Status JoinPeerGroup(const PeerGroup& group) override {
+    LeavePeerGroup();
+    auto comm = SocketCommunicator::Join(group, sizeof(float), label_);
+    if (!comm.ok()) return comm.status();
+    PeerLink::Options options;
+    options.rank = group.rank;
+    options.size = group.size;
+    options.join_timeout_ms = group.timeout_ms;
+    options.transfer_timeout_ms = kHopTimeoutMs;
+    options.label = label_;
+    options.recv_from_prev = group.recv_from_prev;
+    options.send_to_next = group.send_to_next;
+    auto link = PeerLink::Join(std::move(*comm), options);
+    if (!link.ok()) return link.status();
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    link_ = std::move(*link);
+    return absl::OkStatus();
+  }
+
+  void LeavePeerGroup() override {
+    std::unique_ptr<PeerLink> old;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu_);
+      old = std::move(link_);
+    }
+    old.reset();  // aborts it
+  }
+
+  void AbortPeerGroup() override {
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    if (link_ != nullptr) link_->Abort();
+  }
+
+  void RecvFromPeer(void* dst, int64_t count, int peer) override {
+    if (link_ == nullptr) return Backend::RecvFromPeer(dst, count, peer);
+    peer_in_.assign(static_cast<size_t>(hidden_ > 0 ? count / hidden_ : 0), 0.0f);
+    Record(link_->Recv(peer_in_.data(), static_cast<int64_t>(peer_in_.size()), peer));
+  }
+
+  void SendToPeer(const void* src, int64_t count, int peer) override {
+    if (link_ == nullptr) return Backend::SendToPeer(src, count, peer);
+    link_seconds_ += static_cast<double>(count) * elem_ / kPeerLinkBandwidth;
+    EndStep();
+    peer_out_.assign(sig_.begin(), sig_.end());
+    Record(link_->Send(peer_out_.data(), static_cast<int64_t>(peer_out_.size()), peer));
+  }
+
+  absl::Status TakeError() override {
+    absl::Status s = error_;
+    error_ = absl::OkStatus();
+    return s;
+  }
+
   void Upload(const float* host, int64_t count, void*) override {
     // A hidden state from the previous stage: its rows' signatures.
     const int64_t rows = hidden_ > 0 ? count / hidden_ : 0;
@@ -147,7 +217,7 @@ class SimBackend final : public Backend {
     }
     bytes_ += static_cast<double>(count) * elem_;
     EndStep();
-    return absl::OkStatus();
+    return TakeError();
   }
 
   void GatherRows(const void*, std::span<const int64_t> rows, int64_t cols, void*) override {
@@ -156,9 +226,13 @@ class SimBackend final : public Backend {
   }
 
   void BeginStep(const StepLayout& layout) override {
+    // The last step's send has had its header delivered since; it ends (or
+    // its deadline passes, a broken hop) before its buffer is reused.
+    if (link_ != nullptr && link_->send_pending()) Record(link_->WaitSend());
     start_ = Clock::now();
     bytes_ = 0;
     flops_ = 0;
+    link_seconds_ = 0;
     chunks_.assign(layout.chunks.begin(), layout.chunks.end());
     positions_.assign(static_cast<size_t>(layout.rows), 0);
     for (const AttentionChunk& c : chunks_) {
@@ -166,6 +240,12 @@ class SimBackend final : public Backend {
     }
     sig_.assign(static_cast<size_t>(layout.rows), 0);
     gathered_.clear();
+    if (layout.peer_recv && link_ != nullptr && link_->recv_pending()) {
+      Record(link_->WaitRecv());
+      for (size_t r = 0; r < sig_.size() && r < peer_in_.size(); ++r) {
+        sig_[r] = static_cast<uint32_t>(peer_in_[r]);
+      }
+    }
   }
 
   void Linear(const void*, int64_t m, const Weight& w, const Weight* bias, void*) override {
@@ -179,14 +259,14 @@ class SimBackend final : public Backend {
     std::fill(host_out, host_out + m * w.rows, 0.0f);
     for (int64_t i = 0; i < m; ++i) host_out[i * w.rows + Token(i, w.rows)] = kPeak;
     EndStep();
-    return absl::OkStatus();
+    return TakeError();
   }
 
   absl::Status Argmax(const void*, int64_t m, const Weight& w, int32_t* host_ids) override {
     Matmul(m, w);
     for (int64_t i = 0; i < m; ++i) host_ids[i] = Token(i, w.rows);
     EndStep();
-    return absl::OkStatus();
+    return TakeError();
   }
 
   void RmsNorm(const void*, int64_t m, int64_t n, const Weight& w, float, void*) override {
@@ -260,8 +340,12 @@ class SimBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  void Record(const absl::Status& s) {
+    if (error_.ok() && !s.ok()) error_ = s;
+  }
+
   void EndStep() {
-    const double modelled = bytes_ / model_.bandwidth + flops_ / model_.flops;
+    const double modelled = bytes_ / model_.bandwidth + flops_ / model_.flops + link_seconds_;
     std::this_thread::sleep_until(start_ + std::chrono::duration_cast<Clock::duration>(
                                                std::chrono::duration<double>(modelled)));
     const double achieved = std::chrono::duration<double>(Clock::now() - start_).count();
@@ -276,18 +360,25 @@ class SimBackend final : public Backend {
   const double elem_;
   const int64_t limit_;
   const std::string label_;
+  const std::string uuid_;  // each simulated device is its own GPU
   int64_t used_ = 0;
   std::vector<std::unique_ptr<Buffer>> fixed_;  // weights, workspaces
   std::unique_ptr<Buffer> logits_;
   int64_t hidden_ = 0;
   // The step in progress.
   Clock::time_point start_;
-  double bytes_ = 0, flops_ = 0;
+  double bytes_ = 0, flops_ = 0, link_seconds_ = 0;
+  absl::Status error_;  // the step's first transfer error
   std::vector<AttentionChunk> chunks_;
   std::vector<int64_t> positions_, gathered_;
   std::vector<uint32_t> sig_;
   mutable std::mutex timing_mu_;
   StepTiming timing_;
+  // The step thread uses link_; another thread may only Abort() it, under
+  // peers_mu_, which Join/Leave take to replace it.
+  std::mutex peers_mu_;
+  std::unique_ptr<PeerLink> link_;
+  std::vector<float> peer_in_, peer_out_;  // row signatures from / to the neighbours
 };
 
 }  // namespace

@@ -23,6 +23,12 @@
 // signature in its first element to the next stage; the last stage's logits
 // are 0 except 8 at the hashed id (Argmax returns that id). A sequence is
 // thus a deterministic function of its prompt (and, when sampled, its seed).
+//
+// Hops: like CUDA devices of one host, simulated devices of one host join the
+// epoch's peer group (runtime/backend/socket_link.h stands in for NCCL), so
+// the gRPC step carries only the header; the group moves each row's
+// signature, and the sending step takes the row's bytes at a PCIe link's rate.
+// Each simulated device has its own UUID ("SIM-...").
 #ifndef STRATA_RUNTIME_BACKEND_SIM_SIM_BACKEND_H_
 #define STRATA_RUNTIME_BACKEND_SIM_SIM_BACKEND_H_
 
