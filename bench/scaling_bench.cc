@@ -1,7 +1,8 @@
 // scaling_bench: does Strata keep every GPU busy? Simulated GPUs
 // (`--device sim:NAME`, runtime/backend/sim/sim_backend.h) on the full shapes
 // of published models (zero weights in sparse files), with the real
-// coordinator, scheduler, gRPC hops and gateway.
+// coordinator, scheduler, gRPC step headers, peer-group hops (a socket in
+// NCCL's place) and gateway.
 //
 // For each model shape, GPU kind and GPU count it serves three layouts:
 //   chosen       the layout search's replicas x stages (--replicas 0);
@@ -24,8 +25,10 @@
 //
 // --scale-gpus N then serves N simulated GPUs as the layout of
 // --scale-replicas replicas of a --scale-layers-layer checkpoint, and
-// measures the coordinator's own CPU time per step and the failover time
-// with one worker killed under load.
+// measures the coordinator's own CPU time per step (in all, and less what it
+// uses idle, measured for 2 s first), compared with one stage's and one
+// replica's decode step, and the failover time with one worker killed under
+// load.
 #include <signal.h>
 
 #include <algorithm>
@@ -379,6 +382,14 @@ absl::Status Run(int argc, char** argv) {
     for (const WorkerSample& s : SampleWorkers(cluster)) n += s.layer_begin == 0 ? s.steps : 0;
     return n;
   };
+  // The coordinator's CPU with no requests (heartbeats of every worker, its
+  // control loop), to tell a step's own cost from what it spends anyway.
+  const double idle_cpu0 = CpuSeconds(coordinator_pid);
+  const auto idle_start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const double idle_rate =
+      (CpuSeconds(coordinator_pid) - idle_cpu0) /
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - idle_start).count();
   const uint64_t steps0 = steps();
   const double cpu0 = CpuSeconds(coordinator_pid);
   const std::vector<WorkerSample> before = SampleWorkers(cluster);
@@ -394,8 +405,13 @@ absl::Status Run(int argc, char** argv) {
     stage_steps += after[w].steps - before[w].steps;
   }
   const double per_step_us = ran > 0 ? 1e6 * cpu / static_cast<double>(ran) : 0;
-  // A stage's modelled step on an A100 of the table (the slowed one's, divided back).
+  const double marginal_us =
+      ran > 0 ? 1e6 * std::max(0.0, cpu - idle_rate * load.seconds) / static_cast<double>(ran) : 0;
+  // A stage's modelled step on an A100 of the table (the slowed one's, divided back),
+  // and a replica's decode step: all of its stages.
   const double stage_step_us = stage_steps > 0 ? 1e6 * decode_model / stage_steps / slowdown : 0;
+  const int replicas_run = static_cast<int>(std::max<int64_t>(1, scale_replicas));
+  const double replica_step_us = stage_step_us * static_cast<double>(scale_gpus) / replicas_run;
   // Failover under load: kill one worker of the last replica.
   std::thread loader([&] {
     RunLoad(cluster.gateway(), static_cast<int>(scale_concurrency / 2), 1, max_tokens * 2, prompt);
@@ -417,21 +433,29 @@ absl::Status Run(int argc, char** argv) {
       "{\"bench\": \"scaling_coordinator\", \"gpus\": %lld, \"slowdown\": %g, \"replicas\": %d, "
       "\"layers\": %lld, "
       "\"concurrency\": %lld, \"output_tokens_per_s\": %.1f, \"steps\": %llu, "
-      "\"coordinator_cpu_us_per_step\": %.1f, \"stage_step_modelled_us\": %.1f, "
-      "\"coordinator_share_of_stage_step\": %.4f, \"failover_ms\": %.1f, \"failures\": %d}\n",
+      "\"coordinator_cpu_us_per_step\": %.1f, \"coordinator_idle_cpu_share\": %.4f, "
+      "\"coordinator_step_cpu_us\": %.1f, \"stage_step_modelled_us\": %.1f, "
+      "\"replica_decode_step_modelled_us\": %.1f, "
+      "\"coordinator_share_of_stage_step\": %.4f, \"coordinator_share_of_decode_step\": %.4f, "
+      "\"failover_ms\": %.1f, \"failures\": %d}\n",
       static_cast<long long>(scale_gpus), slowdown, info.model().replicas_size(),
       static_cast<long long>(scale_layers), static_cast<long long>(scale_concurrency),
-      load.tokens / load.seconds, static_cast<unsigned long long>(ran), per_step_us, stage_step_us,
-      stage_step_us > 0 ? per_step_us / stage_step_us : 0.0, failover_ms, load.failures);
+      load.tokens / load.seconds, static_cast<unsigned long long>(ran), per_step_us, idle_rate,
+      marginal_us, stage_step_us, replica_step_us,
+      stage_step_us > 0 ? per_step_us / stage_step_us : 0.0,
+      replica_step_us > 0 ? per_step_us / replica_step_us : 0.0, failover_ms, load.failures);
   std::fprintf(stderr,
                "%lld simulated A100s, %d replicas of a %lld-layer Qwen2.5-3B shape: %.1f tokens/s "
-               "at %lld streams; coordinator %.1f us CPU per step (a stage's modelled step on a "
-               "table A100: %.1f us, %.1f%%); failover of one killed worker: %.1f ms (GPUs %g "
+               "at %lld streams; coordinator %.1f us CPU per step, %.1f us less its idle %.1f%% "
+               "of a core (a stage's modelled step on a table A100: %.1f us, %.1f%%; a replica's "
+               "decode step: %.1f us, %.1f%%); failover of one killed worker: %.1f ms (GPUs %g "
                "times slower than the table)\n",
                static_cast<long long>(scale_gpus), info.model().replicas_size(),
                static_cast<long long>(scale_layers), load.tokens / load.seconds,
-               static_cast<long long>(scale_concurrency), per_step_us, stage_step_us,
-               stage_step_us > 0 ? 100 * per_step_us / stage_step_us : 0.0, failover_ms, slowdown);
+               static_cast<long long>(scale_concurrency), per_step_us, marginal_us, 100 * idle_rate,
+               stage_step_us, stage_step_us > 0 ? 100 * per_step_us / stage_step_us : 0.0,
+               replica_step_us, replica_step_us > 0 ? 100 * per_step_us / replica_step_us : 0.0,
+               failover_ms, slowdown);
   return cluster.Stop();
 }
 
