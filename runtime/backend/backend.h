@@ -30,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/backend/peer_link.h"  // PeerGroup
 #include "runtime/dtype.h"
 
 namespace strata {
@@ -141,21 +142,6 @@ struct StepLayout {
 // step ran (a graph capture failed) and the stage should run the step again;
 // the backend then runs it without a graph.
 inline constexpr char kStepNotRun[] = "step not run: ";
-
-// The GPUs of one pipeline map epoch that move hidden states by NCCL: rank r
-// sends its stage's output to rank r + 1. The coordinator makes the id
-// (NewPeerGroupId) and hands each member its rank.
-struct PeerGroup {
-  std::string unique_id;  // an ncclUniqueId's bytes (a socket group's id on sim:)
-  int rank = 0;
-  int size = 0;
-  int timeout_ms = 30'000;  // for every member to join
-  // Which neighbours this member exchanges with: the previous rank's output
-  // arrives here, this one's goes to the next rank. A pipeline whose linked
-  // hops are not contiguous has members linked on one side only.
-  bool recv_from_prev = true;
-  bool send_to_next = true;
-};
 
 struct MemoryReport {
   std::string device;       // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"

@@ -31,6 +31,21 @@ absl::StatusOr<std::unique_ptr<PeerLink>> PeerLink::Join(std::unique_ptr<Communi
   return link;
 }
 
+absl::StatusOr<std::unique_ptr<PeerLink>> PeerLink::Join(std::unique_ptr<Communicator> comm,
+                                                         const PeerGroup& group,
+                                                         int transfer_timeout_ms,
+                                                         const std::string& label) {
+  Options options;
+  options.rank = group.rank;
+  options.size = group.size;
+  options.join_timeout_ms = group.timeout_ms;
+  options.transfer_timeout_ms = transfer_timeout_ms;
+  options.label = label;
+  options.recv_from_prev = group.recv_from_prev;
+  options.send_to_next = group.send_to_next;
+  return Join(std::move(comm), options);
+}
+
 PeerLink::~PeerLink() { Abort(); }
 
 void PeerLink::Abort() {
@@ -128,6 +143,21 @@ absl::Status PeerLink::WaitRecv() {
   recv_pending_ = false;
   return WaitFor([this] { return comm_->Finished(PeerOp::kRecv); }, "the receive",
                  options_.transfer_timeout_ms);
+}
+
+void PeerLinkSlot::Set(std::unique_ptr<PeerLink> link) {
+  std::lock_guard<std::mutex> lock(mu_);
+  link_ = std::move(link);
+}
+
+std::unique_ptr<PeerLink> PeerLinkSlot::Take() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::move(link_);
+}
+
+void PeerLinkSlot::Abort() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (link_ != nullptr) link_->Abort();
 }
 
 }  // namespace strata

@@ -41,6 +41,22 @@
 
 namespace strata {
 
+// The GPUs of one pipeline map epoch that move hidden states by NCCL (or,
+// simulated, by socket): rank r sends its stage's output to rank r + 1. The
+// coordinator makes the id (NewPeerGroupId, NewSocketPeerGroupId) and hands
+// each member its rank.
+struct PeerGroup {
+  std::string unique_id;  // an ncclUniqueId's bytes, or a socket group's id
+  int rank = 0;
+  int size = 0;
+  int timeout_ms = 30'000;  // for every member to join
+  // Which neighbours this member exchanges with: the previous rank's output
+  // arrives here, this one's goes to the next rank. A pipeline whose linked
+  // hops are not contiguous has members linked on one side only.
+  bool recv_from_prev = true;
+  bool send_to_next = true;
+};
+
 enum class PeerOp { kSend, kRecv, kWarmUp };
 
 // One transfer to enqueue. kWarmUp receives from `from` (if >= 0) and sends
@@ -85,6 +101,11 @@ class PeerLink {
   // (which has joined its group) and waits for it.
   static absl::StatusOr<std::unique_ptr<PeerLink>> Join(std::unique_ptr<Communicator> comm,
                                                         const Options& options);
+  // The same for a member of `group`, every transfer with its own deadline.
+  static absl::StatusOr<std::unique_ptr<PeerLink>> Join(std::unique_ptr<Communicator> comm,
+                                                        const PeerGroup& group,
+                                                        int transfer_timeout_ms,
+                                                        const std::string& label);
   ~PeerLink();
   PeerLink(const PeerLink&) = delete;
   PeerLink& operator=(const PeerLink&) = delete;
@@ -120,6 +141,22 @@ class PeerLink {
   const Options options_;
   bool send_pending_ = false;  // step thread only
   bool recv_pending_ = false;
+};
+
+// A backend's current PeerLink. The step thread calls get() and uses the
+// link, and replaces it (Set, Take); another thread may only Abort() it.
+// Set, Take and Abort hold one lock, so an abort never meets a link being
+// freed.
+class PeerLinkSlot {
+ public:
+  PeerLink* get() const { return link_.get(); }
+  void Set(std::unique_ptr<PeerLink> link);
+  std::unique_ptr<PeerLink> Take();
+  void Abort();
+
+ private:
+  std::mutex mu_;
+  std::unique_ptr<PeerLink> link_;  // written under mu_
 };
 
 }  // namespace strata

@@ -30,7 +30,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/backend/backend.h"
 #include "runtime/backend/peer_link.h"
 
 namespace strata {

@@ -37,15 +37,7 @@ PeerGroup Group(const std::string& id, int rank, int size, int timeout_ms = 5'00
 absl::StatusOr<std::unique_ptr<PeerLink>> JoinLink(const PeerGroup& g, int transfer_ms = 5'000) {
   auto comm = SocketCommunicator::Join(g, sizeof(float), absl::StrCat("rank ", g.rank));
   if (!comm.ok()) return comm.status();
-  PeerLink::Options o;
-  o.rank = g.rank;
-  o.size = g.size;
-  o.join_timeout_ms = g.timeout_ms;
-  o.transfer_timeout_ms = transfer_ms;
-  o.label = absl::StrCat("rank ", g.rank);
-  o.recv_from_prev = g.recv_from_prev;
-  o.send_to_next = g.send_to_next;
-  return PeerLink::Join(std::move(*comm), o);
+  return PeerLink::Join(std::move(*comm), g, transfer_ms, absl::StrCat("rank ", g.rank));
 }
 
 // Joins every rank of a `size`-member group, each from its own thread.

@@ -212,7 +212,7 @@ class CudaBackend : public Backend {
 
   ~CudaBackend() override {
     cudaSetDevice(device_);
-    link_.reset();  // aborts transfers a stream sync would otherwise wait on forever
+    link_.Take().reset();  // aborts transfers a stream sync would otherwise wait on forever
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     DropGraphs();
     gemm_.reset();
@@ -416,8 +416,8 @@ class CudaBackend : public Backend {
       // send's receiver has had the step header since, so the send ends (or
       // its deadline passes, a broken hop). Everything of that step precedes
       // its send on the stream.
-      if (link_ != nullptr) {
-        Record(link_->WaitSend());
+      if (link_.get() != nullptr) {
+        Record(link_.get()->WaitSend());
       } else {
         Check(cudaStreamSynchronize(stream_), "the previous step");
       }
@@ -709,52 +709,35 @@ class CudaBackend : public Backend {
     LeavePeerGroup();
     auto comm = cuda::NcclCommunicator::Join(group, act_, stream_, label_);
     if (!comm.ok()) return comm.status();
-    PeerLink::Options options;
-    options.rank = group.rank;
-    options.size = group.size;
-    options.join_timeout_ms = group.timeout_ms;
-    options.transfer_timeout_ms = kHopTimeoutMs;
-    options.label = label_;
-    options.recv_from_prev = group.recv_from_prev;
-    options.send_to_next = group.send_to_next;
-    auto link = PeerLink::Join(std::move(*comm), options);
+    auto link = PeerLink::Join(std::move(*comm), group, kHopTimeoutMs, label_);
     if (!link.ok()) return link.status();
-    std::lock_guard<std::mutex> lock(peers_mu_);
-    link_ = std::move(*link);
+    link_.Set(std::move(*link));
     return absl::OkStatus();
   }
 
   void LeavePeerGroup() override {
     cudaSetDevice(device_);
-    std::unique_ptr<PeerLink> old;
-    {
-      std::lock_guard<std::mutex> lock(peers_mu_);
-      old = std::move(link_);
-    }
-    old.reset();  // aborts it: pending transfers end
+    link_.Take().reset();  // aborts it: pending transfers end
     unsynced_ = false;
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   }
 
-  void AbortPeerGroup() override {
-    std::lock_guard<std::mutex> lock(peers_mu_);
-    if (link_ != nullptr) link_->Abort();
-  }
+  void AbortPeerGroup() override { link_.Abort(); }
 
   void SendToPeer(const void* src, int64_t count, int peer) override {
-    if (link_ == nullptr) Backend::SendToPeer(src, count, peer);
+    if (link_.get() == nullptr) Backend::SendToPeer(src, count, peer);
     // The layers first (a decode graph ends here), then the send behind them.
     absl::Status ran = RunGraphPart();
     if (!ran.ok()) {
       Record(ran);  // kStepNotRun: the stage runs the step again, eagerly
       return;
     }
-    Record(link_->Send(src, count, peer));
+    Record(link_.get()->Send(src, count, peer));
   }
 
   void RecvFromPeer(void* dst, int64_t count, int peer) override {
-    if (link_ == nullptr) Backend::RecvFromPeer(dst, count, peer);
-    Record(link_->Recv(dst, count, peer));
+    if (link_.get() == nullptr) Backend::RecvFromPeer(dst, count, peer);
+    Record(link_.get()->Recv(dst, count, peer));
   }
 
   absl::Status TakeError() override {
@@ -840,7 +823,8 @@ class CudaBackend : public Backend {
   // last call. A receive from a peer is waited for first, with its deadline:
   // the stream could otherwise wait on a dead peer forever.
   absl::Status Finish() {
-    if (link_ != nullptr && link_->recv_pending()) Record(link_->WaitRecv());
+    PeerLink* link = link_.get();
+    if (link != nullptr && link->recv_pending()) Record(link->WaitRecv());
     Check(cudaStreamSynchronize(stream_), "step");
     absl::Status s = error_;
     error_ = absl::OkStatus();
@@ -898,11 +882,7 @@ class CudaBackend : public Backend {
   std::unique_ptr<cuda::Gemm> gemm_;
   std::vector<std::unique_ptr<Buffer>> weights_;
   std::unique_ptr<Buffer> dequant_;  // see PrepareQuantized
-  // The step thread uses link_; another thread may only Abort() it, under
-  // peers_mu_, which Join/Leave also take to replace it (PeerLink itself
-  // keeps the communicator alive until the call in it has left).
-  std::mutex peers_mu_;
-  std::unique_ptr<PeerLink> link_;
+  PeerLinkSlot link_;                // the step thread's; Load may Abort() it from another
   absl::Status error_;
 
   // The step's layout: host staging and its device copy.

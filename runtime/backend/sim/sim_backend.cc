@@ -144,47 +144,29 @@ class SimBackend final : public Backend {
     LeavePeerGroup();
     auto comm = SocketCommunicator::Join(group, sizeof(float), label_);
     if (!comm.ok()) return comm.status();
-    PeerLink::Options options;
-    options.rank = group.rank;
-    options.size = group.size;
-    options.join_timeout_ms = group.timeout_ms;
-    options.transfer_timeout_ms = kHopTimeoutMs;
-    options.label = label_;
-    options.recv_from_prev = group.recv_from_prev;
-    options.send_to_next = group.send_to_next;
-    auto link = PeerLink::Join(std::move(*comm), options);
+    auto link = PeerLink::Join(std::move(*comm), group, kHopTimeoutMs, label_);
     if (!link.ok()) return link.status();
-    std::lock_guard<std::mutex> lock(peers_mu_);
-    link_ = std::move(*link);
+    link_.Set(std::move(*link));
     return absl::OkStatus();
   }
 
-  void LeavePeerGroup() override {
-    std::unique_ptr<PeerLink> old;
-    {
-      std::lock_guard<std::mutex> lock(peers_mu_);
-      old = std::move(link_);
-    }
-    old.reset();  // aborts it
-  }
-
-  void AbortPeerGroup() override {
-    std::lock_guard<std::mutex> lock(peers_mu_);
-    if (link_ != nullptr) link_->Abort();
-  }
+  void LeavePeerGroup() override { link_.Take().reset(); }  // aborts it
+  void AbortPeerGroup() override { link_.Abort(); }
 
   void RecvFromPeer(void* dst, int64_t count, int peer) override {
-    if (link_ == nullptr) return Backend::RecvFromPeer(dst, count, peer);
+    PeerLink* link = link_.get();
+    if (link == nullptr) return Backend::RecvFromPeer(dst, count, peer);
     peer_in_.assign(static_cast<size_t>(hidden_ > 0 ? count / hidden_ : 0), 0.0f);
-    Record(link_->Recv(peer_in_.data(), static_cast<int64_t>(peer_in_.size()), peer));
+    Record(link->Recv(peer_in_.data(), static_cast<int64_t>(peer_in_.size()), peer));
   }
 
   void SendToPeer(const void* src, int64_t count, int peer) override {
-    if (link_ == nullptr) return Backend::SendToPeer(src, count, peer);
+    PeerLink* link = link_.get();
+    if (link == nullptr) return Backend::SendToPeer(src, count, peer);
     link_seconds_ += static_cast<double>(count) * elem_ / kPeerLinkBandwidth;
     EndStep();
     peer_out_.assign(sig_.begin(), sig_.end());
-    Record(link_->Send(peer_out_.data(), static_cast<int64_t>(peer_out_.size()), peer));
+    Record(link->Send(peer_out_.data(), static_cast<int64_t>(peer_out_.size()), peer));
   }
 
   absl::Status TakeError() override {
@@ -228,7 +210,8 @@ class SimBackend final : public Backend {
   void BeginStep(const StepLayout& layout) override {
     // The last step's send has had its header delivered since; it ends (or
     // its deadline passes, a broken hop) before its buffer is reused.
-    if (link_ != nullptr && link_->send_pending()) Record(link_->WaitSend());
+    PeerLink* link = link_.get();
+    if (link != nullptr && link->send_pending()) Record(link->WaitSend());
     start_ = Clock::now();
     bytes_ = 0;
     flops_ = 0;
@@ -240,8 +223,8 @@ class SimBackend final : public Backend {
     }
     sig_.assign(static_cast<size_t>(layout.rows), 0);
     gathered_.clear();
-    if (layout.peer_recv && link_ != nullptr && link_->recv_pending()) {
-      Record(link_->WaitRecv());
+    if (layout.peer_recv && link != nullptr && link->recv_pending()) {
+      Record(link->WaitRecv());
       for (size_t r = 0; r < sig_.size() && r < peer_in_.size(); ++r) {
         sig_[r] = static_cast<uint32_t>(peer_in_[r]);
       }
@@ -374,10 +357,7 @@ class SimBackend final : public Backend {
   std::vector<uint32_t> sig_;
   mutable std::mutex timing_mu_;
   StepTiming timing_;
-  // The step thread uses link_; another thread may only Abort() it, under
-  // peers_mu_, which Join/Leave take to replace it.
-  std::mutex peers_mu_;
-  std::unique_ptr<PeerLink> link_;
+  PeerLinkSlot link_;
   std::vector<float> peer_in_, peer_out_;  // row signatures from / to the neighbours
 };
 
