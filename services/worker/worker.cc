@@ -79,7 +79,8 @@ absl::Status RunWorker(const WorkerOptions& in) {
         open == std::string::npos ? label : label.substr(open + 1, label.size() - open - 2);
     if (std::optional<DeviceModel> row = MatchCudaDevice(name, device_report.total_bytes)) {
       known_device = *row;
-      Log(absl::StrCat("modelled as the device table's ", row->label));
+      Log(absl::StrCat("modelled as the device table's ", row->label, " (simulated: --device sim:",
+                       row->name, ")"));
     }
   }
   if (options.device == "cpu" && (options.bandwidth <= 0 || options.flops <= 0)) {

@@ -15,7 +15,11 @@
 #   5. two workers sharing GPU 0 (gRPC hop) whose completion must equal one
 #      worker's, and each worker's NVML series (utilisation, memory, UUID);
 #   6. with two GPUs or more: a 2-worker local cluster, one worker per GPU
-#      (an NCCL hop), whose completion must equal `strata generate` on one GPU.
+#      (an NCCL hop), whose completion must equal `strata generate` on one GPU;
+#   7. a 2-replica layout on GPU 0 (two workers sharing it) under 16 streams,
+#      then the same layout on the simulated GPU of the device-table row the
+#      worker was matched to: measured decode step times beside the model's
+#      (replicas.txt).
 # Every output goes to $OUT (default .gpu/verify); the summary is printed last
 # and the exit status is that of the first failed step.
 set -uo pipefail
@@ -108,11 +112,51 @@ else
   summary+=("skipped nccl_pipeline: $gpus GPU(s), it needs two")
 fi
 
+# (g) Two replicas sharing GPU 0 under load, then the same on the simulated
+# GPU the worker was modelled as: each worker's mean decode step.
+replicas_run() {  # NAME WORKER_FLAGS: serves 16 streams, prints the workers' decode steps
+  local dir="$out/replicas-$1" addr gateway up failed=0
+  mkdir -p "$dir"
+  addr="$dir/addresses"
+  rm -f "$addr"  # a stale one would name a gone gateway
+  "$strata" up --model "$model" --workers 2 --replicas 2 --worker-flags "$2" \
+    --address-file "$addr" --log-dir "$dir" &
+  up=$!
+  for _ in $(seq 300); do [[ -s "$addr" ]] && grep -q '^gateway' "$addr" && break; sleep 0.2; done
+  gateway="$(awk '$1 == "gateway" {print $2}' "$addr")"
+  local clients=()
+  for i in $(seq 16); do
+    "$strata" client --address "$gateway" "The old lighthouse $i" --max-tokens 128 >/dev/null &
+    clients+=($!)
+  done
+  for c in "${clients[@]}"; do wait "$c" || failed=1; done
+  for m in $(awk '$1 ~ /^worker/ {print $4}' "$addr"); do
+    curl -s "http://$m/metrics" | awk -v name="$1" '
+      /^strata_worker_step_duration_seconds_sum/ && /phase="decode"/ {sum = $2}
+      /^strata_worker_step_duration_seconds_count/ && /phase="decode"/ {n = $2}
+      END {printf "%s: %d decode steps, mean %.3f ms\n", name, n, (n > 0 ? 1000 * sum / n : 0)}'
+  done
+  grep -h "layout" "$dir/coordinator.log" | head -3
+  kill -TERM $up
+  wait $up || true
+  return $failed
+}
+two_replicas_one_gpu() {
+  replicas_run cuda "--device cuda:0 --capacity 20GiB" || return 1
+  local sim
+  sim="$(grep -oh -- '--device sim:[a-z0-9-]*' "$out"/replicas-cuda/worker-*.log | head -1)"
+  [[ -n "$sim" ]] || { echo "the worker matched no device-table row"; return 1; }
+  replicas_run "${sim#--device }" "$sim"
+}
+step two_replicas_on_gpu0 two_replicas_one_gpu
+cp "$out/two_replicas_on_gpu0.log" "$out/replicas.txt" 2>/dev/null || true
+
 echo "GPUs:"
 cat "$out/gpus.csv"
 for b in v1 v2; do
   [[ -s "$out/bench_$b.json" ]] && echo "gpu_bench, attention $b: $(head -c 600 "$out/bench_$b.json")"
 done
 [[ -s "$out/bench_transformers.json" ]] && echo "transformers: $(head -c 600 "$out/bench_transformers.json")"
+[[ -s "$out/replicas.txt" ]] && echo "two replicas on GPU 0:" && cat "$out/replicas.txt"
 printf '%s\n' "${summary[@]}"
 exit $status
