@@ -35,33 +35,10 @@ bool NaturalLess(const std::string& a, const std::string& b) {
   return na < nb;
 }
 
-bool IsCpu(const v1::Device& d) { return d.name() == "cpu"; }
+bool IsCpu(const v1::Device& d) { return IsCpuDevice(d); }
 
 // Replicas a coordinator forms at most (each has a pump thread).
 constexpr size_t kMaxReplicas = 256;
-
-// The planner's view of worker `id`. `by_bandwidth`: its speed is its memory
-// bandwidth over the nominal device's (layout.h), for a pipeline that mixes
-// GPUs and CPUs, whose --speed figures mean nothing to each other; otherwise
-// its --speed, as workers of one kind are planned.
-DeviceSpec SpecOf(const std::string& id, const v1::Device& d, bool by_bandwidth) {
-  DeviceSpec spec{absl::StrCat(id, "/", d.name()), d.capacity_bytes(), d.reserve_bytes(),
-                  d.speed() > 0 ? d.speed() : 1.0};
-  spec.bandwidth = d.bandwidth();  // 0: from the speed
-  spec.flops = d.flops();
-  if (by_bandwidth && spec.bandwidth > 0) spec.speed = spec.bandwidth / DeviceBandwidth({});
-  return spec;
-}
-
-// The planner's devices for `workers` (id and device each), in order: by
-// memory bandwidth when they mix GPUs and CPUs, by --speed otherwise.
-std::vector<DeviceSpec> SpecsOf(const std::vector<std::pair<std::string, v1::Device>>& workers) {
-  bool cpu = false, gpu = false;
-  for (const auto& [id, d] : workers) (IsCpu(d) ? cpu : gpu) = true;
-  std::vector<DeviceSpec> specs;
-  for (const auto& [id, d] : workers) specs.push_back(SpecOf(id, d, cpu && gpu));
-  return specs;
-}
 
 }  // namespace
 
@@ -152,7 +129,7 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
             [](const WorkerRecord& a, const WorkerRecord& b) { return NaturalLess(a.id, b.id); });
   std::vector<std::pair<std::string, v1::Device>> named;
   for (const WorkerRecord& w : workers) named.emplace_back(w.id, w.device);
-  const std::vector<DeviceSpec> devices = SpecsOf(named);
+  const std::vector<DeviceSpec> devices = PlannerDevices(named);
   // The KV cache is sized from memory when every device has a budget (GPUs,
   // simulated or not): the plan then reserves one full context per stage
   // and each worker's cache takes what is left, up to --max-sequences. CPU
@@ -405,7 +382,7 @@ void CoordinatorService::ChooseLayoutLocked() {
       std::vector<std::pair<std::string, v1::Device>> named;
       for (const std::string& id : members)
         named.emplace_back(id, registry_.workers().at(id).device);
-      const std::vector<DeviceSpec> devices = SpecsOf(named);
+      const std::vector<DeviceSpec> devices = PlannerDevices(named);
       BudgetOptions budget;
       budget.concurrency = options_.max_sequences;
       budget.context = max_context_;

@@ -1,9 +1,11 @@
 #include "services/coordinator/worker_registry.h"
 
 #include <algorithm>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/log.h"
+#include "services/coordinator/layout.h"
 
 namespace strata {
 
@@ -122,6 +124,34 @@ bool WorkerRegistry::TakeRegistration(Clock::time_point now) {
   if (registration_tokens_ < 1) return false;
   registration_tokens_ -= 1;
   return true;
+}
+
+bool IsCpuDevice(const v1::Device& d) { return d.name() == "cpu"; }
+
+std::vector<DeviceSpec> PlannerDevices(
+    const std::vector<std::pair<std::string, v1::Device>>& workers) {
+  bool cpu = false, gpu = false;
+  std::map<std::string, int> cpus_of_host;
+  for (const auto& [id, d] : workers) {
+    (IsCpuDevice(d) ? cpu : gpu) = true;
+    if (IsCpuDevice(d)) ++cpus_of_host[d.host()];
+  }
+  const bool by_bandwidth = cpu && gpu;
+  std::vector<DeviceSpec> specs;
+  for (const auto& [id, d] : workers) {
+    DeviceSpec spec{absl::StrCat(id, "/", d.name()), d.capacity_bytes(), d.reserve_bytes(),
+                    d.speed() > 0 ? d.speed() : 1.0};
+    spec.bandwidth = d.bandwidth();  // 0: from the speed
+    spec.flops = d.flops();
+    if (by_bandwidth && IsCpuDevice(d)) {
+      const double share = 1.0 / cpus_of_host[d.host()];
+      spec.bandwidth *= share;
+      spec.flops *= share;
+    }
+    if (by_bandwidth && spec.bandwidth > 0) spec.speed = spec.bandwidth / DeviceBandwidth({});
+    specs.push_back(spec);
+  }
+  return specs;
 }
 
 }  // namespace strata

@@ -14,9 +14,12 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "services/common/tls.h"
 #include "services/coordinator/coordinator.h"
+#include "services/coordinator/planner.h"
 #include "services/coordinator/watchdog.h"
 #include "strata/v1/coordinator.pb.h"
 
@@ -89,6 +92,17 @@ class WorkerRegistry {
   double registration_tokens_ = 0;
   Clock::time_point registration_refill_;
 };
+
+bool IsCpuDevice(const v1::Device& d);
+
+// The planner's devices for `workers` (id and device each), in order. When
+// they mix GPUs and CPUs, each is planned by its memory bandwidth (their
+// --speed figures mean nothing to each other), and the CPU workers of one
+// host split its bandwidth and FLOP/s between them: in one pipeline they run
+// at once on the same cores and memory. Otherwise by --speed, as workers of
+// one kind are planned.
+std::vector<DeviceSpec> PlannerDevices(
+    const std::vector<std::pair<std::string, v1::Device>>& workers);
 
 }  // namespace strata
 

@@ -96,5 +96,44 @@ TEST(WorkerRegistryTest, LossesBackOffAndEligibilityWaitsForTheAdmitDelay) {
   EXPECT_NE(r.Find("b"), nullptr);  // connected: never pruned
 }
 
+v1::Device Device(const std::string& name, const std::string& host, double bandwidth,
+                  double flops) {
+  v1::Device d;
+  d.set_name(name);
+  d.set_host(host);
+  d.set_capacity_bytes(int64_t{8} << 30);
+  d.set_bandwidth(bandwidth);
+  d.set_flops(flops);
+  return d;
+}
+
+TEST(PlannerDevicesTest, CpuWorkersOfOneHostBesideGpusShareItsBandwidth) {
+  // Two CPU workers on host a, one on host b, after a GPU: a's two split
+  // its 20 GB/s and 1 TFLOP/s; b's keeps its own.
+  const std::vector<DeviceSpec> specs =
+      PlannerDevices({{"g", Device("sim:a100-40gb", "a", 1.555e12, 312e12)},
+                      {"c0", Device("cpu", "a", 20e9, 1e12)},
+                      {"c1", Device("cpu", "a", 20e9, 1e12)},
+                      {"c2", Device("cpu", "b", 20e9, 1e12)}});
+  ASSERT_EQ(specs.size(), 4u);
+  EXPECT_EQ(specs[0].name, "g/sim:a100-40gb");
+  EXPECT_DOUBLE_EQ(specs[0].bandwidth, 1.555e12);
+  EXPECT_DOUBLE_EQ(specs[1].bandwidth, 10e9);
+  EXPECT_DOUBLE_EQ(specs[2].flops, 0.5e12);
+  EXPECT_DOUBLE_EQ(specs[3].bandwidth, 20e9);
+  // Speeds follow the bandwidths when GPUs and CPUs mix.
+  EXPECT_DOUBLE_EQ(specs[1].speed * 2, specs[3].speed);
+  EXPECT_GT(specs[0].speed, 50 * specs[3].speed);
+}
+
+TEST(PlannerDevicesTest, WorkersOfOneKindKeepTheirSpeeds) {
+  v1::Device a = Device("cpu", "a", 20e9, 1e12), b = a;
+  b.set_speed(0.5);
+  const std::vector<DeviceSpec> specs = PlannerDevices({{"c0", a}, {"c1", b}});
+  EXPECT_DOUBLE_EQ(specs[0].speed, 1.0);
+  EXPECT_DOUBLE_EQ(specs[1].speed, 0.5);
+  EXPECT_DOUBLE_EQ(specs[0].bandwidth, 20e9);  // not split: one pipeline over the host anyway
+}
+
 }  // namespace
 }  // namespace strata
