@@ -593,9 +593,14 @@ absl::Status WorkerService::RunStep(v1::Step& step, v1::StepResult* result, bool
     (prefill ? step_series_.prefill_seconds : step_series_.decode_seconds)
         ->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     step_series_.steps->Increment();
-    step_series_.received->Increment(static_cast<double>(step.hidden().size()));
+    // Over a peer group the rows move in the activation dtype beside the step.
+    const double peer_bytes = static_cast<double>(total * stage_->config().hidden_size *
+                                                  DTypeSize(stage_->backend().activation_dtype()));
+    step_series_.received->Increment(recv_from_peer_ ? peer_bytes
+                                                     : static_cast<double>(step.hidden().size()));
     if (!stage_->is_last()) {
-      step_series_.sent->Increment(static_cast<double>(out_.hidden.size() * sizeof(float)));
+      step_series_.sent->Increment(
+          send_to_peer_ ? peer_bytes : static_cast<double>(out_.hidden.size() * sizeof(float)));
     }
     const KvCache& kv = stage_->kv_cache();
     step_series_.kv_used->Set(static_cast<double>(kv.total_blocks() - kv.free_blocks()));

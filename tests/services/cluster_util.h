@@ -114,6 +114,14 @@ Reference GenerateLocally(const std::string& model, const std::string& prompt, i
                           const SamplingParams& sampling = {}, bool ignore_eos = false,
                           int64_t max_context = 0, const std::string& device = "cpu");
 
+// GET http://address/path; the body, or "" on failure.
+std::string HttpGet(const std::string& address, const std::string& path);
+// The value of the first sample of `name` in a Prometheus text `text` whose
+// labels contain every one of `labels` (e.g. `outcome="ok"`); -1 when there
+// is none.
+double Sample(const std::string& text, const std::string& name,
+              const std::vector<std::string>& labels = {});
+
 }  // namespace strata::testing
 
 #endif  // STRATA_TESTS_SERVICES_CLUSTER_UTIL_H_

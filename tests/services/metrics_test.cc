@@ -26,50 +26,7 @@
 namespace strata::testing {
 namespace {
 
-// GET http://address/path; the body, or "" on failure.
-std::string HttpGet(const std::string& address, const std::string& path) {
-  const size_t colon = address.rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::atoi(address.substr(colon + 1).c_str())));
-  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    if (fd >= 0) close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: strata\r\n\r\n";
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buf[65536];
-  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) response.append(buf, n);
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
 std::string Scrape(const std::string& address) { return HttpGet(address, "/metrics"); }
-
-// The value of the first sample of `name` whose labels contain every one of
-// `labels` (e.g. `outcome="ok"`); -1 when there is none.
-double Sample(const std::string& text, const std::string& name,
-              const std::vector<std::string>& labels = {}) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::StartsWith(line, name) || line.size() <= name.size() ||
-        (line[name.size()] != '{' && line[name.size()] != ' ')) {
-      continue;
-    }
-    bool all = true;
-    for (const std::string& l : labels) all &= line.find(l) != absl::string_view::npos;
-    if (!all) continue;
-    double v = 0;
-    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) return v;
-  }
-  return -1;
-}
 
 // Starts a local cluster whose workers load `nvml` as their NVML library and
 // see only the GPUs `visible` names (CUDA_VISIBLE_DEVICES).

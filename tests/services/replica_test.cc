@@ -348,6 +348,12 @@ TEST_P(SocketHopTest, SimulatedGpusHopBySocketAndSurviveALostStage) {
     clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The middle stage's hidden states came by the peer group, which its
+  // byte counters count (the rows in bf16), not in the gRPC steps.
+  const std::string middle =
+      HttpGet(cluster->metrics_of(before.replicas(0).stages(1).worker_id()), "/metrics");
+  EXPECT_GT(Sample(middle, "strata_worker_received_bytes_total"), 0) << middle;
+  EXPECT_GT(Sample(middle, "strata_worker_sent_bytes_total"), 0) << middle;
   const pid_t victim = PidOf(*cluster, before.replicas(0).stages(stage).worker_id());
   ASSERT_EQ(kill(victim, signal), 0);
   ASSERT_TRUE(cluster->WaitInfo(
