@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -25,10 +26,13 @@ constexpr size_t kSecretBytes = 16;
 
 using Clock = std::chrono::steady_clock;
 
+// For poll(): 0 once `deadline` has passed, at most a day (time_point::max()
+// means no deadline, and its milliseconds do not fit an int).
 int RemainingMs(Clock::time_point deadline) {
+  if (deadline == Clock::time_point::max()) return 86'400'000;
   const auto left =
       std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left > 0 ? static_cast<int>(left) : 0;
+  return static_cast<int>(std::clamp<int64_t>(left, 0, 86'400'000));
 }
 
 std::string ErrnoText() { return std::strerror(errno); }
