@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/backend/backend.h"
@@ -79,8 +80,8 @@ absl::Status RunWorker(const WorkerOptions& in) {
         open == std::string::npos ? label : label.substr(open + 1, label.size() - open - 2);
     if (std::optional<DeviceModel> row = MatchCudaDevice(name, device_report.total_bytes)) {
       known_device = *row;
-      Log(absl::StrCat("modelled as the device table's ", row->label, " (simulated: --device sim:",
-                       row->name, ")"));
+      Log(absl::StrCat("modelled as the device table's ", row->label,
+                       " (simulated: --device sim:", row->name, ")"));
     }
   }
   if (options.device == "cpu" && (options.bandwidth <= 0 || options.flops <= 0)) {
@@ -105,8 +106,13 @@ absl::Status RunWorker(const WorkerOptions& in) {
   std::string no_peers;
   const bool peer_transport = PeerTransportAvailable(options.device, &no_peers);
   if (options.device != "cpu") {
-    Log(peer_transport ? std::string("NCCL available for hidden states to GPUs of this host")
-                       : absl::StrCat("hidden states use gRPC only: ", no_peers));
+    if (!peer_transport) {
+      Log(absl::StrCat("hidden states use gRPC only: ", no_peers));
+    } else if (absl::StartsWith(options.device, "sim:")) {
+      Log("hidden states to simulated GPUs of this host go by socket (in NCCL's place)");
+    } else {
+      Log("NCCL available for hidden states to GPUs of this host");
+    }
   }
 
   // The attach stream carries step results from the service's threads and
