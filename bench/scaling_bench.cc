@@ -346,7 +346,15 @@ absl::Status Run(int argc, char** argv) {
     d.close();
     g.close();
     const int rc = std::system(absl::StrCat("gnuplot ", script, " 2>&1").c_str());
-    std::fprintf(stderr, rc == 0 ? "plot: %s\n" : "no plot (gnuplot missing?): %s\n", plot.c_str());
+    if (rc == 0) {
+      // Intermediates: kept only when gnuplot could not draw them.
+      std::remove(data.c_str());
+      std::remove(script.c_str());
+      std::fprintf(stderr, "plot: %s\n", plot.c_str());
+    } else {
+      std::fprintf(stderr, "no plot (gnuplot missing?): data and script in %s, %s\n", data.c_str(),
+                   script.c_str());
+    }
   }
 
   if (scale_gpus <= 0) return absl::OkStatus();
