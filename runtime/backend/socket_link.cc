@@ -13,6 +13,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -133,9 +134,8 @@ absl::StatusOr<std::unique_ptr<SocketCommunicator>> SocketCommunicator::Join(con
       return fail(absl::StrCat("cannot listen for rank ", group.rank - 1, ": ", why));
     }
   }
-  auto close_listener = [&listener] {
+  absl::Cleanup close_listener = [&listener] {
     if (listener >= 0) close(listener);
-    listener = -1;
   };
 
   if (to_next) {
@@ -144,7 +144,6 @@ absl::StatusOr<std::unique_ptr<SocketCommunicator>> SocketCommunicator::Join(con
     for (;;) {
       const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       if (fd < 0) {
-        close_listener();
         return fail(absl::StrCat("socket: ", ErrnoText()));
       }
       if (connect(fd, reinterpret_cast<const sockaddr*>(&a), length) == 0) {
@@ -154,7 +153,6 @@ absl::StatusOr<std::unique_ptr<SocketCommunicator>> SocketCommunicator::Join(con
       const int err = errno;
       close(fd);
       if ((err != ECONNREFUSED && err != ENOENT && err != EAGAIN) || RemainingMs(deadline) == 0) {
-        close_listener();
         return fail(
             absl::StrCat("cannot connect to rank ", group.rank + 1, ": ", std::strerror(err)));
       }
@@ -166,7 +164,6 @@ absl::StatusOr<std::unique_ptr<SocketCommunicator>> SocketCommunicator::Join(con
     absl::Status s = SetNonBlocking(comm->next_fd_);
     if (s.ok()) s = ExactIo(comm->next_fd_, hello.data(), hello.size(), true, deadline);
     if (!s.ok()) {
-      close_listener();
       return fail(absl::StrCat("greeting rank ", group.rank + 1, ": ", s.message()));
     }
     comm->writer_ = std::thread([c = comm.get()] { c->Write(); });
@@ -177,7 +174,6 @@ absl::StatusOr<std::unique_ptr<SocketCommunicator>> SocketCommunicator::Join(con
   while (from_prev && comm->prev_fd_ < 0) {
     pollfd p = {listener, POLLIN, 0};
     if (poll(&p, 1, RemainingMs(deadline)) <= 0) {
-      close_listener();
       return fail(absl::StrCat("rank ", group.rank - 1, " did not connect within ",
                                group.timeout_ms, " ms"));
     }
@@ -195,7 +191,6 @@ absl::StatusOr<std::unique_ptr<SocketCommunicator>> SocketCommunicator::Join(con
       close(fd);
     }
   }
-  close_listener();
   return comm;
 }
 
