@@ -62,8 +62,12 @@ absl::StatusOr<MemoryReport> ProbeDevice(const BackendOptions& options) {
   return ProbeCudaDevice(*index);
 }
 
+std::string PeerTransportKind(const std::string& device) {
+  return absl::StartsWith(device, "sim:") ? "socket" : "nccl";
+}
+
 bool PeerTransportAvailable(const std::string& device, std::string* why) {
-  if (absl::StartsWith(device, "sim:")) return true;  // a socket link (socket_link.h)
+  if (PeerTransportKind(device) == "socket") return true;  // socket_link.h
   return NcclTransportAvailable(device, why);
 }
 

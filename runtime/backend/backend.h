@@ -337,6 +337,10 @@ absl::StatusOr<std::string> NewPeerGroupId();
 bool PeerTransportAvailable(const std::string& device, std::string* why);
 // The CUDA half of the above (cuda/nccl_link.cc, or no_cuda.cc).
 bool NcclTransportAvailable(const std::string& device, std::string* why);
+// The peer transport a worker on `device` would use, when it has one:
+// "socket" for a simulated device, "nccl" otherwise. Two workers' hop is
+// linked only when theirs agree.
+std::string PeerTransportKind(const std::string& device);
 
 // Whether this build has the CUDA backend, and how many devices it sees (0
 // with `why` set when none is usable).

@@ -35,8 +35,6 @@ bool NaturalLess(const std::string& a, const std::string& b) {
   return na < nb;
 }
 
-bool IsCpu(const v1::Device& d) { return IsCpuDevice(d); }
-
 // Replicas a coordinator forms at most (each has a pump thread).
 constexpr size_t kMaxReplicas = 256;
 
@@ -93,7 +91,7 @@ void CoordinatorService::AssignSparesLocked(Clock::time_point now) {
   // control loop plans and loads it like any replica without a map.
   std::vector<std::string> gpus;
   for (const std::string& id : spares) {
-    if (!IsCpu(registry_.workers().at(id).device)) gpus.push_back(id);
+    if (!IsCpuDevice(registry_.workers().at(id).device)) gpus.push_back(id);
   }
   std::sort(gpus.begin(), gpus.end(), NaturalLess);
   for (size_t b = 0; b + stages_per_replica_ <= gpus.size() && replicas_.size() < kMaxReplicas;
@@ -197,7 +195,7 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
   for (const v1::StageInfo& s : map->stages()) {
     const v1::Device& d = workers[s.stage()].device;
     std::string transport;
-    if (d.peer_transport()) transport = absl::StartsWith(d.name(), "sim:") ? "socket" : "nccl";
+    if (d.peer_transport()) transport = PeerTransportKind(d.name());
     candidates.push_back({d.host(), d.uuid(), transport});
   }
   PeerLinks links = PlanPeerLinks(candidates);
@@ -358,7 +356,7 @@ void CoordinatorService::ChooseLayoutLocked() {
   // the front, so CPU workers are the ones left over.
   std::vector<std::string> gpus, cpus;
   for (const std::string& id : EligibleLocked(Clock::now())) {
-    (IsCpu(registry_.workers().at(id).device) ? cpus : gpus).push_back(id);
+    (IsCpuDevice(registry_.workers().at(id).device) ? cpus : gpus).push_back(id);
   }
   std::sort(gpus.begin(), gpus.end(), NaturalLess);
   std::sort(cpus.begin(), cpus.end(), NaturalLess);

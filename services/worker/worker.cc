@@ -8,7 +8,6 @@
 #include <mutex>
 #include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/backend/backend.h"
@@ -108,7 +107,7 @@ absl::Status RunWorker(const WorkerOptions& in) {
   if (options.device != "cpu") {
     if (!peer_transport) {
       Log(absl::StrCat("hidden states use gRPC only: ", no_peers));
-    } else if (absl::StartsWith(options.device, "sim:")) {
+    } else if (PeerTransportKind(options.device) == "socket") {
       Log("hidden states to simulated GPUs of this host go by socket (in NCCL's place)");
     } else {
       Log("NCCL available for hidden states to GPUs of this host");
