@@ -59,6 +59,30 @@ Timed TimedStream(Cluster& cluster, const std::string& prompt, int max_tokens) {
   return t;
 }
 
+// `n` streams of kPrompts in turn, each on its own thread from the start;
+// joined by Join() or, when a test ends early, by the destructor.
+class Streams {
+ public:
+  Streams(Cluster& cluster, int n, int max_tokens) : got_(n) {
+    for (int i = 0; i < n; ++i) {
+      threads_.emplace_back([this, &cluster, i, max_tokens] {
+        got_[i] = TimedStream(cluster, kPrompts[i % 4], max_tokens);
+      });
+    }
+  }
+  ~Streams() { Join(); }
+  const std::vector<Timed>& Join() {
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+    return got_;
+  }
+
+ private:
+  std::vector<Timed> got_;
+  std::vector<std::thread> threads_;
+};
+
 void ExpectLikeTheSingleProcessRun(const Timed& got, const std::string& prompt, int max_tokens,
                                    int i, const std::string& device = "cpu") {
   const Reference ref = GenerateLocally(TestModel("llama"), prompt, max_tokens, {},
@@ -94,11 +118,7 @@ TEST(ReplicaTest, TwoReplicasShareTheLoadAndOneFailsOverWithoutPausingTheOther) 
   EXPECT_NE(epoch0, epoch1);  // each replica has its own
 
   const int n = 8, max_tokens = 150;
-  std::vector<Timed> got(n);
-  std::vector<std::thread> clients;
-  for (int i = 0; i < n; ++i) {
-    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
-  }
+  Streams streams(*cluster, n, max_tokens);
   // Both replicas hold sequences: admission spread them.
   bool spread = false;
   for (int tries = 0; tries < 200 && !spread; ++tries) {
@@ -118,7 +138,7 @@ TEST(ReplicaTest, TwoReplicasShareTheLoadAndOneFailsOverWithoutPausingTheOther) 
       },
       20'000))
       << cluster->Info().ShortDebugString();
-  for (auto& t : clients) t.join();
+  const std::vector<Timed>& got = streams.Join();
   kill(pid, SIGCONT);
 
   const v1::ModelInfo after = cluster->Info();
@@ -159,11 +179,7 @@ TEST(ReplicaTest, TheLayoutSearchPicksOneReplicaPerWorkerAndALostOneHandsItsSequ
   ASSERT_EQ(before.replicas_size(), 3);
   for (const v1::LayerMap& m : before.replicas()) EXPECT_EQ(m.stages_size(), 1);
   const int n = 9, max_tokens = 120;
-  std::vector<Timed> got(n);
-  std::vector<std::thread> clients;
-  for (int i = 0; i < n; ++i) {
-    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
-  }
+  Streams streams(*cluster, n, max_tokens);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const std::string victim = before.replicas(2).stages(0).worker_id();
   ASSERT_EQ(kill(PidOf(*cluster, victim), SIGKILL), 0);
@@ -172,7 +188,7 @@ TEST(ReplicaTest, TheLayoutSearchPicksOneReplicaPerWorkerAndALostOneHandsItsSequ
         return info.replicas_size() == 3 && info.replicas(2).stages_size() == 0;
       },
       20'000));
-  for (auto& t : clients) t.join();
+  const std::vector<Timed>& got = streams.Join();
   for (int i = 0; i < n; ++i) {
     ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i, "sim:a100-40gb");
   }
@@ -217,11 +233,7 @@ TEST(ReplicaTest, ACpuWorkerStandsByBesideGpusAndReplacesAFailedOne) {
       << "the CPU worker did not measure its speed";
 
   const int n = 6, max_tokens = 100;
-  std::vector<Timed> got(n);
-  std::vector<std::thread> clients;
-  for (int i = 0; i < n; ++i) {
-    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
-  }
+  Streams streams(*cluster, n, max_tokens);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const std::string victim = before.replicas(1).stages(0).worker_id();
   ASSERT_EQ(kill(PidOf(*cluster, victim), SIGKILL), 0);
@@ -232,7 +244,7 @@ TEST(ReplicaTest, ACpuWorkerStandsByBesideGpusAndReplacesAFailedOne) {
       },
       20'000))
       << cluster->Info().ShortDebugString();
-  for (auto& t : clients) t.join();
+  const std::vector<Timed>& got = streams.Join();
   for (int i = 0; i < n; ++i) {
     EXPECT_EQ(got[i].result.code, 0) << "stream " << i << ": " << got[i].result.message;
     EXPECT_EQ(got[i].result.tokens.size(), static_cast<size_t>(max_tokens)) << "stream " << i;
@@ -301,12 +313,8 @@ TEST(ReplicaTest, AGpuThatJoinsLaterFormsAnotherReplica) {
   const std::string log = ReadFile(cluster->log_dir() + "/coordinator.log");
   EXPECT_NE(log.find("spare worker(s) worker-2 form replica 2"), std::string::npos) << log;
   const int n = 6, max_tokens = 24;
-  std::vector<Timed> got(n);
-  std::vector<std::thread> clients;
-  for (int i = 0; i < n; ++i) {
-    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
-  }
-  for (auto& t : clients) t.join();
+  Streams streams(*cluster, n, max_tokens);
+  const std::vector<Timed>& got = streams.Join();
   for (int i = 0; i < n; ++i) {
     ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i, "sim:a100-40gb");
   }
@@ -342,14 +350,10 @@ TEST_P(SocketHopTest, SimulatedGpusHopBySocketAndSurviveALostStage) {
       << ReadFile(logs + "/coordinator.log");
 
   const int n = 6, max_tokens = 100;
-  std::vector<Timed> got(n);
-  std::vector<std::thread> clients;
-  for (int i = 0; i < n; ++i) {
-    clients.emplace_back([&, i] { got[i] = TimedStream(*cluster, kPrompts[i % 4], max_tokens); });
-  }
+  Streams streams(*cluster, n, max_tokens);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  // The middle stage's hidden states came by the peer group, which its
-  // byte counters count (the rows in bf16), not in the gRPC steps.
+  // The middle stage's hidden states came by the peer group, and its byte
+  // counters count them (they read 0 when only gRPC steps were counted).
   const std::string middle =
       HttpGet(cluster->metrics_of(before.replicas(0).stages(1).worker_id()), "/metrics");
   EXPECT_GT(Sample(middle, "strata_worker_received_bytes_total"), 0) << middle;
@@ -362,7 +366,7 @@ TEST_P(SocketHopTest, SimulatedGpusHopBySocketAndSurviveALostStage) {
       },
       20'000))
       << cluster->Info().ShortDebugString();
-  for (auto& t : clients) t.join();
+  const std::vector<Timed>& got = streams.Join();
   int spanning = 0;  // streams with tokens from both maps: the loss came mid-stream
   for (int i = 0; i < n; ++i) {
     ExpectLikeTheSingleProcessRun(got[i], kPrompts[i % 4], max_tokens, i, "sim:a100-40gb");
