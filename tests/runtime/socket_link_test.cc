@@ -13,6 +13,7 @@
 #include <cstring>
 #include <future>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -66,6 +67,14 @@ TEST(SocketLinkTest, IdsAreRandomAndTellThemselvesFromNcclIds) {
   ASSERT_FALSE(joined.ok());
   EXPECT_EQ(joined.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(joined.status().message().find("sim:a100-40gb"), std::string::npos);
+  // A rank outside the group, a group of one, elements of no size.
+  for (const auto& [rank, size, bytes] :
+       std::vector<std::tuple<int, int, int64_t>>{{2, 2, 4}, {-1, 2, 4}, {0, 1, 4}, {0, 2, 0}}) {
+    auto bad = SocketCommunicator::Join(Group(a, rank, size), bytes, "sim:a100-40gb");
+    ASSERT_FALSE(bad.ok()) << rank << " of " << size;
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+    EXPECT_NE(bad.status().message().find("peer group rank"), std::string::npos) << bad.status();
+  }
 }
 
 TEST(SocketLinkTest, StepsFlowThroughAThreeRankPipelineInOrder) {
