@@ -297,12 +297,16 @@ TEST(ReplicaTest, CpuWorkersTakeTheLayersASmallGpuCannotHold) {
 // more replica (here of one stage), which then takes its share of new
 // requests; its streams equal one simulated GPU's.
 TEST(ReplicaTest, AGpuThatJoinsLaterFormsAnotherReplica) {
+  // 5 ms steps, so the six streams overlap and admission spreads them: on
+  // the tiny model each could otherwise end before the next arrives, and
+  // every one would go to replica 0 (a tie goes to the first).
   auto cluster =
       Cluster::Start(TestModel("llama"), 2,
-                     {"--gpus", "sim:a100-40gb*2", "--coordinator-flags", "--admit-delay-ms 100"});
+                     {"--gpus", "sim:a100-40gb*2", "--coordinator-flags", "--admit-delay-ms 100",
+                      "--worker-flags", "--debug-step-delay-ms 5"});
   ASSERT_NE(cluster, nullptr);
   ASSERT_EQ(cluster->Info().replicas_size(), 2);
-  cluster->StartWorker("worker-2", {"--device", "sim:a100-40gb"});
+  cluster->StartWorker("worker-2", {"--device", "sim:a100-40gb", "--debug-step-delay-ms", "5"});
   ASSERT_TRUE(cluster->WaitInfo(
       [](const v1::ModelInfo& info) {
         return info.replicas_size() == 3 && info.replicas(2).stages_size() == 1 &&
