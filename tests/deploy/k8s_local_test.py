@@ -28,6 +28,7 @@ With --static only step 1 runs (for the GPU base, whose workers need GPUs).
 import json
 import math
 import os
+import random
 import re
 import signal
 import socket
@@ -90,8 +91,35 @@ def port_of(address):
     return int(address.rsplit(":", 1)[1])
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
+    """A loopback port free now, below the kernel's ephemeral range.
+
+    The pods bind their ports a second or so after this picks them. A port
+    from the ephemeral range (what binding port 0 gives) can be taken in
+    between by any outgoing connection on the machine, as a gateway's HTTP
+    port once was; ports below that range are only ever bound on purpose.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(10000, max(10001, ephemeral_low))
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # every candidate taken: the ephemeral way
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
