@@ -143,9 +143,13 @@ absl::Status Run(int argc, char** argv) {
   int64_t max_tokens = 64, prompt_tokens = 128, accelerate_batch = 8, scale_gpus = 32,
           scale_replicas = 8, scale_layers = 64, scale_concurrency = 256;
   double slowdown = 1;
-  bool per_gpu = false;
-  int64_t inflight_per_stage = 1;
+  bool per_gpu = false, plan_load = true;
+  int64_t inflight_per_stage = 1, max_batch_tokens = 512;
   FlagSet flags;
+  flags.Bool("plan-load", &plan_load,
+             "the chosen and pipeline layouts are planned for the load's prompt and completion "
+             "lengths (--plan-prompt-tokens, --plan-output-tokens); false: for decode steps (true)");
+  flags.Int("max-batch-tokens", &max_batch_tokens, "tokens per step (512)");
   flags.Int("inflight-per-stage", &inflight_per_stage,
             "the pipeline layout's micro-batches in flight per stage (1)");
   flags.Bool("per-gpu", &per_gpu,
@@ -175,6 +179,9 @@ absl::Status Run(int argc, char** argv) {
   }
   if (inflight_per_stage < 1 || inflight_per_stage > 64) {
     return absl::InvalidArgumentError("--inflight-per-stage: must be in [1, 64]");
+  }
+  if (max_batch_tokens < 1 || max_batch_tokens > 8192) {
+    return absl::InvalidArgumentError("--max-batch-tokens: must be in [1, 8192]");
   }
   ASSIGN_OR_RETURN(std::vector<int> counts, IntList("counts", counts_list));
   ASSIGN_OR_RETURN(std::vector<int> concurrencies, IntList("concurrency", conc_list));
@@ -235,8 +242,13 @@ absl::Status Run(int argc, char** argv) {
                                       : setting.inflight;
           up.max_sequences = setting.max_sequences;
           up.max_context = context;
+          up.max_batch_tokens = max_batch_tokens;
           up.threads = 1;
           up.max_pending = static_cast<int>(std::max<int64_t>(up.max_pending, top));
+          if (plan_load && setting.name != "accelerate") {
+            up.coordinator_flags = {"--plan-prompt-tokens", absl::StrCat(prompt_tokens),
+                                    "--plan-output-tokens", absl::StrCat(max_tokens)};
+          }
           if (slowdown != 1) {
             const DeviceModel row = *FindDevice(gpu);
             up.worker_flags = {"--sim-bandwidth", absl::StrCat(row.bandwidth / slowdown),
@@ -258,6 +270,11 @@ absl::Status Run(int argc, char** argv) {
           const v1::ModelInfo& info = cluster.info().model();
           const int replicas = std::max(1, info.replicas_size());
           const int stages = info.layer_map().stages_size();
+          // Replica 0's stages as layer counts, e.g. "4,4,5,3".
+          std::string cuts;
+          for (const auto& st : info.layer_map().stages()) {
+            absl::StrAppend(&cuts, cuts.empty() ? "" : ",", st.layer_end() - st.layer_begin());
+          }
           RunLoad(cluster.gateway(), 1, 1, 4, prompt);  // warm up
           for (int per : concurrencies) {
             const int c = per_gpu ? per * n : per;
@@ -287,14 +304,18 @@ absl::Status Run(int argc, char** argv) {
             std::printf(
                 "{\"bench\": \"scaling\", \"shape\": \"%s\", \"gpu\": \"%s\", \"gpus\": %d, "
                 "\"layout\": \"%s\", \"replicas\": %d, \"stages\": %d, \"concurrency\": %d, "
-                "\"slowdown\": %g, \"prompt_tokens\": %lld, \"failures\": %d, "
+                "\"slowdown\": %g, \"prompt_tokens\": %lld, \"max_batch_tokens\": %lld, "
+                "\"planned_for_load\": %s, \"cuts\": \"%s\", \"failures\": %d, "
                 "\"output_tokens_per_s\": %.1f, \"total_tokens_per_s\": %.1f, "
                 "\"ttft_p50_ms\": %.2f, "
                 "\"ttft_p99_ms\": %.2f, \"itl_p50_ms\": %.2f, \"itl_p99_ms\": %.2f, "
                 "\"busy\": [%s], \"steps\": [%s], \"modelled_step_ms\": [%s], "
                 "\"sim_achieved_over_modelled\": %.4f}\n",
                 shape.size.c_str(), gpu.c_str(), n, setting.name.c_str(), replicas, stages, c,
-                slowdown, static_cast<long long>(prompt_tokens), load.failures, tps, all_tps,
+                slowdown, static_cast<long long>(prompt_tokens),
+                static_cast<long long>(max_batch_tokens),
+                plan_load && setting.name != "accelerate" ? "true" : "false", cuts.c_str(),
+                load.failures, tps, all_tps,
                 Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99), Pct(load.itl_ms, 0.5),
                 Pct(load.itl_ms, 0.99), busy_json.c_str(), steps_json.c_str(), step_ms_json.c_str(),
                 modelled > 0 ? achieved / modelled : 0.0);

@@ -70,6 +70,27 @@ void DeclareTls(FlagSet& f, TlsFiles* tls) {
   f.String("tls-ca", &tls->ca, "the cluster CA's certificate (PEM); peers must chain to it");
 }
 
+// --plan-prompt-tokens, --plan-output-tokens: the load the layout search
+// plans for (`coordinator` and `plan`).
+void DeclarePlanLoad(FlagSet& f, int64_t* prompt, int64_t* output) {
+  f.Int("plan-prompt-tokens", prompt,
+        "plan the layout for requests with prompts of this many tokens on average, their "
+        "prefill weighed beside decode (with --plan-output-tokens; 0: decode steps alone)");
+  f.Int("plan-output-tokens", output,
+        "the planned requests' mean completion length (with --plan-prompt-tokens)");
+}
+
+absl::Status CheckPlanLoad(int64_t prompt, int64_t output) {
+  RETURN_IF_ERROR(IntIn("plan-prompt-tokens", prompt, 0, 1 << 24));
+  RETURN_IF_ERROR(IntIn("plan-output-tokens", output, 0, 1 << 24));
+  if ((prompt > 0) != (output > 0)) {
+    return absl::InvalidArgumentError(
+        "--plan-prompt-tokens, --plan-output-tokens: give both (a load of prompts and "
+        "completions) or neither");
+  }
+  return absl::OkStatus();
+}
+
 // The request flags shared by `client` and `up --prompt`.
 struct RequestFlags {
   std::string prompt;
@@ -163,6 +184,7 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
   f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
   f.Int("max-inflight-steps", &inflight, "micro-batches in the pipeline; 0 = one per stage");
+  DeclarePlanLoad(f, &o.plan_prompt_tokens, &o.plan_output_tokens);
   f.Int("drain-timeout-ms", &drain, "how long running requests may finish on shutdown (30000)");
   f.Int("heartbeat-ms", &heartbeat, "how often workers send a heartbeat (200)");
   f.Int("heartbeat-timeout-ms", &heartbeat_timeout,
@@ -199,6 +221,7 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("drain-timeout-ms", drain, 0, INT32_MAX));
   RETURN_IF_ERROR(IntIn("max-sequences", o.max_sequences, 1, 65536));
   RETURN_IF_ERROR(IntIn("max-batch-tokens", o.max_batch_tokens, 1, 8192));
+  RETURN_IF_ERROR(CheckPlanLoad(o.plan_prompt_tokens, o.plan_output_tokens));
   o.workers = static_cast<int>(workers);
   o.startup_timeout_ms = static_cast<int>(startup);
   o.max_inflight_steps = static_cast<int>(inflight);
@@ -701,6 +724,8 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
   f.Int("context", &context, "tokens per sequence; 0 = the model's, capped at 8192");
   f.Int("max-batch-tokens", &batch, "tokens per step; sizes the activation workspace (512)");
   f.String("kv-dtype", &kv_dtype, "KV cache element type: bf16 (GPU) or f32 (CPU) (bf16)");
+  int64_t plan_prompt = 0, plan_output = 0;
+  DeclarePlanLoad(f, &plan_prompt, &plan_output);
   bool stop = false;
   RETURN_IF_ERROR(ParseOrHelp(
       f, args,
@@ -717,6 +742,7 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("replicas", replicas, 0, 4096));
   RETURN_IF_ERROR(IntIn("stages", stages, 0, 4096));
   RETURN_IF_ERROR(IntIn("max-sequences", max_sequences, 1, 1 << 20));
+  RETURN_IF_ERROR(CheckPlanLoad(plan_prompt, plan_output));
   if (!(fraction > 0 && fraction <= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--memory-fraction: must be in (0, 1], got ", fraction));
@@ -754,6 +780,8 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
   lo.replicas = static_cast<int>(replicas);
   lo.stages = static_cast<int>(stages);
   lo.max_sequences = max_sequences;
+  lo.prompt_tokens = plan_prompt;
+  lo.output_tokens = plan_output;
   ASSIGN_OR_RETURN(Layout layout, PlanLayout(input, lo));
   std::cout << FormatLayout(layout, input)
             << "device_map = " << FormatDeviceMap(layout.replicas.front().plan) << "\n";

@@ -44,6 +44,10 @@ struct CoordinatorOptions {
   int64_t max_context = 0;         // tokens per sequence; 0 = model's, capped at 8192
   int64_t max_batch_tokens = 512;  // tokens per step
   int max_inflight_steps = 0;      // micro-batches in the pipeline; 0 = one per stage
+  // The load the layout search plans for: mean prompt and completion
+  // lengths (both, or 0: decode steps alone). See LayoutOptions.
+  int64_t plan_prompt_tokens = 0;
+  int64_t plan_output_tokens = 0;
   int drain_timeout_ms = 30'000;
   int heartbeat_ms = 200;           // how often workers report
   int heartbeat_timeout_ms = 1000;  // a worker silent this long is lost (hung, SIGSTOP)

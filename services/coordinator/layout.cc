@@ -19,16 +19,56 @@ using plan_detail::MinMaxSplit;
 constexpr double kNominalBandwidth = 100e9;  // bytes/s at speed 1
 constexpr double kNominalFlops = 100e12;     // FLOP/s at speed 1
 
-double Seconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e, int64_t m,
-               const LayoutOptions& o) {
+// One decode micro-batch of m sequences.
+double DecodeSeconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e, int64_t m,
+                     const LayoutOptions& o) {
   const double kv_read = static_cast<double>(c.kv_bytes_for(b, e, 1)) * o.read_context_fraction;
   const double bytes = static_cast<double>(c.read_bytes(b, e)) + static_cast<double>(m) * kv_read;
   const double flops = 2.0 * static_cast<double>(c.params(b, e)) * static_cast<double>(m);
   double hop = o.hop_seconds;
   if (!c.last(e)) {
-    hop += static_cast<double>(m * c.in.hidden_size * 4) / o.link_bandwidth;
+    hop += static_cast<double>(m * c.in.hidden_size * c.in.activation_bytes) / o.link_bandwidth;
   }
   return bytes / DeviceBandwidth(dev) + flops / DeviceFlops(dev) + hop;
+}
+
+// One prompt of o.prompt_tokens, prefilled in steps of max_batch_tokens.
+double PrefillSeconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e,
+                      const LayoutOptions& o) {
+  const PlanInput& in = c.in;
+  const double p = static_cast<double>(o.prompt_tokens);
+  const double t = static_cast<double>(std::max<int64_t>(1, in.max_batch_tokens));
+  const double layers = static_cast<double>(e - b);
+  const double steps = p / t;  // shorter prompts share a step
+  const double layer_params = static_cast<double>(c.params(b, e) - (c.last(e) ? in.lm_head_params : 0));
+  double bytes = steps * static_cast<double>(c.read_bytes(b, e) - c.head_read_bytes(e));
+  // Every token's K and V written; each chunk's queries read the keys up to
+  // the chunk's end: sum over chunks of (chunk end) per layer.
+  const double keys = p <= t ? p * p : p * (p + t) / 2;
+  bytes += layers * (p + keys) * static_cast<double>(in.kv_token_bytes);
+  double flops = 2.0 * layer_params * p +
+                 layers * 4.0 * keys * static_cast<double>(in.attention_width);
+  double hop = steps * o.hop_seconds;
+  if (c.last(e)) {
+    // The head: read once per step that samples (once per prompt, or once
+    // per step of several short prompts), multiplied by the sampled row.
+    bytes += std::min(1.0, steps) * static_cast<double>(c.head_read_bytes(e));
+    flops += 2.0 * static_cast<double>(in.lm_head_params);
+  } else {
+    hop += p * static_cast<double>(in.hidden_size * in.activation_bytes) / o.link_bandwidth;
+  }
+  return bytes / DeviceBandwidth(dev) + flops / DeviceFlops(dev) + hop;
+}
+
+// A stage's cost for one micro-batch of m: a decode step's time, or with a
+// load to plan for, its time per m completed tokens, prefill included.
+double Seconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e, int64_t m,
+               const LayoutOptions& o) {
+  const double decode = DecodeSeconds(c, dev, b, e, m, o);
+  if (o.prompt_tokens <= 0 || o.output_tokens <= 0) return decode;
+  const double out = static_cast<double>(o.output_tokens);
+  return (out - 1) / out * decode +
+         static_cast<double>(m) / out * PrefillSeconds(c, dev, b, e, o);
 }
 
 int64_t Need(const Costs& c, int64_t b, int64_t e, int64_t sequences) {
@@ -157,6 +197,12 @@ absl::Status CheckOptions(const PlanInput& in, const LayoutOptions& o) {
         "stages: ", o.stages, " stages but the model has ", in.layer_bytes.size(), " layers"));
   }
   if (o.max_sequences < 1) return absl::InvalidArgumentError("max_sequences: must be positive");
+  if (o.prompt_tokens < 0 || o.output_tokens < 0 ||
+      (o.prompt_tokens > 0) != (o.output_tokens > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt_tokens, output_tokens: plan for a load with both positive or neither, got ",
+        o.prompt_tokens, " and ", o.output_tokens));
+  }
   if (!(o.hop_seconds >= 0) || !(o.link_bandwidth > 0) || !(o.read_context_fraction >= 0)) {
     return absl::InvalidArgumentError(
         "hop_seconds, link_bandwidth, read_context_fraction: must be non-negative (bandwidth "
@@ -198,6 +244,11 @@ std::vector<int64_t> MicroBatchGrid(int64_t cap) {
 double StageSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
                     int64_t micro_batch, const LayoutOptions& options) {
   return Seconds(Costs(input), device, begin, end, micro_batch, options);
+}
+
+double PrefillSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
+                      const LayoutOptions& options) {
+  return PrefillSeconds(Costs(input), device, begin, end, options);
 }
 
 int64_t StageNeedBytes(const PlanInput& input, int64_t begin, int64_t end, int64_t sequences) {
@@ -280,6 +331,10 @@ absl::StatusOr<Layout> PlanLayout(const PlanInput& input, const LayoutOptions& o
   const Weighed& w = weighed[best];
   layout.stages = w.stages;
   layout.tokens_per_second = w.tokens_per_second;
+  if (options.prompt_tokens > 0) {
+    layout.prompt_tokens = options.prompt_tokens;
+    layout.output_tokens = options.output_tokens;
+  }
   std::vector<bool> used(n, false);
   for (size_t g = 0; g < w.groups.size(); ++g) {
     const Costs& costs = w.results[g].host_embedding ? host_costs : c;
@@ -332,6 +387,12 @@ std::string FormatLayout(const Layout& layout, const PlanInput& input) {
       layout.replicas.size(), layout.stages,
       static_cast<int>(layout.replicas.size()) * layout.stages, input.devices.size(),
       layout.tokens_per_second);
+  if (layout.prompt_tokens > 0) {
+    absl::StrAppendFormat(&out,
+                          "planned for %d-token prompts and %d-token completions: output tokens/s, "
+                          "prefill included; cuts balance both\n",
+                          layout.prompt_tokens, layout.output_tokens);
+  }
   for (size_t r = 0; r < layout.replicas.size(); ++r) {
     const ReplicaPlan& rep = layout.replicas[r];
     absl::StrAppendFormat(

@@ -11,7 +11,18 @@
 // context, and the hop is a fixed cost plus the micro-batch's activations
 // over the link (the last stage's hop returns tokens only). A replica keeps S
 // micro-batches in flight, so it holds m x S sequences and delivers m tokens
-// every slowest-stage time. A stage must hold its weights, the KV of every
+// every slowest-stage time.
+//
+// With a load to plan for (`prompt_tokens` P and `output_tokens` O, the
+// requests' mean lengths), a stage's cost is its time per m completed tokens
+// instead: (O - 1) / O decode micro-batches plus m / O prompts' prefill. A
+// prompt is prefilled in P / T steps of T = max_batch_tokens tokens (prompts
+// shorter than T share a step), each reading the stage's weights once and
+// multiplying every token by its parameters, with the attention over the
+// prompt's earlier tokens; the last stage reads its LM head once per prompt
+// (for its sampled row, once per step when several share one). So the cuts
+// balance the load's real mix: on long prompts the head, a large read but
+// few FLOPs, weighs less than on decode. A stage must hold its weights, the KV of every
 // sequence in flight at full context and the workspace within its usable
 // memory (capacity - reserve, the reserve being what --memory-fraction leaves).
 //
@@ -38,8 +49,14 @@ struct LayoutOptions {
   int stages = 0;                      // forced when > 0
   int64_t max_sequences = 1024;        // a replica's sequences in flight, at most
   double hop_seconds = 150e-6;         // fixed cost of one hop
-  double link_bandwidth = 12e9;        // activations between stages, bytes/s
+  // Activations between stages, bytes/s: a PCIe 4.0 x16 link between GPUs
+  // of one host, as NCCL (and the simulated GPUs' socket group) moves them.
+  double link_bandwidth = 25e9;
   double read_context_fraction = 0.5;  // a decode step reads this share of the context
+  // The load planned for, as its requests' mean prompt and completion
+  // lengths (both > 0), or 0 and 0: decode steps alone.
+  int64_t prompt_tokens = 0;
+  int64_t output_tokens = 0;
   // A tied-embedding model's group of several devices that does not fit may
   // keep the embedding table in host memory on its first stage.
   bool allow_host_embedding = true;
@@ -51,7 +68,7 @@ struct ReplicaPlan {
   int64_t micro_batch = 0;   // sequences per micro-batch of the model
   int64_t in_flight = 0;     // micro_batch x stages
   int64_t kv_sequences = 0;  // full-context sequences the memory left over holds
-  double step_seconds = 0;   // the slowest stage's time for one micro-batch
+  double step_seconds = 0;   // the slowest stage's cost for one micro-batch (StageSeconds)
   double tokens_per_second = 0;
   bool host_embedding = false;  // stage 0 keeps the embedding table in host memory
 };
@@ -69,6 +86,7 @@ struct Layout {
   std::vector<int> spares;  // devices no replica uses
   double tokens_per_second = 0;
   std::vector<LayoutCandidate> candidates;  // every S weighed, by S
+  int64_t prompt_tokens = 0, output_tokens = 0;  // the load planned for (0: decode only)
 };
 
 // The best layout (or the forced one); FAILED_PRECONDITION naming what does
@@ -76,9 +94,13 @@ struct Layout {
 absl::StatusOr<Layout> PlanLayout(const PlanInput& input, const LayoutOptions& options);
 
 // The step model's pieces, shared with the brute-force tests and the
-// simulated devices.
+// simulated devices. StageSeconds: a stage's cost for one micro-batch (per
+// micro_batch completed tokens with a load to plan for); PrefillSeconds: its
+// time for one prompt of options.prompt_tokens.
 double StageSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
                     int64_t micro_batch, const LayoutOptions& options);
+double PrefillSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
+                      const LayoutOptions& options);
 int64_t StageNeedBytes(const PlanInput& input, int64_t begin, int64_t end, int64_t sequences);
 // Micro-batch sizes tried: 1, 2, 3, 4, 6, 8, 12, ... and `cap` itself.
 std::vector<int64_t> MicroBatchGrid(int64_t cap);

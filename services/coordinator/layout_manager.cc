@@ -378,10 +378,14 @@ void CoordinatorService::ChooseLayoutLocked() {
     auto search = [&](const std::vector<std::string>& members,
                       int stages) -> absl::StatusOr<Layout> {
       std::vector<std::pair<std::string, v1::Device>> named;
-      for (const std::string& id : members)
+      bool all_gpus = true;
+      for (const std::string& id : members) {
         named.emplace_back(id, registry_.workers().at(id).device);
+        all_gpus &= !IsCpuDevice(named.back().second);
+      }
       const std::vector<DeviceSpec> devices = PlannerDevices(named);
       BudgetOptions budget;
+      budget.kv_element_bytes = all_gpus ? 2 : 4;  // bf16 on GPUs, f32 on CPU workers
       budget.concurrency = options_.max_sequences;
       budget.context = max_context_;
       budget.max_batch_tokens = options_.max_batch_tokens;
@@ -389,6 +393,8 @@ void CoordinatorService::ChooseLayoutLocked() {
                        PlanInputForModel(options_.model_dir, config_, devices, budget));
       LayoutOptions lo;
       lo.max_sequences = options_.max_sequences;
+      lo.prompt_tokens = options_.plan_prompt_tokens;
+      lo.output_tokens = options_.plan_output_tokens;
       lo.replicas = stages > 0 ? 1 : 0;
       lo.stages = stages;
       return PlanLayout(input, lo);

@@ -32,10 +32,12 @@ struct Costs {
   bool last(int64_t e) const { return e == num_layers(); }
   // Bytes the stage reads every decode step (the embedding lookup reads a few rows).
   int64_t read_bytes(int64_t b, int64_t e) const {
-    int64_t bytes = prefix[e] - prefix[b];
-    if (last(e))
-      bytes += in.final_norm_bytes + (in.tied_embeddings ? in.embedding_bytes : in.lm_head_bytes);
-    return bytes;
+    return prefix[e] - prefix[b] + head_read_bytes(e);
+  }
+  // Of those, the final norm and LM head's (0 before the last stage).
+  int64_t head_read_bytes(int64_t e) const {
+    if (!last(e)) return 0;
+    return in.final_norm_bytes + (in.tied_embeddings ? in.embedding_bytes : in.lm_head_bytes);
   }
   int64_t weight_bytes(int64_t b, int64_t e) const {
     int64_t bytes = prefix[e] - prefix[b];

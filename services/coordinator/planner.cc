@@ -305,6 +305,8 @@ absl::StatusOr<PlanInput> PlanInputForModel(const std::string& model_dir, const 
   in.kv_token_bytes = 2 * config.kv_dim() * budget.kv_element_bytes;
   in.context = context;
   in.hidden_size = config.hidden_size;
+  in.attention_width = config.q_dim();
+  in.activation_bytes = budget.kv_element_bytes;  // the activations' type is the cache's
   in.max_batch_tokens = budget.max_batch_tokens;
   return in;
 }

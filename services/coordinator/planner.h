@@ -52,6 +52,8 @@ struct PlanInput {
   int64_t kv_token_bytes = 0;         // K and V of one token in one layer
   int64_t context = 0;                // tokens per sequence the KV is sized for
   int64_t hidden_size = 0;            // activations sent per token between stages
+  int64_t attention_width = 0;        // query heads x head size (prefill attention FLOPs)
+  int64_t activation_bytes = 4;       // per element of a hidden state sent on (bf16 on GPUs: 2)
   int64_t max_batch_tokens = 512;     // tokens a step carries at most
 };
 

@@ -102,12 +102,30 @@ PlanInput RandomInput(std::mt19937& rng) {
 
 TEST(LayoutTest, MatchesBruteForceOverStagesCutsAndMicroBatches) {
   std::mt19937 rng(11);
-  int fitted = 0, multi_replica = 0, multi_stage = 0;
+  int fitted = 0, multi_replica = 0, multi_stage = 0, with_load = 0;
+  // Whether the load moves any cut of a forced one-pipeline layout.
+  auto layout_stages_differ = [](const PlanInput& in, LayoutOptions o) {
+    o.replicas = 1;
+    o.stages = static_cast<int>(std::min(in.devices.size(), in.layer_bytes.size()));
+    absl::StatusOr<Layout> with = PlanLayout(in, o);
+    o.prompt_tokens = o.output_tokens = 0;
+    absl::StatusOr<Layout> without = PlanLayout(in, o);
+    if (!with.ok() || !without.ok()) return 0;
+    for (size_t i = 0; i < with->replicas[0].plan.stages.size(); ++i) {
+      if (with->replicas[0].plan.stages[i].end != without->replicas[0].plan.stages[i].end) return 1;
+    }
+    return 0;
+  };
   for (int trial = 0; trial < 150; ++trial) {
     const PlanInput in = RandomInput(rng);
     LayoutOptions o;
     o.max_sequences = 16 + static_cast<int64_t>(rng() % 200);
     o.allow_host_embedding = false;  // the brute force keeps every table on a device
+    if (trial % 2 == 1) {            // half of them planned for a load with prompts
+      o.prompt_tokens = 1 + static_cast<int64_t>(rng() % 300);
+      o.output_tokens = 1 + static_cast<int64_t>(rng() % 100);
+      with_load += layout_stages_differ(in, o);
+    }
     const double expect = BruteLayout(in, o);
     absl::StatusOr<Layout> layout = PlanLayout(in, o);
     if (expect == 0) {
@@ -143,6 +161,7 @@ TEST(LayoutTest, MatchesBruteForceOverStagesCutsAndMicroBatches) {
   EXPECT_GT(fitted, 60);
   EXPECT_GT(multi_replica, 10);
   EXPECT_GT(multi_stage, 10);
+  EXPECT_GT(with_load, 3) << "the load's prefill moves cuts in some cases";
 }
 
 PlanInput Uniform(int layers, int devices, int64_t capacity) {
@@ -259,7 +278,91 @@ TEST(LayoutTest, TheStepModelAddsBytesFlopsAndHops) {
   // A stage that is not last also sends its activations (f32).
   const double first = 100.0 * kMiB + 8 * (4096 * 4096 * 0.5);
   EXPECT_NEAR(StageSeconds(in, dev, 0, 1, 8, o),
-              first / 1e12 + 2.0 * 50 * kMiB * 8 / 100e12 + 1e-4 + 8.0 * 2048 * 4 / 12e9, 1e-12);
+              first / 1e12 + 2.0 * 50 * kMiB * 8 / 100e12 + 1e-4 + 8.0 * 2048 * 4 / 25e9, 1e-12);
+}
+
+TEST(LayoutTest, PrefillReadsWeightsPerStepAndTheHeadPerPrompt) {
+  PlanInput in = Uniform(4, 1, int64_t{16} << 30);
+  in.max_batch_tokens = 512;
+  in.attention_width = 2048;
+  LayoutOptions o;
+  o.hop_seconds = 1e-4;
+  o.prompt_tokens = 1024;
+  o.output_tokens = 4;
+  const DeviceSpec& dev = in.devices[0];
+  // A middle stage, one layer: two steps of 512 tokens read it twice; every
+  // token's K and V is written; the two chunks' queries read 512 and 1024
+  // keys (1024 x 1536 / 2 per token of the prompt); 2 FLOPs per parameter
+  // per token and 4 per query, key and attention dim; two hops and the
+  // prompt's activations.
+  const double keys = 1024.0 * (1024 + 512) / 2;
+  const double mid_bytes = 2 * 100.0 * kMiB + (1024 + keys) * 4096;
+  const double mid_flops = 2.0 * 50 * kMiB * 1024 + 4.0 * keys * 2048;
+  const double mid = mid_bytes / 1e12 + mid_flops / 100e12 + 2e-4 + 1024.0 * 2048 * 4 / 25e9;
+  EXPECT_NEAR(PrefillSeconds(in, dev, 1, 2, o), mid, 1e-12);
+  // The last stage reads the head once for the prompt's sampled row, and
+  // multiplies that row alone; it sends nothing on.
+  const double last = (2 * 100.0 * kMiB + 200.0 * kMiB + 4096 + (1024 + keys) * 4096) / 1e12 +
+                      (2.0 * 50 * kMiB * 1024 + 4.0 * keys * 2048 + 2.0 * 100 * kMiB) / 100e12 +
+                      2e-4;
+  EXPECT_NEAR(PrefillSeconds(in, dev, 3, 4, o), last, 1e-12);
+  // Prompts shorter than a step share one, and its head read.
+  o.prompt_tokens = 128;
+  const double short_last =
+      (0.25 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (128 + 128.0 * 128) * 4096) / 1e12 +
+      (2.0 * 50 * kMiB * 128 + 4.0 * 128 * 128 * 2048 + 2.0 * 100 * kMiB) / 100e12 + 0.25e-4;
+  EXPECT_NEAR(PrefillSeconds(in, dev, 3, 4, o), short_last, 1e-12);
+  // A micro-batch of 8 completed tokens: 3/4 of a decode step and two prompts.
+  o.prompt_tokens = 1024;
+  LayoutOptions decode = o;
+  decode.prompt_tokens = decode.output_tokens = 0;
+  EXPECT_NEAR(StageSeconds(in, dev, 1, 2, 8, o),
+              0.75 * StageSeconds(in, dev, 1, 2, 8, decode) + 2 * mid, 1e-12);
+}
+
+// On decode the LM head, read whole every step, weighs as much as several
+// layers, so the last stage takes few; on long prompts it is read once per
+// prompt beside the layers' FLOPs, and the cuts even out the layers.
+TEST(LayoutTest, LongPromptsGiveTheLastStageMoreLayers) {
+  PlanInput in = Uniform(32, 8, int64_t{16} << 30);
+  in.embedding_bytes = 500 * kMiB;  // a tied 500 MiB table: 5 layers' bytes
+  in.lm_head_bytes = 0;
+  in.lm_head_params = 250 * kMiB;
+  in.tied_embeddings = true;
+  in.attention_width = 2048;
+  in.activation_bytes = 2;
+  in.kv_token_bytes = 256;  // short contexts: decode reads mostly weights
+  in.context = 1040;
+  LayoutOptions o;
+  o.replicas = 1;
+  o.stages = 8;
+  o.max_sequences = 128;
+  auto decode = PlanLayout(in, o);
+  ASSERT_TRUE(decode.ok()) << decode.status();
+  o.prompt_tokens = 1024;
+  o.output_tokens = 4;
+  auto prefill = PlanLayout(in, o);
+  ASSERT_TRUE(prefill.ok()) << prefill.status();
+  auto last_layers = [](const Layout& l) {
+    const StagePlan& s = l.replicas[0].plan.stages.back();
+    return s.end - s.begin;
+  };
+  EXPECT_EQ(last_layers(*decode), 1);
+  EXPECT_EQ(last_layers(*prefill), 4);
+  auto most_layers = [](const Layout& l) {
+    int64_t most = 0;
+    for (const StagePlan& s : l.replicas[0].plan.stages) most = std::max(most, s.end - s.begin);
+    return most;
+  };
+  EXPECT_EQ(most_layers(*decode), 5);
+  EXPECT_EQ(most_layers(*prefill), 4);
+  EXPECT_NE(FormatLayout(*prefill, in).find("planned for 1024-token prompts and 4-token"),
+            std::string::npos);
+  // Half a load is no load.
+  o.output_tokens = 0;
+  auto half = PlanLayout(in, o);
+  EXPECT_EQ(half.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(half.status().message().find("prompt_tokens, output_tokens"), std::string::npos);
 }
 
 TEST(DeviceTableTest, NamesAndCudaNames) {
@@ -325,6 +428,16 @@ TEST_F(PlanShapesTest, HyMtOnFourA100sIsFourReplicas) {
   const std::string forced = Plan(model, "--devices a100-40gb*4 --replicas 1 --stages 4", &rc);
   ASSERT_EQ(rc, 0) << forced;
   EXPECT_NE(forced.find("layout: 1 replica(s) x 4 stage(s)"), std::string::npos) << forced;
+  // Planned for long prompts, the pipeline's last stage takes as many layers
+  // as the others: the head is read once per prompt, not once per token.
+  const std::string load = Plan(model,
+                                "--devices a100-40gb*8 --replicas 1 --stages 8 --context 1040 "
+                                "--plan-prompt-tokens 1024 --plan-output-tokens 4",
+                                &rc);
+  ASSERT_EQ(rc, 0) << load;
+  EXPECT_NE(load.find("planned for 1024-token prompts and 4-token completions"), std::string::npos)
+      << load;
+  EXPECT_NE(load.find("layers  28-31"), std::string::npos) << load;
 }
 
 TEST_F(PlanShapesTest, QwenThreeBillionOnTwoSmallDevicesIsOnePipeline) {
@@ -342,6 +455,9 @@ TEST_F(PlanShapesTest, QwenThreeBillionOnTwoSmallDevicesIsOnePipeline) {
   const std::string bad = Plan(model, "--devices a100-40gb,warp-drive", &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(bad.find("--devices[1]"), std::string::npos) << bad;
+  const std::string half = Plan(model, "--devices 4GiB*2 --plan-prompt-tokens 1024", &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(half.find("--plan-prompt-tokens, --plan-output-tokens"), std::string::npos) << half;
   const std::string fraction = Plan(model, "--devices 4GiB*2 --memory-fraction 1.5", &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(fraction.find("--memory-fraction"), std::string::npos) << fraction;
