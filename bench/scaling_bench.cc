@@ -144,12 +144,16 @@ absl::Status Run(int argc, char** argv) {
           scale_replicas = 8, scale_layers = 64, scale_concurrency = 256;
   double slowdown = 1;
   bool per_gpu = false, plan_load = true;
-  int64_t inflight_per_stage = 1, max_batch_tokens = 512;
+  int64_t inflight_per_stage = 1, max_batch_tokens = 512, requests = 1;
   FlagSet flags;
-  flags.Bool("plan-load", &plan_load,
-             "the chosen and pipeline layouts are planned for the load's prompt and completion "
-             "lengths (--plan-prompt-tokens, --plan-output-tokens); false: for decode steps (true)");
+  flags.Bool(
+      "plan-load", &plan_load,
+      "the chosen and pipeline layouts are planned for the load's prompt and completion "
+      "lengths (--plan-prompt-tokens, --plan-output-tokens); false: for decode steps (true)");
   flags.Int("max-batch-tokens", &max_batch_tokens, "tokens per step (512)");
+  flags.Int("requests", &requests,
+            "requests each client stream sends one after another (1); more measure a steadier "
+            "state, with less of the burst's start and end");
   flags.Int("inflight-per-stage", &inflight_per_stage,
             "the pipeline layout's micro-batches in flight per stage (1)");
   flags.Bool("per-gpu", &per_gpu,
@@ -179,6 +183,9 @@ absl::Status Run(int argc, char** argv) {
   }
   if (inflight_per_stage < 1 || inflight_per_stage > 64) {
     return absl::InvalidArgumentError("--inflight-per-stage: must be in [1, 64]");
+  }
+  if (requests < 1 || requests > 10000) {
+    return absl::InvalidArgumentError("--requests: must be in [1, 10000]");
   }
   if (max_batch_tokens < 1 || max_batch_tokens > 8192) {
     return absl::InvalidArgumentError("--max-batch-tokens: must be in [1, 8192]");
@@ -279,12 +286,13 @@ absl::Status Run(int argc, char** argv) {
           for (int per : concurrencies) {
             const int c = per_gpu ? per * n : per;
             const std::vector<WorkerSample> before = SampleWorkers(cluster);
-            const Load load = RunLoad(cluster.gateway(), c, 1, max_tokens, prompt);
+            const Load load =
+                RunLoad(cluster.gateway(), c, static_cast<int>(requests), max_tokens, prompt);
             const std::vector<WorkerSample> after = SampleWorkers(cluster);
             const double tps = static_cast<double>(load.tokens) / load.seconds;
             // Prompt and output tokens: what a prefill-heavy load is measured by.
             const double all_tps =
-                static_cast<double>(load.tokens + (c - load.failures) * prompt_tokens) /
+                static_cast<double>(load.tokens + (c * requests - load.failures) * prompt_tokens) /
                 load.seconds;
             std::string busy, busy_json, steps_json, step_ms_json;
             double modelled = 0, achieved = 0;
@@ -305,6 +313,7 @@ absl::Status Run(int argc, char** argv) {
                 "{\"bench\": \"scaling\", \"shape\": \"%s\", \"gpu\": \"%s\", \"gpus\": %d, "
                 "\"layout\": \"%s\", \"replicas\": %d, \"stages\": %d, \"concurrency\": %d, "
                 "\"slowdown\": %g, \"prompt_tokens\": %lld, \"max_batch_tokens\": %lld, "
+                "\"requests_per_stream\": %lld, "
                 "\"planned_for_load\": %s, \"cuts\": \"%s\", \"failures\": %d, "
                 "\"output_tokens_per_s\": %.1f, \"total_tokens_per_s\": %.1f, "
                 "\"ttft_p50_ms\": %.2f, "
@@ -313,12 +322,11 @@ absl::Status Run(int argc, char** argv) {
                 "\"sim_achieved_over_modelled\": %.4f}\n",
                 shape.size.c_str(), gpu.c_str(), n, setting.name.c_str(), replicas, stages, c,
                 slowdown, static_cast<long long>(prompt_tokens),
-                static_cast<long long>(max_batch_tokens),
+                static_cast<long long>(max_batch_tokens), static_cast<long long>(requests),
                 plan_load && setting.name != "accelerate" ? "true" : "false", cuts.c_str(),
-                load.failures, tps, all_tps,
-                Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99), Pct(load.itl_ms, 0.5),
-                Pct(load.itl_ms, 0.99), busy_json.c_str(), steps_json.c_str(), step_ms_json.c_str(),
-                modelled > 0 ? achieved / modelled : 0.0);
+                load.failures, tps, all_tps, Pct(load.ttft_ms, 0.5), Pct(load.ttft_ms, 0.99),
+                Pct(load.itl_ms, 0.5), Pct(load.itl_ms, 0.99), busy_json.c_str(),
+                steps_json.c_str(), step_ms_json.c_str(), modelled > 0 ? achieved / modelled : 0.0);
             std::fflush(stdout);
             absl::StrAppend(&table,
                             absl::StrFormat("%-14s %-10s %4d %-10s %5d %9.1f %9.1f "

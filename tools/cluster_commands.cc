@@ -182,7 +182,10 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
            "memory: a GPU worker's KV cache takes what its memory budget leaves (capped by "
            "--max-sequences); fixed: --max-sequences x --max-context everywhere (memory)");
   f.Int("max-context", &o.max_context, "tokens per sequence; 0 = the model's, capped at 8192");
-  f.Int("max-batch-tokens", &o.max_batch_tokens, "tokens per step (512)");
+  f.Int("max-batch-tokens", &o.max_batch_tokens, "prompt tokens per step: the prefill chunk (512)");
+  f.Int("max-decode-rows", &o.max_decode_rows,
+        "decode tokens a step carries beside a full prompt chunk; -1 = min(--max-sequences, "
+        "--max-batch-tokens); 0 = they share --max-batch-tokens (-1)");
   f.Int("max-inflight-steps", &inflight, "micro-batches in the pipeline; 0 = one per stage");
   DeclarePlanLoad(f, &o.plan_prompt_tokens, &o.plan_output_tokens);
   f.Int("drain-timeout-ms", &drain, "how long running requests may finish on shutdown (30000)");
@@ -221,6 +224,7 @@ absl::Status CoordinatorCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("drain-timeout-ms", drain, 0, INT32_MAX));
   RETURN_IF_ERROR(IntIn("max-sequences", o.max_sequences, 1, 65536));
   RETURN_IF_ERROR(IntIn("max-batch-tokens", o.max_batch_tokens, 1, 8192));
+  RETURN_IF_ERROR(IntIn("max-decode-rows", o.max_decode_rows, -1, 8192));
   RETURN_IF_ERROR(CheckPlanLoad(o.plan_prompt_tokens, o.plan_output_tokens));
   o.workers = static_cast<int>(workers);
   o.startup_timeout_ms = static_cast<int>(startup);

@@ -1,5 +1,7 @@
 #include "services/coordinator/coordinator.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/config.h"
 #include "runtime/status_macros.h"
@@ -10,6 +12,11 @@
 #include "services/coordinator/coordinator_service.h"
 
 namespace strata {
+
+int64_t DecodeRows(const CoordinatorOptions& options) {
+  return options.max_decode_rows >= 0 ? options.max_decode_rows
+                                      : std::min(options.max_sequences, options.max_batch_tokens);
+}
 
 absl::Status RunCoordinator(const CoordinatorOptions& options) {
   SetLogName("coordinator");

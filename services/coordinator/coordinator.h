@@ -42,7 +42,10 @@ struct CoordinatorOptions {
   // full contexts as the cap; admission follows the smallest stage's cache.
   bool kv_from_memory = true;
   int64_t max_context = 0;         // tokens per sequence; 0 = model's, capped at 8192
-  int64_t max_batch_tokens = 512;  // tokens per step
+  int64_t max_batch_tokens = 512;  // prompt tokens per step (the prefill chunk)
+  // Decode tokens a step carries beside a full prefill chunk (SchedulerOptions);
+  // -1: min(max_sequences, max_batch_tokens).
+  int64_t max_decode_rows = -1;
   int max_inflight_steps = 0;      // micro-batches in the pipeline; 0 = one per stage
   // The load the layout search plans for: mean prompt and completion
   // lengths (both, or 0: decode steps alone). See LayoutOptions.
@@ -64,6 +67,13 @@ struct CoordinatorOptions {
 };
 
 absl::Status RunCoordinator(const CoordinatorOptions& options);
+
+// The decode rows a step carries beside its prompt chunk, -1 resolved.
+int64_t DecodeRows(const CoordinatorOptions& options);
+// The rows of a step at most, which the workers' workspaces are sized for.
+inline int64_t StepRows(const CoordinatorOptions& options) {
+  return options.max_batch_tokens + DecodeRows(options);
+}
 
 }  // namespace strata
 

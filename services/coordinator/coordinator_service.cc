@@ -109,6 +109,7 @@ std::unique_ptr<Scheduler> CoordinatorService::NewScheduler() const {
   SchedulerOptions so;
   so.max_sequences = options_.max_sequences;
   so.max_batch_tokens = options_.max_batch_tokens;
+  so.max_decode_rows = DecodeRows(options_);
   so.max_context = max_context_;
   // One micro-batch per stage unless set; resolved once the map is known.
   so.max_inflight_steps = options_.max_inflight_steps > 0 ? options_.max_inflight_steps : 1;

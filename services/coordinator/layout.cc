@@ -32,43 +32,54 @@ double DecodeSeconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e
   return bytes / DeviceBandwidth(dev) + flops / DeviceFlops(dev) + hop;
 }
 
-// One prompt of o.prompt_tokens, prefilled in steps of max_batch_tokens.
-double PrefillSeconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e,
+// One request of the planned load: o.prompt_tokens of prompt prefilled in
+// chunks of max_batch_tokens, o.output_tokens sampled, decoding in
+// micro-batches of m.
+double RequestSeconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e, int64_t m,
                       const LayoutOptions& o) {
   const PlanInput& in = c.in;
   const double p = static_cast<double>(o.prompt_tokens);
+  const double out = static_cast<double>(o.output_tokens);
   const double t = static_cast<double>(std::max<int64_t>(1, in.max_batch_tokens));
   const double layers = static_cast<double>(e - b);
-  const double steps = p / t;  // shorter prompts share a step
-  const double layer_params = static_cast<double>(c.params(b, e) - (c.last(e) ? in.lm_head_params : 0));
+  // A step carries a prompt chunk and decode tokens beside it, so the
+  // request's steps are its prompt's chunks or its decode micro-batches,
+  // whichever are more (prompts shorter than a chunk share one).
+  const double steps = std::max(p / t, (out - 1) / static_cast<double>(m));
+  const double rows = p + out - 1;
+  const double layer_params =
+      static_cast<double>(c.params(b, e) - (c.last(e) ? in.lm_head_params : 0));
   double bytes = steps * static_cast<double>(c.read_bytes(b, e) - c.head_read_bytes(e));
-  // Every token's K and V written; each chunk's queries read the keys up to
-  // the chunk's end: sum over chunks of (chunk end) per layer.
-  const double keys = p <= t ? p * p : p * (p + t) / 2;
-  bytes += layers * (p + keys) * static_cast<double>(in.kv_token_bytes);
-  double flops = 2.0 * layer_params * p +
-                 layers * 4.0 * keys * static_cast<double>(in.attention_width);
+  // Per layer: every row's K and V written; each prompt chunk reads the keys
+  // up to its end once, for all its queries (k chunks of t: t k (k + 1) / 2
+  // keys, and every query of a chunk attends to all of them); each decode
+  // token reads the context so far.
+  const double chunk_keys = p <= t ? p : p * (p + t) / (2 * t);
+  const double query_keys = p <= t ? p * p : p * (p + t) / 2;
+  const double decode_keys = (out - 1) * (p + out / 2);
+  bytes += layers * (rows + chunk_keys + decode_keys) * static_cast<double>(in.kv_token_bytes);
+  double flops = 2.0 * layer_params * rows + layers * 4.0 * (query_keys + decode_keys) *
+                                                 static_cast<double>(in.attention_width);
   double hop = steps * o.hop_seconds;
   if (c.last(e)) {
-    // The head: read once per step that samples (once per prompt, or once
-    // per step of several short prompts), multiplied by the sampled row.
-    bytes += std::min(1.0, steps) * static_cast<double>(c.head_read_bytes(e));
-    flops += 2.0 * static_cast<double>(in.lm_head_params);
+    // The head is read by every step that samples: all of them while the
+    // request decodes beside its chunks; the last chunk alone otherwise.
+    const double head_reads = out > 1 ? steps : std::min(1.0, p / t);
+    bytes += head_reads * static_cast<double>(c.head_read_bytes(e));
+    flops += 2.0 * static_cast<double>(in.lm_head_params) * out;
   } else {
-    hop += p * static_cast<double>(in.hidden_size * in.activation_bytes) / o.link_bandwidth;
+    hop += rows * static_cast<double>(in.hidden_size * in.activation_bytes) / o.link_bandwidth;
   }
   return bytes / DeviceBandwidth(dev) + flops / DeviceFlops(dev) + hop;
 }
 
 // A stage's cost for one micro-batch of m: a decode step's time, or with a
-// load to plan for, its time per m completed tokens, prefill included.
+// load to plan for, its time per m completed tokens, prompts included.
 double Seconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e, int64_t m,
                const LayoutOptions& o) {
-  const double decode = DecodeSeconds(c, dev, b, e, m, o);
-  if (o.prompt_tokens <= 0 || o.output_tokens <= 0) return decode;
-  const double out = static_cast<double>(o.output_tokens);
-  return (out - 1) / out * decode +
-         static_cast<double>(m) / out * PrefillSeconds(c, dev, b, e, o);
+  if (o.prompt_tokens <= 0 || o.output_tokens <= 0) return DecodeSeconds(c, dev, b, e, m, o);
+  return static_cast<double>(m) / static_cast<double>(o.output_tokens) *
+         RequestSeconds(c, dev, b, e, m, o);
 }
 
 int64_t Need(const Costs& c, int64_t b, int64_t e, int64_t sequences) {
@@ -246,9 +257,9 @@ double StageSeconds(const PlanInput& input, const DeviceSpec& device, int64_t be
   return Seconds(Costs(input), device, begin, end, micro_batch, options);
 }
 
-double PrefillSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
-                      const LayoutOptions& options) {
-  return PrefillSeconds(Costs(input), device, begin, end, options);
+double RequestSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
+                      int64_t micro_batch, const LayoutOptions& options) {
+  return RequestSeconds(Costs(input), device, begin, end, micro_batch, options);
 }
 
 int64_t StageNeedBytes(const PlanInput& input, int64_t begin, int64_t end, int64_t sequences) {

@@ -15,16 +15,15 @@
 //
 // With a load to plan for (`prompt_tokens` P and `output_tokens` O, the
 // requests' mean lengths), a stage's cost is its time per m completed tokens
-// instead: (O - 1) / O decode micro-batches plus m / O prompts' prefill. A
-// prompt is prefilled in P / T steps of T = max_batch_tokens tokens (prompts
-// shorter than T share a step), each reading the stage's weights once and
-// multiplying every token by its parameters, with the attention over the
-// prompt's earlier tokens; the last stage reads its LM head once per prompt
-// (for its sampled row, once per step when several share one). So the cuts
-// balance the load's real mix: on long prompts the head, a large read but
-// few FLOPs, weighs less than on decode. A stage must hold its weights, the KV of every
-// sequence in flight at full context and the workspace within its usable
-// memory (capacity - reserve, the reserve being what --memory-fraction leaves).
+// instead: m / O requests. A step carries a prompt chunk of up to
+// T = max_batch_tokens tokens and decode tokens beside it (the scheduler's
+// max_decode_rows), so a request takes max(P / T, (O - 1) / m) steps; each
+// reads the stage's weights once, and on the last stage the LM head when it
+// samples (every step while the request decodes). Every prompt and decode row
+// is multiplied by the stage's parameters, attends to the keys before it and
+// crosses the hop. So the cuts balance the load's real mix: on long prompts
+// in big chunks the head, a large read but few FLOPs, weighs less than on
+// decode.
 //
 // The search is exact under that model: for every S, the devices form
 // floor(N / S) consecutive groups in their given order; for every micro-batch
@@ -95,12 +94,12 @@ absl::StatusOr<Layout> PlanLayout(const PlanInput& input, const LayoutOptions& o
 
 // The step model's pieces, shared with the brute-force tests and the
 // simulated devices. StageSeconds: a stage's cost for one micro-batch (per
-// micro_batch completed tokens with a load to plan for); PrefillSeconds: its
-// time for one prompt of options.prompt_tokens.
+// micro_batch completed tokens with a load to plan for); RequestSeconds: its
+// time for one request of the planned load.
 double StageSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
                     int64_t micro_batch, const LayoutOptions& options);
-double PrefillSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
-                      const LayoutOptions& options);
+double RequestSeconds(const PlanInput& input, const DeviceSpec& device, int64_t begin, int64_t end,
+                      int64_t micro_batch, const LayoutOptions& options);
 int64_t StageNeedBytes(const PlanInput& input, int64_t begin, int64_t end, int64_t sequences);
 // Micro-batch sizes tried: 1, 2, 3, 4, 6, 8, 12, ... and `cap` itself.
 std::vector<int64_t> MicroBatchGrid(int64_t cap);

@@ -38,6 +38,33 @@ bool NaturalLess(const std::string& a, const std::string& b) {
 // Replicas a coordinator forms at most (each has a pump thread).
 constexpr size_t kMaxReplicas = 256;
 
+// With a load to plan for, a pipeline's cuts balance its prompts' prefill
+// beside its decode (the layout search's step model) rather than only the
+// bytes a decode step reads. The bytes-only plan stays where that model
+// finds no split, where the cuts do not pass the same memory checks, and
+// where it keeps the embedding table in host memory.
+Plan CutsForLoad(const PlanInput& input, Plan by_bytes, const CoordinatorOptions& options) {
+  if (by_bytes.host_embedding) return by_bytes;
+  LayoutOptions lo;
+  lo.replicas = 1;
+  lo.stages = static_cast<int>(input.devices.size());
+  lo.max_sequences = options.max_sequences;
+  lo.prompt_tokens = options.plan_prompt_tokens;
+  lo.output_tokens = options.plan_output_tokens;
+  absl::StatusOr<Layout> layout = PlanLayout(input, lo);
+  if (!layout.ok()) return by_bytes;
+  const Plan& cut = layout->replicas.front().plan;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const StagePlan& s : cut.stages) ranges.emplace_back(s.begin, s.end);
+  absl::StatusOr<Plan> checked = PlanFromRanges(input, ranges);
+  if (!checked.ok()) return by_bytes;
+  for (size_t i = 0; i < checked->stages.size(); ++i) {
+    checked->stages[i].reason = absl::StrCat("planned for ", options.plan_prompt_tokens,
+                                             "-token prompts: ", cut.stages[i].reason);
+  }
+  return *std::move(checked);
+}
+
 }  // namespace
 
 std::set<std::string> CoordinatorService::EligibleLocked(Clock::time_point now) const {
@@ -146,10 +173,14 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
     budget.concurrency = budget_sequences;
     budget.context = max_context_;
     budget.max_batch_tokens = options_.max_batch_tokens;
+    budget.decode_rows = DecodeRows(options_);
     ASSIGN_OR_RETURN(input, PlanInputForModel(options_.model_dir, config_, devices, budget));
     absl::StatusOr<Plan> planned;
     if (options_.layers.empty() || fixed_layout()) {
       planned = PlanPlacement(input);
+      if (planned.ok() && options_.plan_prompt_tokens > 0 && workers.size() > 1) {
+        planned = CutsForLoad(input, *std::move(planned), options_);
+      }
     } else {
       auto ranges = ParseLayerRanges(options_.layers, config_.num_layers);
       if (!ranges.ok()) return ranges.status();
@@ -240,7 +271,7 @@ absl::Status CoordinatorService::PlanAndLoad(Replica& r, uint64_t epoch,
     req.set_layer_end(s.layer_end());
     req.set_stage(i);
     if (i + 1 < map->stages_size()) req.set_next_address(map->stages(i + 1).address());
-    req.set_max_batch_tokens(options_.max_batch_tokens);
+    req.set_max_batch_tokens(StepRows(options_));
     req.set_max_context(max_context_);
     req.set_max_sequences(from_memory ? options_.max_sequences : budget_sequences);
     req.set_kv_from_memory(from_memory);
@@ -389,6 +420,7 @@ void CoordinatorService::ChooseLayoutLocked() {
       budget.concurrency = options_.max_sequences;
       budget.context = max_context_;
       budget.max_batch_tokens = options_.max_batch_tokens;
+      budget.decode_rows = DecodeRows(options_);
       ASSIGN_OR_RETURN(PlanInput input,
                        PlanInputForModel(options_.model_dir, config_, devices, budget));
       LayoutOptions lo;

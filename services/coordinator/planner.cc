@@ -289,7 +289,7 @@ absl::StatusOr<PlanInput> PlanInputForModel(const std::string& model_dir, const 
   // every sequence of a decode step (at least 64, as the stage reserves).
   const int64_t per_token = 3 * config.hidden_size + config.q_dim() * 2 + config.kv_dim() * 2 +
                             config.intermediate_size * 2;
-  in.workspace_bytes = budget.max_batch_tokens * per_token * 4 +
+  in.workspace_bytes = (budget.max_batch_tokens + budget.decode_rows) * per_token * 4 +
                        config.vocab_size * 4 * std::max<int64_t>(64, budget.concurrency);
   in.devices = devices;
   for (int64_t l = 0; l < config.num_layers; ++l) {

@@ -98,6 +98,7 @@ struct BudgetOptions {
   int64_t context = 0;           // tokens per sequence; 0 = the model's (capped at 8192)
   int64_t kv_element_bytes = 4;  // f32 on CPU, 2 for bf16 on GPU
   int64_t max_batch_tokens = 512;
+  int64_t decode_rows = 0;  // a step's decode rows beside its prompt chunk (workspace)
 };
 // PlanInput for the checkpoint in `model_dir` (headers only) and `devices`.
 absl::StatusOr<PlanInput> PlanInputForModel(const std::string& model_dir, const ModelConfig& config,

@@ -69,7 +69,8 @@ std::optional<PlannedStep> Scheduler::NextStep() {
   const int64_t share = std::max<int64_t>(
       1, (running() + options_.max_inflight_steps - 1) / options_.max_inflight_steps);
   PlannedStep step;
-  int64_t tokens = 0;
+  int64_t tokens = 0, prefill_tokens = 0;
+  const int64_t step_rows = options_.max_batch_tokens + options_.max_decode_rows;
   std::vector<uint64_t> members;
   auto add = [&](uint64_t id, Sequence& s, int64_t n) {
     PlannedChunk c;
@@ -101,8 +102,7 @@ std::optional<PlannedStep> Scheduler::NextStep() {
   // Decode tokens first: they are cheap and keep running streams moving.
   for (auto& [id, s] : running_) {
     if (static_cast<int64_t>(members.size()) >= share) break;
-    if (!s.in_flight && s.known() - s.fed == 1 && !s.generated.empty() &&
-        tokens < options_.max_batch_tokens) {
+    if (!s.in_flight && s.known() - s.fed == 1 && !s.generated.empty() && tokens < step_rows) {
       add(id, s, 1);
     }
   }
@@ -112,8 +112,9 @@ std::optional<PlannedStep> Scheduler::NextStep() {
     // Prefill chunks have the generator's fixed boundaries; one that does
     // not fit the rest of this step waits for the next.
     const int64_t n = std::min(s.known() - s.fed, options_.max_batch_tokens);
-    if (tokens + n > options_.max_batch_tokens) continue;
+    if (prefill_tokens + n > options_.max_batch_tokens || tokens + n > step_rows) continue;
     add(id, s, n);
+    prefill_tokens += n;
   }
   if (step.chunks.empty() && drops_.empty()) return std::nullopt;
   step.step_id = next_step_++;

@@ -2,7 +2,7 @@
 // FIFO, up to `max_sequences` run at once (the KV budget every worker was
 // sized for), and each step batches sequences that are not already in the
 // pipeline: decode tokens first, then prefill chunks, up to
-// `max_batch_tokens`. Up to `max_inflight_steps` steps travel the pipeline at
+// `max_batch_tokens` of them (plus `max_decode_rows` decode tokens beside). Up to `max_inflight_steps` steps travel the pipeline at
 // once, each with its own share of the running sequences, so every stage can
 // work on a different micro-batch.
 //
@@ -83,6 +83,11 @@ struct Emission {
 struct SchedulerOptions {
   int64_t max_sequences = 16;
   int64_t max_batch_tokens = 512;
+  // Decode tokens a step may carry on top of its max_batch_tokens of prompt
+  // chunks, so that decoding sequences ride along with a full prefill chunk
+  // instead of waiting for steps of their own; 0: they share max_batch_tokens.
+  // Workers size their workspaces for both.
+  int64_t max_decode_rows = 0;
   int64_t max_context = 256;
   int max_inflight_steps = 1;
   std::vector<int32_t> eos_ids;

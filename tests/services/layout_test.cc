@@ -281,7 +281,7 @@ TEST(LayoutTest, TheStepModelAddsBytesFlopsAndHops) {
               first / 1e12 + 2.0 * 50 * kMiB * 8 / 100e12 + 1e-4 + 8.0 * 2048 * 4 / 25e9, 1e-12);
 }
 
-TEST(LayoutTest, PrefillReadsWeightsPerStepAndTheHeadPerPrompt) {
+TEST(LayoutTest, ARequestReadsWeightsPerStepAndTheHeadWhenItSamples) {
   PlanInput in = Uniform(4, 1, int64_t{16} << 30);
   in.max_batch_tokens = 512;
   in.attention_width = 2048;
@@ -290,39 +290,48 @@ TEST(LayoutTest, PrefillReadsWeightsPerStepAndTheHeadPerPrompt) {
   o.prompt_tokens = 1024;
   o.output_tokens = 4;
   const DeviceSpec& dev = in.devices[0];
-  // A middle stage, one layer: two steps of 512 tokens read it twice; every
-  // token's K and V is written; the two chunks' queries read 512 and 1024
-  // keys (1024 x 1536 / 2 per token of the prompt); 2 FLOPs per parameter
-  // per token and 4 per query, key and attention dim; two hops and the
-  // prompt's activations.
-  const double keys = 1024.0 * (1024 + 512) / 2;
-  const double mid_bytes = 2 * 100.0 * kMiB + (1024 + keys) * 4096;
-  const double mid_flops = 2.0 * 50 * kMiB * 1024 + 4.0 * keys * 2048;
-  const double mid = mid_bytes / 1e12 + mid_flops / 100e12 + 2e-4 + 1024.0 * 2048 * 4 / 25e9;
-  EXPECT_NEAR(PrefillSeconds(in, dev, 1, 2, o), mid, 1e-12);
-  // The last stage reads the head once for the prompt's sampled row, and
-  // multiplies that row alone; it sends nothing on.
-  const double last = (2 * 100.0 * kMiB + 200.0 * kMiB + 4096 + (1024 + keys) * 4096) / 1e12 +
-                      (2.0 * 50 * kMiB * 1024 + 4.0 * keys * 2048 + 2.0 * 100 * kMiB) / 100e12 +
-                      2e-4;
-  EXPECT_NEAR(PrefillSeconds(in, dev, 3, 4, o), last, 1e-12);
-  // Prompts shorter than a step share one, and its head read.
+  // A middle stage, one layer, decoding 8 at a time: the prompt's two
+  // chunks carry its 3 decode tokens, so two steps read the layer; 1027 rows
+  // write their K and V, are multiplied (2 FLOPs per parameter) and sent on;
+  // the chunks read 512 and 1024 keys once each, for 512 queries each, and
+  // the decode tokens 1025.5 on average (4 FLOPs per query, key and
+  // attention dim).
+  const double decode_keys = 3 * (1024 + 2);
+  const double read_keys = 512 + 1024 + decode_keys;
+  const double keys = 512.0 * 512 + 512.0 * 1024 + decode_keys;
+  const double mid = (2 * 100.0 * kMiB + (1027 + read_keys) * 4096) / 1e12 +
+                     (2.0 * 50 * kMiB * 1027 + 4.0 * keys * 2048) / 100e12 + 2e-4 +
+                     1027.0 * 2048 * 4 / 25e9;
+  EXPECT_NEAR(RequestSeconds(in, dev, 1, 2, 8, o), mid, 1e-12);
+  // The last stage reads the head in both steps (both sample) and
+  // multiplies the 4 sampled rows by it; it sends nothing on.
+  const double last =
+      (2 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (1027 + read_keys) * 4096) / 1e12 +
+      (2.0 * 50 * kMiB * 1027 + 4.0 * keys * 2048 + 4 * 2.0 * 100 * kMiB) / 100e12 + 2e-4;
+  EXPECT_NEAR(RequestSeconds(in, dev, 3, 4, 8, o), last, 1e-12);
+  // A micro-batch of 8 completed tokens is two requests.
+  EXPECT_NEAR(StageSeconds(in, dev, 1, 2, 8, o), 2 * mid, 1e-12);
+  // Short prompts without decoding share a step, and its one head read.
   o.prompt_tokens = 128;
+  o.output_tokens = 1;
   const double short_last =
-      (0.25 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (128 + 128.0 * 128) * 4096) / 1e12 +
+      (0.25 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (128 + 128.0) * 4096) / 1e12 +
       (2.0 * 50 * kMiB * 128 + 4.0 * 128 * 128 * 2048 + 2.0 * 100 * kMiB) / 100e12 + 0.25e-4;
-  EXPECT_NEAR(PrefillSeconds(in, dev, 3, 4, o), short_last, 1e-12);
-  // A micro-batch of 8 completed tokens: 3/4 of a decode step and two prompts.
-  o.prompt_tokens = 1024;
-  LayoutOptions decode = o;
-  decode.prompt_tokens = decode.output_tokens = 0;
-  EXPECT_NEAR(StageSeconds(in, dev, 1, 2, 8, o),
-              0.75 * StageSeconds(in, dev, 1, 2, 8, decode) + 2 * mid, 1e-12);
+  EXPECT_NEAR(RequestSeconds(in, dev, 3, 4, 8, o), short_last, 1e-12);
+  // Long completions: 63 decode tokens in micro-batches of 8 are 7.875
+  // steps, each reading the layers and the head; the short prompt rides along.
+  o.prompt_tokens = 16;
+  o.output_tokens = 64;
+  const double dkeys = 16.0 * 16 + 63 * (16 + 32);
+  const double decode_last =
+      (7.875 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (79 + 16 + 63 * (16 + 32)) * 4096) / 1e12 +
+      (2.0 * 50 * kMiB * 79 + 4.0 * dkeys * 2048 + 64 * 2.0 * 100 * kMiB) / 100e12 + 7.875e-4;
+  EXPECT_NEAR(RequestSeconds(in, dev, 3, 4, 8, o), decode_last, 1e-12);
 }
 
 // On decode the LM head, read whole every step, weighs as much as several
-// layers, so the last stage takes few; on long prompts it is read once per
-// prompt beside the layers' FLOPs, and the cuts even out the layers.
+// layers, so the last stage takes few; on long prompts it is still read every
+// step, but beside a whole chunk's FLOPs, and the cuts even out the layers.
 TEST(LayoutTest, LongPromptsGiveTheLastStageMoreLayers) {
   PlanInput in = Uniform(32, 8, int64_t{16} << 30);
   in.embedding_bytes = 500 * kMiB;  // a tied 500 MiB table: 5 layers' bytes
@@ -428,11 +437,13 @@ TEST_F(PlanShapesTest, HyMtOnFourA100sIsFourReplicas) {
   const std::string forced = Plan(model, "--devices a100-40gb*4 --replicas 1 --stages 4", &rc);
   ASSERT_EQ(rc, 0) << forced;
   EXPECT_NE(forced.find("layout: 1 replica(s) x 4 stage(s)"), std::string::npos) << forced;
-  // Planned for long prompts, the pipeline's last stage takes as many layers
-  // as the others: the head is read once per prompt, not once per token.
+  // Planned for long prompts in 2048-token steps, the pipeline's last stage
+  // takes as many layers as the others (on decode: one): the head is read
+  // once per step beside a whole chunk, not once per token.
   const std::string load = Plan(model,
                                 "--devices a100-40gb*8 --replicas 1 --stages 8 --context 1040 "
-                                "--plan-prompt-tokens 1024 --plan-output-tokens 4",
+                                "--max-batch-tokens 2048 --plan-prompt-tokens 1024 "
+                                "--plan-output-tokens 4",
                                 &rc);
   ASSERT_EQ(rc, 0) << load;
   EXPECT_NE(load.find("planned for 1024-token prompts and 4-token completions"), std::string::npos)

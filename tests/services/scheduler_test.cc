@@ -137,6 +137,44 @@ TEST(SchedulerTest, AdmitsUpToTheKvBudgetAndBatchesDecodesFirst) {
   for (const PlannedChunk& c : second->chunks) EXPECT_EQ(c.token_ids.size(), 1u);
 }
 
+// With decode rows beside the prompt chunk, a decoding sequence rides along
+// with another's full chunk instead of taking a step of its own; the chunks
+// keep their fixed boundaries.
+TEST(SchedulerTest, DecodeTokensRideAlongAFullPromptChunk) {
+  for (int64_t decode_rows : {0, 4}) {
+    SchedulerOptions o = Options(4, 8);
+    o.max_decode_rows = decode_rows;
+    Scheduler s(o);
+    s.Submit(Spec(1, 4, 8, true));
+    s.Submit(Spec(2, 16, 8, true));
+    auto first = s.NextStep();  // A's prompt; B's first chunk would pass 8 prompt tokens
+    ASSERT_TRUE(first.has_value());
+    ASSERT_EQ(first->chunks.size(), 1u);
+    s.OnResult(first->step_id, Answer(*first, 5));
+    std::vector<std::vector<int64_t>> shapes;  // per step: each chunk's size
+    std::vector<int64_t> b_starts;
+    for (int k = 0; k < 3; ++k) {
+      auto step = s.NextStep();
+      ASSERT_TRUE(step.has_value());
+      shapes.emplace_back();
+      for (const PlannedChunk& c : step->chunks) {
+        shapes.back().push_back(static_cast<int64_t>(c.token_ids.size()));
+        if (c.seq_id == 2 && c.token_ids.size() > 1) b_starts.push_back(c.start_pos);
+      }
+      s.OnResult(step->step_id, Answer(*step, 5));
+    }
+    if (decode_rows == 0) {
+      // A's decode token leaves too little room for B's whole chunk, which
+      // waits while A decodes.
+      EXPECT_EQ(shapes, (std::vector<std::vector<int64_t>>{{1}, {1}, {1}}));
+      EXPECT_TRUE(b_starts.empty());
+    } else {
+      EXPECT_EQ(shapes, (std::vector<std::vector<int64_t>>{{1, 8}, {1, 8}, {1, 1}}));
+      EXPECT_EQ(b_starts, (std::vector<int64_t>{0, 8}));
+    }
+  }
+}
+
 TEST(SchedulerTest, MicroBatchesSplitTheRunningSequences) {
   Scheduler s(Options(8, 64, /*inflight=*/2));
   for (int r = 1; r <= 4; ++r) s.Submit(Spec(r, 3, 5));
@@ -335,6 +373,35 @@ TEST(SchedulerTest, DecodeStepsStayWithinTheBatch) {
     s.OnResult(step->step_id, Answer(*step, 9));
   }
   EXPECT_TRUE(s.idle());
+}
+
+// Mixed prompts and decodes: no step passes max_batch_tokens of prompt, nor
+// that plus max_decode_rows in all; every request still finishes.
+TEST(SchedulerTest, StepsStayWithinThePromptAndDecodeBudgets) {
+  SchedulerOptions o = Options(6, 8, /*inflight=*/2);
+  o.max_decode_rows = 3;
+  o.max_context = 64;
+  Scheduler s(o);
+  for (int r = 1; r <= 12; ++r) s.Submit(Spec(r, 1 + (r * 7) % 20, 2 + r % 5, true));
+  int mixed = 0;
+  std::vector<PlannedStep> flying;
+  for (int guard = 0; guard < 1000 && !s.idle(); ++guard) {
+    while (auto step = s.NextStep()) flying.push_back(*std::move(step));
+    ASSERT_FALSE(flying.empty());
+    const PlannedStep step = flying.front();
+    flying.erase(flying.begin());
+    int64_t prompt = 0, decode = 0;
+    for (const PlannedChunk& c : step.chunks) {
+      (c.token_ids.size() == 1 && c.sample && c.start_pos > 0 ? decode : prompt) +=
+          static_cast<int64_t>(c.token_ids.size());
+    }
+    EXPECT_LE(prompt, 8 + 1) << "step " << step.step_id;  // a 1-token prompt looks like a decode
+    EXPECT_LE(prompt + decode, 8 + 3) << "step " << step.step_id;
+    mixed += prompt >= 2 && decode > 0;
+    s.OnResult(step.step_id, Answer(step, 9));
+  }
+  EXPECT_TRUE(s.idle());
+  EXPECT_GT(mixed, 0) << "some steps carried a chunk and decode tokens together";
 }
 
 }  // namespace
