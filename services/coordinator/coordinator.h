@@ -46,7 +46,7 @@ struct CoordinatorOptions {
   // Decode tokens a step carries beside a full prefill chunk (SchedulerOptions);
   // -1: min(max_sequences, max_batch_tokens).
   int64_t max_decode_rows = -1;
-  int max_inflight_steps = 0;      // micro-batches in the pipeline; 0 = one per stage
+  int max_inflight_steps = 0;  // micro-batches in the pipeline; 0 = one per stage
   // The load the layout search plans for: mean prompt and completion
   // lengths (both, or 0: decode steps alone). See LayoutOptions.
   int64_t plan_prompt_tokens = 0;

@@ -44,10 +44,10 @@
 namespace strata {
 
 struct LayoutOptions {
-  int replicas = 0;                    // forced when > 0 (with `stages`)
-  int stages = 0;                      // forced when > 0
-  int64_t max_sequences = 1024;        // a replica's sequences in flight, at most
-  double hop_seconds = 150e-6;         // fixed cost of one hop
+  int replicas = 0;              // forced when > 0 (with `stages`)
+  int stages = 0;                // forced when > 0
+  int64_t max_sequences = 1024;  // a replica's sequences in flight, at most
+  double hop_seconds = 150e-6;   // fixed cost of one hop
   // Activations between stages, bytes/s: a PCIe 4.0 x16 link between GPUs
   // of one host, as NCCL (and the simulated GPUs' socket group) moves them.
   double link_bandwidth = 25e9;
@@ -84,7 +84,7 @@ struct Layout {
   std::vector<ReplicaPlan> replicas;
   std::vector<int> spares;  // devices no replica uses
   double tokens_per_second = 0;
-  std::vector<LayoutCandidate> candidates;  // every S weighed, by S
+  std::vector<LayoutCandidate> candidates;       // every S weighed, by S
   int64_t prompt_tokens = 0, output_tokens = 0;  // the load planned for (0: decode only)
 };
 
