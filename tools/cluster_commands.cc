@@ -1,6 +1,7 @@
 // strata coordinator | worker | gateway | up | client | plan
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -726,7 +727,12 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
            "check a manual split of one pipeline over every device, e.g. 0-9,10-21");
   f.Int("concurrency", &concurrency, "with --layers: sequences the KV budget must hold (16)");
   f.Int("context", &context, "tokens per sequence; 0 = the model's, capped at 8192");
-  f.Int("max-batch-tokens", &batch, "tokens per step; sizes the activation workspace (512)");
+  f.Int("max-batch-tokens", &batch,
+        "prompt tokens per step (the prefill chunk); sizes the activation workspace (512)");
+  int64_t decode_rows = -1;
+  f.Int("max-decode-rows", &decode_rows,
+        "decode tokens a step carries beside a full prompt chunk, in the workspace too; -1 = "
+        "min(--max-sequences, --max-batch-tokens), as the coordinator (-1)");
   f.String("kv-dtype", &kv_dtype, "KV cache element type: bf16 (GPU) or f32 (CPU) (bf16)");
   int64_t plan_prompt = 0, plan_output = 0;
   DeclarePlanLoad(f, &plan_prompt, &plan_output);
@@ -747,6 +753,7 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
   RETURN_IF_ERROR(IntIn("stages", stages, 0, 4096));
   RETURN_IF_ERROR(IntIn("max-sequences", max_sequences, 1, 1 << 20));
   RETURN_IF_ERROR(CheckPlanLoad(plan_prompt, plan_output));
+  RETURN_IF_ERROR(IntIn("max-decode-rows", decode_rows, -1, 8192));
   if (!(fraction > 0 && fraction <= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--memory-fraction: must be in (0, 1], got ", fraction));
@@ -768,6 +775,7 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
   budget.context = context;
   budget.kv_element_bytes = kv_dtype == "bf16" ? 2 : 4;
   budget.max_batch_tokens = batch;
+  budget.decode_rows = decode_rows >= 0 ? decode_rows : std::min(max_sequences, batch);
   ASSIGN_OR_RETURN(PlanInput input, PlanInputForModel(model, config, specs, budget));
   std::cout << config.architecture << ", " << config.num_layers << " layers; KV "
             << FormatBytes(input.kv_token_bytes * config.num_layers) << " per token, "
