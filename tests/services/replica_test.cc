@@ -293,6 +293,47 @@ TEST(ReplicaTest, CpuWorkersTakeTheLayersASmallGpuCannotHold) {
   EXPECT_EQ(got.tokens.size(), 4u);
 }
 
+// Planned for long prompts (--plan-prompt-tokens), a pipeline's cuts balance
+// prefill: the last stage, whose LM head decode reads whole every step, takes
+// its share of the layers, and says why; it serves as before.
+TEST(ReplicaTest, APipelinePlannedForLongPromptsEvensOutItsLayers) {
+  const std::string model = FreshDir("llama1b8-zeros-load");
+  ModelSpec spec;
+  spec.size = "1b";
+  spec.init = "zeros";
+  spec.layers = 8;
+  ASSERT_TRUE(MakeModel(spec, model).ok());
+  auto layers_of = [](const v1::LayerMap& map) {
+    std::vector<int> out;
+    for (const v1::StageInfo& s : map.stages()) out.push_back(s.layer_end() - s.layer_begin());
+    return out;
+  };
+  const std::vector<std::string> common = {
+      "--gpus", "sim:a100-40gb*4",    "--replicas", "1", "--max-sequences", "8", "--max-context",
+      "1100",   "--max-batch-tokens", "2048"};
+  std::vector<int> by_bytes;
+  {
+    auto cluster = Cluster::Start(model, 4, common);
+    ASSERT_NE(cluster, nullptr);
+    by_bytes = layers_of(cluster->Info().layer_map());
+  }
+  std::vector<std::string> flags = common;
+  flags.insert(flags.end(),
+               {"--coordinator-flags", "--plan-prompt-tokens 1024 --plan-output-tokens 4"});
+  auto cluster = Cluster::Start(model, 4, flags);
+  ASSERT_NE(cluster, nullptr);
+  const v1::LayerMap map = cluster->Info().layer_map();
+  const std::vector<int> for_load = layers_of(map);
+  ASSERT_EQ(by_bytes.size(), 4u);
+  EXPECT_LT(by_bytes.back(), 2) << "decode's cuts give the head's stage fewer layers";
+  EXPECT_EQ(for_load, (std::vector<int>{2, 2, 2, 2})) << map.ShortDebugString();
+  EXPECT_NE(map.stages(3).reason().find("planned for 1024-token prompts"), std::string::npos)
+      << map.ShortDebugString();
+  const StreamResult got = Stream(*cluster->generation(), TextRequest("hello", 4, {}, true));
+  EXPECT_EQ(got.code, 0) << got.message;
+  EXPECT_EQ(got.tokens.size(), 4u);
+}
+
 // A GPU that joins a serving cluster whose replicas are whole forms one
 // more replica (here of one stage), which then takes its share of new
 // requests; its streams equal one simulated GPU's.
