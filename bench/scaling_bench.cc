@@ -144,13 +144,16 @@ absl::Status Run(int argc, char** argv) {
           scale_replicas = 8, scale_layers = 64, scale_concurrency = 256;
   double slowdown = 1;
   bool per_gpu = false, plan_load = true;
-  int64_t inflight_per_stage = 1, max_batch_tokens = 512, requests = 1;
+  int64_t inflight_per_stage = 1, max_batch_tokens = 512, requests = 1, decode_rows = -1;
   FlagSet flags;
   flags.Bool(
       "plan-load", &plan_load,
       "the chosen and pipeline layouts are planned for the load's prompt and completion "
       "lengths (--plan-prompt-tokens, --plan-output-tokens); false: for decode steps (true)");
-  flags.Int("max-batch-tokens", &max_batch_tokens, "tokens per step (512)");
+  flags.Int("max-batch-tokens", &max_batch_tokens, "prompt tokens per step (512)");
+  flags.Int("max-decode-rows", &decode_rows,
+            "decode tokens a step carries beside a full prompt chunk (-1: the coordinator's "
+            "default)");
   flags.Int("requests", &requests,
             "requests each client stream sends one after another (1); more measure a steadier "
             "state, with less of the burst's start and end");
@@ -256,6 +259,8 @@ absl::Status Run(int argc, char** argv) {
             up.coordinator_flags = {"--plan-prompt-tokens", absl::StrCat(prompt_tokens),
                                     "--plan-output-tokens", absl::StrCat(max_tokens)};
           }
+          up.coordinator_flags.insert(up.coordinator_flags.end(),
+                                      {"--max-decode-rows", absl::StrCat(decode_rows)});
           if (slowdown != 1) {
             const DeviceModel row = *FindDevice(gpu);
             up.worker_flags = {"--sim-bandwidth", absl::StrCat(row.bandwidth / slowdown),
@@ -400,6 +405,7 @@ absl::Status Run(int argc, char** argv) {
   up.replicas = static_cast<int>(scale_replicas);
   up.max_inflight_steps = 0;
   up.max_sequences = scale_concurrency;
+  up.coordinator_flags = {"--max-decode-rows", absl::StrCat(decode_rows)};
   up.max_context = context;
   up.threads = 1;
   if (slowdown != 1) {

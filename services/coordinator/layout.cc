@@ -23,7 +23,9 @@ constexpr double kNominalFlops = 100e12;     // FLOP/s at speed 1
 double DecodeSeconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t e, int64_t m,
                      const LayoutOptions& o) {
   const double kv_read = static_cast<double>(c.kv_bytes_for(b, e, 1)) * o.read_context_fraction;
-  const double bytes = static_cast<double>(c.read_bytes(b, e)) + static_cast<double>(m) * kv_read;
+  const double bytes =
+      static_cast<double>(c.read_bytes(b, e)) +
+      static_cast<double>(m) * (kv_read + static_cast<double>((e - b) * c.in.layer_row_bytes));
   const double flops = 2.0 * static_cast<double>(c.params(b, e)) * static_cast<double>(m);
   double hop = o.hop_seconds;
   if (!c.last(e)) {
@@ -58,6 +60,7 @@ double RequestSeconds(const Costs& c, const DeviceSpec& dev, int64_t b, int64_t 
   const double query_keys = p <= t ? p * p : p * (p + t) / 2;
   const double decode_keys = (out - 1) * (p + out / 2);
   bytes += layers * (rows + chunk_keys + decode_keys) * static_cast<double>(in.kv_token_bytes);
+  bytes += layers * rows * static_cast<double>(in.layer_row_bytes);
   double flops = 2.0 * layer_params * rows + layers * 4.0 * (query_keys + decode_keys) *
                                                  static_cast<double>(in.attention_width);
   double hop = steps * o.hop_seconds;

@@ -307,6 +307,15 @@ absl::StatusOr<PlanInput> PlanInputForModel(const std::string& model_dir, const 
   in.hidden_size = config.hidden_size;
   in.attention_width = config.q_dim();
   in.activation_bytes = budget.kv_element_bytes;  // the activations' type is the cache's
+  int64_t row_elements = 0;
+  for (const TensorSpec& t : LayerTensors(config, 0)) {
+    if (IsLinearWeight(t)) row_elements += t.shape[0] + t.shape[1];  // read in, write out
+  }
+  // Two residual adds with their norms (read two, write two), the gate's
+  // product (read two, write one), RoPE on q and k, K and V written.
+  row_elements += 8 * config.hidden_size + 3 * config.intermediate_size +
+                  2 * (config.q_dim() + config.kv_dim()) + 2 * config.kv_dim();
+  in.layer_row_bytes = row_elements * in.activation_bytes;
   in.max_batch_tokens = budget.max_batch_tokens;
   return in;
 }

@@ -54,6 +54,11 @@ struct PlanInput {
   int64_t hidden_size = 0;            // activations sent per token between stages
   int64_t attention_width = 0;        // query heads x head size (prefill attention FLOPs)
   int64_t activation_bytes = 4;       // per element of a hidden state sent on (bf16 on GPUs: 2)
+  // Activations one row reads and writes through one layer: each matrix's
+  // input and output, the norms, the gated MLP's product, RoPE and the KV
+  // write (a prompt chunk's hundreds of rows make this a fifth of a layer's
+  // traffic beside its weights).
+  int64_t layer_row_bytes = 0;
   int64_t max_batch_tokens = 512;     // tokens a step carries at most
 };
 

@@ -285,6 +285,7 @@ TEST(LayoutTest, ARequestReadsWeightsPerStepAndTheHeadWhenItSamples) {
   PlanInput in = Uniform(4, 1, int64_t{16} << 30);
   in.max_batch_tokens = 512;
   in.attention_width = 2048;
+  in.layer_row_bytes = 1000;
   LayoutOptions o;
   o.hop_seconds = 1e-4;
   o.prompt_tokens = 1024;
@@ -292,21 +293,23 @@ TEST(LayoutTest, ARequestReadsWeightsPerStepAndTheHeadWhenItSamples) {
   const DeviceSpec& dev = in.devices[0];
   // A middle stage, one layer, decoding 8 at a time: the prompt's two
   // chunks carry its 3 decode tokens, so two steps read the layer; 1027 rows
-  // write their K and V, are multiplied (2 FLOPs per parameter) and sent on;
+  // write their K and V, move 1000 bytes of activations each through the
+  // layer, are multiplied (2 FLOPs per parameter) and sent on;
   // the chunks read 512 and 1024 keys once each, for 512 queries each, and
   // the decode tokens 1025.5 on average (4 FLOPs per query, key and
   // attention dim).
   const double decode_keys = 3 * (1024 + 2);
   const double read_keys = 512 + 1024 + decode_keys;
   const double keys = 512.0 * 512 + 512.0 * 1024 + decode_keys;
-  const double mid = (2 * 100.0 * kMiB + (1027 + read_keys) * 4096) / 1e12 +
+  const double mid = (2 * 100.0 * kMiB + (1027 + read_keys) * 4096 + 1027 * 1000.0) / 1e12 +
                      (2.0 * 50 * kMiB * 1027 + 4.0 * keys * 2048) / 100e12 + 2e-4 +
                      1027.0 * 2048 * 4 / 25e9;
   EXPECT_NEAR(RequestSeconds(in, dev, 1, 2, 8, o), mid, 1e-12);
   // The last stage reads the head in both steps (both sample) and
   // multiplies the 4 sampled rows by it; it sends nothing on.
   const double last =
-      (2 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (1027 + read_keys) * 4096) / 1e12 +
+      (2 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (1027 + read_keys) * 4096 + 1027 * 1000.0) /
+          1e12 +
       (2.0 * 50 * kMiB * 1027 + 4.0 * keys * 2048 + 4 * 2.0 * 100 * kMiB) / 100e12 + 2e-4;
   EXPECT_NEAR(RequestSeconds(in, dev, 3, 4, 8, o), last, 1e-12);
   // A micro-batch of 8 completed tokens is two requests.
@@ -315,7 +318,7 @@ TEST(LayoutTest, ARequestReadsWeightsPerStepAndTheHeadWhenItSamples) {
   o.prompt_tokens = 128;
   o.output_tokens = 1;
   const double short_last =
-      (0.25 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (128 + 128.0) * 4096) / 1e12 +
+      (0.25 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (128 + 128.0) * 4096 + 128 * 1000.0) / 1e12 +
       (2.0 * 50 * kMiB * 128 + 4.0 * 128 * 128 * 2048 + 2.0 * 100 * kMiB) / 100e12 + 0.25e-4;
   EXPECT_NEAR(RequestSeconds(in, dev, 3, 4, 8, o), short_last, 1e-12);
   // Long completions: 63 decode tokens in micro-batches of 8 are 7.875
@@ -324,7 +327,9 @@ TEST(LayoutTest, ARequestReadsWeightsPerStepAndTheHeadWhenItSamples) {
   o.output_tokens = 64;
   const double dkeys = 16.0 * 16 + 63 * (16 + 32);
   const double decode_last =
-      (7.875 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (79 + 16 + 63 * (16 + 32)) * 4096) / 1e12 +
+      (7.875 * (100.0 * kMiB + 200.0 * kMiB + 4096) + (79 + 16 + 63 * (16 + 32)) * 4096 +
+       79 * 1000.0) /
+          1e12 +
       (2.0 * 50 * kMiB * 79 + 4.0 * dkeys * 2048 + 64 * 2.0 * 100 * kMiB) / 100e12 + 7.875e-4;
   EXPECT_NEAR(RequestSeconds(in, dev, 3, 4, 8, o), decode_last, 1e-12);
 }
