@@ -260,13 +260,22 @@ TEST(ReplicaTest, ACpuWorkerStandsByBesideGpusAndReplacesAFailedOne) {
 // simulated 0.6 GiB GPU) with two CPU workers: one pipeline of the GPU and
 // as few CPU stages as it takes (one), the GPU holding what its memory
 // allows; the second CPU worker stands by.
-TEST(ReplicaTest, CpuWorkersTakeTheLayersASmallGpuCannotHold) {
-  const std::string model = FreshDir("llama1b8-zeros");
+// Llama 1B's shape cut to 8 layers, zero weights in sparse files, in a fresh
+// folder named `name` (empty when it cannot be made).
+std::string ZeroLlama1b8(const std::string& name) {
+  const std::string model = FreshDir(name);
   ModelSpec spec;
   spec.size = "1b";
   spec.init = "zeros";
   spec.layers = 8;
-  ASSERT_TRUE(MakeModel(spec, model).ok());
+  const absl::Status made = MakeModel(spec, model);
+  EXPECT_TRUE(made.ok()) << made;
+  return made.ok() ? model : "";
+}
+
+TEST(ReplicaTest, CpuWorkersTakeTheLayersASmallGpuCannotHold) {
+  const std::string model = ZeroLlama1b8("llama1b8-zeros");
+  ASSERT_FALSE(model.empty());
   auto cluster = Cluster::Start(
       model, 3,
       {"--gpus", "sim:custom", "--cpu-workers", "2", "--max-sequences", "2", "--max-context", "256",
@@ -297,12 +306,8 @@ TEST(ReplicaTest, CpuWorkersTakeTheLayersASmallGpuCannotHold) {
 // prefill: the last stage, whose LM head decode reads whole every step, takes
 // its share of the layers, and says why; it serves as before.
 TEST(ReplicaTest, APipelinePlannedForLongPromptsEvensOutItsLayers) {
-  const std::string model = FreshDir("llama1b8-zeros-load");
-  ModelSpec spec;
-  spec.size = "1b";
-  spec.init = "zeros";
-  spec.layers = 8;
-  ASSERT_TRUE(MakeModel(spec, model).ok());
+  const std::string model = ZeroLlama1b8("llama1b8-zeros-load");
+  ASSERT_FALSE(model.empty());
   auto layers_of = [](const v1::LayerMap& map) {
     std::vector<int> out;
     for (const v1::StageInfo& s : map.stages()) out.push_back(s.layer_end() - s.layer_begin());
