@@ -21,6 +21,7 @@
 #include "services/coordinator/coordinator.h"
 #include "services/coordinator/layout.h"
 #include "services/coordinator/planner.h"
+#include "services/coordinator/scheduler.h"
 #include "services/gateway/gateway.h"
 #include "services/worker/worker.h"
 #include "tools/client.h"
@@ -775,7 +776,7 @@ absl::Status PlanCommand(const std::vector<std::string>& args) {
   budget.context = context;
   budget.kv_element_bytes = kv_dtype == "bf16" ? 2 : 4;
   budget.max_batch_tokens = batch;
-  budget.decode_rows = decode_rows >= 0 ? decode_rows : std::min(max_sequences, batch);
+  budget.decode_rows = SchedulerOptions::DefaultDecodeRows(decode_rows, max_sequences, batch);
   ASSIGN_OR_RETURN(PlanInput input, PlanInputForModel(model, config, specs, budget));
   std::cout << config.architecture << ", " << config.num_layers << " layers; KV "
             << FormatBytes(input.kv_token_bytes * config.num_layers) << " per token, "

@@ -1,7 +1,5 @@
 #include "services/coordinator/coordinator.h"
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 #include "runtime/config.h"
 #include "runtime/status_macros.h"
@@ -10,12 +8,13 @@
 #include "services/common/server.h"
 #include "services/common/signals.h"
 #include "services/coordinator/coordinator_service.h"
+#include "services/coordinator/scheduler.h"
 
 namespace strata {
 
 int64_t DecodeRows(const CoordinatorOptions& options) {
-  return options.max_decode_rows >= 0 ? options.max_decode_rows
-                                      : std::min(options.max_sequences, options.max_batch_tokens);
+  return SchedulerOptions::DefaultDecodeRows(options.max_decode_rows, options.max_sequences,
+                                             options.max_batch_tokens);
 }
 
 absl::Status RunCoordinator(const CoordinatorOptions& options) {

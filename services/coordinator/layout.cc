@@ -345,10 +345,8 @@ absl::StatusOr<Layout> PlanLayout(const PlanInput& input, const LayoutOptions& o
   const Weighed& w = weighed[best];
   layout.stages = w.stages;
   layout.tokens_per_second = w.tokens_per_second;
-  if (options.prompt_tokens > 0) {
-    layout.prompt_tokens = options.prompt_tokens;
-    layout.output_tokens = options.output_tokens;
-  }
+  layout.prompt_tokens = options.prompt_tokens;
+  layout.output_tokens = options.output_tokens;
   std::vector<bool> used(n, false);
   for (size_t g = 0; g < w.groups.size(); ++g) {
     const Costs& costs = w.results[g].host_embedding ? host_costs : c;

@@ -5,10 +5,12 @@
 // The step model. A stage that holds layers [b, e) on a device runs one
 // micro-batch of m decoding sequences in
 //
-//   (weights read + m x KV read) / bandwidth + 2 x params x m / FLOP/s + hop
+//   (weights read + m x (KV read + activations)) / bandwidth
+//     + 2 x params x m / FLOP/s + hop
 //
 // where the KV read is the layers' K and V over `read_context_fraction` of the
-// context, and the hop is a fixed cost plus the micro-batch's activations
+// context, the activations are what one row moves through the layers
+// (PlanInput::layer_row_bytes), and the hop is a fixed cost plus the micro-batch's activations
 // over the link (the last stage's hop returns tokens only). A replica keeps S
 // micro-batches in flight, so it holds m x S sequences and delivers m tokens
 // every slowest-stage time.

@@ -59,7 +59,7 @@ struct PlanInput {
   // write (a prompt chunk's hundreds of rows make this a fifth of a layer's
   // traffic beside its weights).
   int64_t layer_row_bytes = 0;
-  int64_t max_batch_tokens = 512;     // tokens a step carries at most
+  int64_t max_batch_tokens = 512;  // tokens a step carries at most
 };
 
 struct StagePlan {

@@ -2,9 +2,10 @@
 // FIFO, up to `max_sequences` run at once (the KV budget every worker was
 // sized for), and each step batches sequences that are not already in the
 // pipeline: decode tokens first, then prefill chunks, up to
-// `max_batch_tokens` of them (plus `max_decode_rows` decode tokens beside). Up to `max_inflight_steps` steps travel the pipeline at
-// once, each with its own share of the running sequences, so every stage can
-// work on a different micro-batch.
+// `max_batch_tokens` of them (plus `max_decode_rows` decode tokens beside).
+// Up to `max_inflight_steps` steps travel the pipeline at once, each with its
+// own share of the running sequences, so every stage can work on a different
+// micro-batch.
 //
 // After a failover the same holds for replays: a sequence is re-fed as a
 // prefill of its prompt and generated ids, and sampling is a function of
@@ -88,6 +89,12 @@ struct SchedulerOptions {
   // instead of waiting for steps of their own; 0: they share max_batch_tokens.
   // Workers size their workspaces for both.
   int64_t max_decode_rows = 0;
+  // A requested count (-1: the default) resolved: min(max_sequences,
+  // max_batch_tokens) unless given.
+  static int64_t DefaultDecodeRows(int64_t requested, int64_t max_sequences,
+                                   int64_t max_batch_tokens) {
+    return requested >= 0 ? requested : std::min(max_sequences, max_batch_tokens);
+  }
   int64_t max_context = 256;
   int max_inflight_steps = 1;
   std::vector<int32_t> eos_ids;

@@ -474,6 +474,9 @@ TEST_F(PlanShapesTest, QwenThreeBillionOnTwoSmallDevicesIsOnePipeline) {
   const std::string half = Plan(model, "--devices 4GiB*2 --plan-prompt-tokens 1024", &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(half.find("--plan-prompt-tokens, --plan-output-tokens"), std::string::npos) << half;
+  const std::string rows = Plan(model, "--devices 4GiB*2 --max-decode-rows -2", &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(rows.find("--max-decode-rows"), std::string::npos) << rows;
   const std::string fraction = Plan(model, "--devices 4GiB*2 --memory-fraction 1.5", &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(fraction.find("--memory-fraction"), std::string::npos) << fraction;
